@@ -1,0 +1,1 @@
+"""streams: a Kafka-native background-job pipeline."""

@@ -1,0 +1,319 @@
+"""topics.yaml: the single source of topology, validated with precise messages.
+
+``load_catalog(path)`` returns a ``Catalog`` or raises ``CatalogError`` naming the file, the
+path inside it and the reason. ``desired_topics(catalog, ...)`` is the provisioning plan:
+every topic (main, retry tiers, DLQ, table changelogs, faust's leader topic) with its
+partition count, replication and configs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from streams.core import topology
+from streams.core.durations import parse_duration_ms
+from streams.errors import CatalogError
+
+DurationMs = Annotated[int, BeforeValidator(parse_duration_ms)]
+"""A duration written as '30s', '10m', '2h', '7d' (or seconds), held in milliseconds."""
+
+_NAME = r"^[a-z][a-z0-9_]*$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetryPolicy(_Model):
+    """The retry ladder: attempt n (n >= 2) waits ``delays_ms[n-2]`` (the last one repeats)."""
+
+    delays_ms: list[DurationMs] = Field(alias="delays", min_length=1)
+    jitter: float = Field(default=0.1, ge=0.0, le=1.0, description="+/- fraction of a delay")
+    max_attempts: int = Field(default=5, ge=1, le=100, description="first run included")
+    retention_ms: DurationMs = Field(default=parse_duration_ms("7d"), alias="retention")
+
+    @model_validator(mode="after")
+    def _retention_exceeds_delays(self) -> RetryPolicy:
+        longest = max(self.delays_ms)
+        if self.retention_ms <= longest * (1 + self.jitter):
+            raise ValueError(
+                f"retention ({self.retention_ms} ms) must exceed the longest delay with jitter "
+                f"({longest} ms * (1 + {self.jitter}))"
+            )
+        if any(d < 1000 for d in self.delays_ms):
+            raise ValueError("every delay must be at least 1s")
+        return self
+
+    def delay_ms_for(self, attempt: int) -> int:
+        """The nominal wait before ``attempt`` (2 = first retry), without jitter."""
+        if attempt < 2:
+            raise ValueError(f"attempt {attempt} has no delay: the first run is immediate")
+        return self.delays_ms[min(attempt - 2, len(self.delays_ms) - 1)]
+
+    @property
+    def tier_delays_ms(self) -> list[int]:
+        return sorted(set(self.delays_ms))
+
+
+class DlqPolicy(_Model):
+    retention_ms: DurationMs = Field(default=parse_duration_ms("30d"), alias="retention")
+
+
+class IdempotencyPolicy(_Model):
+    enabled: bool = True
+    ttl_ms: DurationMs = Field(default=parse_duration_ms("7d"), alias="ttl")
+
+
+class RateLimit(_Model):
+    """A token bucket: ``limit`` tokens per ``per`` window, refilled continuously."""
+
+    name: str = Field(pattern=_NAME)
+    scope: Literal["key", "provider"]
+    provider: str | None = Field(default=None, description="required for scope=provider")
+    limit: int = Field(ge=1)
+    per_ms: DurationMs = Field(alias="per")
+    burst: int | None = Field(default=None, ge=1, description="bucket size; default = limit")
+    on_exceed: Literal["defer", "reject"] = "defer"
+    max_defer_ms: DurationMs = Field(default=parse_duration_ms("1d"), alias="max_defer")
+
+    @model_validator(mode="after")
+    def _provider_scope(self) -> RateLimit:
+        if self.scope == "provider" and not self.provider:
+            raise ValueError("scope 'provider' needs a 'provider' name")
+        if self.scope == "key" and self.provider:
+            raise ValueError("'provider' applies only to scope 'provider'")
+        if self.per_ms <= 0:
+            raise ValueError("'per' must be a positive duration")
+        return self
+
+    @property
+    def capacity(self) -> int:
+        return self.burst or self.limit
+
+
+class CircuitBreakerPolicy(_Model):
+    failure_threshold: int = Field(default=5, ge=1, description="consecutive failures to open")
+    cooldown_ms: DurationMs = Field(default=parse_duration_ms("30s"), alias="cooldown")
+
+
+class Family(_Model):
+    """One job family: a main topic, its retry tiers, its DLQ and their policies."""
+
+    name: str = Field(pattern=_NAME)
+    description: str = ""
+    key_field: str = Field(pattern=_NAME)
+    partitions: int = Field(ge=1, le=10_000)
+    replication_factor: int = Field(ge=1, le=7)
+    min_insync_replicas: int = Field(ge=1, le=7)
+    retention_ms: DurationMs = Field(alias="retention")
+    max_message_bytes: int = Field(default=1_048_576, ge=1024)
+    header_reserve_bytes: int = Field(default=16_384, ge=1024)
+    concurrency: int = Field(default=16, ge=1, le=4096, description="events in flight per worker")
+    handler_timeout_ms: DurationMs = Field(alias="handler_timeout")
+    retry: RetryPolicy
+    dlq: DlqPolicy = DlqPolicy()
+    idempotency: IdempotencyPolicy = IdempotencyPolicy()
+    rate_limits: list[RateLimit] = Field(default_factory=list)
+    circuit_breaker: CircuitBreakerPolicy = CircuitBreakerPolicy()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Family:
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"min_insync_replicas ({self.min_insync_replicas}) exceeds "
+                f"replication_factor ({self.replication_factor})"
+            )
+        names = [r.name for r in self.rate_limits]
+        if len(names) != len(set(names)):
+            raise ValueError(f"rate limit names must be unique, got {names}")
+        for limit in self.rate_limits:
+            if limit.max_defer_ms >= self.retry.retention_ms:
+                raise ValueError(
+                    f"rate limit {limit.name!r}: max_defer ({limit.max_defer_ms} ms) must be "
+                    f"below the retry tiers' retention ({self.retry.retention_ms} ms)"
+                )
+        return self
+
+    def replication(self, override: int | None) -> tuple[int, int]:
+        """(replication factor, min.insync.replicas), capped by a local override."""
+        if override is None:
+            return self.replication_factor, self.min_insync_replicas
+        rf = min(self.replication_factor, override)
+        return rf, min(self.min_insync_replicas, rf)
+
+    def topics(self, prefix: str) -> topology.FamilyTopics:
+        return topology.family_topics(prefix, self.name, self.retry.tier_delays_ms)
+
+    @property
+    def tier_max_message_bytes(self) -> int:
+        """Retry tiers and the DLQ leave room for the failure headers."""
+        return self.max_message_bytes + self.header_reserve_bytes
+
+
+class Catalog(_Model):
+    version: Literal[1] = 1
+    families: dict[str, Family]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise ValueError("the catalog must be a mapping with 'families'")
+        defaults = data.get("defaults") or {}
+        if not isinstance(defaults, dict):
+            raise ValueError("'defaults' must be a mapping")
+        families = data.get("families")
+        if not isinstance(families, dict) or not families:
+            raise ValueError("'families' must be a non-empty mapping of family name -> policy")
+        merged = {}
+        for name, body in families.items():
+            if not isinstance(body, dict):
+                raise ValueError(f"family {name!r} must be a mapping")
+            merged[name] = {**_deep_merge(defaults, body), "name": name}
+        return {k: v for k, v in data.items() if k != "defaults"} | {"families": merged}
+
+    def family(self, name: str) -> Family:
+        try:
+            return self.families[name]
+        except KeyError:
+            known = ", ".join(sorted(self.families))
+            raise CatalogError(f"unknown family {name!r}; known: {known}") from None
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _format_errors(path: Path, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        lines.append(f"{path}: {loc}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def parse_catalog(data: Any, source: Path = Path("topics.yaml")) -> Catalog:
+    """Validate already-parsed YAML; raises CatalogError(file: path: reason, ...)."""
+    try:
+        return Catalog.model_validate(data)
+    except ValidationError as exc:
+        raise CatalogError(_format_errors(source, exc)) from None
+
+
+def load_catalog(path: Path) -> Catalog:
+    """Read and validate topics.yaml; raises CatalogError naming file, path and reason."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CatalogError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{path}: not valid YAML: {exc}") from None
+    return parse_catalog(data, path)
+
+
+# --- provisioning plan ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic as the catalog wants it."""
+
+    name: str
+    partitions: int
+    replication_factor: int
+    configs: dict[str, str] = field(default_factory=dict)
+    role: str = "main"  # main | retry | dlq | changelog | leader
+    family: str | None = None
+
+
+def desired_topics(
+    catalog: Catalog, *, prefix: str, app_id: str, rf_override: int | None
+) -> list[TopicSpec]:
+    """Every topic streams needs, in a stable order."""
+    specs: list[TopicSpec] = []
+    max_rf = 1
+    for fam in catalog.families.values():
+        rf, min_isr = fam.replication(rf_override)
+        max_rf = max(max_rf, rf)
+        names = fam.topics(prefix)
+        base = {"min.insync.replicas": str(min_isr), "cleanup.policy": "delete"}
+        specs.append(
+            TopicSpec(
+                names.main,
+                fam.partitions,
+                rf,
+                base
+                | {
+                    "retention.ms": str(fam.retention_ms),
+                    "max.message.bytes": str(fam.max_message_bytes),
+                },
+                "main",
+                fam.name,
+            )
+        )
+        tier_conf = base | {
+            "retention.ms": str(fam.retry.retention_ms),
+            "max.message.bytes": str(fam.tier_max_message_bytes),
+        }
+        specs.extend(
+            TopicSpec(t, fam.partitions, rf, dict(tier_conf), "retry", fam.name)
+            for t in names.retries
+        )
+        specs.append(
+            TopicSpec(
+                names.dlq,
+                fam.partitions,
+                rf,
+                base
+                | {
+                    "retention.ms": str(fam.dlq.retention_ms),
+                    "max.message.bytes": str(fam.tier_max_message_bytes),
+                },
+                "dlq",
+                fam.name,
+            )
+        )
+        changelog_conf = {"min.insync.replicas": str(min_isr), "cleanup.policy": "compact,delete"}
+        done_ttl = fam.idempotency.ttl_ms
+        bucket_ttl = max([r.per_ms for r in fam.rate_limits] + [parse_duration_ms("1d")])
+        for kind, ttl in (("done", done_ttl), ("buckets", bucket_ttl)):
+            specs.append(
+                TopicSpec(
+                    topology.changelog_topic(app_id, topology.table_name(fam.name, kind)),
+                    fam.partitions,
+                    rf,
+                    changelog_conf | {"retention.ms": str(ttl)},
+                    "changelog",
+                    fam.name,
+                )
+            )
+    specs.append(
+        TopicSpec(
+            topology.leader_topic(app_id),
+            1,
+            max_rf,
+            {"cleanup.policy": "delete", "retention.ms": str(parse_duration_ms("1d"))},
+            "leader",
+        )
+    )
+    return specs

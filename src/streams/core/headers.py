@@ -1,0 +1,186 @@
+"""The header contract: event metadata and failure metadata as UTF-8 Kafka headers.
+
+Every value is a UTF-8 string so any console (kcat, AKHQ, Kafka UI) shows it as text.
+Failure headers are *replaced*, never appended, on each attempt, so a record's headers do
+not grow across the retry ladder; free text is bounded and scrubbed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+# --- names ------------------------------------------------------------------------------
+
+EVENT_ID = "streams-event-id"
+EVENT_TYPE = "streams-event-type"
+SCHEMA = "streams-schema"  # "<event type>@<fingerprint hex>"
+CONTENT_TYPE = "content-type"  # "application/vnd.streams+avro" (single-object encoding)
+TRACEPARENT = "traceparent"  # W3C trace context
+TRACESTATE = "tracestate"
+
+ATTEMPT = "streams-attempt"  # the attempt the record will run as (1 = first run)
+DEFERRALS = "streams-deferrals"  # rate-limit / circuit deferrals so far (no attempt used)
+FIRST_DEFERRED_AT_MS = "streams-first-deferred-at-ms"
+DUE_AT_MS = "streams-due-at-ms"
+ORIGINAL_TOPIC = "streams-original-topic"
+ORIGINAL_PARTITION = "streams-original-partition"
+ORIGINAL_OFFSET = "streams-original-offset"
+ORIGINAL_TIMESTAMP_MS = "streams-original-timestamp-ms"
+FIRST_FAILURE_AT_MS = "streams-first-failure-at-ms"
+FAILED_AT_MS = "streams-failed-at-ms"
+ERROR_CLASS = "streams-error-class"
+ERROR_MESSAGE = "streams-error-message"
+ERROR_FINGERPRINT = "streams-error-fingerprint"
+DLQ_REASON = "streams-dlq-reason"
+REPLAYED_AT_MS = "streams-replayed-at-ms"  # replay marker (set by DLQ replay)
+REPLAY_COUNT = "streams-replay-count"
+
+EVENT_HEADERS = (EVENT_ID, EVENT_TYPE, SCHEMA, CONTENT_TYPE, TRACEPARENT, TRACESTATE)
+FAILURE_HEADERS = (
+    ATTEMPT,
+    DEFERRALS,
+    FIRST_DEFERRED_AT_MS,
+    DUE_AT_MS,
+    ORIGINAL_TOPIC,
+    ORIGINAL_PARTITION,
+    ORIGINAL_OFFSET,
+    ORIGINAL_TIMESTAMP_MS,
+    FIRST_FAILURE_AT_MS,
+    FAILED_AT_MS,
+    ERROR_CLASS,
+    ERROR_MESSAGE,
+    ERROR_FINGERPRINT,
+    DLQ_REASON,
+)
+DLQ_REASONS = ("exhausted", "permanent", "undecodable", "invalid", "rejected", "expired")
+
+AVRO_CONTENT_TYPE = "application/vnd.streams+avro"
+
+MAX_ERROR_MESSAGE_BYTES = 512
+MAX_ERROR_CLASS_BYTES = 128
+MAX_HEADER_VALUE_BYTES = 1024
+MAX_FOREIGN_HEADERS = 32
+
+# --- encoding ---------------------------------------------------------------------------
+
+RawHeaders = Iterable[tuple[str, bytes | str | None]]
+
+
+def encode(headers: Mapping[str, str]) -> list[tuple[str, bytes]]:
+    """Kafka header list (name, UTF-8 bytes), in a stable order."""
+    return [(name, value.encode("utf-8")) for name, value in headers.items()]
+
+
+def decode(raw: RawHeaders | None) -> dict[str, str]:
+    """Header dict from a Kafka header list. Never raises.
+
+    Undecodable bytes become U+FFFD; a repeated name keeps its last value; ``None`` values
+    become ''. Foreign headers beyond MAX_FOREIGN_HEADERS are dropped so a hostile record
+    cannot grow what we copy to the retry tiers.
+    """
+    out: dict[str, str] = {}
+    foreign = 0
+    for name, value in raw or ():
+        if not name.startswith("streams-") and name not in EVENT_HEADERS and name not in out:
+            foreign += 1
+            if foreign > MAX_FOREIGN_HEADERS:
+                continue
+        if value is None:
+            text = ""
+        elif isinstance(value, bytes):
+            text = value.decode("utf-8", errors="replace")
+        else:
+            text = str(value)
+        out[name] = truncate_utf8(text, MAX_HEADER_VALUE_BYTES)
+    return out
+
+
+def truncate_utf8(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` UTF-8 bytes, never inside a character."""
+    data = text.encode("utf-8")
+    if len(data) <= max_bytes:
+        return text
+    cut = data[: max(0, max_bytes - 3)].decode("utf-8", errors="ignore")
+    return cut + "..."
+
+
+# --- scrubbing and fingerprints ---------------------------------------------------------
+
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_SECRETISH = re.compile(
+    r"(?i)\b(password|passwd|secret|token|api[_-]?key|authorization|bearer)\b(\s*[:=]\s*|\s+)\S+"
+)
+_NUMBERS = re.compile(r"\d+")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def scrub(message: str) -> str:
+    """Remove what must not reach a header: e-mail addresses, secrets, control characters."""
+    message = _CONTROL.sub(" ", message)
+    message = _EMAIL.sub("<email>", message)
+    return _SECRETISH.sub(lambda m: f"{m.group(1)}=<redacted>", message)
+
+
+def error_fingerprint(error_class: str, message: str) -> str:
+    """A 16-hex-digit id grouping errors that differ only in numbers (ids, ports, counts)."""
+    shape = _NUMBERS.sub("#", scrub(message))[:200]
+    return hashlib.sha256(f"{error_class}\n{shape}".encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What went wrong, as it will be written to the headers."""
+
+    error_class: str
+    message: str
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> Failure:
+        kind = type(exc)
+        name = kind.__qualname__ if kind.__module__ == "builtins" else (
+            f"{kind.__module__}.{kind.__qualname__}"
+        )
+        return cls(name, str(exc) or name)
+
+    def headers(self) -> dict[str, str]:
+        cls = truncate_utf8(self.error_class, MAX_ERROR_CLASS_BYTES)
+        msg = truncate_utf8(scrub(self.message), MAX_ERROR_MESSAGE_BYTES)
+        return {
+            ERROR_CLASS: cls,
+            ERROR_MESSAGE: msg,
+            ERROR_FINGERPRINT: error_fingerprint(self.error_class, self.message),
+        }
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where the event was first consumed from (set once, kept across tiers)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+    def headers(self) -> dict[str, str]:
+        return {
+            ORIGINAL_TOPIC: self.topic,
+            ORIGINAL_PARTITION: str(self.partition),
+            ORIGINAL_OFFSET: str(self.offset),
+            ORIGINAL_TIMESTAMP_MS: str(self.timestamp_ms),
+        }
+
+
+def int_header(headers: Mapping[str, str], name: str, default: int) -> int:
+    """An integer header, or ``default`` when absent or malformed (never raises)."""
+    try:
+        return int(headers[name])
+    except (KeyError, ValueError):
+        return default
+
+
+def attempt_of(headers: Mapping[str, str]) -> int:
+    """The attempt this record runs as (1 when the header is absent or malformed)."""
+    return max(1, int_header(headers, ATTEMPT, 1))

@@ -1,0 +1,85 @@
+"""Topic names, derived in one place from the catalog. Pure and idempotent.
+
+Naming (architecture.md, "Data flow"):
+    <prefix><family>                  main topic
+    <prefix><family>.retry.<delay>    one retry tier per distinct delay, e.g. email.retry.30s
+    <prefix><family>.dlq              dead-letter topic
+Table changelogs follow faust: ``<app_id>-<table>-changelog`` with table ``<family>.<kind>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streams.core.durations import format_duration_ms
+
+RETRY_INFIX = ".retry."
+DLQ_SUFFIX = ".dlq"
+TABLE_KINDS = ("done", "buckets")
+
+
+def with_prefix(prefix: str, name: str) -> str:
+    """``name`` with ``prefix`` in front, applied at most once (idempotent)."""
+    return name if not prefix or name.startswith(prefix) else prefix + name
+
+
+def main_topic(prefix: str, family: str) -> str:
+    return with_prefix(prefix, family)
+
+
+def retry_topic(prefix: str, family: str, delay_ms: int) -> str:
+    return with_prefix(prefix, f"{family}{RETRY_INFIX}{format_duration_ms(delay_ms)}")
+
+
+def dlq_topic(prefix: str, family: str) -> str:
+    return with_prefix(prefix, f"{family}{DLQ_SUFFIX}")
+
+
+def table_name(family: str, kind: str) -> str:
+    """The faust table name of a family's state (``kind`` in TABLE_KINDS)."""
+    if kind not in TABLE_KINDS:
+        raise ValueError(f"unknown table kind {kind!r}; expected one of {TABLE_KINDS}")
+    return f"{family}.{kind}"
+
+
+def changelog_topic(app_id: str, table: str) -> str:
+    """faust's changelog topic name for ``table`` of app ``app_id``."""
+    return f"{app_id}-{table}-changelog"
+
+
+def leader_topic(app_id: str) -> str:
+    """faust's assignor leader topic."""
+    return f"{app_id}-__assignor-__leader"
+
+
+def family_of_event_type(event_type: str) -> str:
+    """``email.requested`` -> ``email``: an event type's family is its first dotted part."""
+    family, sep, rest = event_type.partition(".")
+    if not family or not sep or not rest:
+        raise ValueError(f"event type {event_type!r} must look like '<family>.<name>'")
+    return family
+
+
+@dataclass(frozen=True)
+class FamilyTopics:
+    """Every topic name of one family."""
+
+    family: str
+    main: str
+    retries: tuple[str, ...]
+    dlq: str
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return (self.main, *self.retries, self.dlq)
+
+
+def family_topics(prefix: str, family: str, tier_delays_ms: list[int]) -> FamilyTopics:
+    """The main, retry-tier (one per distinct delay, in ascending order) and DLQ names."""
+    tiers = sorted(set(tier_delays_ms))
+    return FamilyTopics(
+        family=family,
+        main=main_topic(prefix, family),
+        retries=tuple(retry_topic(prefix, family, d) for d in tiers),
+        dlq=dlq_topic(prefix, family),
+    )

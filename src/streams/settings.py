@@ -1,0 +1,114 @@
+"""Settings read once at the edge (pydantic-settings, prefix ``STREAMS_``).
+
+Library modules receive a ``Settings`` object; none of them reads the environment.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _default_path(name: str) -> Path:
+    """``name`` in the working directory if it exists there, else next to the source tree."""
+    local = Path.cwd() / name
+    return local if local.exists() else _REPO_ROOT / name
+
+
+class Settings(BaseSettings):
+    """Every ``STREAMS_*`` variable. See the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMS_", extra="ignore")
+
+    # cluster
+    kafka_bootstrap: str | None = Field(
+        default=None, description="host:port[,host:port]; unset = the local broker"
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    # environment separation
+    topic_prefix: str = Field(default="", description="prepended to every topic name")
+    app_id: str = Field(default="streams", description="faust app id = consumer group")
+    replication_factor_override: int | None = Field(
+        default=None, ge=1, description="force RF (and min.insync.replicas) e.g. 1 locally"
+    )
+
+    # files
+    catalog_path: Path = Field(default_factory=lambda: _default_path("topics.yaml"))
+    schemas_dir: Path = Field(default_factory=lambda: _default_path("schemas"))
+    home: Path = Field(
+        default_factory=lambda: _default_path(".streams"),
+        description="local state: broker cache, data, logs, worker state",
+    )
+
+    # producer
+    publish_timeout_s: float = Field(default=30.0, gt=0)
+
+    # worker
+    worker_id: str | None = Field(default=None, description="static group membership id")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=6066, ge=0, le=65535)
+    shutdown_timeout_s: float = Field(default=30.0, gt=0)
+    clock_skew_margin_ms: int = Field(default=50, ge=0)
+    families: str | None = Field(default=None, description="comma list; unset = all families")
+
+    # jobs
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 1025
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_s: float = 10.0
+    email_from: str = "Streams <no-reply@streams.local>"
+    email_message_id_domain: str = "streams.local"
+    unsubscribe_base_url: str = "https://example.com/unsubscribe"
+    unsubscribe_secret: SecretStr = SecretStr("change-me")
+    webhook_signing_secret: SecretStr = SecretStr("change-me")
+    webhook_timeout_s: float = 10.0
+    webhook_allow_hosts: str = Field(
+        default="", description="comma list of hosts/CIDRs allowed despite being private"
+    )
+
+    @cached_property
+    def bootstrap(self) -> str:
+        """The cluster address; raises ConfigError when neither set nor locally started."""
+        if self.kafka_bootstrap:
+            return self.kafka_bootstrap
+        from streams.errors import ConfigError
+
+        state = self.home / "broker" / "bootstrap"
+        if state.exists():
+            return state.read_text().strip()
+        raise ConfigError(
+            "no Kafka cluster: set STREAMS_KAFKA_BOOTSTRAP=host:port, "
+            "or start the local broker with `streams broker start`"
+        )
+
+    def kafka_security(self) -> dict[str, Any]:
+        """librdkafka security properties (also mapped for aiokafka by the app module)."""
+        conf: dict[str, Any] = {"security.protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+            conf["sasl.username"] = self.sasl_username or ""
+            conf["sasl.password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else ""
+            )
+        if self.ssl_cafile:
+            conf["ssl.ca.location"] = str(self.ssl_cafile)
+        if self.ssl_certfile:
+            conf["ssl.certificate.location"] = str(self.ssl_certfile)
+        if self.ssl_keyfile:
+            conf["ssl.key.location"] = str(self.ssl_keyfile)
+        return conf
