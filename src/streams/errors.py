@@ -54,10 +54,11 @@ class Deferred(HandlerError):
 
     retriable = True
 
-    def __init__(self, delay_s: float, reason: str) -> None:
+    def __init__(self, delay_s: float, reason: str, max_defer_s: float | None = None) -> None:
         super().__init__(f"deferred {delay_s:g}s: {reason}")
         self.delay_s = float(delay_s)
         self.reason = reason
+        self.max_defer_s = max_defer_s  # total deferral allowed; past it: DLQ reason 'expired'
 
 
 class Rejected(HandlerError):
