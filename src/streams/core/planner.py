@@ -1,0 +1,244 @@
+"""The routing decision as a value: ``Done``, ``Retry`` or ``DeadLetter``.
+
+Pure (style.md, 1): the clock (``now_ms``) and randomness (``rand``) are arguments; the
+agents only carry the decision out. Classification of the error:
+
+    EventValidationError            -> DeadLetter 'invalid'
+    DecodeError                     -> DeadLetter 'undecodable'
+    Rejected                        -> DeadLetter 'rejected'
+    Deferred                        -> Retry (attempt not used) or DeadLetter 'expired'
+    Permanent / ``retriable=False`` -> DeadLetter 'permanent'
+    RetryAfter, Retryable, other    -> Retry (next attempt) or DeadLetter 'exhausted'
+
+Failure headers are replaced, never appended: the result's headers are a copy of the
+input with at most the names in ``headers.FAILURE_HEADERS`` added, so feeding them back
+attempt after attempt does not grow them.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from streams.catalog import RetryPolicy
+from streams.core import headers as h
+from streams.core.backoff import jittered_delay_ms, tier_for_delay_ms
+from streams.core.topology import dlq_topic, retry_topic
+from streams.errors import (
+    DecodeError,
+    Deferred,
+    EventValidationError,
+    Rejected,
+    RetryAfter,
+)
+
+DEFERRED_ERROR_CLASS = "streams.errors.Deferred"
+_FOREVER_MS = 2**62  # an infinite max_defer_s
+
+
+@dataclass(frozen=True)
+class Done:
+    """The event succeeded: ack it."""
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Send the unchanged value to ``topic`` with ``headers``; run it at ``due_at_ms``.
+
+    ``attempt`` is the attempt it will run as; ``deferred`` is True when no attempt was
+    used (rate limit, open circuit).
+    """
+
+    topic: str
+    tier_delay_ms: int
+    due_at_ms: int
+    attempt: int
+    headers: dict[str, str]
+    deferred: bool
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """Send the unchanged value to the DLQ ``topic``; ``reason`` is one of DLQ_REASONS."""
+
+    topic: str
+    reason: str
+    headers: dict[str, str]
+
+
+Decision = Done | Retry | DeadLetter
+
+
+@dataclass(frozen=True)
+class _Context:
+    family: str
+    prefix: str
+    retry: RetryPolicy
+    headers: Mapping[str, str]
+    origin: h.Origin
+    now_ms: int
+
+
+def plan_success() -> Done:
+    """The decision for a handler that returned."""
+    return Done()
+
+
+def plan_failure(
+    *,
+    family: str,
+    prefix: str,
+    retry: RetryPolicy,
+    error: BaseException,
+    headers: Mapping[str, str],
+    origin: h.Origin,
+    now_ms: int,
+    rand: Callable[[], float] = random.random,
+    default_max_defer_ms: int,
+) -> Retry | DeadLetter:
+    """Where a failed record goes next; times in ms since the epoch.
+
+    ``headers`` are the record's decoded headers (never mutated); ``origin`` is the record
+    being processed; ``default_max_defer_ms`` bounds deferrals whose error names no
+    ``max_defer_s``, and caps a ``RetryAfter`` hint. Raises nothing for the error tree
+    (a NaN delay counts as 0, an infinite one as longer than any budget).
+    """
+    ctx = _Context(family, prefix, retry, headers, origin, now_ms)
+    reason = _dead_letter_reason(error)
+    if reason is not None:
+        return _dead_letter(ctx, h.Failure.from_exception(error), reason)
+    if isinstance(error, Deferred):
+        return _plan_deferral(ctx, error, default_max_defer_ms)
+    return _plan_retry(ctx, error, rand, default_max_defer_ms)
+
+
+def _dead_letter_reason(error: BaseException) -> str | None:
+    """The DLQ reason of an error that must not be retried, else None."""
+    if isinstance(error, EventValidationError):
+        return "invalid"
+    if isinstance(error, DecodeError):
+        return "undecodable"
+    if isinstance(error, Rejected):
+        return "rejected"
+    if isinstance(error, Deferred):
+        return None
+    if getattr(error, "retriable", True) is False:
+        return "permanent"
+    return None
+
+
+def _plan_retry(
+    ctx: _Context, error: BaseException, rand: Callable[[], float], hint_cap_ms: int
+) -> Retry | DeadLetter:
+    """The next attempt on the nominal tier, or DeadLetter 'exhausted'.
+
+    A ``RetryAfter`` hint (capped at ``hint_cap_ms``) longer than the nominal delay also
+    moves the record to the tier that fits the hint.
+    """
+    failure = h.Failure.from_exception(error)
+    attempt = h.attempt_of(ctx.headers)
+    if attempt >= ctx.retry.max_attempts:
+        return _dead_letter(ctx, failure, "exhausted")
+    next_attempt = attempt + 1
+    tier_ms = ctx.retry.delay_ms_for(next_attempt)
+    wait_ms = jittered_delay_ms(tier_ms, ctx.retry.jitter, rand)
+    if isinstance(error, RetryAfter):
+        hint_ms = seconds_to_ms(error.delay_s, cap_ms=hint_cap_ms)
+        wait_ms = max(wait_ms, hint_ms)
+        if hint_ms > tier_ms:
+            tier_ms = tier_for_delay_ms(ctx.retry.tier_delays_ms, hint_ms)
+    out = _failure_headers(ctx, failure)
+    out[h.ATTEMPT] = str(next_attempt)
+    return _retry(ctx, out, tier_ms, ctx.now_ms + wait_ms, next_attempt, deferred=False)
+
+
+def _plan_deferral(ctx: _Context, error: Deferred, default_max_defer_ms: int) -> Retry | DeadLetter:
+    """A wait that uses no attempt, or DeadLetter 'expired' past the deferral budget."""
+    failure = h.Failure(DEFERRED_ERROR_CLASS, error.reason)
+    max_defer_ms = default_max_defer_ms
+    if error.max_defer_s is not None:
+        max_defer_ms = seconds_to_ms(error.max_defer_s, cap_ms=_FOREVER_MS)
+    delay_ms = seconds_to_ms(error.delay_s, cap_ms=max_defer_ms + 1)
+    first_deferred_at_ms = h.int_header(ctx.headers, h.FIRST_DEFERRED_AT_MS, ctx.now_ms)
+    out = _failure_headers(ctx, failure)
+    out[h.FIRST_DEFERRED_AT_MS] = str(first_deferred_at_ms)
+    if ctx.now_ms + delay_ms - first_deferred_at_ms > max_defer_ms:
+        return _finish_dead_letter(ctx, out, "expired")
+    out[h.DEFERRALS] = str(max(0, h.int_header(ctx.headers, h.DEFERRALS, 0)) + 1)
+    tier_ms = tier_for_delay_ms(ctx.retry.tier_delays_ms, delay_ms)
+    attempt = h.attempt_of(ctx.headers)
+    return _retry(ctx, out, tier_ms, ctx.now_ms + delay_ms, attempt, deferred=True)
+
+
+def _retry(
+    ctx: _Context,
+    out: dict[str, str],
+    tier_ms: int,
+    due_at_ms: int,
+    attempt: int,
+    *,
+    deferred: bool,
+) -> Retry:
+    out[h.DUE_AT_MS] = str(due_at_ms)
+    out.pop(h.DLQ_REASON, None)
+    topic = retry_topic(ctx.prefix, ctx.family, tier_ms)
+    return Retry(topic, tier_ms, due_at_ms, attempt, out, deferred)
+
+
+def _dead_letter(ctx: _Context, failure: h.Failure, reason: str) -> DeadLetter:
+    return _finish_dead_letter(ctx, _failure_headers(ctx, failure), reason)
+
+
+def _finish_dead_letter(ctx: _Context, out: dict[str, str], reason: str) -> DeadLetter:
+    out[h.DLQ_REASON] = reason
+    out.pop(h.DUE_AT_MS, None)
+    return DeadLetter(dlq_topic(ctx.prefix, ctx.family), reason, out)
+
+
+def _failure_headers(ctx: _Context, failure: h.Failure) -> dict[str, str]:
+    """A copy of the record's headers with this failure's headers replaced.
+
+    The ORIGINAL_* group is written as a whole, from ``ctx.origin``, only when
+    ORIGINAL_TOPIC is absent or empty, so it keeps the first topic. ATTEMPT is normalised
+    to the attempt the record ran as.
+    """
+    out = dict(ctx.headers)
+    if not out.get(h.ORIGINAL_TOPIC):
+        out.update(ctx.origin.headers())
+    if h.int_header(out, h.FIRST_FAILURE_AT_MS, -1) < 0:
+        out[h.FIRST_FAILURE_AT_MS] = str(ctx.now_ms)
+    out[h.FAILED_AT_MS] = str(ctx.now_ms)
+    out[h.ATTEMPT] = str(h.attempt_of(ctx.headers))
+    out.update(failure.headers())
+    return out
+
+
+def is_due(headers: Mapping[str, str], now_ms: int, skew_margin_ms: int) -> int:
+    """Milliseconds to wait before running a retry-tier record (0 = due now).
+
+    The due time is the DUE_AT_MS header, never the record timestamp; a record without a
+    parseable one is due now. ``skew_margin_ms`` is added so that a worker whose clock
+    runs up to that much ahead of the planner's still never runs a record early.
+    Raises ValueError when ``skew_margin_ms`` is negative.
+    """
+    if skew_margin_ms < 0:
+        raise ValueError(f"skew_margin_ms must be >= 0, got {skew_margin_ms}")
+    due_at_ms = h.int_header(headers, h.DUE_AT_MS, -1)
+    if due_at_ms < 0:
+        return 0
+    return max(0, due_at_ms + skew_margin_ms - now_ms)
+
+
+def seconds_to_ms(delay_s: float, *, cap_ms: int) -> int:
+    """Seconds to whole ms in [0, ``cap_ms``], rounded up (never shorter than asked).
+
+    NaN and negatives give 0; infinity gives ``cap_ms``. A value a hair above a whole ms
+    (up to 1e-6 ms, from a ms -> s -> ms round trip) is not rounded up. Never raises.
+    """
+    if math.isnan(delay_s) or delay_s <= 0:
+        return 0
+    if delay_s * 1000 >= cap_ms:
+        return cap_ms
+    return min(cap_ms, math.ceil(delay_s * 1000 - 1e-6))
