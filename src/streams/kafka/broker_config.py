@@ -1,0 +1,251 @@
+"""Pure helpers of the local broker: config rendering, cluster id, pom version, ports, argv.
+
+Nothing here starts a process; ``streams.kafka.broker`` does the IO. See
+``shared/design/kafka-broker.md`` for where each property comes from.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import socket
+import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from streams.errors import StreamsError
+
+KAFKA_MAIN_CLASS = "kafka.Kafka"
+STORAGE_TOOL_CLASS = "kafka.tools.StorageTool"
+LOOPBACK = "127.0.0.1"
+DEFAULT_HEAP_MB = 512
+FORMAT_HEAP_MB = 256
+
+_POM_NS = "{http://maven.apache.org/POM/4.0.0}"
+_VERSION_RE = re.compile(r"^\d+\.\d+\.\d+([.-][A-Za-z0-9.-]+)?$")
+_CLUSTER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{22}$")
+_MISSING_TOOL_HINT = (
+    "install it (Debian/Ubuntu: `apt-get install openjdk-17-jre-headless maven`), "
+    "or set STREAMS_KAFKA_BOOTSTRAP=host:port to use an existing Kafka cluster"
+)
+
+
+class LocalBrokerError(StreamsError):
+    """The local broker could not be assembled, started, or stopped; the message says why."""
+
+
+class BrokerToolMissing(LocalBrokerError):
+    """``java`` or ``mvn`` is not on PATH."""
+
+    def __init__(self, tool: str) -> None:
+        super().__init__(f"`{tool}` was not found on PATH: {_MISSING_TOOL_HINT}")
+        self.tool = tool
+
+
+def parse_kafka_version(pom_xml: str) -> str:
+    """The ``kafka.version`` property of the broker pom; raises LocalBrokerError if absent/bad."""
+    try:
+        root = ET.fromstring(pom_xml)
+    except ET.ParseError as exc:
+        raise LocalBrokerError(f"broker pom is not valid XML: {exc}") from exc
+    node = root.find(f"{_POM_NS}properties/{_POM_NS}kafka.version")
+    if node is None:
+        node = root.find("properties/kafka.version")  # a pom without the Maven namespace
+    if node is None or not (node.text or "").strip():
+        raise LocalBrokerError("broker pom has no <properties><kafka.version> element")
+    version = (node.text or "").strip()
+    if not _VERSION_RE.match(version):
+        raise LocalBrokerError(f"broker pom: kafka.version {version!r} is not a version")
+    return version
+
+
+def new_cluster_id() -> str:
+    """A random KRaft cluster id: 22 characters of URL-safe base64 (like ``Uuid.randomUuid``)."""
+    while True:
+        raw = uuid.uuid4().bytes
+        cluster_id = base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+        if not cluster_id.startswith("-"):  # Kafka avoids ids a CLI would read as a flag
+            return cluster_id
+
+
+def is_valid_cluster_id(cluster_id: str) -> bool:
+    """True for a 22-character URL-safe base64 id that does not start with ``-``."""
+    return bool(_CLUSTER_ID_RE.match(cluster_id)) and not cluster_id.startswith("-")
+
+
+def _check_port(name: str, port: int) -> None:
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        raise LocalBrokerError(f"{name} must be an integer in 1..65535, got {port!r}")
+
+
+def render_server_properties(
+    *, port: int, controller_port: int, log_dir: Path, host: str = LOOPBACK
+) -> str:
+    """server.properties of a single-node KRaft broker+controller, auto topic creation off.
+
+    ``log_dir`` must be absolute (Kafka resolves it against its own working directory).
+    """
+    _check_port("port", port)
+    _check_port("controller_port", controller_port)
+    if port == controller_port:
+        raise LocalBrokerError(f"port and controller_port must differ, both are {port}")
+    if not log_dir.is_absolute():
+        raise LocalBrokerError(f"log_dir must be an absolute path, got {log_dir}")
+    lines = [
+        "process.roles=broker,controller",
+        "node.id=1",
+        f"controller.quorum.voters=1@{host}:{controller_port}",
+        f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
+        f"advertised.listeners=PLAINTEXT://{host}:{port}",
+        "inter.broker.listener.name=PLAINTEXT",
+        "controller.listener.names=CONTROLLER",
+        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        f"log.dirs={log_dir}",
+        "auto.create.topics.enable=false",
+        "num.partitions=1",
+        "offsets.topic.replication.factor=1",
+        "offsets.topic.num.partitions=1",
+        "transaction.state.log.replication.factor=1",
+        "transaction.state.log.min.isr=1",
+        "share.coordinator.state.topic.replication.factor=1",
+        "share.coordinator.state.topic.min.isr=1",
+        "group.initial.rebalance.delay.ms=0",
+        "log.cleaner.dedupe.buffer.size=16777216",
+        "num.network.threads=2",
+        "num.io.threads=2",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_log4j2_properties(log_file: Path, level: str = "INFO") -> str:
+    """A log4j2 config that writes everything at ``level`` and above to ``log_file``."""
+    if level.upper() not in {"TRACE", "DEBUG", "INFO", "WARN", "ERROR"}:
+        raise LocalBrokerError(f"log level must be TRACE..ERROR, got {level!r}")
+    return (
+        "status = error\n"
+        "appender.file.type = File\n"
+        "appender.file.name = FILE\n"
+        f"appender.file.fileName = {log_file}\n"
+        "appender.file.layout.type = PatternLayout\n"
+        "appender.file.layout.pattern = [%d] %p %m (%c)%n\n"
+        f"rootLogger.level = {level.upper()}\n"
+        "rootLogger.appenderRef.file.ref = FILE\n"
+    )
+
+
+def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
+    """``count`` distinct TCP ports that were free on ``host`` a moment ago."""
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((host, 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def port_is_free(port: int, host: str = LOOPBACK) -> bool:
+    """True when ``host:port`` can be bound right now by a server (SO_REUSEADDR, like Kafka)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def port_accepts(host: str, port: int, timeout_s: float = 1.0) -> bool:
+    """True when a TCP connection to ``host:port`` succeeds within ``timeout_s``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def classpath(lib_dir: Path) -> str:
+    """The JVM classpath wildcard for every jar in ``lib_dir`` (expanded by java, not a shell)."""
+    return f"{lib_dir}/*"
+
+
+def format_command(
+    java: str, lib_dir: Path, config: Path, cluster_id: str, heap_mb: int = FORMAT_HEAP_MB
+) -> list[str]:
+    """argv of ``StorageTool format`` for ``config`` with ``cluster_id`` (idempotent)."""
+    if not is_valid_cluster_id(cluster_id):
+        raise LocalBrokerError(f"invalid cluster id {cluster_id!r}: need 22 url-safe base64 chars")
+    return [
+        java,
+        f"-Xmx{heap_mb}m",
+        "-cp",
+        classpath(lib_dir),
+        STORAGE_TOOL_CLASS,
+        "format",
+        "-t",
+        cluster_id,
+        "-c",
+        str(config),
+        "--ignore-formatted",
+    ]
+
+
+def server_command(
+    java: str,
+    lib_dir: Path,
+    config: Path,
+    log4j_config: Path,
+    logs_dir: Path,
+    heap_mb: int = DEFAULT_HEAP_MB,
+) -> list[str]:
+    """argv of the broker JVM (``kafka.Kafka config``) with a fixed ``heap_mb`` heap."""
+    if heap_mb < 128:
+        raise LocalBrokerError(f"heap_mb must be >= 128, got {heap_mb}")
+    return [
+        java,
+        f"-Xms{heap_mb}m",
+        f"-Xmx{heap_mb}m",
+        "-XX:+UseG1GC",
+        "-XX:+ExitOnOutOfMemoryError",
+        "-Djava.awt.headless=true",
+        f"-Dkafka.logs.dir={logs_dir}",
+        f"-Dlog4j2.configurationFile={log4j_config}",
+        "-cp",
+        classpath(lib_dir),
+        KAFKA_MAIN_CLASS,
+        str(config),
+    ]
+
+
+def maven_command(mvn: str, pom: Path, lib_dir: Path) -> list[str]:
+    """argv that copies the broker's runtime jars named by ``pom`` into ``lib_dir``."""
+    return [
+        mvn,
+        "-B",
+        "-q",
+        "-f",
+        str(pom),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={lib_dir}",
+        "-DincludeScope=runtime",
+    ]
+
+
+def parse_bootstrap(text: str) -> tuple[str, int]:
+    """``host:port`` -> ``(host, port)``; raises LocalBrokerError for anything else."""
+    host, sep, port_text = text.strip().rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise LocalBrokerError(f"bootstrap address must be host:port, got {text!r}")
+    port = int(port_text)
+    _check_port("port", port)
+    return host, port
+
+
+def tail(text: str, lines: int = 40) -> str:
+    """The last ``lines`` lines of ``text``."""
+    return "\n".join(text.splitlines()[-lines:])
