@@ -202,12 +202,33 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _format_errors(path: Path, exc: ValidationError) -> str:
+def _format_errors(path: Path, exc: ValidationError, data: Any = None) -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "<root>"
-        lines.append(f"{path}: {loc}: {err['msg']}")
+        lines.append(f"{path}: {loc}{_inherited_from(data, err['loc'])}: {err['msg']}")
     return "\n".join(lines)
+
+
+def _has_path(node: Any, keys: tuple[Any, ...]) -> bool:
+    for key in keys:
+        in_dict = isinstance(node, dict) and key in node
+        in_list = isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node)
+        if not (in_dict or in_list):
+            return False
+        node = node[key]
+    return True
+
+
+def _inherited_from(data: Any, loc: tuple[Any, ...]) -> str:
+    """`` (set in defaults.x.y)`` when a family's bad value comes from ``defaults``."""
+    if not isinstance(data, dict) or len(loc) < 3 or loc[0] != "families":
+        return ""
+    rest = tuple(loc[2:])
+    family = (data.get("families") or {}).get(loc[1])
+    if _has_path(family, rest) or not _has_path(data.get("defaults"), rest):
+        return ""
+    return " (set in defaults." + ".".join(str(k) for k in rest) + ")"
 
 
 def parse_catalog(data: Any, source: Path = Path("topics.yaml")) -> Catalog:
@@ -215,7 +236,7 @@ def parse_catalog(data: Any, source: Path = Path("topics.yaml")) -> Catalog:
     try:
         return Catalog.model_validate(data)
     except ValidationError as exc:
-        raise CatalogError(_format_errors(source, exc)) from None
+        raise CatalogError(_format_errors(source, exc, data)) from None
 
 
 def load_catalog(path: Path) -> Catalog:
