@@ -1,0 +1,280 @@
+"""The pure parts of publishing: trace context, headers, partition key, size check, results.
+
+No confluent_kafka here: everything is plain data so it is unit-tested without a broker.
+The publisher (``streams.kafka.publisher``) runs these on every event, so they are written
+for speed: constant header names and values are encoded once per event type.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from streams.core import headers as h
+from streams.errors import EventTooLarge, InvalidPayload, PublishError
+
+RECORD_OVERHEAD_BYTES = 512
+"""Room kept below ``max_message_bytes`` for Kafka's record and batch framing."""
+
+MAX_TRACESTATE_CHARS = 512  # W3C trace-context: "at most 512 characters" is the safe limit
+
+RESERVED_HEADERS = frozenset(h.EVENT_HEADERS)
+"""Header names the publisher sets itself; callers may not set them (nor ``streams-*``)."""
+
+_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
+_TRACESTATE_MEMBER = re.compile(r"^[a-z0-9_\-*/@]{1,256}=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}$")
+_ZERO_TRACE_ID = "0" * 32
+_ZERO_SPAN_ID = "0" * 16
+
+# --- W3C trace context ------------------------------------------------------------------
+
+
+def new_traceparent() -> str:
+    """A fresh W3C ``traceparent`` (version 00, random trace and span ids, sampled)."""
+    while True:
+        raw = os.urandom(24).hex()
+        trace_id, span_id = raw[:32], raw[32:]
+        if trace_id != _ZERO_TRACE_ID and span_id != _ZERO_SPAN_ID:
+            return f"00-{trace_id}-{span_id}-01"
+
+
+def traceparent_error(value: str) -> str | None:
+    """Why ``value`` is not a valid W3C ``traceparent``, or None when it is valid."""
+    match = _TRACEPARENT.match(value)
+    if match is None:
+        return (
+            "must look like '00-<32 lowercase hex trace id>-<16 lowercase hex span id>-"
+            "<2 hex flags>'"
+        )
+    version, trace_id, span_id, _flags, rest = match.groups()
+    if version == "ff":
+        return "version 'ff' is invalid"
+    if version == "00" and rest is not None:
+        return "version 00 has exactly four dash-separated fields"
+    if trace_id == _ZERO_TRACE_ID:
+        return "the trace id must not be all zeros"
+    if span_id == _ZERO_SPAN_ID:
+        return "the parent (span) id must not be all zeros"
+    return None
+
+
+def tracestate_error(value: str) -> str | None:
+    """Why ``value`` is not a valid W3C ``tracestate``, or None when it is valid."""
+    if len(value) > MAX_TRACESTATE_CHARS:
+        return f"longer than {MAX_TRACESTATE_CHARS} characters ({len(value)})"
+    members = [m.strip() for m in value.split(",")]
+    if len(members) > 32:
+        return f"more than 32 list members ({len(members)})"
+    for member in members:
+        if member and _TRACESTATE_MEMBER.match(member) is None:
+            return f"member {member[:40]!r} is not 'key=value' in the W3C character set"
+    return None
+
+
+# --- headers ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderTemplate:
+    """The headers shared by every event of one type, encoded once."""
+
+    event_type: bytes
+    schema: bytes
+    size_bytes: int  # names + values of the constant headers, plus the variable names
+
+    @classmethod
+    def for_event_type(cls, event_type: str, schema_header: str) -> HeaderTemplate:
+        et = event_type.encode()
+        schema = schema_header.encode()
+        fixed = (
+            len(h.EVENT_TYPE)
+            + len(et)
+            + len(h.SCHEMA)
+            + len(schema)
+            + len(h.CONTENT_TYPE)
+            + len(_AVRO)
+            + len(h.EVENT_ID)
+            + len(h.TRACEPARENT)
+        )
+        return cls(et, schema, fixed)
+
+
+_AVRO = h.AVRO_CONTENT_TYPE.encode()
+HeaderList = list[tuple[str, bytes]]
+
+
+def build_headers(
+    template: HeaderTemplate,
+    event_type: str,
+    event_id: str,
+    *,
+    trace_parent: str | None = None,
+    trace_state: str | None = None,
+    extra: Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]] | None = None,
+) -> HeaderList:
+    """The Kafka headers of one event: ours first, then the caller's ``extra`` headers.
+
+    Raises InvalidPayload (field ``headers.<name>``) for a malformed trace context, an extra
+    header that would override ours (``streams-*`` or an event header), or a value that is
+    neither str nor bytes.
+    """
+    if trace_parent is None:
+        trace_parent = new_traceparent()
+    else:
+        reason = traceparent_error(trace_parent)
+        if reason is not None:
+            raise InvalidPayload(event_type, [(f"headers.{h.TRACEPARENT}", reason)])
+    out: HeaderList = [
+        (h.EVENT_ID, event_id.encode()),
+        (h.EVENT_TYPE, template.event_type),
+        (h.SCHEMA, template.schema),
+        (h.CONTENT_TYPE, _AVRO),
+        (h.TRACEPARENT, trace_parent.encode()),
+    ]
+    if trace_state is not None:
+        reason = tracestate_error(trace_state)
+        if reason is not None:
+            raise InvalidPayload(event_type, [(f"headers.{h.TRACESTATE}", reason)])
+        out.append((h.TRACESTATE, trace_state.encode()))
+    if extra:
+        out.extend(_extra_headers(event_type, extra))
+    return out
+
+
+def _extra_headers(
+    event_type: str, extra: Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]]
+) -> HeaderList:
+    items = extra.items() if isinstance(extra, Mapping) else extra
+    problems: list[tuple[str, str]] = []
+    out: HeaderList = []
+    for name, value in items:
+        if not isinstance(name, str) or not name:
+            problems.append((f"headers.{name!r}", "a header name must be a non-empty string"))
+        elif name in RESERVED_HEADERS or name.startswith("streams-"):
+            problems.append((f"headers.{name}", "reserved: set by the publisher"))
+        elif isinstance(value, str):
+            out.append((name, value.encode()))
+        elif isinstance(value, bytes):
+            out.append((name, value))
+        else:
+            reason = f"value must be str or bytes, got {type(value).__name__}"
+            problems.append((f"headers.{name}", reason))
+    if problems:
+        raise InvalidPayload(event_type, problems)
+    return out
+
+
+def headers_size_bytes(headers: HeaderList) -> int:
+    """Bytes the header names and values take (without Kafka's varint framing)."""
+    return sum(len(name) + len(value) for name, value in headers)
+
+
+# --- partition key ----------------------------------------------------------------------
+
+
+def partition_key(
+    event_type: str, key_field: str, value: Any, explicit: str | bytes | None
+) -> bytes:
+    """The record key: the family's key field of the validated event, as UTF-8.
+
+    ``value`` is the event's ``key_field`` attribute (str, int or UUID). Raises
+    InvalidPayload naming the key field when it is missing or empty, of another type, or
+    differs from an explicit ``key``.
+    """
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, int | uuid.UUID) and not isinstance(value, bool):
+        text = str(value)
+    elif value is None:
+        raise InvalidPayload(event_type, [(key_field, "required: it is the partition key")])
+    else:
+        reason = f"a partition key must be a string or integer, got {type(value).__name__}"
+        raise InvalidPayload(event_type, [(key_field, reason)])
+    if not text:
+        reason = "must not be empty: it is the partition key"
+        raise InvalidPayload(event_type, [(key_field, reason)])
+    key = text.encode()
+    if explicit is not None:
+        given = explicit.encode() if isinstance(explicit, str) else explicit
+        if given != key:
+            reason = f"explicit key {_show(given)} differs from the payload's {key_field} {text!r}"
+            raise InvalidPayload(event_type, [(key_field, reason)])
+    return key
+
+
+def _show(raw: bytes) -> str:
+    try:
+        return repr(raw.decode())
+    except UnicodeDecodeError:
+        return repr(raw)
+
+
+# --- size -------------------------------------------------------------------------------
+
+
+def check_size(
+    event_type: str,
+    *,
+    value_bytes: int,
+    key_bytes: int,
+    headers_bytes: int,
+    max_message_bytes: int,
+    overhead_bytes: int = RECORD_OVERHEAD_BYTES,
+) -> None:
+    """Raise EventTooLarge (with every size) unless the record fits ``max_message_bytes``."""
+    total = value_bytes + key_bytes + headers_bytes
+    limit = max_message_bytes - overhead_bytes
+    if total > limit:
+        raise EventTooLarge(
+            f"{event_type} event is {total} bytes (value {value_bytes}, key {key_bytes}, "
+            f"headers {headers_bytes}); the limit is {limit} bytes "
+            f"(max_message_bytes {max_message_bytes} less {overhead_bytes} for record framing)"
+        )
+
+
+# --- results ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    """Where the broker stored an event: acknowledged with acks=all."""
+
+    topic: str
+    partition: int
+    offset: int
+    event_id: str
+    timestamp_ms: int
+
+
+class BatchPublishError(PublishError):
+    """Some items of a batch failed; ``errors`` maps item index -> error.
+
+    ``results[i]`` is the PublishResult of item i when the broker acknowledged it, else None;
+    an item with a result was stored, an item without one was not (or, for
+    ``BrokerUnavailable``, was not acknowledged in time). When ``sent`` is False validation
+    failed and nothing of the batch reached the broker.
+    """
+
+    def __init__(
+        self,
+        errors: dict[int, PublishError],
+        results: list[PublishResult | None],
+        *,
+        sent: bool,
+    ) -> None:
+        self.errors = errors
+        self.results = results
+        self.sent = sent
+        total = len(results)
+        first = min(errors)
+        head = (
+            f"{len(errors)} of {total} items invalid; nothing was sent"
+            if not sent
+            else f"{len(errors)} of {total} items not delivered "
+            f"({total - len(errors)} acknowledged)"
+        )
+        super().__init__(f"{head}; first: item {first}: {errors[first]}")
