@@ -1,0 +1,195 @@
+"""Shared fixtures: one real Kafka broker per test session, unique names per test.
+
+The broker (``kafka_bootstrap``) is chosen in this order, and started lazily, only when a
+test asks for it:
+
+1. ``STREAMS_KAFKA_BOOTSTRAP`` from the environment (an existing cluster);
+2. an ``apache/kafka`` container through testcontainers when a Docker engine answers;
+3. ``streams.kafka.broker.LocalBroker`` (the code path of ``streams broker start``) in a
+   fresh temp dir with free ports, sharing the jar cache of ``$STREAMS_HOME/broker-cache``.
+
+Tests under ``tests/unit`` must not use the broker.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.settings import Settings
+
+DOCKER_PROBE_TIMEOUT_S = 2.0
+BROKER_START_TIMEOUT_S = 120.0
+_broker_notes: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "kafka: needs a real Kafka broker")
+    config.addinivalue_line("markers", "slow: long-running reliability scenarios")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that uses the broker fixture ``kafka`` (select with ``-m``)."""
+    for item in items:
+        if "kafka_bootstrap" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kafka)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    unit_dir = item.config.rootpath / "tests" / "unit"
+    if "kafka_bootstrap" in getattr(item, "fixturenames", ()) and item.path.is_relative_to(
+        unit_dir
+    ):
+        pytest.fail(
+            f"{item.nodeid}: unit tests must not use a Kafka broker; "
+            "move the test to tests/integration",
+            pytrace=False,
+        )
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for note in _broker_notes:
+        terminalreporter.write_line(note)
+
+
+# --- the session broker -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """host:port of a real Kafka broker for the whole session (see the module docstring)."""
+    configured = os.environ.get("STREAMS_KAFKA_BOOTSTRAP", "").strip()
+    if configured:
+        _broker_notes.append(f"kafka: configured cluster {configured} (STREAMS_KAFKA_BOOTSTRAP)")
+        yield configured
+    elif _docker_answers(DOCKER_PROBE_TIMEOUT_S):
+        yield from _container_broker()
+    else:
+        yield from _local_broker(tmp_path_factory.mktemp("kafka-broker"))
+
+
+def _docker_answers(timeout_s: float) -> bool:
+    """True when a Docker engine answers a ping within ``timeout_s``."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=max(1, round(timeout_s)))
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+def _local_broker(state_dir: Path) -> Iterator[str]:
+    from streams.kafka.broker import LocalBroker
+
+    cache_dir = Settings().home / "broker-cache"
+    broker = LocalBroker(state_dir, cache_dir=cache_dir, die_with_parent=True)
+    started = time.monotonic()
+    status = broker.start(timeout_s=BROKER_START_TIMEOUT_S)
+    assert status.bootstrap is not None
+    _broker_notes.append(
+        f"kafka: local broker {status.bootstrap} ready in {time.monotonic() - started:.1f}s "
+        f"(log {broker.log_file})"
+    )
+    try:
+        yield status.bootstrap
+    finally:
+        broker.stop()
+
+
+def _container_broker() -> Iterator[str]:
+    from testcontainers.core.container import DockerContainer
+
+    from streams.kafka.broker import metadata_answers
+    from streams.kafka.broker_config import free_ports
+    from streams.kafka.broker_jars import default_pom_path, read_kafka_version
+
+    image = f"apache/kafka:{read_kafka_version(default_pom_path())}"
+    port = free_ports(1)[0]
+    env = {
+        "KAFKA_NODE_ID": "1",
+        "KAFKA_PROCESS_ROLES": "broker,controller",
+        "KAFKA_LISTENERS": "PLAINTEXT://:9092,CONTROLLER://:9093",
+        "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://127.0.0.1:{port}",
+        "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
+        "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+        "KAFKA_OFFSETS_TOPIC_NUM_PARTITIONS": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
+        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": "1",
+        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR": "1",
+        "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+    }
+    container = DockerContainer(image).with_bind_ports(9092, port)
+    for key, value in env.items():
+        container = container.with_env(key, value)
+    started = time.monotonic()
+    container.start()
+    try:
+        bootstrap = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + BROKER_START_TIMEOUT_S
+        while not metadata_answers(bootstrap, timeout_s=2.0):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the {image} container did not answer on {bootstrap}")
+            time.sleep(0.5)
+        _broker_notes.append(
+            f"kafka: {image} container {bootstrap} ready in {time.monotonic() - started:.1f}s"
+        )
+        yield bootstrap
+    finally:
+        container.stop()
+
+
+# --- per-test names and settings ----------------------------------------------------------
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A topic prefix unique to this test, e.g. ``t3f9a2c1d.``."""
+    return f"t{uuid.uuid4().hex[:8]}."
+
+
+@pytest.fixture
+def app_id(request: pytest.FixtureRequest) -> str:
+    """A faust app id (= consumer group) unique to this test and named after it."""
+    name = re.sub(r"[^A-Za-z0-9]+", "-", request.node.name).strip("-")[:40]
+    return f"test-{name}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def make_settings(
+    kafka_bootstrap: str, topic_prefix: str, app_id: str, tmp_path: Path
+) -> Callable[..., Settings]:
+    """A factory of Settings bound to the session broker; keyword arguments override."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "kafka_bootstrap": kafka_bootstrap,
+            "topic_prefix": topic_prefix,
+            "app_id": app_id,
+            "replication_factor_override": 1,
+            "home": tmp_path / "streams-home",
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    """Settings for this test: session broker, unique topic prefix and app id, RF 1."""
+    return make_settings()
