@@ -1,0 +1,452 @@
+"""Event models: one pydantic model per event type, agreeing field for field with ``schemas/``.
+
+Every event is an ``Envelope`` (id, type, time, producer, correlation, tenant) plus a flat
+payload. Models validate strictly (no coercion: ``"100"`` is not an integer) and forbid
+unknown fields, so a producer's mistake is reported as ``(field path, reason)`` by
+``build_event`` and a bad record on receipt becomes an ``EventValidationError``.
+
+The Avro schemas in ``schemas/<event type>/v<N>.avsc`` are the wire contract; a unit test
+checks that each model's fields, optionality and defaults equal its latest schema's.
+Time values are integers in milliseconds since the epoch (``occurred_at_ms``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import date
+from functools import lru_cache
+from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+
+from streams.errors import InvalidPayload, UnknownEventType
+
+AVRO_INT_MAX = 2**31 - 1
+AVRO_LONG_MAX = 2**63 - 1
+MAX_EVENT_ID_CHARS = 128
+MAX_ID_CHARS = 256
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_EMAIL = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
+_MIME = re.compile(r"^[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*(?:\s*;\s*[^\x00-\x1f\x7f]*)?$")
+_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+# --- reusable field types ---------------------------------------------------------------
+
+
+def _no_control(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+def _email(value: str) -> str:
+    if len(value) > 254 or not _EMAIL.match(value) or ".." in value:
+        raise ValueError("must be an e-mail address like name@example.com")
+    return value
+
+
+def _http_url(value: str) -> str:
+    if len(value) > 2048:
+        raise ValueError("must be at most 2048 characters")
+    if _CONTROL.search(value) or any(c.isspace() for c in value):
+        raise ValueError("must not contain whitespace or control characters")
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ValueError(f"is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must be an http:// or https:// URL")
+    if not host:
+        raise ValueError("must name a host")
+    return value
+
+
+def _json_text(value: str) -> str:
+    try:
+        json.loads(value)
+    except ValueError as exc:
+        raise ValueError(f"must be JSON text ({exc})") from None
+    return value
+
+
+def _mime_type(value: str) -> str:
+    if len(value) > 255 or not _MIME.match(value):
+        raise ValueError("must be a media type like application/json")
+    return value
+
+
+@lru_cache(maxsize=1024)
+def _known_zone(key: str) -> bool:
+    try:
+        ZoneInfo(key)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
+
+
+def _timezone(value: str) -> str:
+    if len(value) > 64 or not _known_zone(value):
+        raise ValueError("must be an IANA time zone name like Europe/Paris or UTC")
+    return value
+
+
+def _day(value: str) -> str:
+    try:
+        if not _DAY.match(value):
+            raise ValueError
+        date.fromisoformat(value)
+    except ValueError:
+        raise ValueError("must be a calendar day YYYY-MM-DD") from None
+    return value
+
+
+def _uri(value: str) -> str:
+    if len(value) > 2048 or not _URI_SCHEME.match(value):
+        raise ValueError("must be a URI with a scheme, like s3://bucket/key")
+    return value
+
+
+def _base_name(value: str) -> str:
+    if "/" in value or "\\" in value or value in (".", ".."):
+        raise ValueError("must be a file name without a directory part")
+    return value
+
+
+Id = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS), AfterValidator(_no_control)
+]
+"""An identifier (a partition key or a reference): 1-256 characters, no control characters."""
+Name = Annotated[str, StringConstraints(min_length=1, max_length=256), AfterValidator(_no_control)]
+Text = Annotated[str, StringConstraints(min_length=1)]
+EmailAddress = Annotated[str, AfterValidator(_email)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+JsonText = Annotated[str, AfterValidator(_json_text)]
+MediaType = Annotated[str, AfterValidator(_mime_type)]
+TimeZoneName = Annotated[str, AfterValidator(_timezone)]
+Day = Annotated[str, AfterValidator(_day)]
+Uri = Annotated[str, AfterValidator(_uri)]
+FileName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=255),
+    AfterValidator(_no_control),
+    AfterValidator(_base_name),
+]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+AmountMinor = Annotated[int, Field(gt=0, le=AVRO_LONG_MAX)]
+TimestampMs = Annotated[int, Field(ge=0, le=AVRO_LONG_MAX)]
+StrMap = dict[str, str]
+
+_STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+# --- envelope and base ------------------------------------------------------------------
+
+
+class Envelope(BaseModel):
+    """What every event carries besides its payload (Avro ``streams.Envelope``)."""
+
+    model_config = _STRICT
+
+    event_id: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=MAX_EVENT_ID_CHARS),
+        AfterValidator(_no_control),
+    ]
+    event_type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_.]*$")]
+    occurred_at_ms: TimestampMs
+    producer: Name = "unknown"
+    correlation_id: Id | None = None
+    tenant_id: Id | None = None
+
+
+class Event(BaseModel):
+    """Base of every event model: an envelope plus the payload fields of one event type."""
+
+    model_config = _STRICT
+
+    EVENT_TYPE: ClassVar[str]
+    envelope: Envelope
+
+    @field_validator("envelope")
+    @classmethod
+    def _type_matches(cls, envelope: Envelope) -> Envelope:
+        if envelope.event_type != cls.EVENT_TYPE:
+            raise ValueError(
+                f"event_type {envelope.event_type!r} does not match {cls.EVENT_TYPE!r}"
+            )
+        return envelope
+
+    @property
+    def event_id(self) -> str:
+        return self.envelope.event_id
+
+    @property
+    def event_type(self) -> str:
+        return self.envelope.event_type
+
+
+# --- email, webhook, push ---------------------------------------------------------------
+
+
+class EmailRequested(Event):
+    EVENT_TYPE: ClassVar[str] = "email.requested"
+
+    user_id: Id
+    to: EmailAddress
+    locale: Literal["en", "fr"] = "en"
+    template: Literal["welcome", "password_reset", "receipt", "notification"]
+    variables: StrMap = Field(default_factory=dict)
+
+
+class WebhookRequested(Event):
+    EVENT_TYPE: ClassVar[str] = "webhook.requested"
+
+    subscription_id: Id
+    url: HttpUrl
+    event_name: Name
+    body: JsonText
+    content_type: MediaType = "application/json"
+
+
+class PushRequested(Event):
+    EVENT_TYPE: ClassVar[str] = "push.requested"
+
+    user_id: Id
+    title: Text
+    body: Text
+    device_ids: Annotated[list[Id], Field(min_length=1)]
+    data: StrMap = Field(default_factory=dict)
+    timezone: TimeZoneName = "UTC"
+    respect_quiet_hours: bool = True
+
+
+# --- payment, refund --------------------------------------------------------------------
+
+
+class _Payment(Event):
+    payment_id: Id
+    customer_id: Id
+    amount_minor: AmountMinor
+    currency: Currency
+    provider: Name
+    description: str | None = None
+
+
+class PaymentRequested(_Payment):
+    EVENT_TYPE: ClassVar[str] = "payment.requested"
+
+
+class PaymentCaptured(_Payment):
+    EVENT_TYPE: ClassVar[str] = "payment.captured"
+
+
+class RefundRequested(Event):
+    EVENT_TYPE: ClassVar[str] = "refund.requested"
+
+    payment_id: Id
+    refund_id: Id
+    amount_minor: AmountMinor
+    currency: Currency
+    reason: Text
+
+
+# --- image ------------------------------------------------------------------------------
+
+
+class ImageUploaded(Event):
+    EVENT_TYPE: ClassVar[str] = "image.uploaded"
+
+    image_id: Id
+    owner_id: Id
+    filename: FileName
+    content_type: MediaType
+    size_bytes: Annotated[int, Field(ge=0, le=AVRO_LONG_MAX)]
+    storage_uri: Uri
+    sha256: Sha256Hex | None = None
+
+
+# --- audit ------------------------------------------------------------------------------
+
+
+class _AuditClaim(Event):
+    subject_id: Id
+    actor_id: Id
+    amount_minor: Annotated[int, Field(ge=0, le=AVRO_LONG_MAX)] | None = None
+    reason: str | None = None
+    details: StrMap = Field(default_factory=dict)
+
+
+class AuditClaimSubmitted(_AuditClaim):
+    EVENT_TYPE: ClassVar[str] = "audit.claim_submitted"
+
+
+class AuditClaimApproved(_AuditClaim):
+    EVENT_TYPE: ClassVar[str] = "audit.claim_approved"
+
+
+class AuditClaimRejected(_AuditClaim):
+    EVENT_TYPE: ClassVar[str] = "audit.claim_rejected"
+
+
+class AuditClaimSettled(_AuditClaim):
+    EVENT_TYPE: ClassVar[str] = "audit.claim_settled"
+
+
+class AuditAdminAction(Event):
+    EVENT_TYPE: ClassVar[str] = "audit.admin_action"
+
+    subject_id: Id
+    actor_id: Id
+    action: Name
+    details: StrMap = Field(default_factory=dict)
+
+
+# --- cleanup, analytics -----------------------------------------------------------------
+
+CleanupPolicy = Literal[
+    "chat_messages",
+    "sessions",
+    "audit_logs",
+    "notifications",
+    "payment_records",
+    "inactive_accounts",
+    "temp_files",
+]
+
+
+class CleanupDue(Event):
+    EVENT_TYPE: ClassVar[str] = "cleanup.due"
+
+    policy: CleanupPolicy
+    scheduled_for_ms: TimestampMs
+    batch_size: Annotated[int, Field(gt=0, le=AVRO_INT_MAX)] = 1000
+    dry_run: bool = False
+
+
+class AnalyticsRollupRequested(Event):
+    EVENT_TYPE: ClassVar[str] = "analytics.rollup_requested"
+
+    scope: Id
+    day: Day
+    kind: Literal["daily_counts", "ratings"]
+
+
+# --- registry and construction ----------------------------------------------------------
+
+_MODELS: tuple[type[Event], ...] = (
+    EmailRequested,
+    WebhookRequested,
+    PushRequested,
+    PaymentRequested,
+    PaymentCaptured,
+    RefundRequested,
+    ImageUploaded,
+    AuditClaimSubmitted,
+    AuditClaimApproved,
+    AuditClaimRejected,
+    AuditClaimSettled,
+    AuditAdminAction,
+    CleanupDue,
+    AnalyticsRollupRequested,
+)
+
+EVENT_MODELS: dict[str, type[Event]] = {model.EVENT_TYPE: model for model in _MODELS}
+"""Event type -> its model."""
+
+
+def model_for(event_type: str) -> type[Event]:
+    """The model of ``event_type``; raises UnknownEventType naming the known types."""
+    try:
+        return EVENT_MODELS[event_type]
+    except (KeyError, TypeError):
+        known = ", ".join(sorted(EVENT_MODELS))
+        raise UnknownEventType(f"unknown event type {event_type!r}; known: {known}") from None
+
+
+def validation_errors(exc: ValidationError) -> list[tuple[str, str]]:
+    """``(field path, reason)`` pairs of a pydantic error, e.g. ``("envelope.event_id", ...)``."""
+    out: list[tuple[str, str]] = []
+    for err in exc.errors(include_url=False):
+        path = ".".join(str(p) for p in err["loc"]) or "<event>"
+        kind = err["type"]
+        if kind == "missing":
+            reason = "required"
+        elif kind == "extra_forbidden":
+            reason = "unknown field"
+        else:
+            reason = err["msg"].removeprefix("Value error, ")
+        out.append((path, reason))
+    return out
+
+
+def now_ms() -> int:
+    """Milliseconds since the epoch."""
+    return time.time_ns() // 1_000_000
+
+
+def build_event(
+    event_type: str,
+    payload: Mapping[str, Any],
+    *,
+    event_id: str | None = None,
+    occurred_at_ms: int | None = None,
+    producer: str = "unknown",
+    correlation_id: str | None = None,
+    tenant_id: str | None = None,
+) -> Event:
+    """A validated event of ``event_type`` from its payload fields and envelope values.
+
+    ``event_id`` defaults to a new UUID4 string (a caller's id is kept: 1-128 characters),
+    ``occurred_at_ms`` to now. Raises UnknownEventType (naming the known types) or
+    InvalidPayload with every ``(field path, reason)``.
+    """
+    model = model_for(event_type)
+    if not isinstance(payload, Mapping):
+        raise InvalidPayload(
+            event_type,
+            [("<payload>", f"must be a mapping of fields, got {type(payload).__name__}")],
+        )
+    if "envelope" in payload:
+        raise InvalidPayload(
+            event_type,
+            [("envelope", "is set by build_event; pass event_id=, producer=, ... instead")],
+        )
+    data = dict(payload)
+    data["envelope"] = {
+        "event_id": str(uuid.uuid4()) if event_id is None else event_id,
+        "event_type": event_type,
+        "occurred_at_ms": now_ms() if occurred_at_ms is None else occurred_at_ms,
+        "producer": producer,
+        "correlation_id": correlation_id,
+        "tenant_id": tenant_id,
+    }
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidPayload(event_type, validation_errors(exc)) from None
