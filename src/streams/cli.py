@@ -16,6 +16,7 @@ _COMMANDS = {
     "worker": "streams.cli_worker:worker",
     "dlq": "streams.cli_dlq:dlq",
     "up": "streams.cli_up:up",
+    "schemas": "streams.cli_schemas:schemas",
 }
 
 
