@@ -98,9 +98,15 @@ def _enough(tokens: float, cost: float) -> bool:
 
 def _wait_ms(tokens: float, capacity: int, refill_per_ms: float, cost: float) -> int:
     """The smallest whole ms after which ``take`` at that time allows ``cost``."""
-    wait_ms = max(1, math.ceil((cost - tokens) / refill_per_ms))
-    while not _enough(min(float(capacity), tokens + wait_ms * refill_per_ms), cost):
-        wait_ms += 1  # float rounding of the division; runs at most a step or two
+
+    def enough_after(wait_ms: int) -> bool:  # the very expression take() evaluates later
+        return _enough(min(float(capacity), tokens + wait_ms * refill_per_ms), cost)
+
+    wait_ms = max(1, math.ceil((cost - tokens - _EPSILON_TOKENS) / refill_per_ms))
+    while not enough_after(wait_ms):  # float rounding: a step or two either way
+        wait_ms += 1
+    while wait_ms > 1 and enough_after(wait_ms - 1):
+        wait_ms -= 1
     return wait_ms
 
 
