@@ -22,7 +22,8 @@ class FakeClock:
         return self.now_ms
 
 
-Transition = tuple[str, str, str]
+Transition = tuple[str, str, str]  # (name, from state, to state)
+StateChange = tuple[str, str]  # (from state, to state)
 
 # A scenario is a list of steps, each checked as it runs:
 #   ("fail",) ("ok",) ("release",)    report an outcome / release the probe
@@ -35,7 +36,7 @@ FAIL, OK, RELEASE = ("fail",), ("ok",), ("release",)
 TRIP: list[Step] = [FAIL, FAIL, FAIL, ("state", OPEN)]
 PROBING: list[Step] = [*TRIP, ("advance", COOLDOWN_MS), ("check", 0), ("state", HALF_OPEN)]
 
-SCENARIOS: dict[str, tuple[list[Step], list[Transition]]] = {
+SCENARIOS: dict[str, tuple[list[Step], list[StateChange]]] = {
     "below the threshold stays closed": (
         [FAIL, FAIL, ("check", 0), ("state", CLOSED)],
         [],
@@ -100,7 +101,7 @@ SCENARIOS: dict[str, tuple[list[Step], list[Transition]]] = {
 
 
 @pytest.mark.parametrize(("steps", "transitions"), SCENARIOS.values(), ids=SCENARIOS.keys())
-def test_breaker_scenarios(steps: list[Step], transitions: list[Transition]) -> None:
+def test_breaker_scenarios(steps: list[Step], transitions: list[StateChange]) -> None:
     clock = FakeClock()
     seen: list[Transition] = []
     breaker = CircuitBreaker(
