@@ -17,6 +17,7 @@ from streams.kafka.outgoing import (
     build_headers,
     check_size,
     headers_size_bytes,
+    new_event_id,
     new_traceparent,
     partition_key,
     traceparent_error,
@@ -28,6 +29,16 @@ TEMPLATE = HeaderTemplate.for_event_type(ET, "email.requested@0011223344556677")
 VALID_TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 # --- traceparent ----------------------------------------------------------------------------
+
+
+def test_new_event_id_is_a_uuid4_string() -> None:
+    ids = {new_event_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
 
 
 def test_new_traceparent_is_valid_and_unique() -> None:
@@ -81,7 +92,7 @@ def test_tracestate_validation(value: str, ok: bool) -> None:
 
 
 def test_headers_carry_the_contract_in_order() -> None:
-    headers = build_headers(TEMPLATE, ET, "evt-1", trace_parent=VALID_TP)
+    headers, _ = build_headers(TEMPLATE, ET, "evt-1", trace_parent=VALID_TP)
     assert headers == [
         (h.EVENT_ID, b"evt-1"),
         (h.EVENT_TYPE, b"email.requested"),
@@ -93,12 +104,12 @@ def test_headers_carry_the_contract_in_order() -> None:
 
 
 def test_headers_generate_a_traceparent_when_none_given() -> None:
-    decoded = h.decode(build_headers(TEMPLATE, ET, "evt-1"))
+    decoded = h.decode(build_headers(TEMPLATE, ET, "evt-1")[0])
     assert traceparent_error(decoded[h.TRACEPARENT]) is None
 
 
 def test_headers_add_tracestate_and_extra_headers_after_ours() -> None:
-    headers = build_headers(
+    headers, _ = build_headers(
         TEMPLATE,
         ET,
         "e",
@@ -107,7 +118,7 @@ def test_headers_add_tracestate_and_extra_headers_after_ours() -> None:
         extra={"x-tenant": "acme", "x-raw": b"\x00\x01"},
     )
     assert headers[5:] == [(h.TRACESTATE, b"rojo=1"), ("x-tenant", b"acme"), ("x-raw", b"\x00\x01")]
-    pairs = build_headers(TEMPLATE, ET, "e", extra=[("x-a", "1"), ("x-a", "2")])
+    pairs, _ = build_headers(TEMPLATE, ET, "e", extra=[("x-a", "1"), ("x-a", "2")])
     assert pairs[-2:] == [("x-a", b"1"), ("x-a", b"2")]
 
 
@@ -149,8 +160,15 @@ def test_bad_trace_context_is_an_invalid_payload_naming_the_header() -> None:
 
 def test_headers_size_counts_names_and_values() -> None:
     assert headers_size_bytes([("ab", b"cde"), ("f", b"")]) == 6
-    headers = build_headers(TEMPLATE, ET, "evt-1", trace_parent=VALID_TP)
-    assert headers_size_bytes(headers) == TEMPLATE.size_bytes + len("evt-1") + len(VALID_TP)
+    for kwargs in (
+        {},
+        {"trace_parent": VALID_TP},
+        {"trace_state": "rojo=1", "extra": {"x-a": "é", "x-b": b"\x00"}},
+    ):
+        headers, size = build_headers(TEMPLATE, ET, "evt-1", **kwargs)  # type: ignore[arg-type]
+        assert size == headers_size_bytes(headers)
+    headers, size = build_headers(TEMPLATE, ET, "evt-1", trace_parent=VALID_TP)
+    assert size == TEMPLATE.size_bytes + len("evt-1") + len(VALID_TP)
 
 
 # --- partition key --------------------------------------------------------------------------

@@ -42,6 +42,15 @@ def new_traceparent() -> str:
             return f"00-{trace_id}-{span_id}-01"
 
 
+def new_event_id() -> str:
+    """A random (version 4) UUID string, as ``str(uuid.uuid4())`` but about twice as fast."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40
+    raw[8] = raw[8] & 0x3F | 0x80
+    x = raw.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
 def traceparent_error(value: str) -> str | None:
     """Why ``value`` is not a valid W3C ``traceparent``, or None when it is valid."""
     match = _TRACEPARENT.match(value)
@@ -115,8 +124,9 @@ def build_headers(
     trace_parent: str | None = None,
     trace_state: str | None = None,
     extra: Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]] | None = None,
-) -> HeaderList:
-    """The Kafka headers of one event: ours first, then the caller's ``extra`` headers.
+) -> tuple[HeaderList, int]:
+    """The Kafka headers of one event (ours first, then the caller's ``extra`` headers) and
+    their size in bytes (names + values, as ``headers_size_bytes``).
 
     Raises InvalidPayload (field ``headers.<name>``) for a malformed trace context, an extra
     header that would override ours (``streams-*`` or an event header), or a value that is
@@ -128,21 +138,28 @@ def build_headers(
         reason = traceparent_error(trace_parent)
         if reason is not None:
             raise InvalidPayload(event_type, [(f"headers.{h.TRACEPARENT}", reason)])
+    eid = event_id.encode()
+    tp = trace_parent.encode()
     out: HeaderList = [
-        (h.EVENT_ID, event_id.encode()),
+        (h.EVENT_ID, eid),
         (h.EVENT_TYPE, template.event_type),
         (h.SCHEMA, template.schema),
         (h.CONTENT_TYPE, _AVRO),
-        (h.TRACEPARENT, trace_parent.encode()),
+        (h.TRACEPARENT, tp),
     ]
+    size = template.size_bytes + len(eid) + len(tp)
     if trace_state is not None:
         reason = tracestate_error(trace_state)
         if reason is not None:
             raise InvalidPayload(event_type, [(f"headers.{h.TRACESTATE}", reason)])
-        out.append((h.TRACESTATE, trace_state.encode()))
+        ts = trace_state.encode()
+        out.append((h.TRACESTATE, ts))
+        size += len(h.TRACESTATE) + len(ts)
     if extra:
-        out.extend(_extra_headers(event_type, extra))
-    return out
+        more = _extra_headers(event_type, extra)
+        out.extend(more)
+        size += headers_size_bytes(more)
+    return out, size
 
 
 def _extra_headers(

@@ -1,0 +1,626 @@
+"""The producer SDK: validated, Avro-encoded events to their family's main topic.
+
+``Publisher`` wraps one confluent-kafka ``Producer`` (acks=all, idempotence, murmur2
+partitioner so keys land where aiokafka, faust and Java clients put them). A daemon thread
+polls the producer, so delivery callbacks run without the caller's help: sync calls wait on
+a threading event, async calls await an asyncio future resolved on their loop.
+
+Before anything is sent an event is built and validated (``streams.events.build_event``),
+encoded (``SchemaStore.encode``), keyed by its family's ``key_field`` and size-checked
+against the family's ``max_message_bytes``; failures raise ``UnknownEventType``,
+``InvalidPayload`` or ``EventTooLarge`` and nothing reaches the broker. A result is only
+returned for a record the broker acknowledged; otherwise ``DeliveryFailed`` (the broker
+refused it, naming the Kafka error) or ``BrokerUnavailable`` (no acknowledgement in time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from streams.catalog import Catalog, Family, load_catalog
+from streams.core.topology import family_of_event_type
+from streams.errors import (
+    BrokerUnavailable,
+    CatalogError,
+    DeliveryFailed,
+    InvalidPayload,
+    PublishError,
+    UnknownEventType,
+)
+from streams.events import build_event
+from streams.kafka.clients import base_conf
+from streams.kafka.outgoing import (
+    RECORD_OVERHEAD_BYTES,
+    BatchPublishError,
+    HeaderList,
+    HeaderTemplate,
+    PublishResult,
+    build_headers,
+    check_size,
+    new_event_id,
+    partition_key,
+)
+from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.serde import SchemaStore
+
+__all__ = ["BatchPublishError", "PreparedRecord", "PublishResult", "Publisher"]
+
+log = logging.getLogger(__name__)
+
+COMPRESSION = "lz4"
+"""Measured against zstd and none on 200-byte events: see bench/README.md (P9)."""
+LINGER_MS = 5
+POLL_INTERVAL_S = 0.1
+WAIT_GRACE_S = 5.0
+"""How long past ``message.timeout.ms`` a caller waits for librdkafka's own verdict."""
+_QUEUE_FULL_WAIT_S = 0.01
+
+_UNAVAILABLE_CODES = frozenset(
+    {
+        KafkaError._MSG_TIMED_OUT,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._RESOLVE,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.NOT_ENOUGH_REPLICAS,
+        KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+    }
+)
+
+BatchItem = tuple[str, Mapping[str, Any]] | Mapping[str, Any]
+"""``(event_type, payload)`` or a dict with ``event_type``, ``payload`` and optionally
+``key``, ``event_id``, ``headers``, ``trace_parent``, ``trace_state``."""
+
+_ITEM_KEYS = frozenset(
+    {"event_type", "payload", "key", "event_id", "headers", "trace_parent", "trace_state"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """Everything per event type that does not change between events (cached)."""
+
+    event_type: str
+    topic: str
+    key_field: str
+    max_message_bytes: int
+    template: HeaderTemplate
+
+    @property
+    def size_limit_bytes(self) -> int:
+        return self.max_message_bytes - RECORD_OVERHEAD_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRecord:
+    """A validated, encoded event ready for ``Producer.produce`` (see ``prepare``)."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: HeaderList
+    event_id: str
+
+
+def error_for(err: KafkaError, topic: str) -> PublishError:
+    """The publisher error for a failed delivery: BrokerUnavailable or DeliveryFailed."""
+    code = err.code()
+    detail = f"{err.name()}: {err.str()}"
+    if code in _UNAVAILABLE_CODES:
+        return BrokerUnavailable(f"{topic}: not acknowledged by the broker ({detail})")
+    if code in (KafkaError._UNKNOWN_TOPIC, KafkaError.UNKNOWN_TOPIC_OR_PART):
+        return DeliveryFailed(
+            f"{topic}: topic does not exist ({detail}); create it with `streams topics apply`"
+        )
+    if code == KafkaError.MSG_SIZE_TOO_LARGE or code == KafkaError._MSG_SIZE_TOO_LARGE:
+        return DeliveryFailed(f"{topic}: record larger than the topic accepts ({detail})")
+    return DeliveryFailed(f"{topic}: delivery failed ({detail})")
+
+
+class _Pending:
+    """Deliveries of one call: results by index, errors by index, a done signal.
+
+    Delivery callbacks run on the poll thread (or on a thread that polls while the local
+    queue is full); ``on_done`` then fires once, when every record has its verdict.
+    """
+
+    __slots__ = ("_left", "_lock", "done", "errors", "event_ids", "on_done", "results")
+
+    def __init__(self, event_ids: list[str]) -> None:
+        self.event_ids = event_ids
+        self.results: list[PublishResult | None] = [None] * len(event_ids)
+        self.errors: dict[int, PublishError] = {}
+        self._left = len(event_ids)
+        self._lock = threading.Lock()
+        self.done = threading.Event()
+        self.on_done: Any = None  # a callable run once on completion (asyncio bridge)
+
+    def deliver(self, index: int, err: KafkaError | None, msg: Message) -> None:
+        topic = msg.topic() or "?"
+        if err is None:
+            offset = msg.offset()
+            self.results[index] = PublishResult(
+                topic,
+                msg.partition(),
+                -1 if offset is None else offset,
+                self.event_ids[index],
+                msg.timestamp()[1],
+            )
+        else:
+            self.errors[index] = error_for(err, topic)
+        with self._lock:
+            self._left -= 1
+            finished = self._left == 0
+        if finished:
+            self.done.set()
+            if self.on_done is not None:
+                self.on_done()
+
+    def fail_unsent(self, index: int, error: PublishError) -> None:
+        """Record an item the producer refused locally (never enqueued)."""
+        self.errors[index] = error
+        with self._lock:
+            self._left -= 1
+            finished = self._left == 0
+        if finished:
+            self.done.set()
+            if self.on_done is not None:
+                self.on_done()
+
+    def timed_out(self, timeout_s: float) -> None:
+        """Mark every item without a verdict as BrokerUnavailable (caller stopped waiting)."""
+        for i, result in enumerate(self.results):
+            if result is None and i not in self.errors:
+                self.errors[i] = BrokerUnavailable(
+                    f"no acknowledgement within {timeout_s:g}s; the record may still be "
+                    "delivered later by the producer"
+                )
+
+
+class Publisher:
+    """Publish validated events to Kafka; sync and asyncio; thread-safe; one producer.
+
+    ``settings`` defaults to ``Settings()`` (the ``STREAMS_*`` environment), ``catalog`` to
+    ``topics.yaml`` and ``store`` to ``SchemaStore.load(settings.schemas_dir)``;
+    ``producer_conf`` entries override ours (librdkafka property names).
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        catalog: Catalog | None = None,
+        store: SchemaStore | None = None,
+        producer_conf: Mapping[str, Any] | None = None,
+        producer_name: str = "unknown",
+    ) -> None:
+        self.settings = settings if settings is not None else Settings()
+        self.catalog = catalog if catalog is not None else load_catalog(self.settings.catalog_path)
+        if store is None:
+            from streams.serde import SchemaStore
+
+            store = SchemaStore.load(self.settings.schemas_dir)
+        self.store = store
+        self.producer_name = producer_name
+        self.timeout_s = self.settings.publish_timeout_s
+        self._routes: dict[str, _Route] = {}
+        self._fatal: KafkaError | None = None
+        self._closed = False
+        self._producer = Producer(self.producer_config(producer_conf))
+        self._stop = threading.Event()
+        self._poller = threading.Thread(
+            target=self._poll_loop, name="streams-publisher-poll", daemon=True
+        )
+        self._poller.start()
+
+    # --- configuration ---------------------------------------------------------------------
+
+    def producer_config(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The librdkafka configuration this publisher uses (without callbacks' secrets)."""
+        largest = max(f.max_message_bytes for f in self.catalog.families.values())
+        conf = base_conf(
+            self.settings,
+            **{
+                "acks": "all",
+                "enable.idempotence": True,
+                "partitioner": "murmur2_random",
+                "linger.ms": LINGER_MS,
+                "compression.type": COMPRESSION,
+                "message.timeout.ms": int(self.timeout_s * 1000),
+                "message.max.bytes": largest + RECORD_OVERHEAD_BYTES,
+                "error_cb": self._on_error,
+            },
+        )
+        conf.update(overrides or {})
+        return conf
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self._fatal = err
+            log.error("publisher: fatal producer error: %s", err)
+        else:
+            log.warning("publisher: %s", err)
+
+    def _poll_loop(self) -> None:
+        producer, stop = self._producer, self._stop
+        while not stop.is_set():
+            producer.poll(POLL_INTERVAL_S)
+
+    # --- preparing ---------------------------------------------------------------------------
+
+    def _route(self, event_type: str) -> _Route:
+        route = self._routes.get(event_type)
+        if route is not None:
+            return route
+        try:
+            family_name = family_of_event_type(event_type)
+        except (ValueError, AttributeError, TypeError):
+            raise UnknownEventType(
+                f"unknown event type {event_type!r}: must look like '<family>.<name>'"
+            ) from None
+        try:
+            family: Family = self.catalog.family(family_name)
+        except CatalogError as exc:
+            raise UnknownEventType(f"event type {event_type!r}: {exc}") from None
+        schema = self.store.latest(event_type)
+        route = _Route(
+            event_type,
+            family.topics(self.settings.topic_prefix).main,
+            family.key_field,
+            family.max_message_bytes,
+            HeaderTemplate.for_event_type(event_type, schema.header),
+        )
+        self._routes[event_type] = route
+        return route
+
+    def prepare(
+        self,
+        event_type: str,
+        payload: Mapping[str, Any],
+        *,
+        key: str | bytes | None = None,
+        event_id: str | None = None,
+        headers: Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]] | None = None,
+        trace_parent: str | None = None,
+        trace_state: str | None = None,
+    ) -> PreparedRecord:
+        """Validate, encode, key, size-check one event without sending it.
+
+        Raises UnknownEventType, InvalidPayload (field, reason) or EventTooLarge.
+        """
+        event = build_event(
+            event_type,
+            payload,
+            event_id=new_event_id() if event_id is None else event_id,
+            producer=self.producer_name,
+        )
+        route = self._route(event_type)
+        record_key = partition_key(
+            event_type, route.key_field, getattr(event, route.key_field, None), key
+        )
+        value = self.store.encode(event)
+        eid = event.envelope.event_id
+        header_list, headers_bytes = build_headers(
+            route.template,
+            event_type,
+            eid,
+            trace_parent=trace_parent,
+            trace_state=trace_state,
+            extra=headers,
+        )
+        if len(value) + len(record_key) + headers_bytes > route.size_limit_bytes:
+            check_size(
+                event_type,
+                value_bytes=len(value),
+                key_bytes=len(record_key),
+                headers_bytes=headers_bytes,
+                max_message_bytes=route.max_message_bytes,
+            )
+        return PreparedRecord(route.topic, record_key, value, header_list, eid)
+
+    def _prepare_item(self, item: BatchItem) -> PreparedRecord:
+        if isinstance(item, tuple):
+            if len(item) != 2:
+                raise InvalidPayload(
+                    "<batch item>", [("<item>", "a tuple must be (event_type, payload)")]
+                )
+            return self.prepare(item[0], item[1])
+        if not isinstance(item, Mapping):
+            raise InvalidPayload(
+                "<batch item>",
+                [("<item>", f"must be (event_type, payload) or a dict, got {type(item).__name__}")],
+            )
+        unknown = set(item) - _ITEM_KEYS
+        if unknown or "event_type" not in item or "payload" not in item:
+            problems = [(k, "unknown batch item field") for k in sorted(unknown)]
+            problems += [(k, "required") for k in ("event_type", "payload") if k not in item]
+            raise InvalidPayload(str(item.get("event_type", "<batch item>")), problems)
+        return self.prepare(
+            item["event_type"],
+            item["payload"],
+            key=item.get("key"),
+            event_id=item.get("event_id"),
+            headers=item.get("headers"),
+            trace_parent=item.get("trace_parent"),
+            trace_state=item.get("trace_state"),
+        )
+
+    def _prepare_batch(self, items: Iterable[BatchItem]) -> list[PreparedRecord]:
+        prepared: list[PreparedRecord] = []
+        errors: dict[int, PublishError] = {}
+        for i, item in enumerate(items):
+            try:
+                prepared.append(self._prepare_item(item))
+            except PublishError as exc:
+                errors[i] = exc
+        if errors:
+            raise BatchPublishError(errors, [None] * (len(prepared) + len(errors)), sent=False)
+        return prepared
+
+    # --- sending -----------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PublishError("the publisher is closed")
+        if self._fatal is not None:
+            raise DeliveryFailed(f"the producer hit a fatal error: {self._fatal}")
+
+    def _produce(self, records: list[PreparedRecord], pending: _Pending, deadline: float) -> None:
+        """Enqueue every record; a full local queue waits for deliveries (until deadline)."""
+        produce = self._producer.produce
+        deliver = pending.deliver
+        for i, rec in enumerate(records):
+            while True:
+                try:
+                    produce(
+                        rec.topic,
+                        rec.value,
+                        rec.key,
+                        headers=rec.headers,
+                        on_delivery=partial(deliver, i),
+                    )
+                    break
+                except BufferError:
+                    if time.monotonic() >= deadline:
+                        pending.fail_unsent(
+                            i,
+                            BrokerUnavailable(
+                                "the local producer queue stayed full until the timeout"
+                            ),
+                        )
+                        break
+                    self._producer.poll(_QUEUE_FULL_WAIT_S)
+                except KafkaException as exc:
+                    pending.fail_unsent(i, error_for(exc.args[0], rec.topic))
+                    break
+
+    def _timeout(self, timeout_s: float | None) -> float:
+        if timeout_s is None:
+            return self.timeout_s + WAIT_GRACE_S
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        return timeout_s
+
+    @staticmethod
+    def _outcome(pending: _Pending) -> list[PublishResult]:
+        results = list(pending.results)  # a snapshot: late callbacks must not change it
+        errors = dict(sorted(pending.errors.items()))
+        if errors:
+            for i in errors:
+                results[i] = None
+            raise BatchPublishError(errors, results, sent=True)
+        return results  # type: ignore[return-value] # every slot is filled
+
+    def publish(
+        self,
+        event_type: str,
+        payload: Mapping[str, Any],
+        *,
+        key: str | bytes | None = None,
+        event_id: str | None = None,
+        headers: Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]] | None = None,
+        trace_parent: str | None = None,
+        trace_state: str | None = None,
+        timeout_s: float | None = None,
+    ) -> PublishResult:
+        """Publish one event and wait for the broker's acknowledgement.
+
+        ``timeout_s`` defaults to ``settings.publish_timeout_s`` (the producer's message
+        timeout) plus a short grace. Raises UnknownEventType, InvalidPayload, EventTooLarge
+        (nothing sent), DeliveryFailed or BrokerUnavailable.
+        """
+        self._check_open()
+        rec = self.prepare(
+            event_type,
+            payload,
+            key=key,
+            event_id=event_id,
+            headers=headers,
+            trace_parent=trace_parent,
+            trace_state=trace_state,
+        )
+        wait_s = self._timeout(timeout_s)
+        pending = _Pending([rec.event_id])
+        self._produce([rec], pending, time.monotonic() + wait_s)
+        if not pending.done.wait(wait_s):
+            pending.timed_out(wait_s)
+        return self._single(pending)
+
+    @staticmethod
+    def _single(pending: _Pending) -> PublishResult:
+        error = pending.errors.get(0)
+        if error is not None:
+            raise error
+        result = pending.results[0]
+        assert result is not None
+        return result
+
+    def publish_batch(
+        self, items: Iterable[BatchItem], *, timeout_s: float | None = None
+    ) -> list[PublishResult]:
+        """Validate every item, produce them all, then wait for every acknowledgement.
+
+        Returns results in item order. If any item is invalid, raises BatchPublishError with
+        ``sent=False`` and nothing is sent. If some deliveries fail, raises
+        BatchPublishError(``sent=True``) after all others finished, with ``results`` (None
+        where not acknowledged) and ``errors`` by index.
+        """
+        self._check_open()
+        records = self._prepare_batch(items)
+        if not records:
+            return []
+        wait_s = self._timeout(timeout_s)
+        pending = _Pending([r.event_id for r in records])
+        self._produce(records, pending, time.monotonic() + wait_s)
+        if not pending.done.wait(wait_s):
+            pending.timed_out(wait_s)
+        return self._outcome(pending)
+
+    # --- asyncio -------------------------------------------------------------------------------
+
+    async def _await(self, pending: _Pending, wait_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def resolve() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        pending.on_done = lambda: loop.call_soon_threadsafe(resolve)
+        if pending.done.is_set():  # finished before the bridge was installed
+            resolve()
+        try:
+            await asyncio.wait_for(future, wait_s)
+        except TimeoutError:
+            pending.timed_out(wait_s)
+
+    async def _produce_async(
+        self, records: list[PreparedRecord], pending: _Pending, deadline: float
+    ) -> None:
+        produce = self._producer.produce
+        deliver = pending.deliver
+        for i, rec in enumerate(records):
+            while True:
+                try:
+                    produce(
+                        rec.topic,
+                        rec.value,
+                        rec.key,
+                        headers=rec.headers,
+                        on_delivery=partial(deliver, i),
+                    )
+                    break
+                except BufferError:
+                    if time.monotonic() >= deadline:
+                        pending.fail_unsent(
+                            i,
+                            BrokerUnavailable(
+                                "the local producer queue stayed full until the timeout"
+                            ),
+                        )
+                        break
+                    await asyncio.sleep(_QUEUE_FULL_WAIT_S)  # the poll thread drains it
+                except KafkaException as exc:
+                    pending.fail_unsent(i, error_for(exc.args[0], rec.topic))
+                    break
+
+    async def publish_async(
+        self,
+        event_type: str,
+        payload: Mapping[str, Any],
+        *,
+        key: str | bytes | None = None,
+        event_id: str | None = None,
+        headers: Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]] | None = None,
+        trace_parent: str | None = None,
+        trace_state: str | None = None,
+        timeout_s: float | None = None,
+    ) -> PublishResult:
+        """``publish`` for asyncio: awaits the acknowledgement without blocking the loop."""
+        self._check_open()
+        rec = self.prepare(
+            event_type,
+            payload,
+            key=key,
+            event_id=event_id,
+            headers=headers,
+            trace_parent=trace_parent,
+            trace_state=trace_state,
+        )
+        wait_s = self._timeout(timeout_s)
+        pending = _Pending([rec.event_id])
+        await self._produce_async([rec], pending, time.monotonic() + wait_s)
+        await self._await(pending, wait_s)
+        return self._single(pending)
+
+    async def publish_batch_async(
+        self, items: Iterable[BatchItem], *, timeout_s: float | None = None
+    ) -> list[PublishResult]:
+        """``publish_batch`` for asyncio (same validation, results and errors)."""
+        self._check_open()
+        records = self._prepare_batch(items)
+        if not records:
+            return []
+        wait_s = self._timeout(timeout_s)
+        pending = _Pending([r.event_id for r in records])
+        await self._produce_async(records, pending, time.monotonic() + wait_s)
+        await self._await(pending, wait_s)
+        return self._outcome(pending)
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def flush(self, timeout_s: float | None = None) -> int:
+        """Wait until queued records are delivered or failed; returns how many are left."""
+        return int(self._producer.flush(self.timeout_s if timeout_s is None else timeout_s))
+
+    def close(self, timeout_s: float | None = None) -> None:
+        """Flush (up to ``timeout_s``), stop the poll thread. Idempotent.
+
+        Raises BrokerUnavailable when records were still undelivered at the deadline
+        (their callers get BrokerUnavailable too).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            left = self.flush(timeout_s)
+        finally:
+            self._stop.set()
+            self._poller.join()
+        if left:
+            raise BrokerUnavailable(f"{left} records were not delivered before close")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.close)
