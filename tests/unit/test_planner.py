@@ -221,6 +221,15 @@ def test_retry_after_is_exhausted_like_any_retry() -> None:
             "1",
             NOW_MS,
         ),
+        (  # a negative first-deferral time would expire at once: restarted instead
+            Deferred(5, "r"),
+            {h.DEFERRALS: "-3", h.FIRST_DEFERRED_AT_MS: "-5"},
+            TIER_10S,
+            5_000,
+            1,
+            "1",
+            NOW_MS,
+        ),
     ],
 )
 def test_deferral_keeps_the_attempt(

@@ -161,7 +161,9 @@ def _plan_deferral(ctx: _Context, error: Deferred, default_max_defer_ms: int) ->
     if error.max_defer_s is not None:
         max_defer_ms = seconds_to_ms(error.max_defer_s, cap_ms=_FOREVER_MS)
     delay_ms = seconds_to_ms(error.delay_s, cap_ms=max_defer_ms + 1)
-    first_deferred_at_ms = h.int_header(ctx.headers, h.FIRST_DEFERRED_AT_MS, ctx.now_ms)
+    first_deferred_at_ms = h.int_header(ctx.headers, h.FIRST_DEFERRED_AT_MS, -1)
+    if first_deferred_at_ms < 0:  # absent or malformed: this is the first deferral
+        first_deferred_at_ms = ctx.now_ms
     out = _failure_headers(ctx, failure)
     out[h.FIRST_DEFERRED_AT_MS] = str(first_deferred_at_ms)
     if ctx.now_ms + delay_ms - first_deferred_at_ms > max_defer_ms:
