@@ -60,8 +60,19 @@ class Settings(BaseSettings):
     worker_id: str | None = Field(default=None, description="static group membership id")
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=6066, ge=0, le=65535)
-    shutdown_timeout_s: float = Field(default=30.0, gt=0)
-    clock_skew_margin_ms: int = Field(default=50, ge=0)
+    shutdown_timeout_s: float = Field(
+        default=30.0, gt=0, description="SIGTERM: drain and exit within this bound"
+    )
+    drain_timeout_s: float = Field(
+        default=10.0, gt=0, description="revoke/shutdown: how long running handlers may finish"
+    )
+    session_timeout_s: float = Field(default=15.0, ge=6, description="consumer group session")
+    retry_window: int = Field(
+        default=1000, ge=1, description="records a retry partition may hold before pausing"
+    )
+    clock_skew_margin_ms: int = Field(
+        default=20, ge=0, description="retries run this long after their due time, at least"
+    )
     families: str | None = Field(default=None, description="comma list; unset = all families")
 
     # jobs

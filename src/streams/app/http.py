@@ -1,0 +1,77 @@
+"""The worker's HTTP port: ``/metrics``, ``/health/live``, ``/health/ready``.
+
+faust's own web server (and its unauthenticated ``/table`` views) is disabled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from streams.app.runtime import Runtime
+
+_BROKER_CHECK_TTL_S = 5.0
+
+
+class HealthServer:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        host: str,
+        port: int,
+        broker_check: Callable[[], bool],
+    ) -> None:
+        self._runtime = runtime
+        self._host = host
+        self._port = port
+        self._broker_check = broker_check
+        self._broker_ok = False
+        self._broker_checked_at = 0.0
+        self._runner: web.AppRunner | None = None
+        self.port = port
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/health/live", self._live)
+        app.router.add_get("/health/ready", self._ready)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        if server is not None and server.sockets:
+            self.port = server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self._runtime.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _live(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _broker(self) -> bool:
+        now = time.monotonic()
+        if now - self._broker_checked_at > _BROKER_CHECK_TTL_S:
+            self._broker_ok = await asyncio.to_thread(self._broker_check)
+            self._broker_checked_at = now
+        return self._broker_ok
+
+    async def _ready(self, request: web.Request) -> web.Response:
+        checks = self._runtime.ready()
+        checks["broker_reachable"] = await self._broker()
+        ok = all(checks.values())
+        body = {"status": "ok" if ok else "unavailable", "checks": checks}
+        if self._runtime.topology_errors:
+            body["topology_errors"] = self._runtime.topology_errors
+        return web.json_response(body, status=200 if ok else 503)

@@ -1,0 +1,246 @@
+"""One family's pipeline for one record: decode -> idempotency -> rate limit -> handler
+(with timeout and circuit breakers) -> outcome.
+
+The outcome is carried out here and the entry is finished (acked in offset order) only once
+it is durable: the done-marker batch acknowledged, or the retry/DLQ record acknowledged by the
+broker. The record's key and value are never rewritten on the way to a retry tier or the DLQ.
+Nothing raises out of ``process``: every exception becomes a routing decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from streams.app.ledger import Ledger
+from streams.app.ordering import Entry
+from streams.catalog import Family
+from streams.core import headers as h
+from streams.core.idempotency import event_hash
+from streams.core.planner import DeadLetter, Retry, plan_failure
+from streams.errors import DecodeError, Permanent, Retryable
+from streams.jobs.base import DependencyGuard, JobContext, no_guard
+from streams.jobs.registry import HandlerRegistry
+from streams.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class Decoder(Protocol):
+    def decode_event(self, data: bytes) -> Any: ...
+
+
+class Producer(Protocol):
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        timestamp: float | None,
+        headers: Any,
+    ) -> Awaitable[Any]: ...
+
+
+class RateGate(Protocol):
+    """Raises Deferred or Rejected when the event is over a limit (issue: rate limits)."""
+
+    def check(self, event: Any, entry: Entry) -> None: ...
+
+
+class NoHandler(Permanent):
+    """No handler is registered for the event type."""
+
+
+@dataclass
+class ProcessorConfig:
+    prefix: str
+    handler_timeout_s: float
+    default_max_defer_ms: int
+    route_retry_backoff_s: float = 0.5
+
+
+class Processor:
+    def __init__(
+        self,
+        *,
+        family: Family,
+        config: ProcessorConfig,
+        decoder: Decoder,
+        handlers: HandlerRegistry,
+        producer: Producer,
+        ledger: Ledger | None,
+        metrics: Metrics,
+        clock_ms: Callable[[], int],
+        guard: DependencyGuard = no_guard,
+        gate: RateGate | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.family = family
+        self._name = family.name
+        self._config = config
+        self._decoder = decoder
+        self._handlers = handlers
+        self._producer = producer
+        self._ledger = ledger
+        self._metrics = metrics
+        self._clock_ms = clock_ms
+        self._guard = guard
+        self._gate = gate
+        self._rand = rand
+        m = metrics
+        fam = family.name
+        self._done = m.events.labels(fam, "done")
+        self._dup = m.events.labels(fam, "duplicate")
+        self._dup_skipped = m.duplicates.labels(fam)
+        self._latency = m.end_to_end_latency.labels(fam)
+
+    async def process(self, entry: Entry) -> None:
+        """Run one record to a durable outcome. Never raises (but lets cancellation through)."""
+        message = entry.message
+        try:
+            event = self._decoder.decode_event(message.value)
+        except DecodeError as exc:
+            await self._route(entry, exc, event_type="?")
+            return
+        except Exception as exc:  # a decoder bug must not lose the record
+            await self._route(entry, DecodeError(f"decoder failed: {exc!r}"), event_type="?")
+            return
+        envelope = event.envelope
+        digest = event_hash(envelope.event_id)
+        ledger = self._ledger
+        if ledger is not None and ledger.seen(entry.partition, digest):
+            self._dup.inc()
+            self._dup_skipped.inc()
+            entry.finish()
+            return
+        try:
+            if self._gate is not None:
+                self._gate.check(event, entry)
+            await self._run_handler(event, entry)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._route(entry, exc, event_type=envelope.event_type)
+            return
+        self._done.inc()
+        self._latency.observe(max(0.0, (self._clock_ms() - envelope.occurred_at_ms) / 1000))
+        if ledger is not None:
+            ledger.record(entry.partition, digest, entry.finish)
+        else:
+            entry.finish()
+
+    async def _run_handler(self, event: Any, entry: Entry) -> None:
+        event_type = event.envelope.event_type
+        handler = self._handlers.get(event_type)
+        if handler is None:
+            raise NoHandler(f"no handler registered for {event_type}")
+        headers = h.decode(entry.message.headers)
+        ctx = JobContext(
+            event_id=event.envelope.event_id,
+            event_type=event_type,
+            family=self._name,
+            attempt=h.attempt_of(headers),
+            headers=headers,
+            topic=entry.topic,
+            partition=entry.partition,
+            offset=entry.offset,
+            dependency=self._guard,
+        )
+        timeout_s = self._config.handler_timeout_s
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await handler(event, ctx)
+        except TimeoutError:
+            raise Retryable(f"handler timed out after {timeout_s:g}s") from None
+        finally:
+            self._metrics.handler_duration.labels(self._name, event_type).observe(
+                time.perf_counter() - started
+            )
+
+    async def _route(self, entry: Entry, error: BaseException, *, event_type: str) -> None:
+        message = entry.message
+        headers = h.decode(message.headers)
+        timestamp_ms = message.timestamp
+        origin = h.Origin(
+            topic=entry.topic,
+            partition=entry.partition,
+            offset=entry.offset,
+            timestamp_ms=int(timestamp_ms * 1000) if timestamp_ms else 0,
+        )
+        plan = plan_failure(
+            family=self._name,
+            prefix=self._config.prefix,
+            retry=self.family.retry,
+            error=error,
+            headers=headers,
+            origin=origin,
+            now_ms=self._clock_ms(),
+            rand=self._rand,
+            default_max_defer_ms=self._config.default_max_defer_ms,
+        )
+        if isinstance(plan, DeadLetter):
+            log.warning(
+                "%s: event at %s[%d]@%d (%s) to the DLQ: %s: %s",
+                self._name,
+                entry.topic,
+                entry.partition,
+                entry.offset,
+                event_type,
+                plan.reason,
+                plan.headers.get(h.ERROR_MESSAGE, ""),
+            )
+        sent = await self._produce(entry, plan)
+        if not sent:
+            return  # partition revoked meanwhile: left unacked, the next owner retries
+        self._count(plan)
+        entry.finish()
+
+    def _count(self, plan: Retry | DeadLetter) -> None:
+        m, fam = self._metrics, self._name
+        if isinstance(plan, DeadLetter):
+            m.dead_letters.labels(fam, plan.reason).inc()
+            m.events.labels(fam, "dead_lettered").inc()
+        elif plan.deferred:
+            m.deferrals.labels(fam, _deferral_reason(plan)).inc()
+            m.events.labels(fam, "deferred").inc()
+        else:
+            m.retries.labels(fam, plan.topic).inc()
+            m.events.labels(fam, "retried").inc()
+
+    async def _produce(self, entry: Entry, plan: Retry | DeadLetter) -> bool:
+        """Send the unchanged key and value with the new headers to the same partition number;
+        retry until the broker acknowledges or the partition is revoked."""
+        message = entry.message
+        raw_headers = h.encode(plan.headers)
+        while not entry.log.closed:
+            try:
+                fut = await self._producer.send(
+                    plan.topic, message.key, message.value, entry.partition, None, raw_headers
+                )
+                await fut
+                return True
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._metrics.route_failures.labels(self._name).inc()
+                log.warning(
+                    "%s: producing to %s failed (%r); retrying", self._name, plan.topic, exc
+                )
+                await asyncio.sleep(self._config.route_retry_backoff_s)
+        return False
+
+
+def _deferral_reason(plan: Retry) -> str:
+    message = plan.headers.get(h.ERROR_MESSAGE, "")
+    if "circuit" in message:
+        return "circuit_open"
+    if "rate" in message:
+        return "rate_limited"
+    return "other"

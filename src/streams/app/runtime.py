@@ -1,0 +1,399 @@
+"""The worker's runtime: one processor per family over a faust app, plus the rebalance and
+shutdown protocol that faust does not give us.
+
+On revoke (faust pauses fetching and clears agent buffers first): records waiting for their
+due time are dropped unacked, running handlers get ``drain_timeout_s`` to finish (then are
+cancelled), the done-markers are flushed, the finished prefix of each partition is acked and
+committed, and the partitions' state is forgotten. Shutdown does the same for every
+partition after pausing them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from streams.app.breakers import Breakers
+from streams.app.changelog import ChangelogWriter
+from streams.app.factory import create_app
+from streams.app.lanes import Lane, Lanes
+from streams.app.ledger import Ledger
+from streams.app.ordering import PartitionLog
+from streams.app.processor import Decoder, Processor, ProcessorConfig
+from streams.app.ratelimit import RateGate
+from streams.app.scheduler import DueScheduler
+from streams.catalog import Catalog, Family
+from streams.core import topology
+from streams.core.topology import FamilyTopics
+from streams.errors import TopologyError
+from streams.jobs.registry import HandlerRegistry
+from streams.metrics import Metrics
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_EXPIRY_INTERVAL_S = 60.0
+_LAG_INTERVAL_S = 5.0
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class FamilyRuntime:
+    family: Family
+    topics: FamilyTopics
+    processor: Processor
+    lanes: Lanes
+    ledger: Ledger | None
+    writers: list[ChangelogWriter]
+    schedulers: list[DueScheduler] = field(default_factory=list)
+
+
+class Runtime:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        catalog: Catalog,
+        registry: HandlerRegistry,
+        decoder: Decoder,
+        metrics: Metrics,
+        families: list[str] | None = None,
+        clock_ms: Callable[[], int] = wall_ms,
+        app: faust.App | None = None,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.registry = registry
+        self.metrics = metrics
+        self.clock_ms = clock_ms
+        self.app = app or create_app(settings, catalog)
+        names = families or list(catalog.families)
+        self.families: dict[str, FamilyRuntime] = {}
+        self.breakers = Breakers(self._breaker_policy, metrics, clock_ms)
+        self._logs: dict[Any, PartitionLog] = {}
+        self._active: set[Any] = set()
+        self._topic_family: dict[str, FamilyRuntime] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.draining = False
+        self.assigned_once = False
+        self.started = False
+        self.topology_errors: list[str] = []
+        for name in names:
+            self._build_family(catalog.family(name), decoder)
+        self.app.on_partitions_revoked.connect(self._on_revoked)
+        self.app.on_partitions_assigned.connect(self._on_assigned)
+        self.app.task(self._boot)
+
+    # --- construction -------------------------------------------------------------------
+
+    def _breaker_policy(self, name: str) -> Any:
+        family = name.partition(":")[0]
+        fam = self.catalog.families.get(family)
+        if fam is None:  # e.g. "smtp:host:port" -> the email family's policy
+            fam = self.catalog.families.get({"smtp": "email"}.get(family, ""), None)
+        return (fam or next(iter(self.catalog.families.values()))).circuit_breaker
+
+    def _table(self, family: Family, kind: str) -> Any:
+        return self.app.Table(
+            topology.table_name(family.name, kind),
+            default=None,
+            partitions=family.partitions,
+            key_type=bytes,
+            value_type=bytes,
+            help=f"streams {kind} state of family {family.name}",
+        )
+
+    def _writer(self, table: Any, family: Family) -> ChangelogWriter:
+        histogram = self.metrics.ledger_flush_duration.labels(family.name)
+        counter = self.metrics.ledger_flushes.labels(family.name)
+
+        def on_flush(seconds: float) -> None:
+            histogram.observe(seconds)
+            counter.inc()
+
+        return ChangelogWriter(
+            producer=_LazyProducer(self.app),
+            topic=topology.changelog_topic(self.settings.app_id, table.name),
+            store=table.data,
+            on_flush=on_flush,
+        )
+
+    def _build_family(self, family: Family, decoder: Decoder) -> None:
+        settings = self.settings
+        topics = family.topics(settings.topic_prefix)
+        done_table = self._table(family, "done")
+        bucket_table = self._table(family, "buckets")
+        done_writer = self._writer(done_table, family)
+        bucket_writer = self._writer(bucket_table, family)
+        ledger = None
+        if family.idempotency.enabled:
+            size_gauge = self.metrics.idempotency_keys.labels(family.name)
+            ledger = Ledger(
+                writer=done_writer,
+                store=done_table.data,
+                ttl_ms=family.idempotency.ttl_ms,
+                clock_ms=self.clock_ms,
+                on_size=size_gauge.set,
+            )
+        gate = None
+        if family.rate_limits:
+            gate = RateGate(
+                family=family,
+                store=bucket_table.data,
+                writer=bucket_writer,
+                metrics=self.metrics,
+                clock_ms=self.clock_ms,
+            )
+        processor = Processor(
+            family=family,
+            config=ProcessorConfig(
+                prefix=settings.topic_prefix,
+                handler_timeout_s=family.handler_timeout_ms / 1000,
+                default_max_defer_ms=min(86_400_000, family.retry.retention_ms // 2),
+            ),
+            decoder=decoder,
+            handlers=self.registry,
+            producer=_LazyProducer(self.app),
+            ledger=ledger,
+            metrics=self.metrics,
+            clock_ms=self.clock_ms,
+            guard=self.breakers.guard,
+            gate=gate,
+        )
+        lanes = Lanes(
+            processor,
+            concurrency=family.concurrency,
+            on_in_flight=self.metrics.in_flight.labels(family.name),
+        )
+        fr = FamilyRuntime(family, topics, processor, lanes, ledger, [done_writer, bucket_writer])
+        self.families[family.name] = fr
+        waiting = self.metrics.waiting.labels(family.name)
+        for name in topics.all[:-1]:  # the DLQ is read by operators, not processed
+            scheduler = None
+            if name != topics.main:
+                scheduler = DueScheduler(
+                    lanes.admit,
+                    clock_ms=self.clock_ms,
+                    window=settings.retry_window,
+                    pause=self._pause,
+                    resume=self._resume,
+                    on_count=lambda n, fr=fr: waiting.set(sum(len(s) for s in fr.schedulers)),
+                )
+                fr.schedulers.append(scheduler)
+            lane = Lane(
+                lanes,
+                topic=name,
+                log_for=self._log_for,
+                scheduler=scheduler,
+                clock_ms=self.clock_ms,
+                skew_margin_ms=settings.clock_skew_margin_ms,
+            )
+            self._add_agent(name, lane)
+            self._topic_family[name] = fr
+
+    def _add_agent(self, topic_name: str, lane: Lane) -> None:
+        channel = self.app.topic(
+            topic_name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            allow_empty=True,
+        )
+
+        async def consume(stream: Any) -> None:
+            await lane.consume(stream)
+
+        self.app.agent(channel, name=f"streams.lane.{topic_name}")(consume)
+
+    # --- partitions ---------------------------------------------------------------------
+
+    def _log_for(self, tp: Any) -> PartitionLog | None:
+        if self.draining or tp not in self._active:
+            return None
+        plog = self._logs.get(tp)
+        if plog is None:
+            plog = self._logs[tp] = PartitionLog(tp)
+        return plog
+
+    def _pause(self, tp: Any) -> None:
+        self.app.consumer.pause_partitions({tp})
+
+    def _resume(self, tp: Any) -> None:
+        if tp in self._active:
+            self.app.consumer.resume_partitions({tp})
+
+    async def _on_assigned(self, sender: Any, assigned: set[Any], **kwargs: Any) -> None:
+        self._active = {tp for tp in assigned if tp.topic in self._topic_family}
+        self.assigned_once = True
+        by_topic: dict[str, set[int]] = {}
+        for tp in self._active:
+            by_topic.setdefault(tp.topic, set()).add(tp.partition)
+        problems: list[str] = []
+        for fr in self.families.values():
+            main = by_topic.get(fr.topics.main, set())
+            for name in fr.topics.retries:
+                got = by_topic.get(name, set())
+                if got != main:
+                    problems.append(
+                        f"{fr.family.name}: partitions {sorted(main)} of {fr.topics.main} but "
+                        f"{sorted(got)} of {name} are assigned here (co-partitioning broken)"
+                    )
+            if fr.ledger is not None:
+                fr.ledger.assign(main)
+        for fr in self.families.values():
+            for scheduler in fr.schedulers:
+                scheduler.repause()
+        self.topology_errors = problems
+        if problems:
+            message = "co-partitioned assignment does not hold:\n" + "\n".join(problems)
+            log.error(message)
+            await self.app.crash(TopologyError(message))
+
+    async def _on_revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        await self.release(set(revoked), self.settings.drain_timeout_s)
+
+    async def release(self, tps: set[Any], timeout_s: float) -> None:
+        """Give ``tps`` up: drop waiting records, let running ones finish (up to
+        ``timeout_s``), make done-markers durable, ack the finished prefix and commit."""
+        tps = {tp for tp in tps if tp.topic in self._topic_family}
+        self._active -= tps
+        if not tps:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        dropped = sum(s.drop(tps) for fr in self.families.values() for s in fr.schedulers)
+        for fr in self.families.values():
+            mine = {tp for tp in tps if self._topic_family[tp.topic] is fr}
+            if not mine:
+                continue
+            if not await fr.lanes.wait_idle(mine, max(0.0, deadline - loop.time())):
+                cancelled = fr.lanes.cancel(mine)
+                log.warning(
+                    "%s: cancelled %d handler(s) past the drain deadline", fr.family.name, cancelled
+                )
+        for fr in self.families.values():
+            for writer in fr.writers:
+                await writer.flush(max(0.1, deadline - loop.time()))
+        unacked = 0
+        for tp in tps:
+            plog = self._logs.pop(tp, None)
+            if plog is not None:
+                unacked += plog.close()
+        for fr in self.families.values():
+            parts = {tp.partition for tp in tps if tp.topic == fr.topics.main}
+            if fr.ledger is not None and parts:
+                fr.ledger.revoke(parts)
+        try:
+            await self.app.consumer.commit()
+        except Exception as exc:  # the next owner re-reads from the last commit
+            log.warning("commit on release failed: %r", exc)
+        log.info(
+            "released %d partition(s): %d waiting dropped, %d left unacked",
+            len(tps),
+            dropped,
+            unacked,
+        )
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def _boot(self) -> None:
+        for fr in self.families.values():
+            for writer in fr.writers:
+                writer.start()
+            for scheduler in fr.schedulers:
+                self._spawn(scheduler.run(), f"scheduler.{fr.family.name}")
+        for job in self.registry.jobs:
+            await job.start()
+        self._spawn(self._expiry_loop(), "ledger.expiry")
+        self._spawn(self._lag_loop(), "consumer.lag")
+        self.started = True
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        self._tasks.append(asyncio.get_running_loop().create_task(coro, name=name))
+
+    async def _expiry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(_EXPIRY_INTERVAL_S)
+            for fr in self.families.values():
+                if fr.ledger is not None:
+                    fr.ledger.expire()
+
+    async def _lag_loop(self) -> None:
+        gauge = self.metrics.consumer_lag
+        while True:
+            await asyncio.sleep(_LAG_INTERVAL_S)
+            for tp, plog in list(self._logs.items()):
+                try:
+                    highwater = self.app.consumer.highwater(tp)
+                except Exception:
+                    continue
+                if highwater is not None and plog.last_offset >= 0:
+                    lag = max(0, highwater - plog.last_offset - 1)
+                    gauge.labels(tp.topic, str(tp.partition)).set(lag)
+
+    async def drain(self) -> None:
+        """Shutdown: stop fetching, finish what runs (bounded), commit the finished prefix."""
+        if self.draining:
+            return
+        consumer = self.app.consumer
+        try:
+            assignment = set(consumer.assignment())
+            consumer.pause_partitions(assignment)
+        except Exception:
+            assignment = set(self._active)
+        self.app.flow_control.suspend()
+        await self.release(set(self._active) | assignment, self.settings.drain_timeout_s)
+        self.draining = True
+        for job in self.registry.jobs:
+            try:
+                await job.stop()
+            except Exception:
+                log.exception("stopping a job failed")
+        for task in self._tasks:
+            task.cancel()
+        for fr in self.families.values():
+            for writer in fr.writers:
+                await writer.stop()
+
+    def ready(self) -> dict[str, bool]:
+        """Readiness parts (all must be true): started, assigned, recovered, stable."""
+        app = self.app
+        recovery = getattr(getattr(app, "tables", None), "recovery", None)
+        completed = getattr(recovery, "completed", None)
+        recovered = bool(completed.is_set()) if completed is not None else True
+        return {
+            "started": self.started,
+            "partitions_assigned": self.assigned_once,
+            "tables_recovered": recovered,
+            "not_rebalancing": not app.rebalancing,
+            "not_draining": not self.draining,
+            "topology_ok": not self.topology_errors,
+        }
+
+
+class _LazyProducer:
+    """faust's producer, looked up when used (it exists once the app has started)."""
+
+    def __init__(self, app: faust.App) -> None:
+        self._app = app
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        timestamp: float | None,
+        headers: Any,
+    ) -> Any:
+        return await self._app.producer.send(topic, key, value, partition, timestamp, headers)

@@ -1,0 +1,208 @@
+"""All Prometheus metrics in one typed bundle over an injected registry (style.md).
+
+Tests build ``Metrics(CollectorRegistry())`` so they never share state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS_S = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    1800.0,
+    3600.0,
+    21600.0,
+)
+_HANDLER_BUCKETS_S = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+)
+
+BREAKER_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """The worker's metrics. Label names are fixed here, nowhere else."""
+
+    registry: CollectorRegistry
+    events: Counter
+    handler_duration: Histogram
+    end_to_end_latency: Histogram
+    retries: Counter
+    deferrals: Counter
+    dead_letters: Counter
+    duplicates: Counter
+    in_flight: Gauge
+    waiting: Gauge
+    consumer_lag: Gauge
+    breaker_state: Gauge
+    breaker_transitions: Counter
+    rate_limited: Counter
+    ledger_flushes: Counter
+    ledger_flush_duration: Histogram
+    idempotency_keys: Gauge
+    route_failures: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
+        reg = registry if registry is not None else CollectorRegistry()
+        ns = "streams"
+        return cls(
+            registry=reg,
+            events=Counter(
+                "events",
+                "Events finished, by family and outcome "
+                "(done, retried, deferred, dead_lettered, duplicate)",
+                ["family", "outcome"],
+                namespace=ns,
+                registry=reg,
+            ),
+            handler_duration=Histogram(
+                "handler_duration_seconds",
+                "Handler run time in seconds",
+                ["family", "event_type"],
+                namespace=ns,
+                registry=reg,
+                buckets=_HANDLER_BUCKETS_S,
+            ),
+            end_to_end_latency=Histogram(
+                "end_to_end_latency_seconds",
+                "Event time (envelope occurred_at_ms) to done, in seconds",
+                ["family"],
+                namespace=ns,
+                registry=reg,
+                buckets=_LATENCY_BUCKETS_S,
+            ),
+            retries=Counter(
+                "retries",
+                "Events sent to a retry tier after a failure",
+                ["family", "tier"],
+                namespace=ns,
+                registry=reg,
+            ),
+            deferrals=Counter(
+                "deferrals",
+                "Events deferred to a retry tier without using an attempt",
+                ["family", "reason"],
+                namespace=ns,
+                registry=reg,
+            ),
+            dead_letters=Counter(
+                "dead_letters",
+                "Events sent to the DLQ, by reason",
+                ["family", "reason"],
+                namespace=ns,
+                registry=reg,
+            ),
+            duplicates=Counter(
+                "duplicates_skipped",
+                "Events skipped because their id was already done",
+                ["family"],
+                namespace=ns,
+                registry=reg,
+            ),
+            in_flight=Gauge(
+                "in_flight",
+                "Events admitted and not yet finished (running or queued by key)",
+                ["family"],
+                namespace=ns,
+                registry=reg,
+            ),
+            waiting=Gauge(
+                "waiting",
+                "Retry-tier records held until their due time",
+                ["family"],
+                namespace=ns,
+                registry=reg,
+            ),
+            consumer_lag=Gauge(
+                "consumer_lag",
+                "High watermark minus next offset to read, per partition",
+                ["topic", "partition"],
+                namespace=ns,
+                registry=reg,
+            ),
+            breaker_state=Gauge(
+                "circuit_state",
+                "Circuit breaker state (0 closed, 1 half-open, 2 open)",
+                ["dependency"],
+                namespace=ns,
+                registry=reg,
+            ),
+            breaker_transitions=Counter(
+                "circuit_transitions",
+                "Circuit breaker transitions",
+                ["dependency", "from_state", "to_state"],
+                namespace=ns,
+                registry=reg,
+            ),
+            rate_limited=Counter(
+                "rate_limited",
+                "Events over a rate limit, by action (defer, reject, expired)",
+                ["family", "limit", "action"],
+                namespace=ns,
+                registry=reg,
+            ),
+            ledger_flushes=Counter(
+                "ledger_flushes",
+                "Idempotency ledger batches written to the changelog",
+                ["family"],
+                namespace=ns,
+                registry=reg,
+            ),
+            ledger_flush_duration=Histogram(
+                "ledger_flush_seconds",
+                "Time to get a ledger batch acknowledged by the broker",
+                ["family"],
+                namespace=ns,
+                registry=reg,
+                buckets=_HANDLER_BUCKETS_S,
+            ),
+            idempotency_keys=Gauge(
+                "idempotency_keys",
+                "Event ids held in the idempotency index",
+                ["family"],
+                namespace=ns,
+                registry=reg,
+            ),
+            route_failures=Counter(
+                "route_failures",
+                "Failed attempts to produce a retry/DLQ record (retried)",
+                ["family"],
+                namespace=ns,
+                registry=reg,
+            ),
+        )
