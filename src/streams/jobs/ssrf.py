@@ -49,6 +49,8 @@ ALLOW_HOSTS_ENV = "STREAMS_WEBHOOK_ALLOW_HOSTS"
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _SHARED = ipaddress.IPv4Network("100.64.0.0/10")
+# IETF protocol assignments: the stdlib (3.11 patch-dependent) calls parts of it global.
+_SPECIAL = ipaddress.IPv4Network("192.0.0.0/24")
 _LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
 _NUMERIC_LABEL = re.compile(r"^(?:0x[0-9a-f]*|[0-9]+)$")
@@ -138,17 +140,14 @@ def parse_target(url: str) -> Target:
         raise TargetRefused(f"url: malformed ({exc})") from None
     scheme = parsed.scheme.lower()
     if scheme not in ALLOWED_SCHEMES:
-        raise TargetRefused(
-            f"url: scheme {scheme or '(none)'!r} not allowed; use http or https"
-        )
+        raise TargetRefused(f"url: scheme {scheme or '(none)'!r} not allowed; use http or https")
     if not host:
         raise TargetRefused("url: missing host")
     if parsed.user is not None or parsed.password is not None:
         raise TargetRefused("url: credentials in the URL are not allowed")
     if port is None or not is_allowed_port(port):
         raise TargetRefused(
-            f"url: port {port} not allowed; use 80, 443 or a port in "
-            f"{MIN_UNPRIVILEGED_PORT}-65535"
+            f"url: port {port} not allowed; use 80, 443 or a port in {MIN_UNPRIVILEGED_PORT}-65535"
         )
     name = normalize_host(host)
     if "%" in name:
@@ -200,8 +199,9 @@ def _kind_of(address: IPAddress) -> str | None:
         ("link-local", address.is_link_local),
         ("multicast", address.is_multicast),
         ("shared", isinstance(address, ipaddress.IPv4Address) and address in _SHARED),
-        ("private", address.is_private),
+        ("special-purpose", isinstance(address, ipaddress.IPv4Address) and address in _SPECIAL),
         ("reserved", address.is_reserved),
+        ("private", address.is_private),
         ("non-global", not address.is_global),
     )
     return next((kind for kind, hit in checks if hit), None)

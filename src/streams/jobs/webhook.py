@@ -1,0 +1,363 @@
+"""The webhook job: a signed HTTP POST of ``webhook.requested`` events.
+
+Request: the event's ``body`` (UTF-8 bytes, unchanged) POSTed to its ``url`` with
+``Content-Type``, ``User-Agent: streams-webhook/<version>``, ``Idempotency-Key`` and
+``X-Streams-Event-Id`` (the event id, the same on every attempt so the receiver can drop
+duplicates), ``X-Streams-Event-Name``, ``X-Streams-Timestamp`` and ``X-Streams-Signature``
+(scheme in ``signing.py``).
+
+Outcomes (``outcome_for``): 2xx done; 408, 429, 5xx, timeouts and connection errors are
+``Retryable`` (``RetryAfter`` when the answer carries a ``Retry-After`` header, delta
+seconds or HTTP date, capped at ``max_retry_after_s``); a 3xx is ``Permanent`` (redirects
+are not followed: they would bypass the SSRF guard); other 4xx are ``Permanent`` with the
+status and a bounded, scrubbed snippet of the answer. Bad event fields are
+``Permanent("<field>: <reason>")``. Messages name the host, never the path or query
+(webhook URLs often carry tokens in them).
+
+SSRF guard (``ssrf.py``): the URL is parsed and its host resolved once; every address
+must be public or allow-listed. The connection is then pinned to the vetted addresses: the
+session's resolver answers only from them (a context variable set around the request),
+so a rebinding DNS server cannot swap in another address for the connect. No proxy from
+the environment is used (``trust_env=False``) and no cookies are kept.
+
+Circuit breaker: the HTTP exchange runs inside ``ctx.dependency("webhook:<host>")``. Only
+failures of the endpoint propagate through that guard (5xx, 408, 429, timeouts,
+connection errors), so they count against the breaker; a 4xx or 3xx is a healthy endpoint
+refusing this request, so its ``Permanent`` is raised after the guard exits normally.
+URL and address refusals and DNS failures happen before the guard and never touch it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import email.utils
+import importlib.metadata
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from streams.core.headers import scrub, truncate_utf8
+from streams.errors import HandlerError, Permanent, Retryable, RetryAfter
+from streams.jobs import signing
+from streams.jobs.base import JobContext
+from streams.jobs.ssrf import AllowList, Resolver, Target, normalize_host, parse_target
+from streams.jobs.ssrf import resolve_and_vet as _resolve_and_vet
+from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.events import WebhookRequested
+
+EVENT_TYPE = "webhook.requested"
+MAX_RETRY_AFTER_S = 3600.0
+MAX_SNIPPET_BYTES = 200
+MAX_READ_BYTES = 64 * 1024
+CONNECTOR_LIMIT = 100  # connections in flight over all endpoints
+CONNECTOR_LIMIT_PER_HOST = 32  # one slow endpoint cannot take the whole pool
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("streams")
+    except importlib.metadata.PackageNotFoundError:
+        return "0"
+
+
+USER_AGENT = f"streams-webhook/{_version()}"
+
+
+async def system_resolve(host: str, port: int) -> list[str]:
+    """The host's addresses from the OS resolver (``getaddrinfo``), in its order."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+# --- pinning: the connector may only connect to the addresses vetted for this request ---
+
+
+@dataclass(frozen=True)
+class _Pin:
+    host: str
+    port: int
+    addresses: tuple[str, ...]
+
+
+_PIN: contextvars.ContextVar[_Pin | None] = contextvars.ContextVar("webhook_pin", default=None)
+
+
+class PinnedResolver(AbstractResolver):
+    """aiohttp resolver answering only with the addresses vetted for the current request.
+
+    Fails closed: a lookup for any other host (or outside ``pinned()``) raises OSError,
+    which aiohttp reports as a connection error. Requires ``use_dns_cache=False`` so each
+    new connection asks it (in the request's task, hence its context).
+    """
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        pin = _PIN.get()
+        if pin is None or normalize_host(host) != pin.host:
+            raise OSError(f"refusing unvetted DNS lookup of {host}")
+        results: list[ResolveResult] = []
+        for address in pin.addresses:
+            addr_family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            if family not in (socket.AF_UNSPEC, addr_family):
+                continue
+            results.append(
+                ResolveResult(
+                    hostname=host,
+                    host=address,
+                    port=port or pin.port,
+                    family=addr_family,
+                    proto=0,
+                    flags=socket.AI_NUMERICHOST,
+                )
+            )
+        if not results:
+            raise OSError(f"no vetted address of {host} in family {family!r}")
+        return results
+
+    async def close(self) -> None:
+        return None
+
+
+# --- the outcome of one answer (pure) ------------------------------------------------------
+
+
+def parse_retry_after(value: str | None, now_s: float, max_s: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta seconds or HTTP date).
+
+    Clamped to ``[0, max_s]``; None when absent or malformed (a negative delta is
+    malformed).
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    if text.isascii() and text.isdigit():
+        delay_s = float(int(text))
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when is None:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        delay_s = when.timestamp() - now_s
+    return min(max(0.0, delay_s), max_s)
+
+
+def snippet_of(body: bytes, max_bytes: int = MAX_SNIPPET_BYTES) -> str:
+    """A one-line, scrubbed, bounded excerpt of an answer body for an error message."""
+    text = " ".join(body.decode("utf-8", errors="replace").split())
+    return truncate_utf8(scrub(text), max_bytes)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the endpoint answered (only what ``outcome_for`` needs)."""
+
+    status: int
+    retry_after: str | None = None
+    location: str | None = None
+    body: bytes = b""
+
+
+def outcome_for(
+    answer: Answer, *, host: str, now_s: float, max_retry_after_s: float = MAX_RETRY_AFTER_S
+) -> HandlerError | None:
+    """The error to raise for an answer, or None when it is a success (2xx)."""
+    status = answer.status
+    if 200 <= status < 300:
+        return None
+    if 300 <= status < 400:
+        location = snippet_of((answer.location or "(none)").encode())
+        return Permanent(f"HTTP {status} from {host}: redirect to {location} not followed")
+    if status in (408, 429) or 500 <= status < 600:
+        delay_s = parse_retry_after(answer.retry_after, now_s, max_retry_after_s)
+        if delay_s is None:
+            return Retryable(f"HTTP {status} from {host}")
+        return RetryAfter(delay_s, f"HTTP {status} from {host}; retry after {delay_s:g}s")
+    if 400 <= status < 500:
+        detail = snippet_of(answer.body)
+        return Permanent(f"HTTP {status} from {host}: {detail or '(empty body)'}")
+    return Retryable(f"unexpected HTTP {status} from {host}")
+
+
+# --- the request -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """The request to send, built (and checked) from the event."""
+
+    target: Target
+    body: bytes
+    headers: Mapping[str, str]
+
+
+def _header_value(field: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise Permanent(f"{field}: must be a non-empty string")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise Permanent(f"{field}: must not contain control characters")
+    if not value.isascii() and field != "event_name":
+        raise Permanent(f"{field}: must be ASCII")
+    return value
+
+
+def build_request(
+    event: WebhookRequested, *, secret: str, timestamp_s: int, user_agent: str = USER_AGENT
+) -> Outgoing:
+    """The signed request for ``event``; Permanent("<field>: <reason>") on bad fields."""
+    target = parse_target(event.url)
+    event_id = _header_value("event_id", event.envelope.event_id)
+    event_name = _header_value("event_name", event.event_name)
+    content_type = _header_value("content_type", event.content_type)
+    if not isinstance(event.body, str):
+        raise Permanent("body: must be a string")
+    try:
+        body = event.body.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Permanent("body: not encodable as UTF-8") from None
+    headers = {
+        "Content-Type": content_type,
+        "User-Agent": user_agent,
+        "Idempotency-Key": event_id,
+        "X-Streams-Event-Id": event_id,
+        "X-Streams-Event-Name": event_name,  # sent as UTF-8 bytes (aiohttp's encoding)
+        **signing.sign_headers(secret, timestamp_s, body),
+    }
+    return Outgoing(target=target, body=body, headers=headers)
+
+
+# --- the job -----------------------------------------------------------------------------
+
+
+class WebhookJob:
+    """Delivers ``webhook.requested`` events (see the module docstring for the contract).
+
+    ``resolve`` (host, port) -> addresses is injected for tests (default: getaddrinfo);
+    ``clock`` gives unix seconds (timestamps, Retry-After dates).
+    """
+
+    event_types: tuple[str, ...] = (EVENT_TYPE,)
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        resolve: Resolver = system_resolve,
+        clock: Callable[[], float] = time.time,
+        max_retry_after_s: float = MAX_RETRY_AFTER_S,
+        connect_timeout_s: float | None = None,
+    ) -> None:
+        self._secret = settings.webhook_signing_secret.get_secret_value()
+        self._allow = AllowList.parse(settings.webhook_allow_hosts)
+        self._timeout_s = settings.webhook_timeout_s
+        self._timeout = aiohttp.ClientTimeout(
+            total=settings.webhook_timeout_s,
+            connect=connect_timeout_s or settings.webhook_timeout_s,
+        )
+        self._resolve = resolve
+        self._clock = clock
+        self._max_retry_after_s = max_retry_after_s
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        """Open the shared session (one connection pool for every endpoint)."""
+        if self._session is not None:
+            return
+        connector = aiohttp.TCPConnector(
+            limit=CONNECTOR_LIMIT,
+            limit_per_host=CONNECTOR_LIMIT_PER_HOST,
+            resolver=PinnedResolver(),
+            use_dns_cache=False,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._timeout,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+            raise_for_status=False,
+        )
+
+    async def stop(self) -> None:
+        """Close the session and its connections."""
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def handle(self, event: WebhookRequested, ctx: JobContext) -> None:
+        """Deliver one event. Raises Retryable / RetryAfter / Permanent (see module doc)."""
+        session = self._session
+        if session is None:
+            raise RuntimeError("WebhookJob.handle() called before start()")
+        outgoing = build_request(event, secret=self._secret, timestamp_s=int(self._clock()))
+        target = outgoing.target
+        addresses = await _resolve_and_vet(target, self._resolve, self._allow)
+        permanent: HandlerError | None = None
+        async with ctx.dependency(f"webhook:{target.host}"):
+            answer = await self._post(session, outgoing, addresses)
+            outcome = outcome_for(
+                answer,
+                host=target.host,
+                now_s=self._clock(),
+                max_retry_after_s=self._max_retry_after_s,
+            )
+            if outcome is not None and outcome.retriable:
+                raise outcome  # the endpoint failed: counts against its breaker
+            permanent = outcome
+        if permanent is not None:
+            raise permanent  # the endpoint answered: the breaker saw a success
+
+    async def _post(
+        self, session: aiohttp.ClientSession, outgoing: Outgoing, addresses: Sequence[str]
+    ) -> Answer:
+        target = outgoing.target
+        token = _PIN.set(_Pin(target.host, target.port, tuple(addresses)))
+        try:
+            async with session.post(
+                target.url,
+                data=outgoing.body,
+                headers=dict(outgoing.headers),
+                allow_redirects=False,
+            ) as response:
+                body = await _read_capped(response, MAX_READ_BYTES)
+                return Answer(
+                    status=response.status,
+                    retry_after=response.headers.get("Retry-After"),
+                    location=response.headers.get("Location"),
+                    body=body,
+                )
+        except TimeoutError:
+            raise Retryable(f"timeout after {self._timeout_s:g}s from {target.host}") from None
+        except aiohttp.ClientError as exc:
+            reason = str(exc) or type(exc).__name__
+            raise Retryable(f"connection to {target.host} failed: {reason}") from None
+        finally:
+            _PIN.reset(token)
+
+
+async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+    """Up to ``max_bytes`` of the body; the rest is dropped (the connection then closes)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < max_bytes:
+        chunk = await response.content.read(max_bytes - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
