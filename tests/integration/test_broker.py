@@ -13,6 +13,7 @@ import pytest
 from confluent_kafka import KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streams.kafka.broker import LocalBroker, LocalBrokerError
 from streams.settings import Settings
 
 STREAMS = Path(sys.executable).with_name("streams")
@@ -125,3 +126,21 @@ def test_session_fixture_gives_a_working_broker_and_unique_names(
     assert settings.replication_factor_override == 1
     metadata = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10)
     assert metadata.brokers, "the session broker answered without brokers"
+
+
+def test_a_broker_that_dies_while_starting_reports_its_log(tmp_path: Path) -> None:
+    kraft = tmp_path / "state" / "data" / "kraft"
+    kraft.mkdir(parents=True)
+    (kraft / "meta.properties").write_text(  # a directory.id that is not a Uuid: Kafka exits
+        "version=1\nnode.id=1\ncluster.id=MkU3OEVBNTcwNTJENDM2Qk\ndirectory.id=xxxxx\n"
+    )
+    broker = LocalBroker(tmp_path / "state", cache_dir=Settings().home / "broker-cache")
+    try:
+        with pytest.raises(LocalBrokerError, match=r"exited with code \d+ while starting") as info:
+            broker.start(timeout_s=60)
+    finally:
+        broker.stop()  # never leave a broker behind, even if it unexpectedly started
+    assert "server.log" in str(info.value)  # the tail of the broker log is in the message
+    assert "meta.properties" in str(info.value)
+    assert not broker.status().running
+    assert not (tmp_path / "state" / "pid").exists()

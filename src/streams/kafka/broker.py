@@ -401,7 +401,8 @@ def _wait_ready(
         code = proc.poll()
         if code is not None:
             raise LocalBrokerError(
-                f"the broker JVM exited with code {code} while starting; log tail:\n{log_tail()}"
+                f"the broker JVM exited with code {code} while starting (a damaged data dir "
+                f"can be wiped with `streams broker start --fresh`); log tail:\n{log_tail()}"
             )
         remaining_s = deadline - time.monotonic()
         if remaining_s <= 0:
