@@ -450,3 +450,80 @@ def build_event(
         return model.model_validate(data)
     except ValidationError as exc:
         raise InvalidPayload(event_type, validation_errors(exc)) from None
+
+
+# --- examples ---------------------------------------------------------------------------
+
+EXAMPLE_PAYLOADS: dict[str, dict[str, Any]] = {
+    "email.requested": {
+        "user_id": "user-42",
+        "to": "ada@example.com",
+        "locale": "fr",
+        "template": "welcome",
+        "variables": {"name": "Ada"},
+    },
+    "webhook.requested": {
+        "subscription_id": "sub-7",
+        "url": "https://hooks.example.com/in",
+        "event_name": "order.paid",
+        "body": '{"order_id": "o-1", "total_minor": 1250}',
+    },
+    "push.requested": {
+        "user_id": "user-42",
+        "title": "Your order shipped",
+        "body": "It arrives tomorrow.",
+        "device_ids": ["dev-1", "dev-2"],
+        "data": {"order_id": "o-1"},
+        "timezone": "America/Toronto",
+    },
+    "payment.requested": {
+        "payment_id": "pay-1",
+        "customer_id": "cus-9",
+        "amount_minor": 1250,
+        "currency": "CAD",
+        "provider": "payments",
+        "description": "Order o-1",
+    },
+    "payment.captured": {
+        "payment_id": "pay-1",
+        "customer_id": "cus-9",
+        "amount_minor": 1250,
+        "currency": "CAD",
+        "provider": "payments",
+    },
+    "refund.requested": {
+        "payment_id": "pay-1",
+        "refund_id": "ref-1",
+        "amount_minor": 250,
+        "currency": "CAD",
+        "reason": "damaged item",
+    },
+    "image.uploaded": {
+        "image_id": "img-1",
+        "owner_id": "user-42",
+        "filename": "cat.png",
+        "content_type": "image/png",
+        "size_bytes": 48213,
+        "storage_uri": "file:///var/uploads/img-1",
+        "sha256": "0" * 64,
+    },
+    "audit.claim_submitted": {"subject_id": "claim-1", "actor_id": "user-42", "amount_minor": 5000},
+    "audit.claim_approved": {
+        "subject_id": "claim-1",
+        "actor_id": "adjuster-3",
+        "amount_minor": 4500,
+        "reason": "partial coverage",
+        "details": {"policy": "p-77"},
+    },
+    "audit.claim_rejected": {"subject_id": "claim-2", "actor_id": "adjuster-3", "reason": "late"},
+    "audit.claim_settled": {"subject_id": "claim-1", "actor_id": "system", "amount_minor": 4500},
+    "audit.admin_action": {
+        "subject_id": "email.dlq",
+        "actor_id": "admin-1",
+        "action": "dlq.replay",
+        "details": {"count": "12"},
+    },
+    "cleanup.due": {"policy": "sessions", "scheduled_for_ms": 1_767_232_800_000},
+    "analytics.rollup_requested": {"scope": "global", "day": "2026-01-01", "kind": "daily_counts"},
+}
+"""A valid payload per event type (docs, CLI examples, benchmarks, tests)."""

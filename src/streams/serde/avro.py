@@ -207,18 +207,24 @@ def sample_values(parsed: Schema, count: int | None = None) -> list[Any]:
     enum); ``count`` defaults to the widest union or enum, capped at 16.
     """
     names = named_types(parsed)
-    width = max([_width(node) for node in _walk(parsed)] + [1])
+    width = _max_width(parsed)
     n = min(16, width) if count is None else count
     return [_sample(parsed, names, i, 0) for i in range(n)]
 
 
-def _width(node: dict[str, Any]) -> int:
-    kind = node.get("type")
-    if isinstance(kind, list):
-        return len(kind)
-    if kind == "enum":
-        return len(node.get("symbols", []))
-    return 1
+def _max_width(schema: Schema) -> int:
+    """The widest union or enum in ``schema`` (1 if none)."""
+    widths = [1, len(schema) if isinstance(schema, list) else 1]
+    for node in _walk(schema):
+        if node.get("type") == "enum":
+            widths.append(len(node.get("symbols", [])))
+        for child in (node.get("type"), node.get("items"), node.get("values")):
+            if isinstance(child, list):
+                widths.append(len(child))
+        for field in node.get("fields", []) if node.get("type") in ("record", "error") else []:
+            if isinstance(field.get("type"), list):
+                widths.append(len(field["type"]))
+    return max(widths)
 
 
 def _sample(schema: Schema, names: dict[str, dict[str, Any]], i: int, depth: int) -> Any:

@@ -237,7 +237,8 @@ def _check_unique(versions: list[SchemaVersion], problems: list[str]) -> None:
         if other is not v:
             problems.append(
                 f"{v.path}: same canonical form (fingerprint {v.fingerprint_hex}) as "
-                f"{other.path}: a new version must change the schema"
+                f"{other.path} (docs, defaults and aliases are not part of it): a new version "
+                "must change the written schema"
             )
         owner = by_record.setdefault(v.record_name, v.event_type)
         if owner != v.event_type:
