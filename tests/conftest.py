@@ -78,7 +78,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def _docker_answers(timeout_s: float) -> bool:
     """True when a Docker engine answers a ping within ``timeout_s``."""
     try:
-        import docker
+        import docker  # type: ignore[import-untyped]
 
         client = docker.from_env(timeout=max(1, round(timeout_s)))
         try:

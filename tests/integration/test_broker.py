@@ -93,7 +93,7 @@ def test_cli_starts_checks_and_stops_a_local_broker(tmp_path: Path) -> None:
         admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
         metadata = admin.list_topics(timeout=10)
         host, port = bootstrap.rsplit(":", 1)
-        assert [(b.host, b.port) for b in metadata.brokers.values()] == [(host, int(port))]
+        assert [(str(b.host), b.port) for b in metadata.brokers.values()] == [(host, int(port))]
 
         existing = f"t{uuid.uuid4().hex[:8]}.present"
         admin.create_topics([NewTopic(existing, 1, 1)])[existing].result(timeout=15)

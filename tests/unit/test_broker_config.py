@@ -128,18 +128,18 @@ def test_server_properties_single_node_kraft(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("port", "controller_port", "message"),
     [
-        ({"port": 0, "controller_port": 9093}, "port must be an integer in 1..65535, got 0"),
-        ({"port": 9092, "controller_port": 70000}, "controller_port must be an integer"),
-        ({"port": 9092, "controller_port": 9092}, "must differ, both are 9092"),
+        (0, 9093, "port must be an integer in 1..65535, got 0"),
+        (9092, 70000, "controller_port must be an integer"),
+        (9092, 9092, "must differ, both are 9092"),
     ],
 )
 def test_server_properties_rejects_bad_ports(
-    tmp_path: Path, kwargs: dict[str, int], message: str
+    tmp_path: Path, port: int, controller_port: int, message: str
 ) -> None:
     with pytest.raises(LocalBrokerError, match=message):
-        render_server_properties(log_dir=tmp_path, **kwargs)
+        render_server_properties(port=port, controller_port=controller_port, log_dir=tmp_path)
 
 
 def test_server_properties_needs_an_absolute_log_dir() -> None:
