@@ -16,10 +16,12 @@ refused it, naming the Kafka error) or ``BrokerUnavailable`` (no acknowledgement
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
@@ -66,6 +68,7 @@ POLL_INTERVAL_S = 0.1
 WAIT_GRACE_S = 5.0
 """How long past ``message.timeout.ms`` a caller waits for librdkafka's own verdict."""
 _QUEUE_FULL_WAIT_S = 0.01
+_QUEUE_FULL = "the local producer queue stayed full until the timeout"
 
 _UNAVAILABLE_CODES = frozenset(
     {
@@ -79,6 +82,9 @@ _UNAVAILABLE_CODES = frozenset(
         KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
     }
 )
+
+HeadersArg = Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]] | None
+"""Extra headers: a mapping or (name, value) pairs; values str (UTF-8) or bytes."""
 
 BatchItem = tuple[str, Mapping[str, Any]] | Mapping[str, Any]
 """``(event_type, payload)`` or a dict with ``event_type``, ``payload`` and optionally
@@ -131,63 +137,75 @@ def error_for(err: KafkaError, topic: str) -> PublishError:
 
 
 class _Pending:
-    """Deliveries of one call: results by index, errors by index, a done signal.
+    """The deliveries of one call: a verdict per record, a done signal.
 
-    Delivery callbacks run on the poll thread (or on a thread that polls while the local
-    queue is full); ``on_done`` then fires once, when every record has its verdict.
+    Delivery callbacks run on the poll thread (or on a caller's thread that polls while the
+    local queue is full) and only store the message or the error; ``outcome`` builds the
+    results on the caller's side. ``on_done`` runs once, when every record has a verdict.
     """
 
-    __slots__ = ("_left", "_lock", "done", "errors", "event_ids", "on_done", "results")
+    __slots__ = ("_count", "_total", "done", "errors", "event_ids", "messages", "on_done")
 
-    def __init__(self, event_ids: list[str]) -> None:
+    def __init__(self, event_ids: list[str], on_done: Callable[[], None] | None = None) -> None:
         self.event_ids = event_ids
-        self.results: list[PublishResult | None] = [None] * len(event_ids)
+        self.messages: list[Message | None] = [None] * len(event_ids)
         self.errors: dict[int, PublishError] = {}
-        self._left = len(event_ids)
-        self._lock = threading.Lock()
+        self._total = len(event_ids)
+        self._count = itertools.count(1)  # next() is atomic: no lock on the hot path
         self.done = threading.Event()
-        self.on_done: Any = None  # a callable run once on completion (asyncio bridge)
+        self.on_done = on_done
 
     def deliver(self, index: int, err: KafkaError | None, msg: Message) -> None:
-        topic = msg.topic() or "?"
         if err is None:
-            offset = msg.offset()
-            self.results[index] = PublishResult(
-                topic,
-                msg.partition(),
-                -1 if offset is None else offset,
-                self.event_ids[index],
-                msg.timestamp()[1],
-            )
+            self.messages[index] = msg
         else:
-            self.errors[index] = error_for(err, topic)
-        with self._lock:
-            self._left -= 1
-            finished = self._left == 0
-        if finished:
-            self.done.set()
-            if self.on_done is not None:
-                self.on_done()
+            self.errors[index] = error_for(err, msg.topic() or "?")
+        if next(self._count) == self._total:
+            self._finish()
 
     def fail_unsent(self, index: int, error: PublishError) -> None:
         """Record an item the producer refused locally (never enqueued)."""
         self.errors[index] = error
-        with self._lock:
-            self._left -= 1
-            finished = self._left == 0
-        if finished:
-            self.done.set()
-            if self.on_done is not None:
-                self.on_done()
+        if next(self._count) == self._total:
+            self._finish()
 
-    def timed_out(self, timeout_s: float) -> None:
-        """Mark every item without a verdict as BrokerUnavailable (caller stopped waiting)."""
-        for i, result in enumerate(self.results):
-            if result is None and i not in self.errors:
-                self.errors[i] = BrokerUnavailable(
-                    f"no acknowledgement within {timeout_s:g}s; the record may still be "
+    def _finish(self) -> None:
+        self.done.set()
+        if self.on_done is not None:
+            self.on_done()
+
+    def outcome(
+        self, waited_s: float
+    ) -> tuple[list[PublishResult | None], dict[int, PublishError]]:
+        """A snapshot: results by index (None unless acknowledged) and errors by index.
+
+        A record still without a verdict (the caller stopped waiting after ``waited_s``)
+        gets BrokerUnavailable; late callbacks cannot change the snapshot.
+        """
+        messages = list(self.messages)
+        errors = dict(self.errors)
+        results: list[PublishResult | None] = []
+        for i, msg in enumerate(messages):
+            if i in errors:
+                results.append(None)
+            elif msg is None:
+                errors[i] = BrokerUnavailable(
+                    f"no acknowledgement within {waited_s:g}s; the record may still be "
                     "delivered later by the producer"
                 )
+                results.append(None)
+            else:
+                offset = msg.offset()
+                results.append(
+                    PublishResult(
+                        msg.topic() or "",
+                        msg.partition() or 0,
+                        -1 if offset is None else offset,
+                        self.event_ids[i],
+                        msg.timestamp()[1],
+                    )
+                )
+        return results, dict(sorted(errors.items()))
 
 
 class Publisher:
@@ -257,7 +275,10 @@ class Publisher:
     def _poll_loop(self) -> None:
         producer, stop = self._producer, self._stop
         while not stop.is_set():
-            producer.poll(POLL_INTERVAL_S)
+            try:
+                producer.poll(POLL_INTERVAL_S)
+            except Exception:  # a callback raised: keep serving the others
+                log.exception("publisher: delivery callback failed")
 
     # --- preparing ---------------------------------------------------------------------------
 
@@ -293,7 +314,7 @@ class Publisher:
         *,
         key: str | bytes | None = None,
         event_id: str | None = None,
-        headers: Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]] | None = None,
+        headers: HeadersArg = None,
         trace_parent: str | None = None,
         trace_state: str | None = None,
     ) -> PreparedRecord:
@@ -378,34 +399,59 @@ class Publisher:
         if self._fatal is not None:
             raise DeliveryFailed(f"the producer hit a fatal error: {self._fatal}")
 
-    def _produce(self, records: list[PreparedRecord], pending: _Pending, deadline: float) -> None:
-        """Enqueue every record; a full local queue waits for deliveries (until deadline)."""
-        produce = self._producer.produce
-        deliver = pending.deliver
+    def _try_produce(self, rec: PreparedRecord, index: int, pending: _Pending) -> bool:
+        """Enqueue one record; False when the local queue is full (nothing was enqueued)."""
+        try:
+            self._producer.produce(
+                rec.topic,
+                rec.value,
+                rec.key,
+                headers=rec.headers,
+                on_delivery=partial(pending.deliver, index),
+            )
+        except BufferError:
+            return False
+        except KafkaException as exc:  # refused locally (fatal state, unknown partition, ...)
+            pending.fail_unsent(index, error_for(exc.args[0], rec.topic))
+        return True
+
+    def _send(self, records: list[PreparedRecord], wait_s: float) -> _Pending:
+        """Produce every record, then wait up to ``wait_s`` for all verdicts."""
+        pending = _Pending([r.event_id for r in records])
+        deadline = time.monotonic() + wait_s
         for i, rec in enumerate(records):
-            while True:
-                try:
-                    produce(
-                        rec.topic,
-                        rec.value,
-                        rec.key,
-                        headers=rec.headers,
-                        on_delivery=partial(deliver, i),
-                    )
+            while not self._try_produce(rec, i, pending):  # queue full: let deliveries drain
+                if time.monotonic() >= deadline:
+                    pending.fail_unsent(i, BrokerUnavailable(_QUEUE_FULL))
                     break
-                except BufferError:
-                    if time.monotonic() >= deadline:
-                        pending.fail_unsent(
-                            i,
-                            BrokerUnavailable(
-                                "the local producer queue stayed full until the timeout"
-                            ),
-                        )
-                        break
-                    self._producer.poll(_QUEUE_FULL_WAIT_S)
-                except KafkaException as exc:
-                    pending.fail_unsent(i, error_for(exc.args[0], rec.topic))
+                self._producer.poll(_QUEUE_FULL_WAIT_S)
+        pending.done.wait(max(0.0, deadline - time.monotonic()))
+        return pending
+
+    async def _send_async(self, records: list[PreparedRecord], wait_s: float) -> _Pending:
+        """``_send`` without blocking the event loop: the poll thread resolves a future."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def resolve() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        def wake() -> None:  # runs on the poll thread
+            with contextlib.suppress(RuntimeError):  # the loop closed after the caller left
+                loop.call_soon_threadsafe(resolve)
+
+        pending = _Pending([r.event_id for r in records], on_done=wake)
+        deadline = time.monotonic() + wait_s
+        for i, rec in enumerate(records):
+            while not self._try_produce(rec, i, pending):
+                if time.monotonic() >= deadline:
+                    pending.fail_unsent(i, BrokerUnavailable(_QUEUE_FULL))
                     break
+                await asyncio.sleep(_QUEUE_FULL_WAIT_S)  # the poll thread drains the queue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
+        return pending
 
     def _timeout(self, timeout_s: float | None) -> float:
         if timeout_s is None:
@@ -415,14 +461,20 @@ class Publisher:
         return timeout_s
 
     @staticmethod
-    def _outcome(pending: _Pending) -> list[PublishResult]:
-        results = list(pending.results)  # a snapshot: late callbacks must not change it
-        errors = dict(sorted(pending.errors.items()))
+    def _single(pending: _Pending, wait_s: float) -> PublishResult:
+        results, errors = pending.outcome(wait_s)
         if errors:
-            for i in errors:
-                results[i] = None
+            raise errors[0]
+        result = results[0]
+        assert result is not None
+        return result
+
+    @staticmethod
+    def _all(pending: _Pending, wait_s: float) -> list[PublishResult]:
+        results, errors = pending.outcome(wait_s)
+        if errors:
             raise BatchPublishError(errors, results, sent=True)
-        return results  # type: ignore[return-value] # every slot is filled
+        return results  # type: ignore[return-value] # no errors: every slot holds a result
 
     def publish(
         self,
@@ -431,16 +483,17 @@ class Publisher:
         *,
         key: str | bytes | None = None,
         event_id: str | None = None,
-        headers: Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]] | None = None,
+        headers: HeadersArg = None,
         trace_parent: str | None = None,
         trace_state: str | None = None,
         timeout_s: float | None = None,
     ) -> PublishResult:
         """Publish one event and wait for the broker's acknowledgement.
 
-        ``timeout_s`` defaults to ``settings.publish_timeout_s`` (the producer's message
-        timeout) plus a short grace. Raises UnknownEventType, InvalidPayload, EventTooLarge
-        (nothing sent), DeliveryFailed or BrokerUnavailable.
+        ``key`` is optional: the key is the family's key field, and an explicit key must
+        equal it. ``timeout_s`` defaults to ``settings.publish_timeout_s`` (the producer's
+        message timeout) plus a short grace. Raises UnknownEventType, InvalidPayload,
+        EventTooLarge (nothing sent), DeliveryFailed or BrokerUnavailable.
         """
         self._check_open()
         rec = self.prepare(
@@ -453,20 +506,7 @@ class Publisher:
             trace_state=trace_state,
         )
         wait_s = self._timeout(timeout_s)
-        pending = _Pending([rec.event_id])
-        self._produce([rec], pending, time.monotonic() + wait_s)
-        if not pending.done.wait(wait_s):
-            pending.timed_out(wait_s)
-        return self._single(pending)
-
-    @staticmethod
-    def _single(pending: _Pending) -> PublishResult:
-        error = pending.errors.get(0)
-        if error is not None:
-            raise error
-        result = pending.results[0]
-        assert result is not None
-        return result
+        return self._single(self._send([rec], wait_s), wait_s)
 
     def publish_batch(
         self, items: Iterable[BatchItem], *, timeout_s: float | None = None
@@ -475,67 +515,17 @@ class Publisher:
 
         Returns results in item order. If any item is invalid, raises BatchPublishError with
         ``sent=False`` and nothing is sent. If some deliveries fail, raises
-        BatchPublishError(``sent=True``) after all others finished, with ``results`` (None
-        where not acknowledged) and ``errors`` by index.
+        BatchPublishError(``sent=True``) once every record has its verdict (or the timeout
+        passed), with ``results`` (None where not acknowledged) and ``errors`` by index.
         """
         self._check_open()
         records = self._prepare_batch(items)
         if not records:
             return []
         wait_s = self._timeout(timeout_s)
-        pending = _Pending([r.event_id for r in records])
-        self._produce(records, pending, time.monotonic() + wait_s)
-        if not pending.done.wait(wait_s):
-            pending.timed_out(wait_s)
-        return self._outcome(pending)
+        return self._all(self._send(records, wait_s), wait_s)
 
     # --- asyncio -------------------------------------------------------------------------------
-
-    async def _await(self, pending: _Pending, wait_s: float) -> None:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-
-        def resolve() -> None:
-            if not future.done():
-                future.set_result(None)
-
-        pending.on_done = lambda: loop.call_soon_threadsafe(resolve)
-        if pending.done.is_set():  # finished before the bridge was installed
-            resolve()
-        try:
-            await asyncio.wait_for(future, wait_s)
-        except TimeoutError:
-            pending.timed_out(wait_s)
-
-    async def _produce_async(
-        self, records: list[PreparedRecord], pending: _Pending, deadline: float
-    ) -> None:
-        produce = self._producer.produce
-        deliver = pending.deliver
-        for i, rec in enumerate(records):
-            while True:
-                try:
-                    produce(
-                        rec.topic,
-                        rec.value,
-                        rec.key,
-                        headers=rec.headers,
-                        on_delivery=partial(deliver, i),
-                    )
-                    break
-                except BufferError:
-                    if time.monotonic() >= deadline:
-                        pending.fail_unsent(
-                            i,
-                            BrokerUnavailable(
-                                "the local producer queue stayed full until the timeout"
-                            ),
-                        )
-                        break
-                    await asyncio.sleep(_QUEUE_FULL_WAIT_S)  # the poll thread drains it
-                except KafkaException as exc:
-                    pending.fail_unsent(i, error_for(exc.args[0], rec.topic))
-                    break
 
     async def publish_async(
         self,
@@ -544,7 +534,7 @@ class Publisher:
         *,
         key: str | bytes | None = None,
         event_id: str | None = None,
-        headers: Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]] | None = None,
+        headers: HeadersArg = None,
         trace_parent: str | None = None,
         trace_state: str | None = None,
         timeout_s: float | None = None,
@@ -561,10 +551,7 @@ class Publisher:
             trace_state=trace_state,
         )
         wait_s = self._timeout(timeout_s)
-        pending = _Pending([rec.event_id])
-        await self._produce_async([rec], pending, time.monotonic() + wait_s)
-        await self._await(pending, wait_s)
-        return self._single(pending)
+        return self._single(await self._send_async([rec], wait_s), wait_s)
 
     async def publish_batch_async(
         self, items: Iterable[BatchItem], *, timeout_s: float | None = None
@@ -575,10 +562,7 @@ class Publisher:
         if not records:
             return []
         wait_s = self._timeout(timeout_s)
-        pending = _Pending([r.event_id for r in records])
-        await self._produce_async(records, pending, time.monotonic() + wait_s)
-        await self._await(pending, wait_s)
-        return self._outcome(pending)
+        return self._all(await self._send_async(records, wait_s), wait_s)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
