@@ -1,0 +1,5 @@
+"""``python -m streams`` = the ``streams`` command."""
+
+from streams.cli import main
+
+main()
