@@ -6,6 +6,9 @@ For tests and the local demo. It answers as told:
   default) at ``fail_stage`` (``"data"`` by default, or ``"rcpt"``), later ones succeed;
 - ``reject_recipients``: those addresses (any case) get ``550 5.1.1`` at RCPT;
 - ``reply_delay_s``: sleeps before answering DATA (for client timeouts);
+- ``max_messages_per_connection``: after that many accepted messages on one connection,
+  the next MAIL FROM on it is answered by cutting the connection (a server that restarted
+  or dropped an idle client: what a connection pool must survive);
 - ``tls_context`` offers STARTTLS (``require_starttls`` makes it mandatory) and
   ``credentials`` (login -> password) requires AUTH (over TLS only, aiosmtpd's default).
 
@@ -59,9 +62,25 @@ class _Controller(Controller):
         super()._trigger_server()
 
 
+_ACCEPTED = "streams_accepted"  # per-connection count, kept on aiosmtpd's Session
+
+
 class _Handler:
     def __init__(self, owner: RecordingSMTPServer) -> None:
         self._owner = owner
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        limit = self._owner.max_messages_per_connection
+        if limit is not None and getattr(session, _ACCEPTED, 0) >= limit:
+            self._owner._count_drop()
+            assert server.transport is not None
+            server.transport.abort()  # no reply: the client sees the connection cut
+            return "421 4.4.2 connection dropped"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
@@ -91,6 +110,7 @@ class RecordingSMTPServer:
         fail_stage: Literal["data", "rcpt"] = "data",
         reject_recipients: Iterable[str] = (),
         reply_delay_s: float = 0.0,
+        max_messages_per_connection: int | None = None,
         tls_context: ssl.SSLContext | None = None,
         require_starttls: bool = False,
         credentials: Mapping[str, str] | None = None,
@@ -103,36 +123,53 @@ class RecordingSMTPServer:
         self.fail_stage = fail_stage
         self.reject_recipients = frozenset(a.lower() for a in reject_recipients)
         self.reply_delay_s = reply_delay_s
+        self.max_messages_per_connection = max_messages_per_connection
         self.credentials = dict(credentials or {})
         self._cond = threading.Condition()
         self._received: list[ReceivedMail] = []
         self._transactions = 0
         self._failed = 0
-        self._controller = _Controller(
-            _Handler(self),
-            hostname=host,
-            port=port,
-            server_hostname="recording-smtp.local",
-            tls_context=tls_context,
-            require_starttls=require_starttls,
-            authenticator=self._authenticate if self.credentials else None,
-            auth_required=bool(self.credentials),
-        )
+        self._dropped = 0
+        self._port = port
+        self._smtp_options: dict[str, Any] = {
+            "server_hostname": "recording-smtp.local",
+            "tls_context": tls_context,
+            "require_starttls": require_starttls,
+            "authenticator": self._authenticate if self.credentials else None,
+            "auth_required": bool(self.credentials),
+        }
+        self._controller: _Controller | None = None
 
     # --- lifecycle ---
 
     @property
     def port(self) -> int:
-        """The bound port (known once started)."""
-        return int(self._controller.port)
+        """The bound port (known once started; kept across a stop and a restart)."""
+        return self._port
+
+    @property
+    def running(self) -> bool:
+        return self._controller is not None
 
     def start(self) -> None:
-        """Start listening (in a background thread); returns once it answers."""
-        self._controller.start()
+        """Start listening (in a background thread); returns once it answers.
+
+        After ``stop()`` it may start again, on the same port: an outage for the client.
+        """
+        if self._controller is not None:
+            raise RuntimeError("the SMTP server is already running")
+        controller = _Controller(
+            _Handler(self), hostname=self.host, port=self._port, **self._smtp_options
+        )
+        controller.start()
+        self._port = int(controller.port)
+        self._controller = controller
 
     def stop(self) -> None:
-        """Stop listening and join the thread."""
-        self._controller.stop()
+        """Stop listening and join the thread (no-op when not running)."""
+        controller, self._controller = self._controller, None
+        if controller is not None:
+            controller.stop()
 
     def __enter__(self) -> RecordingSMTPServer:
         self.start()
@@ -177,6 +214,12 @@ class RecordingSMTPServer:
         with self._cond:
             return self._failed
 
+    @property
+    def dropped(self) -> int:
+        """Connections cut because of ``max_messages_per_connection``."""
+        with self._cond:
+            return self._dropped
+
     def wait_for(self, count: int, timeout_s: float = 5.0) -> list[EmailMessage]:
         """Block until ``count`` messages were accepted; raises TimeoutError past timeout_s."""
         deadline = time.monotonic() + timeout_s
@@ -206,6 +249,10 @@ class RecordingSMTPServer:
         expected = self.credentials.get(login)
         ok = expected is not None and expected == data.password.decode("utf-8", "replace")
         return AuthResult(success=ok, handled=False, auth_data=login if ok else None)
+
+    def _count_drop(self) -> None:
+        with self._cond:
+            self._dropped += 1
 
     def _should_fail(self) -> bool:
         with self._cond:
@@ -243,6 +290,7 @@ class RecordingSMTPServer:
             tls=session.ssl is not None,
             login=login,
         )
+        setattr(session, _ACCEPTED, getattr(session, _ACCEPTED, 0) + 1)
         with self._cond:
             self._received.append(mail)
             self._cond.notify_all()
