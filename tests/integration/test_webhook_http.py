@@ -254,6 +254,18 @@ async def test_slow_endpoint_times_out_as_retryable(
     assert guard.outcomes == ["Retryable"]
 
 
+async def test_2xx_whose_body_stalls_past_the_timeout_is_still_done(
+    receiver: WebhookReceiver, make_job: MakeJob
+) -> None:
+    job = await make_job(timeout_s=TIMEOUT_S)
+    guard = RecordingGuard()
+    started = time.monotonic()
+    await deliver(job, webhook_event(f"{receiver.url}/stall/3"), guard)  # no retry: delivered
+    assert time.monotonic() - started < TIMEOUT_S + 1.0
+    assert [d.status for d in receiver.deliveries] == [200]
+    assert guard.outcomes == ["ok"]
+
+
 async def test_connection_refused_is_retryable(make_job: MakeJob) -> None:
     with socket.socket() as sock:  # a port nobody listens on any more
         sock.bind(("127.0.0.1", 0))

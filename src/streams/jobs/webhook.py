@@ -30,6 +30,7 @@ URL and address refusals and DNS failures happen before the guard and never touc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import email.utils
 import importlib.metadata
@@ -334,7 +335,11 @@ class WebhookJob:
                 headers=dict(outgoing.headers),
                 allow_redirects=False,
             ) as response:
-                body = await _read_capped(response, MAX_READ_BYTES)
+                # The status is the answer: a body that stalls or breaks cannot turn a
+                # delivered 2xx into a retry (a duplicate) or hide a 4xx.
+                body = b""
+                with contextlib.suppress(TimeoutError, aiohttp.ClientError):
+                    body = await _read_capped(response, MAX_READ_BYTES)
                 return Answer(
                     status=response.status,
                     retry_after=response.headers.get("Retry-After"),

@@ -4,11 +4,13 @@ It verifies every request's signature with the shared secret(s) (``signing.verif
 records each delivery (path, headers, body, verified flag and reason) and answers as told:
 
 - ``receiver.script(path, [503, 200])``: answers in order, the last one repeating; an entry
-  is a status or a ``Reply`` (status, headers such as ``Retry-After``, body, delay_s).
+  is a status or a ``Reply`` (status, headers such as ``Retry-After``, body, delay_s,
+  stall_s).
 - Built-in paths, no script needed (``seq`` is statuses joined by ``-then-``):
   ``/fail/503-then-200`` (per path: 503 on the first call, 200 after),
   ``/fail/429?retry_after=7`` (every non-2xx answer carries ``Retry-After: 7``),
   ``/fail/400?body=...`` (answer body), ``/slow/<seconds>`` (sleeps, then 200),
+  ``/stall/<seconds>`` (200 and headers at once, the body after the stall),
   ``/redirect?to=<location>`` (302), anything else 200.
 - With ``reject_unverified`` (default) a request failing verification gets 401 before any
   script runs (it is still recorded).
@@ -44,7 +46,8 @@ class Reply:
     status: int = 200
     headers: Mapping[str, str] = field(default_factory=dict)
     body: str = ""
-    delay_s: float = 0.0
+    delay_s: float = 0.0  # before answering
+    stall_s: float = 0.0  # after sending status and headers, before the body
 
 
 @dataclass(frozen=True)
@@ -198,7 +201,14 @@ class WebhookReceiver:
             self._on_delivery(delivery)
         if reply.delay_s > 0:
             await asyncio.sleep(reply.delay_s)
-        return web.Response(status=reply.status, headers=dict(reply.headers), text=reply.body)
+        if reply.stall_s <= 0:
+            return web.Response(status=reply.status, headers=dict(reply.headers), text=reply.body)
+        response = web.StreamResponse(status=reply.status, headers=dict(reply.headers))
+        await response.prepare(request)  # status and headers go out now
+        await asyncio.sleep(reply.stall_s)
+        await response.write(reply.body.encode())
+        await response.write_eof()
+        return response
 
     def _verify(self, request: web.Request, body: bytes) -> tuple[bool, str | None]:
         try:
@@ -238,6 +248,9 @@ def builtin_reply(path: str, query: Mapping[str, str], call: int) -> Reply:
     if len(parts) == 2 and parts[0] == "slow":
         with contextlib.suppress(ValueError):
             return Reply(status=200, body="slow ok", delay_s=max(0.0, float(parts[1])))
+    if len(parts) == 2 and parts[0] == "stall":
+        with contextlib.suppress(ValueError):
+            return Reply(status=200, body="stalled ok", stall_s=max(0.0, float(parts[1])))
     if parts == ["redirect"]:
         return Reply(status=302, headers={"Location": query.get("to", "/landed")})
     return Reply(status=200, body="ok")
