@@ -298,3 +298,21 @@ def test_load_reports_every_problem_at_once(tmp_path: Path) -> None:
     assert len(lines) == 2
     assert "email.requested/v1.avsc: not valid JSON" in lines[0]
     assert "push.requested/v1.avsc: must be an Avro record" in lines[1]
+
+
+def test_defaults_filled_in_by_resolution_are_not_shared(tmp_path: Path) -> None:
+    """fastavro returns the reader schema's own default object; the store copies it."""
+    schemas = _copy_schemas(tmp_path)
+
+    def add_tags(data: dict[str, Any]) -> None:
+        data["fields"].append(
+            {"name": "tags", "type": {"type": "map", "values": "string"}, "default": {}, "doc": "t"}
+        )
+
+    _add_version(schemas, "email.requested", add_tags)
+    store = SchemaStore.load(schemas)
+    old = STORE.encode(_email())
+    first = store.decode(old)[1]
+    first["tags"]["mutated"] = "yes"
+    assert store.decode(old)[1]["tags"] == {}
+    assert store.latest("email.requested").definition["fields"][-1]["default"] == {}

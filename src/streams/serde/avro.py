@@ -166,28 +166,29 @@ def _union_default_problem(first: Schema, default: Any) -> str | None:
 def named_types(schema: Schema) -> dict[str, dict[str, Any]]:
     """Full name -> definition of every named type defined in a parsed (full-name) schema."""
     found: dict[str, dict[str, Any]] = {}
-    for node in _walk(schema):
+    for node in walk(schema):
         if node.get("type") in NAMED and isinstance(node.get("name"), str):
             found.setdefault(node["name"], node)
     return found
 
 
-def _walk(schema: Schema) -> Iterator[dict[str, Any]]:
+def walk(schema: Schema) -> Iterator[dict[str, Any]]:
+    """Every dict node of a schema (named types where defined, not where referenced)."""
     if isinstance(schema, list):
         for branch in schema:
-            yield from _walk(branch)
+            yield from walk(branch)
     elif isinstance(schema, dict):
         yield schema
         kind = schema.get("type")
         if kind in ("record", "error"):
             for field in schema.get("fields", []):
-                yield from _walk(field.get("type"))
+                yield from walk(field.get("type"))
         elif kind == "array":
-            yield from _walk(schema.get("items"))
+            yield from walk(schema.get("items"))
         elif kind == "map":
-            yield from _walk(schema.get("values"))
+            yield from walk(schema.get("values"))
         elif isinstance(kind, dict | list):
-            yield from _walk(kind)
+            yield from walk(kind)
 
 
 def parse(schema: Schema) -> Any:
@@ -215,7 +216,7 @@ def sample_values(parsed: Schema, count: int | None = None) -> list[Any]:
 def _max_width(schema: Schema) -> int:
     """The widest union or enum in ``schema`` (1 if none)."""
     widths = [1, len(schema) if isinstance(schema, list) else 1]
-    for node in _walk(schema):
+    for node in walk(schema):
         if node.get("type") == "enum":
             widths.append(len(node.get("symbols", [])))
         for child in (node.get("type"), node.get("items"), node.get("values")):

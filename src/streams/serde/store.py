@@ -9,6 +9,7 @@ fastavro call each way.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from io import BytesIO
 from pathlib import Path
@@ -19,6 +20,7 @@ from pydantic import ValidationError
 
 from streams.errors import DecodeError, EventValidationError, InvalidPayload, UnknownEventType
 from streams.events import EVENT_MODELS, Event, validation_errors
+from streams.serde import avro
 from streams.serde.codec import Codec, SingleObjectCodec
 from streams.serde.versions import ENVELOPE_TYPE, SchemaVersion, load_versions
 
@@ -54,6 +56,13 @@ class SchemaStore:
             if self._latest[v.event_type] is v
             else self._latest[v.event_type].wire_schema
             for v in events
+        }
+        # fastavro hands out the reader schema's default objects themselves for fields the
+        # writer lacks: copy records read through a reader with mutable (map/array) defaults
+        self._copy_after_read = {
+            fp
+            for fp, reader in self._reader_of.items()
+            if reader is not None and _has_mutable_default(reader)
         }
         self.event_types: frozenset[str] = frozenset(v.event_type for v in events)
 
@@ -148,6 +157,8 @@ class SchemaStore:
         except Exception as exc:  # fastavro raises many types on hostile bytes
             reason = f"malformed {writer.label} body: {type(exc).__name__}: {exc}"
             raise DecodeError(_bounded(reason)) from None
+        if writer.fingerprint in self._copy_after_read:
+            record = copy.deepcopy(record)
         trailing = len(data) - stream.tell()
         if trailing:
             raise DecodeError(f"{trailing} trailing bytes after the {writer.label} body")
@@ -166,6 +177,15 @@ class SchemaStore:
             return model.model_validate(record)
         except ValidationError as exc:
             raise InvalidEvent(writer.event_type, validation_errors(exc)) from None
+
+
+def _has_mutable_default(schema: Any) -> bool:
+    return any(
+        isinstance(field.get("default"), dict | list)
+        for node in avro.walk(schema)
+        if node.get("type") in ("record", "error")
+        for field in node.get("fields", [])
+    )
 
 
 def _bounded(text: str) -> str:
