@@ -47,7 +47,7 @@ def test_encoding_is_the_plain_avro_body_after_the_header() -> None:
     event = _email(event_id="e-1", occurred_at_ms=1_700_000_000_000)
     data = STORE.encode(event)
     body = BytesIO(data[10:])
-    record = fastavro.schemaless_reader(body, STORE.latest("email.requested").schema)
+    record: Any = fastavro.schemaless_reader(body, STORE.latest("email.requested").schema)
     assert record["envelope"]["event_id"] == "e-1"
     assert record["to"] == "ada@example.com"
 
@@ -104,8 +104,8 @@ def test_decode_refuses_non_bytes() -> None:
 
 
 def test_decode_accepts_bytearray_and_memoryview() -> None:
-    assert STORE.decode(bytearray(GOOD))[1] == STORE.decode(GOOD)[1]
-    assert STORE.decode(memoryview(GOOD))[1] == STORE.decode(GOOD)[1]
+    assert STORE.decode(bytearray(GOOD))[1] == STORE.decode(GOOD)[1]  # type: ignore[arg-type]
+    assert STORE.decode(memoryview(GOOD))[1] == STORE.decode(GOOD)[1]  # type: ignore[arg-type]
 
 
 def test_decode_invalid_utf8_in_a_string() -> None:
@@ -145,7 +145,7 @@ def _copy_schemas(tmp_path: Path) -> Path:
 
 def _add_version(schemas: Path, event_type: str, change: Any) -> dict[str, Any]:
     versions = sorted((schemas / event_type).glob("v*.avsc"))
-    data = json.loads(versions[-1].read_text())
+    data: dict[str, Any] = json.loads(versions[-1].read_text())
     change(data)
     (schemas / event_type / f"v{len(versions) + 1}.avsc").write_text(json.dumps(data))
     return data
