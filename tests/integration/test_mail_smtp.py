@@ -294,7 +294,7 @@ async def test_rejected_recipient_is_permanent_and_does_not_trip_the_breaker() -
         finally:
             await email_job.stop()
 
-    assert str(caught.value).startswith("to: bounced, MAIL/RCPT refused 550 5.1.1")
+    assert str(caught.value).startswith("to: bounced, recipient refused 550 5.1.1")
     assert "nobody@example.com" not in str(caught.value)
     assert [m["To"] for m in smtp.messages] == ["alice@example.com"]
     assert guard.calls == [(f"smtp:127.0.0.1:{smtp.port}", None)] * 2
@@ -305,7 +305,7 @@ async def test_554_on_data_is_permanent() -> None:
         email_job = EmailJob(make_settings(smtp.port))
         event = email_event()
         try:
-            with pytest.raises(Permanent, match=r"^to: bounced, DATA refused 554"):
+            with pytest.raises(Permanent, match=r"^smtp: bounced, DATA refused 554"):
                 await email_job.handle(event, context(event))
         finally:
             await email_job.stop()

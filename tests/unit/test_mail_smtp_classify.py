@@ -24,15 +24,19 @@ def refused(code: int) -> aiosmtplib.SMTPRecipientsRefused:
 @pytest.mark.parametrize(
     ("exc", "kind", "starts"),
     [
-        (refused(550), Permanent, "to: bounced, MAIL/RCPT refused 550"),
-        (refused(553), Permanent, "to: bounced, MAIL/RCPT refused 553"),
+        (refused(550), Permanent, "to: bounced, recipient refused 550"),
+        (refused(553), Permanent, "to: bounced, recipient refused 553"),
         (refused(450), Retryable, "smtp: temporary failure 450"),
         (aiosmtplib.SMTPRecipientRefused(551, "no", ADDR), Permanent, "to: bounced"),
-        (aiosmtplib.SMTPDataError(554, "5.7.1 spam"), Permanent, "to: bounced, DATA refused 554"),
-        (aiosmtplib.SMTPDataError(552, "too big"), Permanent, "to: bounced, DATA refused 552"),
+        (aiosmtplib.SMTPDataError(554, "5.7.1 spam"), Permanent, "smtp: bounced, DATA refused 554"),
+        (aiosmtplib.SMTPDataError(552, "too big"), Permanent, "smtp: bounced, DATA refused 552"),
         (aiosmtplib.SMTPDataError(451, "local error"), Retryable, "smtp: temporary failure 451"),
         (aiosmtplib.SMTPDataError(421, "closing"), Retryable, "smtp: temporary failure 421"),
-        (aiosmtplib.SMTPSenderRefused(552, "size", "me@x.org"), Permanent, "to: bounced"),
+        (
+            aiosmtplib.SMTPSenderRefused(552, "size", "me@x.org"),
+            Permanent,
+            "smtp: bounced, MAIL refused 552",
+        ),
         (
             aiosmtplib.SMTPSenderRefused(550, "relay denied", "me@x.org"),
             Retryable,

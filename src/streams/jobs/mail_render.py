@@ -30,7 +30,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.headerregistry import Address, HeaderRegistry, UnstructuredHeader
+from email.headerregistry import Address, BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
 from email.utils import format_datetime, getaddresses, parseaddr
 from functools import cache, lru_cache
@@ -64,14 +64,14 @@ _LINE_BREAK = re.compile(r"[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 _WHITESPACE = re.compile(r"\s")
 
 
-class _UnfoldedHeader(UnstructuredHeader):
+class _UnfoldedHeader(UnstructuredHeader, BaseHeader):
     """A header written on one line: folding a long URL would RFC 2047-encode it."""
 
     def fold(self, *, policy: email.policy.Policy) -> str:
         return f"{self.name}: {self}{policy.linesep}"
 
 
-def _mail_policy() -> email.policy.EmailPolicy:
+def _mail_policy() -> email.policy.EmailPolicy[EmailMessage]:
     registry = HeaderRegistry()
     registry.map_to_type("list-unsubscribe", _UnfoldedHeader)
     return email.policy.SMTP.clone(header_factory=registry)

@@ -101,8 +101,10 @@ def _classify_response(exc: aiosmtplib.SMTPResponseException) -> Retryable | Per
         # MAIL FROM refused for our sender (relay denied, SPF): configuration, not this
         # message. 552 there is the SIZE check, which is about this message.
         return Retryable(f"smtp: sender refused {_reply(exc)}")
-    stage = "DATA" if isinstance(exc, aiosmtplib.SMTPDataError) else "MAIL/RCPT"
-    return Permanent(f"to: bounced, {stage} refused {_reply(exc)}")
+    if isinstance(exc, aiosmtplib.SMTPRecipientRefused):
+        return Permanent(f"to: bounced, recipient refused {_reply(exc)}")
+    stage = "DATA" if isinstance(exc, aiosmtplib.SMTPDataError) else "MAIL"
+    return Permanent(f"smtp: bounced, {stage} refused {_reply(exc)}")
 
 
 def classify_smtp_error(exc: BaseException) -> Retryable | Permanent:

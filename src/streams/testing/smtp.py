@@ -27,6 +27,7 @@ import asyncio
 import email
 import email.policy
 import json
+import logging
 import signal
 import ssl
 import threading
@@ -57,10 +58,17 @@ class _Controller(Controller):
     """aiosmtpd's Controller, able to bind port 0 (it then learns the port it got)."""
 
     def _trigger_server(self) -> None:
-        if self.port == 0 and self.server is not None:
+        if self.port == 0 and isinstance(self.server, asyncio.Server):
             self.port = self.server.sockets[0].getsockname()[1]
-        super()._trigger_server()
+        super()._trigger_server()  # type: ignore[no-untyped-call]
 
+
+def _not_login_data_deprecation(record: logging.LogRecord) -> bool:
+    return "login_data is deprecated" not in record.getMessage()
+
+
+# aiosmtpd 1.4.6 warns about its own use of Session.login_data after every AUTH.
+logging.getLogger("mail.log").addFilter(_not_login_data_deprecation)
 
 _ACCEPTED = "streams_accepted"  # per-connection count, kept on aiosmtpd's Session
 
@@ -75,7 +83,7 @@ class _Handler:
         limit = self._owner.max_messages_per_connection
         if limit is not None and getattr(session, _ACCEPTED, 0) >= limit:
             self._owner._count_drop()
-            assert server.transport is not None
+            assert isinstance(server.transport, asyncio.Transport)
             server.transport.abort()  # no reply: the client sees the connection cut
             return "421 4.4.2 connection dropped"
         envelope.mail_from = address
