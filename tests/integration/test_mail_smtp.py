@@ -182,7 +182,23 @@ async def test_concurrent_sends_stay_within_the_pool(smtp: RecordingSMTPServer) 
     assert sorted(r.rcpt_tos[0] for r in received) == sorted(e.to for e in events)
     assert len({r.message["Message-ID"] for r in received}) == 20
     assert 1 <= pool.connects <= 3
+    assert len({r.peer for r in received}) == pool.connects
     assert email_job.pool is None  # stopped
+
+
+async def test_concurrent_first_sends_without_start_share_one_pool(
+    smtp: RecordingSMTPServer,
+) -> None:
+    email_job = EmailJob(make_settings(smtp.port), pool_size=2)
+    events = [email_event() for _ in range(6)]
+    try:
+        await asyncio.gather(*(email_job.handle(e, context(e)) for e in events))
+        pool = email_job.pool
+        assert pool is not None and pool.connects <= 2
+    finally:
+        await email_job.stop()
+    assert len(smtp.messages) == 6
+    assert len({r.peer for r in smtp.received}) <= 2  # no second pool leaked connections
 
 
 async def test_duplicate_delivery_carries_the_same_message_id(

@@ -83,8 +83,10 @@ class EmailJob:
 
     async def start(self) -> None:
         """Create the connection pool (connections open lazily, on first use)."""
-        if self._pool is None:
-            ehlo = await asyncio.to_thread(_ehlo_name)
+        if self._pool is not None:
+            return
+        ehlo = await asyncio.to_thread(_ehlo_name)
+        if self._pool is None:  # re-checked: concurrent first calls share one pool
             self._pool = SMTPPool(self.config.with_local_hostname(ehlo), self.pool_size)
 
     async def stop(self) -> None:

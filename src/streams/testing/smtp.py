@@ -52,6 +52,7 @@ class ReceivedMail:
     raw: bytes
     tls: bool
     login: str | None
+    peer: str  # the client's host:port: one value per connection
 
 
 class _Controller(Controller):
@@ -297,6 +298,7 @@ class RecordingSMTPServer:
             raw=raw,
             tls=session.ssl is not None,
             login=login,
+            peer=":".join(str(p) for p in session.peer) if session.peer else "",
         )
         setattr(session, _ACCEPTED, getattr(session, _ACCEPTED, 0) + 1)
         with self._cond:
