@@ -236,7 +236,7 @@ def test_batch_error_summarises_validation_failures() -> None:
     err = BatchPublishError(
         {2: InvalidPayload(ET, [("to", "required")])}, [None, None, None], sent=False
     )
-    assert str(err).startswith("1 of 3 items invalid; nothing was sent; first: item 2:")
+    assert str(err).startswith("1 of 3 items refused; nothing was sent; first: item 2:")
     assert "to: required" in str(err)
 
 

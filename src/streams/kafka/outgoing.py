@@ -304,8 +304,9 @@ class BatchPublishError(PublishError):
 
     ``results[i]`` is the PublishResult of item i when the broker acknowledged it, else None;
     an item with a result was stored, an item without one was not (or, for
-    ``BrokerUnavailable``, was not acknowledged in time). When ``sent`` is False validation
-    failed and nothing of the batch reached the broker.
+    ``BrokerUnavailable``, was not acknowledged in time). When ``sent`` is False a check
+    before sending failed (validation, a missing topic) and nothing of the batch reached
+    the broker.
     """
 
     def __init__(
@@ -321,7 +322,7 @@ class BatchPublishError(PublishError):
         total = len(results)
         first = min(errors)
         head = (
-            f"{len(errors)} of {total} items invalid; nothing was sent"
+            f"{len(errors)} of {total} items refused; nothing was sent"
             if not sent
             else f"{len(errors)} of {total} items not delivered "
             f"({total - len(errors)} acknowledged)"

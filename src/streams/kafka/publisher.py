@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 __all__ = ["BatchPublishError", "PreparedRecord", "PublishResult", "Publisher"]
 
 log = logging.getLogger(__name__)
+log.addHandler(logging.NullHandler())  # a library: silent unless the application logs
 
 COMPRESSION = "lz4"
 """Measured against zstd and none on 200-byte events: see bench/README.md (P9)."""
@@ -126,7 +127,7 @@ def error_for(err: KafkaError, topic: str) -> PublishError:
     code = err.code()
     detail = f"{err.name()}: {err.str()}"
     if code in _UNAVAILABLE_CODES:
-        return BrokerUnavailable(f"{topic}: not acknowledged by the broker ({detail})")
+        return BrokerUnavailable(f"{topic}: broker unavailable or not acknowledging ({detail})")
     if code in (KafkaError._UNKNOWN_TOPIC, KafkaError.UNKNOWN_TOPIC_OR_PART):
         return DeliveryFailed(
             f"{topic}: topic does not exist ({detail}); create it with `streams topics apply`"
@@ -235,6 +236,7 @@ class Publisher:
         self.producer_name = producer_name
         self.timeout_s = self.settings.publish_timeout_s
         self._routes: dict[str, _Route] = {}
+        self._verified_topics: set[str] = set()
         self._fatal: KafkaError | None = None
         self._closed = False
         self._producer = Producer(self.producer_config(producer_conf))
@@ -260,6 +262,7 @@ class Publisher:
                 "message.timeout.ms": int(self.timeout_s * 1000),
                 "message.max.bytes": largest + RECORD_OVERHEAD_BYTES,
                 "error_cb": self._on_error,
+                "logger": log,  # librdkafka's log lines go to logging, not to stderr
             },
         )
         conf.update(overrides or {})
@@ -269,8 +272,10 @@ class Publisher:
         if err.fatal():
             self._fatal = err
             log.error("publisher: fatal producer error: %s", err)
+        elif err.code() == KafkaError._ALL_BROKERS_DOWN:
+            log.warning("publisher: %s", err.str())
         else:
-            log.warning("publisher: %s", err)
+            log.debug("publisher: %s", err.str())
 
     def _poll_loop(self) -> None:
         producer, stop = self._producer, self._stop
@@ -415,6 +420,29 @@ class Publisher:
             pending.fail_unsent(index, error_for(exc.args[0], rec.topic))
         return True
 
+    def _verify_topics(self, records: list[PreparedRecord], deadline: float) -> None:
+        """Check once per topic that it exists, so a missing topic is named at once
+        (librdkafka would only time out). Raises DeliveryFailed or BrokerUnavailable."""
+        for topic in {r.topic for r in records} - self._verified_topics:
+            timeout_s = max(0.001, deadline - time.monotonic())
+            try:
+                metadata = self._producer.list_topics(topic, timeout=timeout_s)
+            except KafkaException as exc:
+                raise error_for(exc.args[0], topic) from None
+            found = metadata.topics.get(topic)
+            if found is not None and found.error is not None:
+                raise error_for(found.error, topic)
+            self._verified_topics.add(topic)
+
+    def _checked(self, records: list[PreparedRecord], deadline: float) -> None:
+        """``_verify_topics`` for a batch: a failure means nothing was sent."""
+        try:
+            self._verify_topics(records, deadline)
+        except PublishError as exc:
+            raise BatchPublishError(
+                dict.fromkeys(range(len(records)), exc), [None] * len(records), sent=False
+            ) from None
+
     def _send(self, records: list[PreparedRecord], wait_s: float) -> _Pending:
         """Produce every record, then wait up to ``wait_s`` for all verdicts."""
         pending = _Pending([r.event_id for r in records])
@@ -452,6 +480,10 @@ class Publisher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
         return pending
+
+    def _check_deadline(self, wait_s: float) -> float:
+        """Deadline of the topic check: the call's timeout without the grace period."""
+        return time.monotonic() + min(wait_s, self.timeout_s)
 
     def _timeout(self, timeout_s: float | None) -> float:
         if timeout_s is None:
@@ -506,6 +538,8 @@ class Publisher:
             trace_state=trace_state,
         )
         wait_s = self._timeout(timeout_s)
+        if rec.topic not in self._verified_topics:
+            self._verify_topics([rec], self._check_deadline(wait_s))
         return self._single(self._send([rec], wait_s), wait_s)
 
     def publish_batch(
@@ -523,6 +557,7 @@ class Publisher:
         if not records:
             return []
         wait_s = self._timeout(timeout_s)
+        self._checked(records, self._check_deadline(wait_s))
         return self._all(self._send(records, wait_s), wait_s)
 
     # --- asyncio -------------------------------------------------------------------------------
@@ -551,6 +586,9 @@ class Publisher:
             trace_state=trace_state,
         )
         wait_s = self._timeout(timeout_s)
+        if rec.topic not in self._verified_topics:
+            deadline = self._check_deadline(wait_s)
+            await asyncio.to_thread(self._verify_topics, [rec], deadline)
         return self._single(await self._send_async([rec], wait_s), wait_s)
 
     async def publish_batch_async(
@@ -562,6 +600,8 @@ class Publisher:
         if not records:
             return []
         wait_s = self._timeout(timeout_s)
+        if {r.topic for r in records} - self._verified_topics:
+            await asyncio.to_thread(self._checked, records, self._check_deadline(wait_s))
         return self._all(await self._send_async(records, wait_s), wait_s)
 
     # --- lifecycle -------------------------------------------------------------------------------
