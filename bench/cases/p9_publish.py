@@ -27,6 +27,7 @@ from bench.harness import BenchContext, Case, Sample, Summary
 EVENT_TYPE = "email.requested"
 TARGET_RATIO = 0.5
 FLUSH_TIMEOUT_S = 120.0
+PROFILE_EVENTS = 5000
 
 
 @dataclass
@@ -128,6 +129,28 @@ def _time_raw(state: _State) -> float:
     return len(state.records) / (time.perf_counter() - started)
 
 
+def _cost_us(state: _State) -> dict[str, float]:
+    """Where the SDK's time goes, per event (µs): validation, encoding, all of prepare."""
+    from streams.events import build_event
+
+    sample = [p for _, p in state.items[:PROFILE_EVENTS]]
+    store, publisher = state.publisher.store, state.publisher
+
+    started = time.perf_counter()
+    events = [build_event(EVENT_TYPE, p, event_id="e") for p in sample]
+    build_s = time.perf_counter() - started
+    started = time.perf_counter()
+    for event in events:
+        store.encode(event)
+    encode_s = time.perf_counter() - started
+    started = time.perf_counter()
+    for p in sample:
+        publisher.prepare(EVENT_TYPE, p)
+    prepare_s = time.perf_counter() - started
+    n = len(sample) / 1e6
+    return {"build_event_us": build_s / n, "encode_us": encode_s / n, "prepare_us": prepare_s / n}
+
+
 def run(ctx: BenchContext, state: _State) -> Sample:
     state.rounds += 1
     if state.rounds % 2:
@@ -141,6 +164,9 @@ def run(ctx: BenchContext, state: _State) -> Sample:
         {
             "raw_events_per_s": raw,
             "ratio_to_raw": sdk / raw,
+            "sdk_us_per_event": 1e6 / sdk,
+            "raw_us_per_event": 1e6 / raw,
+            **_cost_us(state),
             "value_bytes": state.value_bytes,
             "record_bytes": state.record_bytes,
         },
@@ -161,11 +187,15 @@ def _note(summary: Summary) -> str:
     ratio = summary.detail("ratio_to_raw")
     value_bytes = summary.detail("value_bytes")[0]
     record_bytes = summary.detail("record_bytes")[0]
+    cost = {k: summary.detail(k)[0] for k in ("build_event_us", "encode_us", "prepare_us")}
     return (
         f"raw confluent-kafka produce median {raw[0]:,.0f} events/s (min {raw[1]:,.0f}, "
         f"max {raw[2]:,.0f}); SDK/raw median {ratio[0]:.2f} (min {ratio[1]:.2f}, max "
         f"{ratio[2]:.2f}); value {value_bytes:.0f} B, record with key+headers "
-        f"{record_bytes:.0f} B"
+        f"{record_bytes:.0f} B. Per event: SDK {summary.detail('sdk_us_per_event')[0]:.1f} µs, "
+        f"raw {summary.detail('raw_us_per_event')[0]:.1f} µs; of the SDK's, prepare "
+        f"{cost['prepare_us']:.1f} µs = build_event {cost['build_event_us']:.1f} + "
+        f"SchemaStore.encode {cost['encode_us']:.1f} + keys/headers/ids"
     )
 
 

@@ -19,6 +19,7 @@ import click
 from pydantic import ValidationError
 
 from streams.errors import ConfigError, InvalidPayload, PublishError, StreamsError
+from streams.kafka.outgoing import PublishResult
 
 
 class _BadInput(Exception):
@@ -169,10 +170,10 @@ def _publish(
         try:
             results = publisher.publish_batch(items)
         except BatchPublishError as exc:
-            for result in exc.results:
-                if result is not None:
-                    _echo(result)
-            lines = []
+            for acknowledged in exc.results:
+                if acknowledged is not None:
+                    _echo(acknowledged)
+            lines: list[str] = []
             for index, error in exc.errors.items():
                 where = sources[index][0]
                 lines.extend(f"{where}: {line}" for line in _describe(error))
@@ -186,7 +187,7 @@ def _publish(
             _echo(result)
 
 
-def _echo(result: Any) -> None:
+def _echo(result: PublishResult) -> None:
     click.echo(
         f"topic={result.topic} partition={result.partition} offset={result.offset} "
         f"event_id={result.event_id}"

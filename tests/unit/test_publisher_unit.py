@@ -245,3 +245,29 @@ def test_batch_error_summarises_delivery_failures() -> None:
     err = BatchPublishError({1: InvalidPayload(ET, [("x", "y")])}, [ok, None], sent=True)
     assert str(err).startswith("1 of 2 items not delivered (1 acknowledged)")
     assert err.results[0] == ok
+
+
+# --- delivery error mapping -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "kind", "text"),
+    [
+        ("_MSG_TIMED_OUT", "BrokerUnavailable", "broker unavailable or not acknowledging"),
+        ("_TRANSPORT", "BrokerUnavailable", "broker unavailable or not acknowledging"),
+        ("NOT_ENOUGH_REPLICAS", "BrokerUnavailable", "NOT_ENOUGH_REPLICAS"),
+        ("UNKNOWN_TOPIC_OR_PART", "DeliveryFailed", "does not exist"),
+        ("_UNKNOWN_TOPIC", "DeliveryFailed", "streams topics apply"),
+        ("MSG_SIZE_TOO_LARGE", "DeliveryFailed", "larger than the topic accepts"),
+        ("TOPIC_AUTHORIZATION_FAILED", "DeliveryFailed", "TOPIC_AUTHORIZATION_FAILED"),
+    ],
+)
+def test_kafka_errors_map_to_publisher_errors(code: str, kind: str, text: str) -> None:
+    from confluent_kafka import KafkaError
+
+    from streams.kafka.publisher import error_for
+
+    error = error_for(KafkaError(getattr(KafkaError, code)), "t.email")
+    assert type(error).__name__ == kind
+    assert str(error).startswith("t.email: ")
+    assert text in str(error)
