@@ -197,6 +197,24 @@ def test_single_publish_returns_the_stored_position(
     assert str(uuid.UUID(result.event_id)) == result.event_id  # a generated UUID4
 
 
+def test_one_publisher_shared_by_threads(
+    publisher: Publisher, settings: Settings, topics: str
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def work(t: int) -> list[PublishResult]:
+        singles = [publisher.publish(EMAIL, email(t * 1000 + i)) for i in range(25)]
+        batch = publisher.publish_batch([(EMAIL, email(t * 1000 + i)) for i in range(25, 200)])
+        return singles + batch
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = [r for chunk in pool.map(work, range(4)) for r in chunk]
+    assert len(results) == 800
+    assert len({(r.partition, r.offset) for r in results}) == 800
+    assert len({r.event_id for r in results}) == 800
+    assert sum(end_offsets(settings, topics)) == 800
+
+
 # --- refused before sending -----------------------------------------------------------------
 
 

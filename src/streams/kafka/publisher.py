@@ -21,6 +21,7 @@ import itertools
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -210,6 +211,31 @@ class _Pending:
         return results, dict(sorted(errors.items()))
 
 
+class _Health:
+    """The producer's error callback and its last fatal error (none: healthy)."""
+
+    def __init__(self) -> None:
+        self.fatal: KafkaError | None = None
+
+    def on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self.fatal = err
+            log.error("publisher: fatal producer error: %s", err.str())
+        elif err.code() == KafkaError._ALL_BROKERS_DOWN:
+            log.warning("publisher: %s", err.str())
+        else:
+            log.debug("publisher: %s", err.str())
+
+
+def _poll_loop(producer: Producer, stop: threading.Event) -> None:
+    """Serve delivery callbacks until ``stop`` is set."""
+    while not stop.is_set():
+        try:
+            producer.poll(POLL_INTERVAL_S)
+        except Exception:  # a callback raised: keep serving the others
+            log.exception("publisher: delivery callback failed")
+
+
 class Publisher:
     """Publish validated events to Kafka; sync and asyncio; thread-safe; one producer.
 
@@ -238,19 +264,25 @@ class Publisher:
         self.timeout_s = self.settings.publish_timeout_s
         self._routes: dict[str, _Route] = {}
         self._verified_topics: set[str] = set()
-        self._fatal: KafkaError | None = None
+        self._health = _Health()
         self._closed = False
         self._producer = Producer(self.producer_config(producer_conf))
         self._stop = threading.Event()
+        # the thread holds the producer, not the publisher: a publisher dropped without
+        # close() is still collected, and the finalizer stops its thread
         self._poller = threading.Thread(
-            target=self._poll_loop, name="streams-publisher-poll", daemon=True
+            target=_poll_loop,
+            args=(self._producer, self._stop),
+            name="streams-publisher-poll",
+            daemon=True,
         )
         self._poller.start()
+        weakref.finalize(self, self._stop.set)
 
     # --- configuration ---------------------------------------------------------------------
 
     def producer_config(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The librdkafka configuration this publisher uses (without callbacks' secrets)."""
+        """The librdkafka configuration of this publisher (``overrides`` applied last)."""
         largest = max(f.max_message_bytes for f in self.catalog.families.values())
         conf = base_conf(
             self.settings,
@@ -262,29 +294,12 @@ class Publisher:
                 "compression.type": COMPRESSION,
                 "message.timeout.ms": int(self.timeout_s * 1000),
                 "message.max.bytes": largest + RECORD_OVERHEAD_BYTES,
-                "error_cb": self._on_error,
+                "error_cb": self._health.on_error,
                 "logger": log,  # librdkafka's log lines go to logging, not to stderr
             },
         )
         conf.update(overrides or {})
         return conf
-
-    def _on_error(self, err: KafkaError) -> None:
-        if err.fatal():
-            self._fatal = err
-            log.error("publisher: fatal producer error: %s", err)
-        elif err.code() == KafkaError._ALL_BROKERS_DOWN:
-            log.warning("publisher: %s", err.str())
-        else:
-            log.debug("publisher: %s", err.str())
-
-    def _poll_loop(self) -> None:
-        producer, stop = self._producer, self._stop
-        while not stop.is_set():
-            try:
-                producer.poll(POLL_INTERVAL_S)
-            except Exception:  # a callback raised: keep serving the others
-                log.exception("publisher: delivery callback failed")
 
     # --- preparing ---------------------------------------------------------------------------
 
@@ -402,8 +417,9 @@ class Publisher:
     def _check_open(self) -> None:
         if self._closed:
             raise PublishError("the publisher is closed")
-        if self._fatal is not None:
-            raise DeliveryFailed(f"the producer hit a fatal error: {self._fatal}")
+        fatal = self._health.fatal
+        if fatal is not None:
+            raise DeliveryFailed(f"the producer hit a fatal error: {fatal.str()}")
 
     def _try_produce(self, rec: PreparedRecord, index: int, pending: _Pending) -> bool:
         """Enqueue one record; False when the local queue is full (nothing was enqueued)."""
