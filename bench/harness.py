@@ -1,6 +1,7 @@
 """The benchmark harness: registry, broker, repetitions, table and JSON results.
 
-A case is one module in ``bench/cases`` that defines ``CASE = Case(...)``. Every selected
+A case is one module in ``bench/cases`` that defines ``CASE = Case(...)`` (modules whose
+name starts with ``_`` are helpers and are not imported by the registry). Every selected
 case runs once per round, ``--repeat`` rounds, interleaved (P0, P9, P0, P9, ...), so the
 ratios compare figures taken side by side on the same noisy machine. The table shows the
 median, min and max of each case, its ratio to P0's median of the same run, its target and
@@ -54,6 +55,7 @@ class Summary:
     case: Case
     samples: list[Sample]
     ratio_to_p0: float | None = None
+    ratio_to_f0: float | None = None
     passed: bool | None = None
 
     @property
@@ -90,6 +92,7 @@ class Case:
     judge: Callable[[Summary, Summary | None], bool | None] = lambda s, p0: None
     note: Callable[[Summary], str] = lambda s: ""
     concurrency: str = "1 process, 1 thread"
+    max_rounds: int | None = None  # e.g. 1 for a long case that runs once whatever --repeat
 
 
 # --- the context handed to cases ----------------------------------------------------------
@@ -162,11 +165,13 @@ class BenchContext:
         )
 
     def cleanup(self) -> None:
+        """Delete the run's topics and drop the admin client (before a local broker stops)."""
         if self.created_topics:
             futures = self.admin().delete_topics(self.created_topics, operation_timeout=30)
             for future in futures.values():
                 with contextlib.suppress(Exception):
                     future.result(timeout=30)
+        self._admin = None
 
 
 # --- registry -----------------------------------------------------------------------------
@@ -178,6 +183,8 @@ def discover() -> list[Case]:
 
     cases: list[Case] = []
     for module in pkgutil.iter_modules(bench.cases.__path__):
+        if module.name.startswith("_"):  # helpers shared by cases, not cases
+            continue
         mod = importlib.import_module(f"bench.cases.{module.name}")
         case = getattr(mod, "CASE", None)
         if isinstance(case, Case):
@@ -185,7 +192,7 @@ def discover() -> list[Case]:
     ids = [c.id for c in cases]
     if len(ids) != len(set(ids)):
         raise SystemExit(f"duplicate case ids in bench/cases: {sorted(ids)}")
-    return sorted(cases, key=lambda c: (len(c.id), c.id))
+    return sorted(cases, key=lambda c: (c.id != "P0", len(c.id), c.id))
 
 
 # --- the broker -----------------------------------------------------------------------------
@@ -243,6 +250,8 @@ def run_cases(cases: list[Case], ctx: BenchContext, repeat: int) -> list[Summary
             states[case.id] = case.setup(ctx)
         for round_no in range(1, repeat + 1):
             for case in cases:
+                if case.max_rounds is not None and round_no > case.max_rounds:
+                    continue
                 sample = case.run(ctx, states[case.id])
                 summaries[case.id].samples.append(sample)
                 print(
@@ -255,16 +264,19 @@ def run_cases(cases: list[Case], ctx: BenchContext, repeat: int) -> list[Summary
                 with contextlib.suppress(Exception):
                     case.teardown(states[case.id])
     p0 = summaries.get("P0")
+    f0 = summaries.get("F0")  # the bare faust agent: the framework's own ceiling
     for summary in summaries.values():
         if p0 is not None and summary.case.unit == p0.case.unit and p0.median > 0:
             summary.ratio_to_p0 = summary.median / p0.median
+        if f0 is not None and summary.case.unit == f0.case.unit and f0.median > 0:
+            summary.ratio_to_f0 = summary.median / f0.median
         summary.passed = summary.case.judge(summary, p0)
     return list(summaries.values())
 
 
 def render_table(summaries: list[Summary]) -> str:
     """A fixed-width table: one row per case."""
-    header = ("case", "what", "median", "min", "max", "unit", "x P0", "target", "result")
+    header = ("case", "what", "median", "min", "max", "unit", "x P0", "x F0", "target", "result")
     rows = [header]
     for s in summaries:
         verdict = {True: "PASS", False: "FAIL", None: "-"}[s.passed]
@@ -277,6 +289,7 @@ def render_table(summaries: list[Summary]) -> str:
                 f"{max(s.values):,.0f}",
                 s.case.unit,
                 "-" if s.ratio_to_p0 is None else f"{s.ratio_to_p0:.2f}",
+                "-" if s.ratio_to_f0 is None else f"{s.ratio_to_f0:.2f}",
                 s.case.target,
                 verdict,
             )
@@ -322,6 +335,7 @@ def results_document(
                 "min": min(s.values),
                 "max": max(s.values),
                 "ratio_to_p0": s.ratio_to_p0,
+                "ratio_to_f0": s.ratio_to_f0,
                 "passed": s.passed,
                 "note": s.case.note(s),
                 "samples": [{"value": x.value, "details": dict(x.details)} for x in s.samples],
@@ -334,6 +348,7 @@ def results_document(
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--only", default="", help="comma list of case ids, e.g. P0,P9")
+    parser.add_argument("--skip", default="", help="comma list of case ids to leave out, e.g. P4")
     parser.add_argument("--events", type=int, default=DEFAULT_EVENTS, help="events per run")
     parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT, help="rounds (median)")
     parser.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS)
@@ -348,20 +363,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def select(cases: list[Case], only: str) -> list[Case]:
-    if not only:
-        return cases
-    wanted = [x.strip().upper() for x in only.split(",") if x.strip()]
+def select(cases: list[Case], only: str, skip: str = "") -> list[Case]:
     known = {c.id: c for c in cases}
-    unknown = [w for w in wanted if w not in known]
+    wanted = [x.strip().upper() for x in only.split(",") if x.strip()]
+    skipped = [x.strip().upper() for x in skip.split(",") if x.strip()]
+    unknown = [w for w in wanted + skipped if w not in known]
     if unknown:
         raise SystemExit(f"unknown case id(s) {unknown}; known: {sorted(known)}")
-    return [c for c in cases if c.id in wanted]
+    return [c for c in cases if (not wanted or c.id in wanted) and c.id not in skipped]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cases = select(discover(), args.only)
+    cases = select(discover(), args.only, args.skip)
     if args.list:
         for case in cases:
             print(f"{case.id}  {case.title}  (target: {case.target})")
