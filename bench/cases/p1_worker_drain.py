@@ -1,0 +1,105 @@
+"""P1: happy-path throughput of one worker process, no-op handler, idempotency on.
+
+The ``pipe`` audit family (the run's partition count, concurrency 64, handler timeout 10 s,
+no rate limits) holds N pre-loaded ``audit.claim_submitted`` events (200 B values, distinct
+subject ids) — the same records F0 counts. Each run provisions a fresh app id (new group,
+new empty idempotency changelog), starts ``streams worker --handlers bench.handlers
+--family audit`` with the no-op handler, and takes the drain rate from the first handled
+event to the N-th (the handler records both times; start-up, group join and table recovery
+are excluded). After the record, /metrics must show N done, no duplicates, no retries, no
+DLQ. Target >= 10,000 events/s and >= 80% of F0.
+
+``BENCH_PROFILE=1`` runs the worker under cProfile (``python -m cProfile -o``) and keeps the
+profile in the bench's temp dir, printed to stderr (slower: only for finding the costs).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+from bench.cases import _engine as eng
+from bench.harness import BenchContext, Case, Sample, Summary
+
+TARGET_RATE = 10_000.0
+TARGET_VS_F0 = 0.8
+RUN_TIMEOUT_S = 240.0
+
+
+@dataclass
+class _State:
+    fam: eng.BenchFamily
+
+
+def setup(ctx: BenchContext) -> _State:
+    return _State(eng.shared_pipe(ctx))
+
+
+def drain_once(
+    ctx: BenchContext, fam: eng.BenchFamily, label: str
+) -> tuple[float, dict[str, float]]:
+    """One worker run over the pre-loaded topic: (events/s, details)."""
+    app_id = fam.next_app_id(label)
+    settings = fam.provision(app_id)
+    out = fam.out_path(app_id)
+    python_args: tuple[str, ...] = ()
+    profile = os.environ.get("BENCH_PROFILE") == "1"
+    if profile:
+        python_args = ("-m", "cProfile", "-o", str(fam.dir / f"{app_id}.prof"))
+    worker = eng.worker_process(
+        fam,
+        settings,
+        {"BENCH_MODE": "noop", "BENCH_EXPECT": str(ctx.events), "BENCH_OUT": str(out)},
+        app_id,
+        python_args=python_args,
+    )
+    try:
+        record = eng.wait_record(out, worker, RUN_TIMEOUT_S, f"{label or 'P1'} drain")
+        time.sleep(0.3)  # let the last done-marker flush land before reading counters
+        counts = eng.outcomes(worker)
+    finally:
+        eng.stop(worker)
+    if profile:
+        print(f"[profile] {fam.dir / f'{app_id}.prof'}", file=sys.stderr)
+    bad = {k: v for k, v in counts.items() if k != "done" and v}
+    if counts["done"] != ctx.events or bad:
+        raise RuntimeError(f"{app_id}: expected {ctx.events} done and nothing else, got {counts}")
+    rate, elapsed_s, cpu = eng.drain_rate(record)
+    return rate, {"elapsed_s": elapsed_s, "cpu_share": cpu, "maxrss_mb": record["maxrss_kb"] / 1024}
+
+
+def run(ctx: BenchContext, state: _State) -> Sample:
+    rate, details = drain_once(ctx, state.fam, "")
+    eng.measured.setdefault("P1", []).append(rate)
+    return Sample(rate, details)
+
+
+def _judge(summary: Summary, p0: Summary | None) -> bool:
+    ok = summary.median >= TARGET_RATE
+    if summary.ratio_to_f0 is not None:
+        ok = ok and summary.ratio_to_f0 >= TARGET_VS_F0
+    return ok
+
+
+def _note(summary: Summary) -> str:
+    cpu = summary.detail("cpu_share")
+    rss = summary.detail("maxrss_mb")
+    return (
+        f"worker CPU {cpu[0]:.0%} of one core while draining (min {cpu[1]:.0%}, max "
+        f"{cpu[2]:.0%}); max RSS {rss[0]:.0f} MB; concurrency 64, distinct keys"
+    )
+
+
+CASE = Case(
+    id="P1",
+    title="worker drain, no-op handler, idempotency on",
+    unit="events/s",
+    target=f">= {TARGET_RATE:,.0f}/s and >= {TARGET_VS_F0:.0%} of F0",
+    setup=setup,
+    run=run,
+    judge=_judge,
+    note=_note,
+    concurrency="1 worker process, family concurrency 64",
+)
