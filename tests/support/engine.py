@@ -73,7 +73,8 @@ class WorkerProcess:
 
     def env(self) -> dict[str, str]:
         s = self.settings
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMS_")}
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("STREAMS_") or k == "STREAMS_TEST_LOGLEVEL"}
         env.update(
             {
                 "STREAMS_KAFKA_BOOTSTRAP": s.bootstrap,
@@ -94,7 +95,7 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         self.port = free_port()
         cmd = [sys.executable, "-m", "streams", "worker", "--handlers", self.handlers,
-               "--loglevel", "warning"]
+               "--loglevel", os.environ.get("STREAMS_TEST_LOGLEVEL", "warning")]
         for fam in self.families:
             cmd += ["--family", fam]
         log = self.log_path.open("ab")

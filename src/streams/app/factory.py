@@ -51,12 +51,15 @@ def create_app(settings: Settings, catalog: Catalog) -> faust.App:
     - the livelock warning fires only past the longest retry delay.
     - static membership when ``STREAMS_WORKER_ID`` is set.
     """
+    datadir = settings.home / "faust"
+    datadir.mkdir(parents=True, exist_ok=True)
     brokers = [f"kafka://{host}" for host in settings.bootstrap.split(",") if host]
     max_bytes = max(f.tier_max_message_bytes for f in catalog.families.values())
     conf: dict[str, Any] = {
         "broker": brokers,
         "broker_credentials": _credentials(settings),
         "store": "memory://",
+        "datadir": str(datadir),
         "web_enabled": False,
         "autodiscover": False,
         "stream_wait_empty": False,
