@@ -9,7 +9,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -91,6 +91,13 @@ class Settings(BaseSettings):
     webhook_allow_hosts: str = Field(
         default="", description="comma list of hosts/CIDRs allowed despite being private"
     )
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_ends_with_separator(cls, value: str) -> str:
+        from streams.core.topology import check_prefix
+
+        return check_prefix(value)
 
     @cached_property
     def bootstrap(self) -> str:

@@ -58,13 +58,23 @@ def test_helpers_accept_an_already_prefixed_family() -> None:
     assert topology.dlq_topic("dev.", "email") == topology.dlq_topic("dev.", "dev.email")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with_prefix treats any name starting with the prefix as prefixed: a prefix "
-    "without a separator ('pay') is swallowed by a family starting with it ('payment')",
-)
-def test_prefix_without_separator_is_still_applied() -> None:
-    assert topology.main_topic("pay", "payment") == "paypayment"
+def test_prefix_without_separator_is_refused() -> None:
+    # 'pay' + 'payment' would be ambiguous with an idempotent with_prefix: a prefix must end
+    # in '.' or '-', which family names cannot contain
+    with pytest.raises(ValueError, match="must end with"):
+        topology.main_topic("pay", "payment")
+    assert topology.main_topic("pay.", "payment") == "pay.payment"
+    assert topology.main_topic("pay-", "pay-payment") == "pay-payment"
+
+
+def test_settings_refuse_a_prefix_without_separator() -> None:
+    from pydantic import ValidationError
+
+    from streams.settings import Settings
+
+    with pytest.raises(ValidationError, match="topic_prefix"):
+        Settings(topic_prefix="pay")
+    assert Settings(topic_prefix="prod.").topic_prefix == "prod."
 
 
 def test_family_topics_one_tier_per_distinct_delay_ascending() -> None:

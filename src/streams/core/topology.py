@@ -18,8 +18,22 @@ DLQ_SUFFIX = ".dlq"
 TABLE_KINDS = ("done", "buckets")
 
 
+PREFIX_SEPARATORS = (".", "-")
+
+
+def check_prefix(prefix: str) -> str:
+    """A topic prefix is empty or ends with '.' or '-' (which family names cannot contain),
+    so applying it is unambiguous and idempotent. Raises ValueError otherwise."""
+    if prefix and not prefix.endswith(PREFIX_SEPARATORS):
+        raise ValueError(f"topic prefix {prefix!r} must end with '.' or '-' (e.g. 'staging.')")
+    return prefix
+
+
 def with_prefix(prefix: str, name: str) -> str:
-    """``name`` with ``prefix`` in front, applied at most once (idempotent)."""
+    """``name`` with ``prefix`` in front, applied at most once (idempotent).
+
+    Raises ValueError for a prefix that does not end with a separator."""
+    check_prefix(prefix)
     return name if not prefix or name.startswith(prefix) else prefix + name
 
 
