@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, NamedTuple, Self, cast
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -112,6 +112,10 @@ class _Route:
         return self.max_message_bytes - RECORD_OVERHEAD_BYTES
 
 
+_Record = tuple[str, bytes, bytes, tuple[tuple[str, bytes], ...], str]
+"""(topic, key, value, headers, event_id): what the send path keeps per event."""
+
+
 class PreparedRecord(NamedTuple):
     """A validated, encoded event ready for ``Producer.produce`` (see ``prepare``).
 
@@ -147,11 +151,13 @@ class _Pending:
     results on the caller's side. ``on_done`` runs once, when every record has a verdict.
     """
 
-    __slots__ = ("_count", "_total", "done", "errors", "event_ids", "messages", "on_done")
+    __slots__ = ("_count", "_total", "done", "errors", "event_ids", "on_done", "positions")
 
     def __init__(self, event_ids: list[str], on_done: Callable[[], None] | None = None) -> None:
         self.event_ids = event_ids
-        self.messages: list[Message | None] = [None] * len(event_ids)
+        # (topic, partition, offset, timestamp_ms) per acknowledged record: plain tuples of
+        # atomic values, which the garbage collector stops tracking (big batches stay cheap)
+        self.positions: list[tuple[str, int, int, int] | None] = [None] * len(event_ids)
         self.errors: dict[int, PublishError] = {}
         self._total = len(event_ids)
         self._count = itertools.count(1)  # next() is atomic: no lock on the hot path
@@ -160,7 +166,13 @@ class _Pending:
 
     def deliver(self, index: int, err: KafkaError | None, msg: Message) -> None:
         if err is None:
-            self.messages[index] = msg
+            offset = msg.offset()
+            self.positions[index] = (
+                msg.topic() or "",
+                msg.partition() or 0,
+                -1 if offset is None else offset,
+                msg.timestamp()[1],
+            )
         else:
             self.errors[index] = error_for(err, msg.topic() or "?")
         if next(self._count) == self._total:
@@ -185,28 +197,28 @@ class _Pending:
         A record still without a verdict (the caller stopped waiting after ``waited_s``)
         gets BrokerUnavailable; late callbacks cannot change the snapshot.
         """
-        messages = list(self.messages)
+        positions = list(self.positions)
         errors = dict(self.errors)
+        if not errors and None not in positions:  # the common case: every one acknowledged
+            acked = cast(list[tuple[str, int, int, int]], positions)
+            return [
+                PublishResult(t, p, o, eid, ts)
+                for (t, p, o, ts), eid in zip(acked, self.event_ids, strict=True)
+            ], {}
         results: list[PublishResult | None] = []
-        for i, msg in enumerate(messages):
+        for i, position in enumerate(positions):
             if i in errors:
                 results.append(None)
-            elif msg is None:
+            elif position is None:
                 errors[i] = BrokerUnavailable(
                     f"no acknowledgement within {waited_s:g}s; the record may still be "
                     "delivered later by the producer"
                 )
                 results.append(None)
             else:
-                offset = msg.offset()
+                topic, partition, offset, timestamp_ms = position
                 results.append(
-                    PublishResult(
-                        msg.topic() or "",
-                        msg.partition() or 0,
-                        -1 if offset is None else offset,
-                        self.event_ids[i],
-                        msg.timestamp()[1],
-                    )
+                    PublishResult(topic, partition, offset, self.event_ids[i], timestamp_ms)
                 )
         return results, dict(sorted(errors.items()))
 
@@ -343,6 +355,29 @@ class Publisher:
 
         Raises UnknownEventType, InvalidPayload (field, reason) or EventTooLarge.
         """
+        topic, record_key, value, header_tuple, eid = self._prepare_record(
+            event_type,
+            payload,
+            key=key,
+            event_id=event_id,
+            headers=headers,
+            trace_parent=trace_parent,
+            trace_state=trace_state,
+        )
+        return PreparedRecord(topic, record_key, value, list(header_tuple), eid)
+
+    def _prepare_record(
+        self,
+        event_type: str,
+        payload: Mapping[str, Any],
+        *,
+        key: str | bytes | None = None,
+        event_id: str | None = None,
+        headers: HeadersArg = None,
+        trace_parent: str | None = None,
+        trace_state: str | None = None,
+    ) -> _Record:
+        """``prepare`` as a plain tuple: the garbage collector stops tracking it."""
         event = build_event(
             event_type,
             payload,
@@ -371,15 +406,15 @@ class Publisher:
                 headers_bytes=headers_bytes,
                 max_message_bytes=route.max_message_bytes,
             )
-        return PreparedRecord(route.topic, record_key, value, header_list, eid)
+        return (route.topic, record_key, value, tuple(header_list), eid)
 
-    def _prepare_item(self, item: BatchItem) -> PreparedRecord:
+    def _prepare_item(self, item: BatchItem) -> _Record:
         if isinstance(item, tuple):
             if len(item) != 2:
                 raise InvalidPayload(
                     "<batch item>", [("<item>", "a tuple must be (event_type, payload)")]
                 )
-            return self.prepare(item[0], item[1])
+            return self._prepare_record(item[0], item[1])
         if not isinstance(item, Mapping):
             raise InvalidPayload(
                 "<batch item>",
@@ -390,7 +425,7 @@ class Publisher:
             problems = [(k, "unknown batch item field") for k in sorted(unknown)]
             problems += [(k, "required") for k in ("event_type", "payload") if k not in item]
             raise InvalidPayload(str(item.get("event_type", "<batch item>")), problems)
-        return self.prepare(
+        return self._prepare_record(
             item["event_type"],
             item["payload"],
             key=item.get("key"),
@@ -400,8 +435,8 @@ class Publisher:
             trace_state=item.get("trace_state"),
         )
 
-    def _prepare_batch(self, items: Iterable[BatchItem]) -> list[PreparedRecord]:
-        prepared: list[PreparedRecord] = []
+    def _prepare_batch(self, items: Iterable[BatchItem]) -> list[_Record]:
+        prepared: list[_Record] = []
         errors: dict[int, PublishError] = {}
         for i, item in enumerate(items):
             try:
@@ -421,26 +456,26 @@ class Publisher:
         if fatal is not None:
             raise DeliveryFailed(f"the producer hit a fatal error: {fatal.str()}")
 
-    def _try_produce(self, rec: PreparedRecord, index: int, pending: _Pending) -> bool:
+    def _try_produce(self, rec: _Record, index: int, pending: _Pending) -> bool:
         """Enqueue one record; False when the local queue is full (nothing was enqueued)."""
         try:
             self._producer.produce(
-                rec.topic,
-                rec.value,
-                rec.key,
-                headers=rec.headers,  # type: ignore[arg-type] # list[tuple[str, bytes]] is fine
+                rec[0],
+                rec[2],
+                rec[1],
+                headers=list(rec[3]),
                 on_delivery=partial(pending.deliver, index),
             )
         except BufferError:
             return False
         except KafkaException as exc:  # refused locally (fatal state, unknown partition, ...)
-            pending.fail_unsent(index, error_for(exc.args[0], rec.topic))
+            pending.fail_unsent(index, error_for(exc.args[0], rec[0]))
         return True
 
-    def _verify_topics(self, records: list[PreparedRecord], deadline: float) -> None:
+    def _verify_topics(self, records: list[_Record], deadline: float) -> None:
         """Check once per topic that it exists, so a missing topic is named at once
         (librdkafka would only time out). Raises DeliveryFailed or BrokerUnavailable."""
-        for topic in {r.topic for r in records} - self._verified_topics:
+        for topic in {r[0] for r in records} - self._verified_topics:
             timeout_s = max(0.001, deadline - time.monotonic())
             try:
                 metadata = self._producer.list_topics(topic, timeout=timeout_s)
@@ -451,7 +486,7 @@ class Publisher:
                 raise error_for(found.error, topic)
             self._verified_topics.add(topic)
 
-    def _checked(self, records: list[PreparedRecord], deadline: float) -> None:
+    def _checked(self, records: list[_Record], deadline: float) -> None:
         """``_verify_topics`` for a batch: a failure means nothing was sent."""
         try:
             self._verify_topics(records, deadline)
@@ -460,9 +495,9 @@ class Publisher:
                 dict.fromkeys(range(len(records)), exc), [None] * len(records), sent=False
             ) from None
 
-    def _send(self, records: list[PreparedRecord], wait_s: float) -> _Pending:
+    def _send(self, records: list[_Record], wait_s: float) -> _Pending:
         """Produce every record, then wait up to ``wait_s`` for all verdicts."""
-        pending = _Pending([r.event_id for r in records])
+        pending = _Pending([r[4] for r in records])
         deadline = time.monotonic() + wait_s
         for i, rec in enumerate(records):
             while not self._try_produce(rec, i, pending):  # queue full: let deliveries drain
@@ -473,7 +508,7 @@ class Publisher:
         pending.done.wait(max(0.0, deadline - time.monotonic()))
         return pending
 
-    async def _send_async(self, records: list[PreparedRecord], wait_s: float) -> _Pending:
+    async def _send_async(self, records: list[_Record], wait_s: float) -> _Pending:
         """``_send`` without blocking the event loop: the poll thread resolves a future."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
@@ -486,7 +521,7 @@ class Publisher:
             with contextlib.suppress(RuntimeError):  # the loop closed after the caller left
                 loop.call_soon_threadsafe(resolve)
 
-        pending = _Pending([r.event_id for r in records], on_done=wake)
+        pending = _Pending([r[4] for r in records], on_done=wake)
         deadline = time.monotonic() + wait_s
         for i, rec in enumerate(records):
             while not self._try_produce(rec, i, pending):
@@ -545,7 +580,7 @@ class Publisher:
         EventTooLarge (nothing sent), DeliveryFailed or BrokerUnavailable.
         """
         self._check_open()
-        rec = self.prepare(
+        rec = self._prepare_record(
             event_type,
             payload,
             key=key,
@@ -555,7 +590,7 @@ class Publisher:
             trace_state=trace_state,
         )
         wait_s = self._timeout(timeout_s)
-        if rec.topic not in self._verified_topics:
+        if rec[0] not in self._verified_topics:
             self._verify_topics([rec], self._check_deadline(wait_s))
         return self._single(self._send([rec], wait_s), wait_s)
 
@@ -593,7 +628,7 @@ class Publisher:
     ) -> PublishResult:
         """``publish`` for asyncio: awaits the acknowledgement without blocking the loop."""
         self._check_open()
-        rec = self.prepare(
+        rec = self._prepare_record(
             event_type,
             payload,
             key=key,
@@ -603,7 +638,7 @@ class Publisher:
             trace_state=trace_state,
         )
         wait_s = self._timeout(timeout_s)
-        if rec.topic not in self._verified_topics:
+        if rec[0] not in self._verified_topics:
             deadline = self._check_deadline(wait_s)
             await asyncio.to_thread(self._verify_topics, [rec], deadline)
         return self._single(await self._send_async([rec], wait_s), wait_s)
@@ -617,7 +652,7 @@ class Publisher:
         if not records:
             return []
         wait_s = self._timeout(timeout_s)
-        if {r.topic for r in records} - self._verified_topics:
+        if {r[0] for r in records} - self._verified_topics:
             await asyncio.to_thread(self._checked, records, self._check_deadline(wait_s))
         return self._all(await self._send_async(records, wait_s), wait_s)
 
