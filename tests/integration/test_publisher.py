@@ -415,6 +415,36 @@ def test_cli_bulk_from_stdin_and_count(settings: Settings, topics: str) -> None:
     assert sum(end_offsets(settings, topics)) == 10
 
 
+def test_cli_reads_a_json_file(settings: Settings, topics: str, tmp_path: Path) -> None:
+    runner = CliRunner()
+    many = tmp_path / "events.json"
+    many.write_text(json.dumps([email(1), email(2)]), encoding="utf-8")
+    one = tmp_path / "event.json"
+    one.write_text(json.dumps(email(3)), encoding="utf-8")
+    env = cli_env(settings)
+
+    result = runner.invoke(publish_command, [EMAIL, "--data", f"@{many}"], env=env)
+    assert result.exit_code == 0, result.output
+    assert len(result.output.strip().splitlines()) == 2
+    result = runner.invoke(
+        publish_command, [EMAIL, "--data", f"@{one}", "--key", "user-3"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert sum(end_offsets(settings, topics)) == 3
+
+    missing = runner.invoke(
+        publish_command, [EMAIL, "--data", f"@{tmp_path / 'nope.json'}"], env=env
+    )
+    assert missing.exit_code == 1
+    assert "error: cannot read" in missing.output and "nope.json" in missing.output
+    mixed = tmp_path / "mixed.json"
+    mixed.write_text(json.dumps([email(1), 5]), encoding="utf-8")
+    bad_item = runner.invoke(publish_command, [EMAIL, "--data", f"@{mixed}"], env=env)
+    assert bad_item.exit_code == 1
+    assert "item 1 must be a JSON object, got a number" in bad_item.output
+    assert sum(end_offsets(settings, topics)) == 3
+
+
 def test_cli_refuses_bad_json_and_bad_fields(settings: Settings, topics: str) -> None:
     runner = CliRunner()
     env = cli_env(settings)

@@ -271,3 +271,25 @@ def test_kafka_errors_map_to_publisher_errors(code: str, kind: str, text: str) -
     assert type(error).__name__ == kind
     assert str(error).startswith("t.email: ")
     assert text in str(error)
+
+
+# --- the package stays cheap to import ------------------------------------------------------
+
+
+def test_import_streams_does_not_load_the_publisher_stack() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, streams; "
+        "heavy = [m for m in ('confluent_kafka', 'pydantic', 'fastavro', 'streams.kafka.publisher')"
+        " if m in sys.modules]; "
+        "print(heavy); "
+        "streams.Publisher; "
+        "print('streams.kafka.publisher' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split("\n")
+    assert out[0] == "[]"
+    assert out[1] == "True"  # first use of streams.Publisher loads it
