@@ -69,7 +69,12 @@ def main() -> None:
                 tmp.replace(out)
 
     app.agent(topic, name="f0.count")(count)
-    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+    worker = faust.Worker(app, loglevel="warning", quiet=True)
+    if os.environ.get("F0_SPINNER") != "1":
+        # faust's terminal spinner sets the root logger to DEBUG (faust/worker.py,
+        # _setup_spinner_handler), so every debug call in aiokafka/faust builds a LogRecord.
+        worker.spinner = None
+    worker.execute_from_commandline()
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ event to the N-th (the handler records both times; start-up, group join and tabl
 are excluded). After the record, /metrics must show N done, no duplicates, no retries, no
 DLQ. Target >= 10,000 events/s and >= 80% of F0.
 
-``BENCH_PROFILE=1`` runs the worker under cProfile (``python -m cProfile -o``) and keeps the
-profile in the bench's temp dir, printed to stderr (slower: only for finding the costs).
+``BENCH_PROFILE=<dir>`` runs the worker under cProfile (``python -m cProfile -o
+<dir>/<app id>.prof``; slower, only for finding where the time goes).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from bench.cases import _engine as eng
 from bench.harness import BenchContext, Case, Sample, Summary
@@ -45,9 +46,10 @@ def drain_once(
     settings = fam.provision(app_id)
     out = fam.out_path(app_id)
     python_args: tuple[str, ...] = ()
-    profile = os.environ.get("BENCH_PROFILE") == "1"
-    if profile:
-        python_args = ("-m", "cProfile", "-o", str(fam.dir / f"{app_id}.prof"))
+    profile_dir = os.environ.get("BENCH_PROFILE", "")
+    if profile_dir:
+        Path(profile_dir).mkdir(parents=True, exist_ok=True)
+        python_args = ("-m", "cProfile", "-o", str(Path(profile_dir) / f"{app_id}.prof"))
     worker = eng.worker_process(
         fam,
         settings,
@@ -61,8 +63,8 @@ def drain_once(
         counts = eng.outcomes(worker)
     finally:
         eng.stop(worker)
-    if profile:
-        print(f"[profile] {fam.dir / f'{app_id}.prof'}", file=sys.stderr)
+    if profile_dir:
+        print(f"[profile] {Path(profile_dir) / f'{app_id}.prof'}", file=sys.stderr)
     bad = {k: v for k, v in counts.items() if k != "done" and v}
     if counts["done"] != ctx.events or bad:
         raise RuntimeError(f"{app_id}: expected {ctx.events} done and nothing else, got {counts}")
