@@ -253,7 +253,14 @@ class Publisher:
 
     ``settings`` defaults to ``Settings()`` (the ``STREAMS_*`` environment), ``catalog`` to
     ``topics.yaml`` and ``store`` to ``SchemaStore.load(settings.schemas_dir)``;
-    ``producer_conf`` entries override ours (librdkafka property names).
+    ``producer_conf`` entries override ours (librdkafka property names);
+    ``producer_name`` goes into every envelope.
+
+    ``publish``/``publish_batch`` block the calling thread until acknowledged: from asyncio
+    code use ``publish_async``/``publish_batch_async``. ``settings.publish_timeout_s`` is the
+    producer's delivery timeout (librdkafka ``message.timeout.ms``); a per-call ``timeout_s``
+    shorter than that stops waiting early and reports BrokerUnavailable, though librdkafka
+    may still deliver the record afterwards. Use as a (async) context manager or ``close()``.
     """
 
     def __init__(
@@ -688,7 +695,17 @@ class Publisher:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        self._close_after(exc)
+
+    def _close_after(self, exc: BaseException | None) -> None:
+        """close(); when the block already failed, its error wins over close()'s."""
+        if exc is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except PublishError as close_error:
+            log.warning("publisher: while closing after %r: %s", exc, close_error)
 
     async def __aenter__(self) -> Self:
         return self
@@ -699,4 +716,4 @@ class Publisher:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await asyncio.to_thread(self.close)
+        await asyncio.to_thread(self._close_after, exc)
