@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -230,7 +231,16 @@ def worker_process(
     worker_id: str = "w1",
     python_args: tuple[str, ...] = (),
 ) -> BenchWorker:
-    """A started ``streams worker --handlers bench.handlers --family audit`` subprocess."""
+    """A started ``streams worker --handlers bench.handlers --family audit`` subprocess.
+
+    With ``BENCH_PROFILE=<dir>`` the worker runs under cProfile (``python -m cProfile -o
+    <dir>/<name>.prof``; slower, only for finding where the time goes).
+    """
+    profile_dir = os.environ.get("BENCH_PROFILE", "")
+    if profile_dir and not python_args:
+        Path(profile_dir).mkdir(parents=True, exist_ok=True)
+        python_args = ("-m", "cProfile", "-o", str(Path(profile_dir) / f"{name}.prof"))
+        print(f"[profile] {Path(profile_dir) / f'{name}.prof'}", file=sys.stderr)
     worker = BenchWorker(
         settings,
         [FAMILY],

@@ -9,17 +9,13 @@ event to the N-th (the handler records both times; start-up, group join and tabl
 are excluded). After the record, /metrics must show N done, no duplicates, no retries, no
 DLQ. Target >= 10,000 events/s and >= 80% of F0.
 
-``BENCH_PROFILE=<dir>`` runs the worker under cProfile (``python -m cProfile -o
-<dir>/<app id>.prof``; slower, only for finding where the time goes).
+``BENCH_PROFILE=<dir>`` runs the workers under cProfile (see ``_engine.worker_process``).
 """
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from bench.cases import _engine as eng
 from bench.harness import BenchContext, Case, Sample, Summary
@@ -45,17 +41,11 @@ def drain_once(
     app_id = fam.next_app_id(label)
     settings = fam.provision(app_id)
     out = fam.out_path(app_id)
-    python_args: tuple[str, ...] = ()
-    profile_dir = os.environ.get("BENCH_PROFILE", "")
-    if profile_dir:
-        Path(profile_dir).mkdir(parents=True, exist_ok=True)
-        python_args = ("-m", "cProfile", "-o", str(Path(profile_dir) / f"{app_id}.prof"))
     worker = eng.worker_process(
         fam,
         settings,
         {"BENCH_MODE": "noop", "BENCH_EXPECT": str(ctx.events), "BENCH_OUT": str(out)},
         app_id,
-        python_args=python_args,
     )
     try:
         record = eng.wait_record(out, worker, RUN_TIMEOUT_S, f"{label or 'P1'} drain")
@@ -63,8 +53,6 @@ def drain_once(
         counts = eng.outcomes(worker)
     finally:
         eng.stop(worker)
-    if profile_dir:
-        print(f"[profile] {Path(profile_dir) / f'{app_id}.prof'}", file=sys.stderr)
     bad = {k: v for k, v in counts.items() if k != "done" and v}
     if counts["done"] != ctx.events or bad:
         raise RuntimeError(f"{app_id}: expected {ctx.events} done and nothing else, got {counts}")
