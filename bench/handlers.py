@@ -10,6 +10,11 @@ that the bench sets on the worker process (bench support only, never library cod
                            attempts >= 2 record now - streams-due-at-ms (P4)
   BENCH_EXPECT   handler calls after which the record is written
   BENCH_OUT      where the record goes (JSON, written once, atomically)
+  BENCH_FETCH_MAX_WAIT_MS  experiment only: override the fetch_max_wait_ms that faust
+                 hard-codes (1500) for its aiokafka consumer, to show its effect on P3/P1
+  BENCH_SAMPLER  N > 0: a thread samples every thread's stack each N ms (a poor man's
+                 py-spy: no sampling profiler is installed here); the record gets
+                 "stacks": [[monotonic_s, thread name, "file:line fn <- ..."], ...]
 
 The record holds the monotonic time and process CPU time of the first and of the
 BENCH_EXPECT-th call (so the bench measures the drain rate from the first handled event to
@@ -42,10 +47,13 @@ class _Recorder:
         self.first_s = 0.0
         self.first_cpu_s = 0.0
         self.samples: list[list[int]] = []
+        self.handler_times: list[float] = []  # monotonic s of each call (BENCH_SAMPLER only)
         self.written = False
 
     def tick(self) -> None:
         self.calls += 1
+        if _every_ms > 0:
+            self.handler_times.append(time.monotonic())
         if self.calls == 1:
             self.first_s = time.monotonic()
             self.first_cpu_s = time.process_time()
@@ -66,13 +74,80 @@ class _Recorder:
             "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
             "pid": os.getpid(),
             "samples": self.samples,
+            "handler_times": self.handler_times,
         }
+        if _sampler is not None:
+            record["stacks"] = list(_sampler.samples)
         tmp = Path(OUT + ".tmp")
         tmp.write_text(json.dumps(record))
         tmp.replace(OUT)
 
 
 _rec = _Recorder()
+
+
+def _patch_fetch_max_wait(ms: int) -> None:
+    """Experiment: make every AIOKafkaConsumer use ``fetch_max_wait_ms=ms``."""
+    import functools
+
+    import aiokafka
+
+    original = aiokafka.AIOKafkaConsumer.__init__
+
+    @functools.wraps(original)
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs["fetch_max_wait_ms"] = ms
+        original(self, *args, **kwargs)
+
+    aiokafka.AIOKafkaConsumer.__init__ = init  # type: ignore[method-assign]
+
+
+if os.environ.get("BENCH_FETCH_MAX_WAIT_MS"):
+    _patch_fetch_max_wait(int(os.environ["BENCH_FETCH_MAX_WAIT_MS"]))
+
+
+class _Sampler:
+    """Samples every thread's innermost frames; started at import when BENCH_SAMPLER > 0."""
+
+    def __init__(self, every_ms: int, depth: int = 12) -> None:
+        import threading
+
+        self.every_s = every_ms / 1000
+        self.depth = depth
+        self.samples: list[list[Any]] = []
+        self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import sys
+        import threading
+
+        me = threading.get_ident()
+        while True:
+            time.sleep(self.every_s)
+            now = time.monotonic()
+            names = {t.ident: t.name for t in threading.enumerate()}
+            for ident, frame in sys._current_frames().items():
+                if ident == me:
+                    continue
+                parts = []
+                f: Any = frame
+                while f is not None and len(parts) < self.depth:
+                    code = f.f_code
+                    parts.append(f"{_short(code.co_filename)}:{f.f_lineno} {code.co_name}")
+                    f = f.f_back
+                self.samples.append([now, names.get(ident, str(ident)), " <- ".join(parts)])
+
+
+def _short(path: str) -> str:
+    for marker in ("site-packages/", "/src/", "/lib/python3"):
+        if marker in path:
+            return path.split(marker, 1)[1]
+    return path
+
+
+_every_ms = int(os.environ.get("BENCH_SAMPLER", "0") or 0)
+_sampler = _Sampler(_every_ms) if _every_ms > 0 else None
 _session: Any = None
 
 
