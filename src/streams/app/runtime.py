@@ -254,10 +254,34 @@ class Runtime:
             for scheduler in fr.schedulers:
                 scheduler.repause()
         self.topology_errors = problems
+        await self._rewind_uncommitted(self._active)
         if problems:
             message = "co-partitioned assignment does not hold:\n" + "\n".join(problems)
             log.error(message)
             await self.app.crash(TopologyError(message))
+
+    async def _rewind_uncommitted(self, tps: set[Any]) -> None:
+        """Start every partition we (re)gain at its committed offset, or at the beginning
+        when nothing is committed.
+
+        aiokafka seeks only to committed offsets > 0 and otherwise keeps the fetch position
+        it had: a partition read (not committed) by this worker before, owned by another
+        worker in between and then handed back, resumed *after* records that were dropped
+        unacked on revoke (seen in tests: a retry record held for an hour was skipped).
+        """
+        if not tps:
+            return
+        consumer = self.app.consumer
+        committed = await consumer.seek_to_committed()
+        uncommitted = [tp for tp in tps if not committed.get(tp)]
+        if uncommitted:
+            from faust.transport.drivers.aiokafka import ensure_aiokafka_TP
+
+            await consumer._thread.seek_to_beginning(  # the aiokafka consumer thread's API
+                *(ensure_aiokafka_TP(tp) for tp in uncommitted)
+            )
+            for tp in uncommitted:
+                consumer._read_offset.pop(tp, None)  # faust would drop "already read" offsets
 
     async def _on_revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:
         await self.release(set(revoked), self.settings.drain_timeout_s)
