@@ -108,10 +108,11 @@ def list_command(family: str, limit: int, reason: str | None, as_json: bool) -> 
     if as_json:
         click.echo(json.dumps([r.summary() for r in records], indent=2, ensure_ascii=False))
         return
-    what = f"{matching} with reason {reason}" if reason else f"{total}"
+    noun = f"{matching} record{'s' if matching != 1 else ''}"
+    what = f"{noun} with reason {reason} (of {total})" if reason else noun
     parts = f"{len(ranges)} partition{'s' if len(ranges) != 1 else ''}"
     shown = f", showing the latest {len(records)}" if len(records) < matching else ""
-    click.echo(f"{topic}: {what} record{'s' if matching != 1 else ''} ({parts}){shown}")
+    click.echo(f"{topic}: {what} in {parts}{shown}")
     if not records:
         return
     width = max(_MESSAGE_WIDTH, shutil.get_terminal_size((160, 24)).columns - 70)

@@ -103,12 +103,20 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _tail(path: Path, lines: int = 25) -> str:
+def _failure_excerpt(path: Path, since_marker: str, lines: int = 20) -> str:
+    """The part of a worker log that explains a crash: from the first ERROR/CRITICAL line
+    after ``since_marker`` (our header for this run), else the last lines."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return "(no log)"
-    return "\n".join("    " + line for line in text.splitlines()[-lines:])
+        return "    (no log)"
+    start = text.rfind(since_marker)
+    run = (text[start:] if start >= 0 else text).splitlines()
+    first = next(
+        (i for i, line in enumerate(run) if "[ERROR]" in line or "[CRITICAL]" in line), None
+    )
+    chosen = run[first : first + lines] if first is not None else run[-lines:]
+    return "\n".join("    " + line for line in chosen)
 
 
 class Up:
@@ -412,7 +420,7 @@ class Up:
             if code is not None:
                 raise UpError(
                     f"the worker exited with code {code} before it was ready; "
-                    f"last lines of {self._worker_log}:\n{_tail(self._worker_log)}"
+                    f"from {self._worker_log}:\n{self._worker_excerpt()}"
                 )
             status, body = _get_json(url)
             if status == 200:
@@ -422,7 +430,7 @@ class Up:
             if time.monotonic() - started > WORKER_READY_TIMEOUT_S:
                 raise UpError(
                     f"the worker was not ready within {WORKER_READY_TIMEOUT_S:g}s ({url}: {last}); "
-                    f"last lines of {self._worker_log}:\n{_tail(self._worker_log)}"
+                    f"from {self._worker_log}:\n{self._worker_excerpt()}"
                 )
             time.sleep(0.25)
         self.say(
@@ -430,6 +438,9 @@ class Up:
             f"pid {self._worker.pid}, families {', '.join(FAMILIES)}, ready in "
             f"{time.monotonic() - started:.1f}s; metrics {self.metrics_url}",
         )
+
+    def _worker_excerpt(self) -> str:
+        return _failure_excerpt(self._worker_log, f"==== streams up {self.run_id} ")
 
     @property
     def metrics_url(self) -> str:
@@ -657,7 +668,7 @@ class Up:
         if self._worker is not None and (code := self._worker.poll()) is not None:
             raise UpError(
                 f"the worker exited unexpectedly with code {code}; "
-                f"last lines of {self._worker_log}:\n{_tail(self._worker_log)}"
+                f"from {self._worker_log}:\n{self._worker_excerpt()}"
             )
 
     # --- stopping -------------------------------------------------------------------------

@@ -455,9 +455,13 @@ class DlqReader:
                 + (f" (next offset {found.high})" if found.high else "")
             )
         if not found.low <= offset < found.high:
+            held = (
+                f"offset {found.low}"
+                if found.count == 1
+                else f"offsets {found.low}-{found.high - 1}"
+            )
             raise DlqError(
-                f"no record at {partition}:{offset}: {self.topic}[{partition}] holds offsets "
-                f"{found.low}-{found.high - 1}"
+                f"no record at {partition}:{offset}: {self.topic}[{partition}] holds {held}"
                 + (" (older ones were removed by retention)" if offset < found.low else "")
             )
         for record in self.read({partition: offset}, {partition: found.high}):
