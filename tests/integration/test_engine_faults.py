@@ -198,3 +198,27 @@ def test_waiting_record_survives_a_worker_joining_and_leaving(
         assert attempts[0]["at_ms"] >= due_ms, "the record ran before its due time"
         assert attempts[0]["at_ms"] - due_ms < 2000, "the record ran late"
     print(f"\njoin settled in {joined_s:.1f}s, join+leave in {settled_s:.1f}s")
+
+
+@pytest.mark.parametrize("how", ["second-sigterm", "deadline"])
+def test_forced_exit_commits_nothing_unfinished(rig: dict[str, Any], how: str) -> None:
+    produced = publish_load(rig["publisher"], 10, keys=10, sleep_ms="4000")
+    timeout_s = "2" if how == "deadline" else "30"
+    worker = rig["start"](STREAMS_DRAIN_TIMEOUT_S="20", STREAMS_SHUTDOWN_TIMEOUT_S=timeout_s)
+    worker.wait_ready()
+    ledger: Ledger = rig["ledger"]
+    wait_for(lambda: len(ledger.attempts()) >= 10, 30, "every handler to be running")
+    sent = time.monotonic()
+    worker.signal(signal.SIGTERM)
+    if how == "second-sigterm":
+        time.sleep(0.3)
+        worker.signal(signal.SIGTERM)
+    code = worker.wait(15)
+    took = time.monotonic() - sent
+    assert code == 3, worker.tail()
+    assert took < (1.5 if how == "second-sigterm" else 3.5)
+    assert ledger.count() == 0, "a handler finished: the test did not interrupt anything"
+    # nothing was committed: a new worker runs every event again
+    rig["start"]("w1")
+    wait_for(lambda: ledger.count() == len(produced), 60, "every event after the restart")
+    assert len(ledger.attempts()) == 2 * len(produced)
