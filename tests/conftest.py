@@ -169,11 +169,37 @@ def app_id(request: pytest.FixtureRequest) -> str:
     return f"test-{name}-{uuid.uuid4().hex[:6]}"
 
 
+def delete_topics_of(bootstrap: str, prefixes: tuple[str, ...]) -> int:
+    """Delete every topic whose name starts with one of ``prefixes`` (test teardown).
+
+    One broker serves the whole session: without this, thousands of test partitions pile
+    up and the broker runs out of file descriptors. Returns how many were deleted.
+    """
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefixes)]
+    except Exception:  # the broker is gone: nothing to clean
+        return 0
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            try:
+                future.result(timeout=30)
+            except Exception:  # already deleted by the test itself
+                pass
+    return len(names)
+
+
 @pytest.fixture
 def make_settings(
     kafka_bootstrap: str, topic_prefix: str, app_id: str, tmp_path: Path
-) -> Callable[..., Settings]:
-    """A factory of Settings bound to the session broker; keyword arguments override."""
+) -> Iterator[Callable[..., Settings]]:
+    """A factory of Settings bound to the session broker; keyword arguments override.
+
+    The test's topics (its prefix, its app id's changelogs) are deleted afterwards.
+    """
+    prefixes: set[str] = {topic_prefix, f"{app_id}-"}
 
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
@@ -184,9 +210,14 @@ def make_settings(
             "home": tmp_path / "streams-home",
         }
         values.update(overrides)
-        return Settings(**values)
+        made = Settings(**values)
+        if made.topic_prefix:
+            prefixes.add(made.topic_prefix)
+        prefixes.add(f"{made.app_id}-")
+        return made
 
-    return make
+    yield make
+    delete_topics_of(kafka_bootstrap, tuple(prefixes))
 
 
 @pytest.fixture
