@@ -13,10 +13,6 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-
-from streams.core import headers as h
-from streams.kafka.publisher import Publisher
-from streams.settings import Settings
 from tests.support.engine import (
     TEST_AUDIT,
     Ledger,
@@ -27,6 +23,10 @@ from tests.support.engine import (
     wait_for,
     write_catalog,
 )
+
+from streams.core import headers as h
+from streams.kafka.publisher import Publisher
+from streams.settings import Settings
 
 pytestmark = pytest.mark.kafka
 
@@ -40,23 +40,33 @@ def engine(make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[d
     workers: list[WorkerProcess] = []
 
     def start(worker_id: str = "w1", **env: str) -> WorkerProcess:
-        w = WorkerProcess(settings, ["audit"], ledger_path, tmp_path / f"{worker_id}.log",
-                          worker_id=worker_id, extra_env=env)
+        w = WorkerProcess(
+            settings,
+            ["audit"],
+            ledger_path,
+            tmp_path / f"{worker_id}.log",
+            worker_id=worker_id,
+            extra_env=env,
+        )
         workers.append(w.start())
         return w
 
     publisher = Publisher(settings, catalog=catalog)
     try:
-        yield {"settings": settings, "catalog": catalog, "start": start,
-               "publisher": publisher, "ledger": Ledger(ledger_path)}
+        yield {
+            "settings": settings,
+            "catalog": catalog,
+            "start": start,
+            "publisher": publisher,
+            "ledger": Ledger(ledger_path),
+        }
     finally:
         publisher.close()
         for w in workers:
             w.stop()
 
 
-def submit(publisher: Publisher, subject: str, event_id: str | None = None, **details: str
-           ) -> str:
+def submit(publisher: Publisher, subject: str, event_id: str | None = None, **details: str) -> str:
     result = publisher.publish(
         "audit.claim_submitted",
         {"subject_id": subject, "actor_id": "tester", "details": details},
@@ -65,8 +75,7 @@ def submit(publisher: Publisher, subject: str, event_id: str | None = None, **de
     return result.event_id
 
 
-def test_fails_twice_then_succeeds_once_after_two_retries_on_time(engine: dict[str, Any]
-                                                                  ) -> None:
+def test_fails_twice_then_succeeds_once_after_two_retries_on_time(engine: dict[str, Any]) -> None:
     worker = engine["start"]()
     worker.wait_ready()
     event_id = submit(engine["publisher"], "claim-1", fail_times="2")
@@ -97,9 +106,17 @@ def test_always_failing_lands_in_dlq_with_complete_headers(engine: dict[str, Any
     assert headers[h.DLQ_REASON] == "exhausted"
     assert headers[h.ATTEMPT] == "3"
     assert headers[h.ORIGINAL_TOPIC] == f"{settings.topic_prefix}audit"
-    for name in (h.ORIGINAL_PARTITION, h.ORIGINAL_OFFSET, h.ORIGINAL_TIMESTAMP_MS,
-                 h.FIRST_FAILURE_AT_MS, h.FAILED_AT_MS, h.ERROR_FINGERPRINT, h.SCHEMA,
-                 h.EVENT_TYPE, h.TRACEPARENT):
+    for name in (
+        h.ORIGINAL_PARTITION,
+        h.ORIGINAL_OFFSET,
+        h.ORIGINAL_TIMESTAMP_MS,
+        h.FIRST_FAILURE_AT_MS,
+        h.FAILED_AT_MS,
+        h.ERROR_FINGERPRINT,
+        h.SCHEMA,
+        h.EVENT_TYPE,
+        h.TRACEPARENT,
+    ):
         assert headers.get(name), f"DLQ record lacks {name}"
     assert headers[h.ERROR_CLASS] == "streams.errors.Retryable"
     assert "dependency is down" in headers[h.ERROR_MESSAGE]
@@ -124,14 +141,13 @@ def test_permanent_failure_goes_to_dlq_at_once(engine: dict[str, Any]) -> None:
     assert len(engine["ledger"].attempts(event_id)) == 1
 
 
-def test_garbage_record_goes_to_dlq_and_the_partition_keeps_flowing(engine: dict[str, Any]
-                                                                    ) -> None:
+def test_garbage_record_goes_to_dlq_and_the_partition_keeps_flowing(engine: dict[str, Any]) -> None:
     settings: Settings = engine["settings"]
     worker = engine["start"]()
     worker.wait_ready()
     main = f"{settings.topic_prefix}audit"
     producer = Producer({"bootstrap.servers": settings.bootstrap})
-    garbage = [b"\x00not avro", b"{\"json\": true}", b"\xc3\x01" + b"\xff" * 8 + b"body"]
+    garbage = [b"\x00not avro", b'{"json": true}', b"\xc3\x01" + b"\xff" * 8 + b"body"]
     for value in garbage:
         producer.produce(main, key=b"claim-g", value=value, partition=1)
     producer.flush(10)
@@ -161,3 +177,57 @@ def test_same_event_id_three_times_one_side_effect(engine: dict[str, Any]) -> No
     assert len(ledger.attempts(event_id)) == 1, "the handler ran more than once"
     assert ledger.duplicates() == 0
     assert worker.metric("streams_duplicates_skipped_total") == 2
+
+
+def test_dlq_headers_are_plain_text_in_kafkas_console_consumer(
+    engine: dict[str, Any], tmp_path: Path
+) -> None:
+    """An operator's console shows the failure headers as text (Kafka's own ConsoleConsumer,
+    from the jars the local broker is assembled from)."""
+    import shutil
+    import subprocess
+
+    from streams.kafka.broker_jars import ensure_jars
+
+    java = shutil.which("java")
+    if java is None:
+        pytest.skip("java is not installed")
+    settings: Settings = engine["settings"]
+    worker = engine["start"]()
+    worker.wait_ready()
+    event_id = submit(engine["publisher"], "claim-5", fail="permanent")
+    dlq = f"{settings.topic_prefix}audit.dlq"
+    wait_for(lambda: read_topic(settings, dlq, 3), 30, "the DLQ record")
+    lib = ensure_jars(Path(__file__).resolve().parents[2] / ".streams" / "broker-cache")
+    done = subprocess.run(
+        [
+            java,
+            "-Xmx128m",
+            "-cp",
+            f"{lib}/*",
+            "org.apache.kafka.tools.consumer.ConsoleConsumer",
+            "--bootstrap-server",
+            settings.bootstrap,
+            "--topic",
+            dlq,
+            "--from-beginning",
+            "--max-messages",
+            "1",
+            "--timeout-ms",
+            "20000",
+            "--formatter-property",
+            "print.headers=true",
+            "--formatter-property",
+            "print.key=true",
+        ],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    # the value is binary Avro; the headers and the key are text
+    out = done.stdout.decode("utf-8", errors="replace")
+    assert f"{h.EVENT_ID}:{event_id}" in out, done.stderr[-2000:].decode(errors="replace")
+    assert f"{h.DLQ_REASON}:permanent" in out
+    assert f"{h.ERROR_CLASS}:streams.errors.Permanent" in out
+    assert f"{h.ORIGINAL_TOPIC}:{settings.topic_prefix}audit" in out
+    assert "claim-5" in out  # the key

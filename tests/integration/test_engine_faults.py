@@ -33,8 +33,10 @@ from tests.support.engine import (
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-FAULT_AUDIT = {**TEST_AUDIT, "retry": {**TEST_AUDIT["retry"], "delays": ["1s", "2s", "1h"],
-                                       "max_attempts": 4}}
+FAULT_AUDIT = {
+    **TEST_AUDIT,
+    "retry": {**TEST_AUDIT["retry"], "delays": ["1s", "2s", "1h"], "max_attempts": 4},
+}
 
 
 @pytest.fixture
@@ -45,15 +47,25 @@ def rig(make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[dict
     workers: list[WorkerProcess] = []
 
     def start(worker_id: str = "w1", **env: str) -> WorkerProcess:
-        w = WorkerProcess(settings, ["audit"], tmp_path / "ledger.db",
-                          tmp_path / f"{worker_id}.log", worker_id=worker_id, extra_env=env)
+        w = WorkerProcess(
+            settings,
+            ["audit"],
+            tmp_path / "ledger.db",
+            tmp_path / f"{worker_id}.log",
+            worker_id=worker_id,
+            extra_env=env,
+        )
         workers.append(w.start())
         return w
 
     publisher = Publisher(settings, catalog=catalog)
     try:
-        yield {"settings": settings, "start": start, "publisher": publisher,
-               "ledger": Ledger(tmp_path / "ledger.db")}
+        yield {
+            "settings": settings,
+            "start": start,
+            "publisher": publisher,
+            "ledger": Ledger(tmp_path / "ledger.db"),
+        }
     finally:
         publisher.close()
         for w in workers:
@@ -62,9 +74,14 @@ def rig(make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[dict
 
 def publish_load(publisher: Publisher, n: int, keys: int, **details: str) -> list[str]:
     items = [
-        ("audit.claim_submitted",
-         {"subject_id": f"claim-{i % keys}", "actor_id": "load",
-          "details": {**details, "seq": str(i)}})
+        (
+            "audit.claim_submitted",
+            {
+                "subject_id": f"claim-{i % keys}",
+                "actor_id": "load",
+                "details": {**details, "seq": str(i)},
+            },
+        )
         for i in range(n)
     ]
     return [r.event_id for r in publisher.publish_batch(items)]
@@ -74,22 +91,28 @@ def reconcile(rig: dict[str, Any], produced: list[str]) -> dict[str, int]:
     settings: Settings = rig["settings"]
     ledger: Ledger = rig["ledger"]
     done = ledger.ids()
-    dlq = {record_headers(m).get(h.EVENT_ID, "")
-           for m in read_topic(settings, f"{settings.topic_prefix}audit.dlq", 3)}
+    dlq = {
+        record_headers(m).get(h.EVENT_ID, "")
+        for m in read_topic(settings, f"{settings.topic_prefix}audit.dlq", 3)
+    }
     assert set(produced) == done | dlq, "events lost"
     assert not done & dlq, "an event both done and dead-lettered"
     # per-key order on the main topic held for successful events
-    rows = ledger.conn.execute(
-        "SELECT subject_id, seq FROM ledger ORDER BY rowid").fetchall()
+    rows = ledger.conn.execute("SELECT subject_id, seq FROM ledger ORDER BY rowid").fetchall()
     by_key: dict[str, list[int]] = defaultdict(list)
     for subject, seq in rows:
         by_key[subject].append(seq)
     for subject, seqs in by_key.items():
         assert seqs == sorted(seqs), f"order broken for {subject}"
     attempts = len(ledger.attempts())
-    return {"produced": len(produced), "done": len(done), "dlq": len(dlq),
-            "handler_runs": attempts, "redeliveries": attempts - len(produced),
-            "duplicates_dropped_by_peer": ledger.duplicates()}
+    return {
+        "produced": len(produced),
+        "done": len(done),
+        "dlq": len(dlq),
+        "handler_runs": attempts,
+        "redeliveries": attempts - len(produced),
+        "duplicates_dropped_by_peer": ledger.duplicates(),
+    }
 
 
 def test_sigkill_under_load_loses_nothing_and_duplicates_nothing(rig: dict[str, Any]) -> None:
@@ -135,7 +158,9 @@ def test_sigterm_drains_in_bound_and_nothing_finished_runs_again(rig: dict[str, 
     wait_for(lambda: ledger.count() >= len(produced), 120, "all events done")
     rerun = ledger.conn.execute(
         "SELECT count(*) FROM attempts WHERE pid != ? AND event_id IN "
-        "(SELECT event_id FROM ledger WHERE pid = ?)", (first_pid, first_pid)).fetchone()[0]
+        "(SELECT event_id FROM ledger WHERE pid = ?)",
+        (first_pid, first_pid),
+    ).fetchone()[0]
     print(f"\nSIGTERM drained in {took:.2f}s; {len(done_before)} done before, rerun {rerun}")
     assert rerun == 0, "a handler ran again for an event that had finished"
     assert ledger.duplicates() == 0
@@ -143,11 +168,15 @@ def test_sigterm_drains_in_bound_and_nothing_finished_runs_again(rig: dict[str, 
 
 
 def _committed(settings: Settings, topic: str, partitions: int) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": settings.app_id,
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap,
+            "group.id": settings.app_id,
+            "enable.auto.commit": False,
+        }
+    )
     try:
-        tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)],
-                                 timeout=10)
+        tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
         return {tp.partition: tp.offset for tp in tps}
     finally:
         consumer.close()
@@ -155,21 +184,28 @@ def _committed(settings: Settings, topic: str, partitions: int) -> dict[int, int
 
 def _schedule(settings: Settings, publisher: Publisher, delay_s: float) -> tuple[str, int]:
     """Put an event straight into the 1h retry tier, due ``delay_s`` from now."""
-    rec = publisher.prepare("audit.claim_submitted",
-                            {"subject_id": "claim-late", "actor_id": "t", "details": {}})
+    rec = publisher.prepare(
+        "audit.claim_submitted", {"subject_id": "claim-late", "actor_id": "t", "details": {}}
+    )
     due_ms = int(time.time() * 1000 + delay_s * 1000)
     headers = [(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in rec.headers]
     headers += [(h.ATTEMPT, b"2"), (h.DUE_AT_MS, str(due_ms).encode())]
     producer = Producer({"bootstrap.servers": settings.bootstrap})
-    producer.produce(f"{settings.topic_prefix}audit.retry.1h", key=rec.key, value=rec.value,
-                     headers=headers, partition=0)
+    producer.produce(
+        f"{settings.topic_prefix}audit.retry.1h",
+        key=rec.key,
+        value=rec.value,
+        headers=headers,
+        partition=0,
+    )
     producer.flush(10)
     return rec.event_id, due_ms
 
 
 @pytest.mark.parametrize("delay_s", [3600.0, 20.0], ids=["an-hour-ahead", "seconds-ahead"])
 def test_waiting_record_survives_a_worker_joining_and_leaving(
-        rig: dict[str, Any], delay_s: float) -> None:
+    rig: dict[str, Any], delay_s: float
+) -> None:
     settings: Settings = rig["settings"]
     ledger: Ledger = rig["ledger"]
     first = rig["start"]("w1")
@@ -183,8 +219,15 @@ def test_waiting_record_survives_a_worker_joining_and_leaving(
     joined_s = time.monotonic() - started
     second.signal(signal.SIGTERM)
     assert second.wait(30) == 0
-    wait_for(lambda: first.health()[0] == 200 and first.metric("streams_waiting") >= 1
-             if delay_s > 60 else first.health()[0] == 200, 60, "the group to settle")
+    wait_for(
+        lambda: (
+            first.health()[0] == 200 and first.metric("streams_waiting") >= 1
+            if delay_s > 60
+            else first.health()[0] == 200
+        ),
+        60,
+        "the group to settle",
+    )
     settled_s = time.monotonic() - started
     assert settled_s < 60, "the group did not settle within the rebalance timeout"
     if delay_s > 60:

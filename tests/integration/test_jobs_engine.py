@@ -43,8 +43,14 @@ def email_family(**over: Any) -> dict[str, Any]:
 
 
 class Rig:
-    def __init__(self, make_settings: Callable[..., Settings], tmp: Path,
-                 family: str, overrides: dict[str, Any], env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        make_settings: Callable[..., Settings],
+        tmp: Path,
+        family: str,
+        overrides: dict[str, Any],
+        env: dict[str, str],
+    ) -> None:
         self.settings = make_settings(catalog_path=_write_catalog(tmp, {family: overrides}))
         self.catalog = provision(self.settings)
         self.family = family
@@ -54,16 +60,25 @@ class Rig:
         self.publisher = Publisher(self.settings, catalog=self.catalog)
 
     def start(self, worker_id: str = "w1") -> WorkerProcess:
-        w = WorkerProcess(self.settings, [self.family], self.tmp / "unused.db",
-                          self.tmp / f"{worker_id}.log", worker_id=worker_id,
-                          extra_env=self.env, handlers="streams.jobs.registry")
+        w = WorkerProcess(
+            self.settings,
+            [self.family],
+            self.tmp / "unused.db",
+            self.tmp / f"{worker_id}.log",
+            worker_id=worker_id,
+            extra_env=self.env,
+            handlers="streams.jobs.registry",
+        )
         self.workers.append(w.start())
         w.wait_ready(90)
         return w
 
     def dlq(self) -> list[Any]:
-        return read_topic(self.settings, f"{self.settings.topic_prefix}{self.family}.dlq",
-                          self.catalog.family(self.family).partitions)
+        return read_topic(
+            self.settings,
+            f"{self.settings.topic_prefix}{self.family}.dlq",
+            self.catalog.family(self.family).partitions,
+        )
 
     def close(self) -> None:
         self.publisher.close()
@@ -72,11 +87,16 @@ class Rig:
 
 
 def email(user: str, n: int, locale: str = "en") -> tuple[str, dict[str, Any]]:
-    return ("email.requested", {
-        "user_id": user, "to": f"{user}@example.com", "locale": locale,
-        "template": "notification",
-        "variables": {"name": user, "title": f"Update {n}", "message": f"Message {n}"},
-    })
+    return (
+        "email.requested",
+        {
+            "user_id": user,
+            "to": f"{user}@example.com",
+            "locale": locale,
+            "template": "notification",
+            "variables": {"name": user, "title": f"Update {n}", "message": f"Message {n}"},
+        },
+    )
 
 
 @pytest.fixture
@@ -90,9 +110,12 @@ def smtp() -> Iterator[RecordingSMTPServer]:
 
 
 def smtp_env(server: RecordingSMTPServer) -> dict[str, str]:
-    return {"STREAMS_SMTP_PORT": str(server.port), "STREAMS_SMTP_HOST": "127.0.0.1",
-            "STREAMS_UNSUBSCRIBE_SECRET": UNSUB_SECRET,
-            "STREAMS_UNSUBSCRIBE_BASE_URL": "https://example.com/unsubscribe"}
+    return {
+        "STREAMS_SMTP_PORT": str(server.port),
+        "STREAMS_SMTP_HOST": "127.0.0.1",
+        "STREAMS_UNSUBSCRIBE_SECRET": UNSUB_SECRET,
+        "STREAMS_UNSUBSCRIBE_BASE_URL": "https://example.com/unsubscribe",
+    }
 
 
 def event_ids(server: RecordingSMTPServer) -> list[str]:
@@ -100,19 +123,26 @@ def event_ids(server: RecordingSMTPServer) -> list[str]:
 
 
 def test_per_user_rate_limit_defers_without_using_attempts(
-        make_settings: Callable[..., Settings], tmp_path: Path, smtp: RecordingSMTPServer
+    make_settings: Callable[..., Settings], tmp_path: Path, smtp: RecordingSMTPServer
 ) -> None:
-    limit = {"name": "per_user", "scope": "key", "limit": 2, "per": "3s",
-             "on_exceed": "defer", "max_defer": "1h"}
-    rig = Rig(make_settings, tmp_path, "email", email_family(rate_limits=[limit]),
-              smtp_env(smtp))
+    limit = {
+        "name": "per_user",
+        "scope": "key",
+        "limit": 2,
+        "per": "3s",
+        "on_exceed": "defer",
+        "max_defer": "1h",
+    }
+    rig = Rig(make_settings, tmp_path, "email", email_family(rate_limits=[limit]), smtp_env(smtp))
     try:
         worker = rig.start()
         started = time.time()
-        busy = [r.event_id for r in rig.publisher.publish_batch(
-            [email("alice", i) for i in range(5)])]
-        quiet = [r.event_id for r in rig.publisher.publish_batch(
-            [email("bob", i) for i in range(2)])]
+        busy = [
+            r.event_id for r in rig.publisher.publish_batch([email("alice", i) for i in range(5)])
+        ]
+        quiet = [
+            r.event_id for r in rig.publisher.publish_batch([email("bob", i) for i in range(2)])
+        ]
         wait_for(lambda: set(quiet) <= set(event_ids(smtp)), 15, "the other user's emails")
         bob_done = time.time() - started
         wait_for(lambda: set(busy) <= set(event_ids(smtp)), 30, "the limited user's emails")
@@ -130,20 +160,23 @@ def test_per_user_rate_limit_defers_without_using_attempts(
 
 
 def test_open_circuit_defers_without_calls_then_probe_drains_backlog(
-        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
     server = RecordingSMTPServer(fail_first_n=3, fail_code=451)
     server.start()
     fam = email_family(circuit_breaker={"failure_threshold": 3, "cooldown": "4s"})
     rig = Rig(make_settings, tmp_path, "email", fam, smtp_env(server))
     try:
         worker = rig.start()
-        first = [r.event_id for r in rig.publisher.publish_batch(
-            [email(f"u{i}", i) for i in range(3)])]
+        first = [
+            r.event_id for r in rig.publisher.publish_batch([email(f"u{i}", i) for i in range(3)])
+        ]
         wait_for(lambda: server.failed >= 3, 15, "three failures")
         wait_for(lambda: worker.metric("streams_circuit_state") == 2, 5, "the circuit to open")
         opened = time.monotonic()
-        later = [r.event_id for r in rig.publisher.publish_batch(
-            [email(f"v{i}", i) for i in range(5)])]
+        later = [
+            r.event_id for r in rig.publisher.publish_batch([email(f"v{i}", i) for i in range(5)])
+        ]
         time.sleep(1.5)
         if time.monotonic() - opened < 3.5:  # still inside the cool-down
             assert server.transactions == 3, "a call reached the dependency while open"
@@ -151,9 +184,11 @@ def test_open_circuit_defers_without_calls_then_probe_drains_backlog(
         counts = Counter(event_ids(server))
         assert all(counts[e] == 1 for e in first + later)
         text = worker.metrics()
-        for transition in ('from_state="closed",to_state="open"',
-                           'from_state="open",to_state="half_open"',
-                           'from_state="half_open",to_state="closed"'):
+        for transition in (
+            'from_state="closed",to_state="open"',
+            'from_state="open",to_state="half_open"',
+            'from_state="half_open",to_state="closed"',
+        ):
             assert transition in text, f"missing transition {transition}"
         assert worker.metric("streams_deferrals_total") >= 5
         assert worker.metric("streams_circuit_state") == 0
@@ -176,8 +211,9 @@ def _check_mail(server: RecordingSMTPServer, locales: dict[str, str]) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])
-def test_email_across_a_worker_restart(make_settings: Callable[..., Settings], tmp_path: Path,
-                                       how: str) -> None:
+def test_email_across_a_worker_restart(
+    make_settings: Callable[..., Settings], tmp_path: Path, how: str
+) -> None:
     server = RecordingSMTPServer(reply_delay_s=0.05)
     server.start()
     rig = Rig(make_settings, tmp_path, "email", email_family(concurrency=4), smtp_env(server))
@@ -227,30 +263,48 @@ class ThreadedReceiver:
 
 
 def webhook(url: str, sub: str) -> tuple[str, dict[str, Any]]:
-    return ("webhook.requested", {"subscription_id": sub, "url": url,
-                                  "event_name": "claim.approved", "body": '{"claim": 1}'})
+    return (
+        "webhook.requested",
+        {
+            "subscription_id": sub,
+            "url": url,
+            "event_name": "claim.approved",
+            "body": '{"claim": 1}',
+        },
+    )
 
 
-def test_webhook_outcomes_through_the_engine(make_settings: Callable[..., Settings],
-                                             tmp_path: Path) -> None:
-    fam = {"partitions": 3, "concurrency": 8, "handler_timeout": "5s",
-           "retry": {"delays": ["1s", "2s"], "max_attempts": 3, "jitter": 0.0,
-                     "retention": "1d"}}
+def test_webhook_outcomes_through_the_engine(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    fam = {
+        "partitions": 3,
+        "concurrency": 8,
+        "handler_timeout": "5s",
+        "retry": {"delays": ["1s", "2s"], "max_attempts": 3, "jitter": 0.0, "retention": "1d"},
+    }
     with ThreadedReceiver() as receiver:
-        env = {"STREAMS_WEBHOOK_SIGNING_SECRET": SECRET,
-               "STREAMS_WEBHOOK_ALLOW_HOSTS": "127.0.0.1"}
+        env = {"STREAMS_WEBHOOK_SIGNING_SECRET": SECRET, "STREAMS_WEBHOOK_ALLOW_HOSTS": "127.0.0.1"}
         rig = Rig(make_settings, tmp_path, "webhook", fam, env)
         try:
             worker = rig.start()
-            ok, flaky, bad, private = (r.event_id for r in rig.publisher.publish_batch([
-                webhook(receiver.url + "/hooks/ok", "s1"),
-                webhook(receiver.url + "/fail/503-then-200", "s2"),
-                webhook(receiver.url + "/fail/400", "s3"),
-                webhook(receiver.url.replace("127.0.0.1", "127.0.0.2") + "/x", "s4"),
-            ]))
+            ok, flaky, bad, private = (
+                r.event_id
+                for r in rig.publisher.publish_batch(
+                    [
+                        webhook(receiver.url + "/hooks/ok", "s1"),
+                        webhook(receiver.url + "/fail/503-then-200", "s2"),
+                        webhook(receiver.url + "/fail/400", "s3"),
+                        webhook(receiver.url.replace("127.0.0.1", "127.0.0.2") + "/x", "s4"),
+                    ]
+                )
+            )
             wait_for(lambda: len(rig.dlq()) >= 2, 30, "two DLQ records")
-            wait_for(lambda: any(d.status == 200 for d in receiver.deliveries_to(
-                "/fail/503-then-200")), 30, "the flaky endpoint to get the event")
+            wait_for(
+                lambda: any(d.status == 200 for d in receiver.deliveries_to("/fail/503-then-200")),
+                30,
+                "the flaky endpoint to get the event",
+            )
             assert all(d.verified for d in receiver.deliveries), "a signature failed"
             flaky_calls = receiver.deliveries_to("/fail/503-then-200")
             assert [d.status for d in flaky_calls] == [503, 200]
@@ -262,8 +316,10 @@ def test_webhook_outcomes_through_the_engine(make_settings: Callable[..., Settin
             assert reasons[bad][h.DLQ_REASON] == "permanent"
             assert reasons[bad][h.ATTEMPT] == "1"
             assert reasons[private][h.DLQ_REASON] == "permanent"
-            assert "private" in reasons[private][h.ERROR_MESSAGE] or \
-                "loopback" in reasons[private][h.ERROR_MESSAGE]
+            assert (
+                "private" in reasons[private][h.ERROR_MESSAGE]
+                or "loopback" in reasons[private][h.ERROR_MESSAGE]
+            )
             assert "STREAMS_WEBHOOK_ALLOW_HOSTS" in reasons[private][h.ERROR_MESSAGE]
             assert worker.metric("streams_retries_total") == 1
             assert ok not in reasons

@@ -75,8 +75,11 @@ class WorkerProcess:
 
     def env(self) -> dict[str, str]:
         s = self.settings
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("STREAMS_") or k == "STREAMS_TEST_LOGLEVEL"}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("STREAMS_") or k == "STREAMS_TEST_LOGLEVEL"
+        }
         env.update(
             {
                 "STREAMS_KAFKA_BOOTSTRAP": s.bootstrap,
@@ -96,13 +99,22 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         self.port = free_port()
-        cmd = [sys.executable, "-m", "streams", "worker", "--handlers", self.handlers,
-               "--loglevel", os.environ.get("STREAMS_TEST_LOGLEVEL", "warning")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "streams",
+            "worker",
+            "--handlers",
+            self.handlers,
+            "--loglevel",
+            os.environ.get("STREAMS_TEST_LOGLEVEL", "warning"),
+        ]
         for fam in self.families:
             cmd += ["--family", fam]
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(cmd, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
-                                     cwd=REPO)
+        self.proc = subprocess.Popen(
+            cmd, env=self.env(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO
+        )
         return self
 
     def health(self, path: str = "/health/ready") -> tuple[int, dict[str, Any]]:
@@ -120,9 +132,9 @@ class WorkerProcess:
         want = ",".join(f'{k}="{v}"' for k, v in labels.items())
         total = 0.0
         for line in self.metrics().splitlines():
-            if line.startswith(name + "{") and all(p in line for p in want.split(",") if p):
-                total += float(line.rsplit(" ", 1)[1])
-            elif line.startswith(name + " ") and not labels:
+            if (line.startswith(name + "{") and all(p in line for p in want.split(",") if p)) or (
+                line.startswith(name + " ") and not labels
+            ):
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
@@ -206,11 +218,13 @@ class Ledger:
         return int(self.conn.execute("SELECT count(*) FROM duplicates").fetchone()[0])
 
 
-def read_topic(settings: Settings, topic: str, partitions: int, timeout_s: float = 5.0
-               ) -> list[Any]:
+def read_topic(
+    settings: Settings, topic: str, partitions: int, timeout_s: float = 5.0
+) -> list[Any]:
     """Every record of ``topic`` (assign, no group), with decoded headers."""
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": "unused",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": settings.bootstrap, "group.id": "unused", "enable.auto.commit": False}
+    )
     try:
         ends = {}
         for p in range(partitions):

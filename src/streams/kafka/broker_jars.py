@@ -8,6 +8,7 @@ lets concurrent starters (the CLI, test sessions) share one cache safely.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import shutil
 import subprocess
 import time
@@ -47,12 +48,18 @@ def lib_dir_for(cache_dir: Path, version: str) -> Path:
     return cache_dir / f"kafka-{version}" / "lib"
 
 
-def is_complete(lib_dir: Path, version: str) -> bool:
-    """True when a finished assembly of ``version`` is in ``lib_dir``."""
+def pom_digest(pom: Path) -> str:
+    """A short digest of the pom: a changed dependency (log4j, kafka-tools) re-assembles."""
+    return hashlib.sha256(pom.read_bytes()).hexdigest()[:16]
+
+
+def is_complete(lib_dir: Path, version: str, digest: str = "") -> bool:
+    """True when a finished assembly of ``version`` (from a pom with ``digest``) is in
+    ``lib_dir``."""
     marker = lib_dir.parent / MARKER
     return (
         marker.is_file()
-        and marker.read_text(encoding="utf-8").strip() == version
+        and marker.read_text(encoding="utf-8").strip() == f"{version} {digest}".strip()
         and (lib_dir / f"kafka_2.13-{version}.jar").is_file()
     )
 
@@ -72,13 +79,15 @@ def ensure_jars(
     pom = (pom or default_pom_path()).resolve()
     version = read_kafka_version(pom)
     lib_dir = lib_dir_for(cache_dir.resolve(), version)
-    if is_complete(lib_dir, version):
+    digest = pom_digest(pom)
+    if is_complete(lib_dir, version, digest):
         return lib_dir
     lib_dir.parent.mkdir(parents=True, exist_ok=True)
     with (lib_dir.parent / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be assembling the same cache
-        if not is_complete(lib_dir, version):
+        if not is_complete(lib_dir, version, digest):
             _assemble(pom, lib_dir, version, timeout_s, progress)
+            (lib_dir.parent / MARKER).write_text(f"{version} {digest}\n", encoding="utf-8")
     return lib_dir
 
 
@@ -119,7 +128,6 @@ def _assemble(
         )
     if not (lib_dir / f"kafka_2.13-{version}.jar").is_file():
         raise LocalBrokerError(f"Maven succeeded but {lib_dir} has no kafka_2.13-{version}.jar")
-    (lib_dir.parent / MARKER).write_text(version + "\n", encoding="utf-8")
     if progress:
         jars = len(list(lib_dir.glob("*.jar")))
         progress(f"assembled {jars} jars in {time.monotonic() - started:.1f}s")
