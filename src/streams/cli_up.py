@@ -28,8 +28,18 @@ _PORT = click.IntRange(0, 65535)
     show_default=True,
     help="seconds to wait for the demo events to settle",
 )
-@click.option("--smtp-port", type=_PORT, default=0, help="SMTP catcher port (default: free)")
-@click.option("--webhook-port", type=_PORT, default=0, help="webhook receiver port (default: free)")
+@click.option(
+    "--smtp-port",
+    type=_PORT,
+    default=None,
+    help="SMTP catcher port (default 1025 if free; 0 = any)",
+)
+@click.option(
+    "--webhook-port",
+    type=_PORT,
+    default=None,
+    help="webhook receiver port (default 8099 if free; 0 = any)",
+)
 @click.option(
     "--http-port",
     type=_PORT,
@@ -47,8 +57,8 @@ def up(
     exit_when_done: bool,
     keep_broker: bool,
     timeout_s: float,
-    smtp_port: int,
-    webhook_port: int,
+    smtp_port: int | None,
+    webhook_port: int | None,
     http_port: int | None,
     no_demo: bool,
     worker_loglevel: str,

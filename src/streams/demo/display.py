@@ -91,6 +91,7 @@ def summary_lines(
     settled: bool,
     problems: Sequence[str],
     where: WhereToLook,
+    notes: Sequence[str] = (),
 ) -> list[str]:
     published = sum(f.published for f in view.families)
     done = sum(f.done for f in view.families)
@@ -119,6 +120,9 @@ def summary_lines(
     for f in view.families:
         lines.append(_row(f.name, f.published, f.done, f.dlq, f.retries))
     lines.append(_row("total", published, done, dlq, retries))
+    if notes:
+        lines.append("")
+        lines.extend(f"  note: {n}" for n in notes)
     if problems:
         lines.append("")
         lines.append(click.style("  problems:", fg="red", bold=True))

@@ -51,6 +51,10 @@ from streams.settings import Settings
 
 FAMILIES = ("email", "webhook")
 DEFAULT_HTTP_PORT = 6066
+# Stable ports (when free): retries left in the topics by an interrupted run still reach
+# the peers of the next run instead of a closed port.
+DEFAULT_SMTP_PORT = 1025
+DEFAULT_WEBHOOK_PORT = 8099
 WORKER_READY_TIMEOUT_S = 90.0
 TICK_S = 1.0  # progress redraw period
 POLL_S = 0.25  # how often the settled check runs
@@ -75,8 +79,8 @@ class UpOptions:
     exit_when_done: bool = False
     keep_broker: bool = False
     timeout_s: float = 120.0
-    smtp_port: int = 0
-    webhook_port: int = 0
+    smtp_port: int | None = None  # None: DEFAULT_SMTP_PORT when free, else any free port
+    webhook_port: int | None = None  # None: DEFAULT_WEBHOOK_PORT when free, else any
     http_port: int | None = None
     demo: bool = True
     worker_loglevel: str = "info"
@@ -95,6 +99,13 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def _preferred(explicit: int | None, default: int) -> int:
+    """``explicit`` as given (0 = any free port), else ``default`` when free, else 0."""
+    if explicit is not None:
+        return explicit
+    return default if _port_free(default) else 0
 
 
 def _free_port() -> int:
@@ -197,12 +208,13 @@ class Up:
         previous: dict[int, Any] = {}
         for sig in (signal.SIGTERM, signal.SIGHUP):
             previous[sig] = signal.signal(sig, stop)
+        # Ctrl-C must stop us even when started with SIGINT ignored (a background job)
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
         return previous
 
     def _restore_signals(self, previous: dict[int, Any]) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def _hurry_handlers(self) -> None:
         def hurry(signum: int, frame: FrameType | None) -> None:
@@ -316,9 +328,10 @@ class Up:
         )
 
     def _start_peers(self) -> None:
+        smtp_port = _preferred(self.options.smtp_port, DEFAULT_SMTP_PORT)
         smtp = SMTPCatcher(
             _LOOPBACK,
-            self.options.smtp_port,
+            smtp_port,
             log_path=self.log_dir / "smtp.jsonl",
             reject=(BOUNCE_ADDRESS,),
             greylist=(GREYLIST_ADDRESS,),
@@ -327,7 +340,7 @@ class Up:
             smtp.start()
         except OSError as exc:
             raise UpError(
-                f"cannot start the SMTP catcher on {_LOOPBACK}:{self.options.smtp_port}: {exc}"
+                f"cannot start the SMTP catcher on {_LOOPBACK}:{smtp_port}: {exc}"
             ) from None
         self._smtp = smtp
         self.say(
@@ -335,18 +348,15 @@ class Up:
             f"catching mail on {_LOOPBACK}:{smtp.port} "
             f"(550 for {BOUNCE_ADDRESS}, greylists {GREYLIST_ADDRESS} once)",
         )
+        webhook_port = _preferred(self.options.webhook_port, DEFAULT_WEBHOOK_PORT)
         receiver = ReceiverThread(
-            self.secret,
-            _LOOPBACK,
-            self.options.webhook_port,
-            log_path=self.log_dir / "webhooks.jsonl",
+            self.secret, _LOOPBACK, webhook_port, log_path=self.log_dir / "webhooks.jsonl"
         )
         try:
             receiver.start()
         except OSError as exc:
             raise UpError(
-                f"cannot start the webhook receiver on {_LOOPBACK}:{self.options.webhook_port}: "
-                f"{exc}"
+                f"cannot start the webhook receiver on {_LOOPBACK}:{webhook_port}: {exc}"
             ) from None
         self._receiver = receiver
         self.say(
@@ -357,7 +367,7 @@ class Up:
 
     def _choose_http_port(self) -> int:
         if self.options.http_port is not None:
-            return self.options.http_port
+            return self.options.http_port or _free_port()  # 0: we must know it to poll it
         if "STREAMS_HTTP_PORT" in os.environ:
             return self.settings.http_port
         return DEFAULT_HTTP_PORT if _port_free(DEFAULT_HTTP_PORT) else _free_port()
@@ -516,7 +526,10 @@ class Up:
             self._check_worker()
             time.sleep(max(0.0, POLL_S - (time.monotonic() - tick)))
         problems = self._problems(scenario, view, dead, settled)
-        for line in summary_lines(view, settled=settled, problems=problems, where=self._where()):
+        notes = _count_leftovers(view) if not problems else []
+        for line in summary_lines(
+            view, settled=settled, problems=problems, notes=notes, where=self._where()
+        ):
             self.echo(line)
         ok = settled and not problems
         if not self.options.exit_when_done:
@@ -584,6 +597,9 @@ class Up:
         assert self._smtp is not None and self._receiver is not None
         problems: list[str] = []
         for f in view.families:
+            own_exact = f.peer_done + f.dlq_seen == f.published
+            if f.done + f.dlq > f.published and own_exact and settled:
+                continue  # events of an earlier run finished too: a note, see _count_leftovers
             if not f.adds_up:
                 extra = (
                     " (the worker also finished events not published by this run: left over "
@@ -721,6 +737,23 @@ class Up:
             time.sleep(0.1)
         how = "SIGKILL" if killed else f"exit {proc.returncode}"
         return f"worker ({how}, {time.monotonic() - started:.1f}s)"
+
+
+def _count_leftovers(view: RunView) -> list[str]:
+    """Families whose metrics counted more than this run published while every event of
+    the run is accounted for (at a peer or in the DLQ): the surplus are events an earlier,
+    interrupted run left in the retry tiers. Their rows switch to this run's own counts."""
+    notes = []
+    for f in view.families:
+        surplus = f.done + f.dlq - f.published
+        if surplus > 0 and f.peer_done + f.dlq_seen == f.published:
+            notes.append(
+                f"{f.name}: the worker also finished {surplus} event"
+                f"{'s' if surplus != 1 else ''} left in the retry tiers by an earlier run "
+                f"(metrics: {f.done} done, {f.dlq} in the DLQ); the row counts this run only"
+            )
+            f.done, f.dlq = f.peer_done, f.dlq_seen
+    return notes
 
 
 def _get_json(url: str) -> tuple[int, dict[str, Any]]:

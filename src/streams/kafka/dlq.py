@@ -324,16 +324,38 @@ def _partitions(consumer: Consumer, settings: Settings, name: str) -> list[Parti
         raise DlqError(f"cannot describe {name}: {topic.error.str()}")
     out = []
     for number in sorted(topic.partitions):
-        try:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(name, number), timeout=METADATA_TIMEOUT_S
-            )
-        except KafkaException as exc:
-            raise DlqError(
-                f"cannot read the offsets of {name}[{number}]: {_kafka_reason(exc)}"
-            ) from None
-        out.append(PartitionRange(number, int(low), int(high)))
+        low, high = _watermarks(consumer, TopicPartition(name, number))
+        out.append(PartitionRange(number, low, high))
     return out
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition) -> tuple[int, int]:
+    """(low, high) of ``tp``; retries retriable errors (a leader moving, a busy broker)
+    for up to METADATA_TIMEOUT_S, then DlqError."""
+    deadline = time.monotonic() + METADATA_TIMEOUT_S
+    delay_s = 0.1
+    while True:
+        left_s = max(0.5, deadline - time.monotonic())
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=left_s)
+            return int(low), int(high)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            retriable = isinstance(err, KafkaError) and (
+                err.retriable()
+                or err.code()
+                in (
+                    KafkaError.NOT_LEADER_FOR_PARTITION,
+                    KafkaError.LEADER_NOT_AVAILABLE,
+                    KafkaError._TIMED_OUT,
+                )
+            )
+            if not retriable or time.monotonic() + delay_s > deadline:
+                raise DlqError(
+                    f"cannot read the offsets of {tp.topic}[{tp.partition}]: {_kafka_reason(exc)}"
+                ) from None
+        time.sleep(delay_s)
+        delay_s = min(1.0, delay_s * 2)
 
 
 def _kafka_reason(exc: KafkaException) -> str:
