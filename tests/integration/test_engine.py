@@ -6,6 +6,7 @@ the SQLite-ledger handlers of ``tests.support.ledger_handlers`` and checks the o
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -85,8 +86,7 @@ def test_fails_twice_then_succeeds_once_after_two_retries_on_time(engine: dict[s
     assert [a["attempt"] for a in attempts] == [1, 2, 3]
     # each retry ran no earlier than its due time, which is its tier's delay after the failure
     delays_ms = [1000, 2000]
-    pairs = zip(attempts, attempts[1:], strict=False)
-    for (previous, current), delay_ms in zip(pairs, delays_ms, strict=True):
+    for (previous, current), delay_ms in zip(itertools.pairwise(attempts), delays_ms, strict=True):
         assert current["due_at_ms"] >= previous["at_ms"] + delay_ms
         assert current["at_ms"] >= current["due_at_ms"], "a retry ran before it was due"
     assert ledger.count() == 1 and ledger.duplicates() == 0

@@ -16,10 +16,6 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-
-from streams.core import headers as h
-from streams.kafka.publisher import Publisher
-from streams.settings import Settings
 from tests.support.engine import (
     TEST_AUDIT,
     Ledger,
@@ -30,6 +26,10 @@ from tests.support.engine import (
     wait_for,
     write_catalog,
 )
+
+from streams.core import headers as h
+from streams.kafka.publisher import Publisher
+from streams.settings import Settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

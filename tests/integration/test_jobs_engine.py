@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.engine import WorkerProcess, provision, read_topic, record_headers, wait_for
+from tests.support.engine import write_catalog as _write_catalog
 
 from streams.core import headers as h
 from streams.jobs.mail_render import verify_unsubscribe_token
@@ -20,8 +22,6 @@ from streams.kafka.publisher import Publisher
 from streams.settings import Settings
 from streams.testing.smtp import RecordingSMTPServer
 from streams.testing.webhook_receiver import WebhookReceiver
-from tests.support.engine import WorkerProcess, provision, read_topic, record_headers, wait_for
-from tests.support.engine import write_catalog as _write_catalog
 
 pytestmark = pytest.mark.kafka
 
