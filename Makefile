@@ -54,11 +54,7 @@ test: install
 	exit $$rc
 
 run: install
-	@if [ -z "$${STREAMS_KAFKA_BOOTSTRAP:-}" ]; then \
-	  "$(BIN)/streams" broker start; \
-	  export STREAMS_REPLICATION_FACTOR_OVERRIDE="$${STREAMS_REPLICATION_FACTOR_OVERRIDE:-1}"; \
-	fi; \
-	"$(BIN)/streams" topics apply
+	@exec "$(BIN)/streams" up $(UP_ARGS)
 
 bench: install
 	"$(BIN)/python" -m bench
