@@ -12,6 +12,10 @@ that the bench sets on the worker process (bench support only, never library cod
   BENCH_OUT      where the record goes (JSON, written once, atomically)
   BENCH_FETCH_MAX_WAIT_MS  experiment only: override the fetch_max_wait_ms that faust
                  hard-codes (1500) for its aiokafka consumer, to show its effect on P3/P1
+  BENCH_LEDGER_LINGER_MS  experiment only: the changelog writer waits this long after
+                 being woken before it cuts and sends a batch (a proposed engine change)
+  BENCH_NO_SPINNER=1  experiment only: drop faust's terminal spinner handler, which sets
+                 the root logger to DEBUG (so every aiokafka/faust debug call builds a record)
   BENCH_SAMPLER  N > 0: a thread samples every thread's stack each N ms (a poor man's
                  py-spy: no sampling profiler is installed here); the record gets
                  "stacks": [[monotonic_s, thread name, "file:line fn <- ..."], ...]
@@ -104,6 +108,36 @@ def _patch_fetch_max_wait(ms: int) -> None:
 
 if os.environ.get("BENCH_FETCH_MAX_WAIT_MS"):
     _patch_fetch_max_wait(int(os.environ["BENCH_FETCH_MAX_WAIT_MS"]))
+
+
+def _patch_ledger_linger(linger_s: float) -> None:
+    """Experiment: ChangelogWriter's wake-up event lingers before the writer runs."""
+    import asyncio
+
+    from streams.app import changelog
+
+    class LingeringEvent(asyncio.Event):
+        async def wait(self) -> Any:
+            result = await super().wait()
+            await asyncio.sleep(linger_s)
+            return result
+
+    original = changelog.ChangelogWriter.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self._wake = LingeringEvent()
+
+    changelog.ChangelogWriter.__init__ = init  # type: ignore[method-assign]
+
+
+if os.environ.get("BENCH_LEDGER_LINGER_MS"):
+    _patch_ledger_linger(int(os.environ["BENCH_LEDGER_LINGER_MS"]) / 1000)
+
+if os.environ.get("BENCH_NO_SPINNER") == "1":
+    import faust.worker
+
+    faust.worker.Worker._setup_spinner_handler = lambda self, logger, level: None  # type: ignore[method-assign]
 
 
 class _Sampler:

@@ -314,6 +314,13 @@ def percentile(values: list[float], q: float) -> float:
     return float(ordered[rank - 1])
 
 
+def cpu_us_per_event(record: Mapping[str, Any]) -> float:
+    """Process CPU time per event between the first and last event, in microseconds: on a
+    shared, noisy machine this moves much less than the rate does."""
+    cpu_s = float(record["last_cpu_s"]) - float(record["first_cpu_s"])
+    return cpu_s / max(1, int(record["calls"])) * 1e6
+
+
 def drain_rate(record: Mapping[str, Any]) -> tuple[float, float, float]:
     """(events/s, elapsed s, worker CPU share) from a handler or F0 record."""
     elapsed_s = max(1e-9, float(record["last_s"]) - float(record["first_s"]))

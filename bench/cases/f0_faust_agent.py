@@ -70,14 +70,23 @@ def run(ctx: BenchContext, state: _State) -> Sample:
         proc.wait(10)
     rate, elapsed_s, cpu = eng.drain_rate(record)
     eng.measured.setdefault("F0", []).append(rate)
-    return Sample(rate, {"elapsed_s": elapsed_s, "cpu_share": cpu})
+    return Sample(
+        rate,
+        {
+            "elapsed_s": elapsed_s,
+            "cpu_share": cpu,
+            "cpu_us_per_event": eng.cpu_us_per_event(record),
+        },
+    )
 
 
 def _note(summary: Summary) -> str:
     cpu = summary.detail("cpu_share")
+    us = summary.detail("cpu_us_per_event")
     return (
         f"faust agent counting + acking, noack().events(); agent process CPU "
-        f"{cpu[0]:.0%} of one core while draining"
+        f"{cpu[0]:.0%} of one core while draining, {us[0]:.0f} us CPU/event (min {us[1]:.0f}, "
+        f"max {us[2]:.0f})"
     )
 
 

@@ -51,13 +51,20 @@ def drain_once(
         record = eng.wait_record(out, worker, RUN_TIMEOUT_S, f"{label or 'P1'} drain")
         time.sleep(0.3)  # let the last done-marker flush land before reading counters
         counts = eng.outcomes(worker)
+        flushes = worker.metric("streams_ledger_flushes_total", family=eng.FAMILY)
     finally:
         eng.stop(worker)
     bad = {k: v for k, v in counts.items() if k != "done" and v}
     if counts["done"] != ctx.events or bad:
         raise RuntimeError(f"{app_id}: expected {ctx.events} done and nothing else, got {counts}")
     rate, elapsed_s, cpu = eng.drain_rate(record)
-    return rate, {"elapsed_s": elapsed_s, "cpu_share": cpu, "maxrss_mb": record["maxrss_kb"] / 1024}
+    return rate, {
+        "elapsed_s": elapsed_s,
+        "cpu_share": cpu,
+        "cpu_us_per_event": eng.cpu_us_per_event(record),
+        "maxrss_mb": record["maxrss_kb"] / 1024,
+        "events_per_flush": ctx.events / flushes if flushes else 0.0,
+    }
 
 
 def run(ctx: BenchContext, state: _State) -> Sample:
@@ -76,9 +83,13 @@ def _judge(summary: Summary, p0: Summary | None) -> bool:
 def _note(summary: Summary) -> str:
     cpu = summary.detail("cpu_share")
     rss = summary.detail("maxrss_mb")
+    per_flush = summary.detail("events_per_flush")
+    us = summary.detail("cpu_us_per_event")
     return (
         f"worker CPU {cpu[0]:.0%} of one core while draining (min {cpu[1]:.0%}, max "
-        f"{cpu[2]:.0%}); max RSS {rss[0]:.0f} MB; concurrency 64, distinct keys"
+        f"{cpu[2]:.0%}), {us[0]:.0f} us CPU/event (min {us[1]:.0f}, max {us[2]:.0f}); "
+        f"max RSS {rss[0]:.0f} MB; {per_flush[0]:.1f} events per ledger flush (one "
+        f"changelog record per partition per flush); concurrency 64, distinct keys"
     )
 
 

@@ -45,6 +45,8 @@ def run(ctx: BenchContext, state: _State) -> Sample:
             "off_events_per_s": off,
             "on_cpu_share": on_details["cpu_share"],
             "off_cpu_share": off_details["cpu_share"],
+            "on_cpu_us_per_event": on_details["cpu_us_per_event"],
+            "off_cpu_us_per_event": off_details["cpu_us_per_event"],
         },
     )
 
@@ -56,9 +58,12 @@ def _judge(summary: Summary, p0: Summary | None) -> bool:
 def _note(summary: Summary) -> str:
     on = summary.detail("on_events_per_s")
     off = summary.detail("off_events_per_s")
+    on_us = summary.detail("on_cpu_us_per_event")
+    off_us = summary.detail("off_cpu_us_per_event")
     return (
-        f"idempotency off median {off[0]:,.0f} events/s (min {off[1]:,.0f}, max {off[2]:,.0f}); "
-        f"on median {on[0]:,.0f} (min {on[1]:,.0f}, max {on[2]:,.0f}); value = % slower with it"
+        f"idempotency off median {off[0]:,.0f} events/s (min {off[1]:,.0f}, max {off[2]:,.0f}, "
+        f"{off_us[0]:.0f} us CPU/event); on median {on[0]:,.0f} (min {on[1]:,.0f}, max "
+        f"{on[2]:,.0f}, {on_us[0]:.0f} us CPU/event); value = % slower with it"
     )
 
 
