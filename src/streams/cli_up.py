@@ -71,6 +71,8 @@ def up(
     the DLQ) and shows their progress from the worker's /metrics; then keeps serving until
     Ctrl-C, which stops everything it started.
     """
+    from pydantic import ValidationError
+
     from streams.demo.runner import Up, UpOptions
 
     options = UpOptions(
@@ -83,4 +85,8 @@ def up(
         demo=not no_demo,
         worker_loglevel=worker_loglevel,
     )
-    sys.exit(Up(options).run())
+    try:
+        runner = Up(options)
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid STREAMS_* settings: {exc}") from None
+    sys.exit(runner.run())

@@ -159,6 +159,7 @@ class Up:
         self._worker_log = self.log_dir / "worker.log"
         self._http_port = 0
         self._tail: Any = None
+        self._snapshot: m.Snapshot = {}
         self._drawn = 0
         self._last_line = ""
 
@@ -469,8 +470,8 @@ class Up:
             health_url=self.health_url,
             bootstrap=self._bootstrap,
             dlq_topics={f: dlq_topic(self.settings.topic_prefix, f) for f in FAMILIES},
-            smtp_log=self._smtp._log.path,
-            webhook_log=self._receiver._log.path,
+            smtp_log=self._smtp.log_path,
+            webhook_log=self._receiver.log_path,
             worker_log=self._worker_log,
             broker_log=self._broker_log,
             smtp_address=f"{_LOOPBACK}:{self._smtp.port}",
@@ -546,11 +547,12 @@ class Up:
         return 0 if ok else 1
 
     def _scrape(self) -> m.Snapshot:
+        """The worker's metrics now; the last good reading when it does not answer."""
         try:
-            return m.scrape(self.metrics_url)
+            self._snapshot = m.scrape(self.metrics_url)
         except (OSError, ValueError):
             self._check_worker()
-            return {}
+        return self._snapshot
 
     def _view(
         self,

@@ -90,6 +90,10 @@ class SMTPCatcher(RecordingSMTPServer):
             }
         )
 
+    @property
+    def log_path(self) -> Path:
+        return self._log.path
+
     def accepted(self) -> set[str]:
         with self._lock:
             return set(self.accepted_ids)
@@ -113,6 +117,10 @@ class ReceiverThread:
     @property
     def url(self) -> str:
         return self.receiver.url
+
+    @property
+    def log_path(self) -> Path:
+        return self._log.path
 
     def start(self, timeout_s: float = 10.0) -> None:
         loop = asyncio.new_event_loop()
