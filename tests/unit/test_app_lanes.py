@@ -315,7 +315,7 @@ async def test_main_lane_admits_every_record_of_an_owned_partition(world_factory
     lane = Lane(
         w.lanes,
         topic="t.audit",
-        log_for=logs.get,  # TP1 is not ours: None
+        log_for=lambda tp, *_: logs.get(tp),  # TP1 is not ours: None
         scheduler=None,
         clock_ms=Clock(),
         skew_margin_ms=0,
@@ -343,7 +343,7 @@ async def test_retry_lane_holds_records_until_due(world_factory: Any) -> None:
     lane = Lane(
         w.lanes,
         topic=tp.topic,
-        log_for=lambda _: plog,
+        log_for=lambda tp, *_: plog,
         scheduler=scheduler,
         clock_ms=clock,
         skew_margin_ms=30,
@@ -377,7 +377,7 @@ async def test_an_admission_error_does_not_escape_the_agent(world_factory: Any) 
     w = world_factory()
     calls: list[Any] = []
 
-    def broken_log_for(tp: Any) -> PartitionLog:
+    def broken_log_for(tp: Any, *_: Any) -> PartitionLog:
         calls.append(tp)
         raise RuntimeError("boom")
 
