@@ -216,7 +216,8 @@ def make_settings(
         return made
 
     yield make
-    delete_topics_of(kafka_bootstrap, tuple(prefixes))
+    if not os.environ.get("STREAMS_TEST_KEEP_TOPICS"):  # keep them to debug a failure
+        delete_topics_of(kafka_bootstrap, tuple(prefixes))
 
 
 @pytest.fixture

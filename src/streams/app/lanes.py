@@ -136,7 +136,7 @@ class Lane:
         lanes: Lanes,
         *,
         topic: str,
-        log_for: Callable[[Any], PartitionLog | None],
+        log_for: Callable[[Any, int], PartitionLog | None],
         scheduler: DueScheduler | None,
         clock_ms: Callable[[], int],
         skew_margin_ms: int,
@@ -159,7 +159,7 @@ class Lane:
                 log.exception("%s: failed to admit a record of %s", self.lanes.family, self.topic)
 
     async def _admit(self, event: Any) -> None:
-        plog = self._log_for(event.message.tp)
+        plog = self._log_for(event.message.tp, event.message.offset)
         if plog is None:  # revoked, draining, or not (yet) ours: leave unacked
             return
         entry = plog.add(event)

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 _EXPIRY_INTERVAL_S = 60.0
 _LAG_INTERVAL_S = 5.0
+_RESYNC_RETRY_S = 30.0
 
 
 def wall_ms() -> int:
@@ -81,6 +82,9 @@ class Runtime:
         self.breakers = Breakers(self._breaker_policy, metrics, clock_ms)
         self._logs: dict[Any, PartitionLog] = {}
         self._active: set[Any] = set()
+        self._positioned = False  # partitions sought to their committed offsets
+        self._expected: dict[Any, int] = {}  # next offset to admit, per partition
+        self._resyncing: dict[Any, float] = {}  # partition -> when we sought back
         self._topic_family: dict[str, FamilyRuntime] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self.draining = False
@@ -217,13 +221,78 @@ class Runtime:
 
     # --- partitions ---------------------------------------------------------------------
 
-    def _log_for(self, tp: Any) -> PartitionLog | None:
-        if self.draining or tp not in self._active:
+    def _log_for(self, tp: Any, offset: int) -> PartitionLog | None:
+        """The partition's log if the record at ``offset`` may be admitted, else None (the
+        record stays unacked and is read again).
+
+        Offsets are admitted strictly in sequence from the committed position: a record
+        beyond the next expected offset means the fetch position skipped records (stale
+        positions after a rebalance, records dropped while revoking), so the partition is
+        sought back and records are dropped until the expected one arrives. Acking past a
+        record we never saw would commit past it (faust #606). Our topics have contiguous
+        offsets (delete policy, no transactional producers).
+        """
+        if self.draining or not self._positioned or tp not in self._active:
             return None
+        expected = self._expected.get(tp)
+        if expected is not None and offset != expected:
+            if offset > expected:
+                self._resync(tp, expected)
+            return None  # offset < expected: a re-delivery of a record already admitted
+        self._expected[tp] = offset + 1
+        if self._resyncing.pop(tp, None) is not None:
+            log.info("%s[%d] back in sequence at offset %d", tp.topic, tp.partition, offset)
         plog = self._logs.get(tp)
         if plog is None:
             plog = self._logs[tp] = PartitionLog(tp)
         return plog
+
+    def _resync(self, tp: Any, expected: int) -> None:
+        now = time.monotonic()
+        started = self._resyncing.get(tp)
+        if started is None:
+            log.warning(
+                "%s[%d]: offset %d expected but later records arrived; seeking back",
+                tp.topic,
+                tp.partition,
+                expected,
+            )
+            self._resyncing[tp] = now
+        elif now - started < _RESYNC_RETRY_S:
+            return
+        else:
+            log.error(
+                "%s[%d] has not delivered offset %d for %.0fs (a gap in the log? "
+                "transactional or compacted input is not supported); seeking again",
+                tp.topic,
+                tp.partition,
+                expected,
+                now - started,
+            )
+            self._resyncing[tp] = now
+        asyncio.get_running_loop().create_task(self.app.consumer.seek(tp, expected))
+
+    async def _position(self, tps: set[Any]) -> None:
+        """Seek every assigned partition to its committed offset (or the log start when
+        nothing is committed or the committed records were deleted) and expect it next.
+
+        aiokafka seeks only to committed offsets > 0 and otherwise keeps whatever fetch
+        position it had: a partition read (not committed) by this worker, owned by another
+        one in between and then handed back, resumed *after* records that had been dropped
+        unacked on revoke (a retry record held for an hour was skipped, found by a test).
+        """
+        if not tps:
+            return
+        from faust.transport.drivers.aiokafka import ensure_aiokafka_TP
+
+        consumer = self.app.consumer
+        committed = await consumer.seek_to_committed()
+        earliest = await consumer.earliest_offsets(*(ensure_aiokafka_TP(tp) for tp in tps))
+        start_of = {(tp.topic, tp.partition): offset for tp, offset in earliest.items()}
+        for tp in tps:
+            start = max(committed.get(tp) or 0, start_of.get((tp.topic, tp.partition)) or 0)
+            self._expected[tp] = start
+            await consumer.seek(tp, start)
 
     def _pause(self, tp: Any) -> None:
         self.app.consumer.pause_partitions({tp})
@@ -233,6 +302,7 @@ class Runtime:
             self.app.consumer.resume_partitions({tp})
 
     async def _on_assigned(self, sender: Any, assigned: set[Any], **kwargs: Any) -> None:
+        self._positioned = False
         self._active = {tp for tp in assigned if tp.topic in self._topic_family}
         self.assigned_once = True
         by_topic: dict[str, set[int]] = {}
@@ -254,34 +324,12 @@ class Runtime:
             for scheduler in fr.schedulers:
                 scheduler.repause()
         self.topology_errors = problems
-        await self._rewind_uncommitted(self._active)
+        await self._position(self._active)
+        self._positioned = True
         if problems:
             message = "co-partitioned assignment does not hold:\n" + "\n".join(problems)
             log.error(message)
             await self.app.crash(TopologyError(message))
-
-    async def _rewind_uncommitted(self, tps: set[Any]) -> None:
-        """Start every partition we (re)gain at its committed offset, or at the beginning
-        when nothing is committed.
-
-        aiokafka seeks only to committed offsets > 0 and otherwise keeps the fetch position
-        it had: a partition read (not committed) by this worker before, owned by another
-        worker in between and then handed back, resumed *after* records that were dropped
-        unacked on revoke (seen in tests: a retry record held for an hour was skipped).
-        """
-        if not tps:
-            return
-        consumer = self.app.consumer
-        committed = await consumer.seek_to_committed()
-        uncommitted = [tp for tp in tps if not committed.get(tp)]
-        if uncommitted:
-            from faust.transport.drivers.aiokafka import ensure_aiokafka_TP
-
-            await consumer._thread.seek_to_beginning(  # the aiokafka consumer thread's API
-                *(ensure_aiokafka_TP(tp) for tp in uncommitted)
-            )
-            for tp in uncommitted:
-                consumer._read_offset.pop(tp, None)  # faust would drop "already read" offsets
 
     async def _on_revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:
         await self.release(set(revoked), self.settings.drain_timeout_s)
@@ -291,6 +339,9 @@ class Runtime:
         ``timeout_s``), make done-markers durable, ack the finished prefix and commit."""
         tps = {tp for tp in tps if tp.topic in self._topic_family}
         self._active -= tps
+        for tp in tps:
+            self._expected.pop(tp, None)
+            self._resyncing.pop(tp, None)
         if not tps:
             return
         loop = asyncio.get_running_loop()
@@ -402,6 +453,9 @@ class Runtime:
             "not_rebalancing": not app.rebalancing,
             "not_draining": not self.draining,
             "topology_ok": not self.topology_errors,
+            "partitions_in_sequence": all(
+                time.monotonic() - since < _RESYNC_RETRY_S for since in self._resyncing.values()
+            ),
         }
 
 
