@@ -183,11 +183,6 @@ async def test_the_gauge_reads_closed_once_a_dependency_is_used() -> None:
     assert r.metrics.registry.get_sample_value("streams_circuit_state", {"dependency": DEP}) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor): a Deferred raised inside guard(a) - e.g. by a nested guard(b) whose "
-    "circuit is open - counts as a failure of dependency a; a deferral says nothing about a",
-)
 async def test_a_deferral_from_a_nested_guard_is_not_a_failure_of_the_outer_one() -> None:
     r = Rig()
     await r.fail(3)  # DEP is open

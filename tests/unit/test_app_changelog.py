@@ -167,12 +167,6 @@ async def test_discarding_everything_pending_makes_the_writer_idle(
     assert r.calls == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ChangelogWriter.discard() sets the idle event while a flush is in flight "
-    "(pending is empty because it was swapped out), so flush() returns True before the "
-    "in-flight writes of the partitions that were kept are acknowledged",
-)
 async def test_discard_does_not_end_an_in_flight_flush_early(
     rig_factory: Callable[..., Rig],
 ) -> None:

@@ -241,11 +241,6 @@ async def test_cancel_leaves_other_partitions_running(world_factory: Any) -> Non
     await until(lambda: w.acks.offsets(partition=0) == [0])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Lanes.cancel() of a chain whose task has not started yet: the coroutine is "
-    "cancelled before its try block, so its slot, running count and chain are never released",
-)
 async def test_cancel_right_after_admit_frees_the_slot(world_factory: Any) -> None:
     w = world_factory(concurrency=1)
     await w.lanes.admit(w.entry(TP0, 0, key=b"a"))  # task created, not yet started

@@ -64,6 +64,7 @@ class Rig:
         changelog_auto: bool = True,
         timeout_s: float = 1.0,
         gate: Gate | None = None,
+        on_dependency_timeout: Callable[[str], None] = lambda name: None,
         guard: DependencyGuard = no_guard,
         decoder: Any = None,
     ) -> None:
@@ -105,6 +106,7 @@ class Rig:
             metrics=self.metrics,
             clock_ms=self.clock,
             guard=guard,
+            on_dependency_timeout=on_dependency_timeout,
             gate=gate,
             rand=lambda: 0.5,
         )
@@ -520,12 +522,6 @@ async def test_the_guard_is_the_handlers_dependency(rig_factory: Callable[..., R
     assert r.acks.offsets() == [0, 1, 2]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a handler timeout cancels the body inside ctx.dependency(...); the guard "
-    "treats CancelledError as 'no verdict', so a dependency that hangs until the handler "
-    "timeout never opens its circuit (every event waits the full timeout and uses an attempt)",
-)
 async def test_handler_timeouts_inside_a_dependency_open_its_circuit(
     rig_factory: Callable[..., Rig],
 ) -> None:
@@ -536,7 +532,12 @@ async def test_handler_timeouts_inside_a_dependency_open_its_circuit(
         async with ctx.dependency("http:hooks.example:443"):
             await asyncio.sleep(10)  # connect never completes
 
-    r = rig_factory(handler=black_holed, guard=breakers.guard, timeout_s=0.02)
+    r = rig_factory(
+        handler=black_holed,
+        guard=breakers.guard,
+        on_dependency_timeout=breakers.record_timeout,
+        timeout_s=0.02,
+    )
     for offset, event_id in enumerate(["a", "b"]):
         await r.processor.process(r.entry(offset, event_id=event_id))
     assert breakers.registry.get("http:hooks.example:443").state == "open"

@@ -11,12 +11,29 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextvars import ContextVar
 
 from streams.catalog import CircuitBreakerPolicy
 from streams.core.breaker import BreakerRegistry
 from streams.errors import Deferred, HandlerError
 from streams.metrics import BREAKER_STATE_VALUES, Metrics
+
+# dependencies whose guarded call was interrupted (cancelled) in the current handler run
+_INTERRUPTED: ContextVar[list[str] | None] = ContextVar("streams_interrupted_calls", default=None)
+
+
+@contextlib.contextmanager
+def interrupted_calls() -> Iterator[list[str]]:
+    """Collect the dependencies whose guarded call is cancelled while this block runs (the
+    processor uses it to count a handler timeout as a failure of the dependency it hung on:
+    the guard itself cannot tell a timeout from a shutdown)."""
+    names: list[str] = []
+    token = _INTERRUPTED.set(names)
+    try:
+        yield names
+    finally:
+        _INTERRUPTED.reset(token)
 
 
 def _wall_ms() -> int:
@@ -32,6 +49,10 @@ class Breakers:
     ) -> None:
         self._metrics = metrics
         self.registry = BreakerRegistry(policy_for, clock_ms, on_transition=self._on_transition)
+
+    def record_timeout(self, name: str) -> None:
+        """A handler timed out while calling ``name``: a failure of that dependency."""
+        self.registry.get(name).record_failure()
 
     def _on_transition(self, name: str, from_state: str, to_state: str) -> None:
         self._metrics.breaker_transitions.labels(name, from_state, to_state).inc()
@@ -52,6 +73,9 @@ class Breakers:
             self._metrics.breaker_state.labels(name).set(0)
         try:
             yield
+        except Deferred:  # deferred by something nested (another open circuit): no verdict
+            breaker.release_probe()
+            raise
         except HandlerError as exc:
             if exc.retriable:
                 breaker.record_failure()
@@ -61,8 +85,11 @@ class Breakers:
         except BaseException as exc:
             if isinstance(exc, Exception):
                 breaker.record_failure()
-            else:  # cancelled: no verdict on the dependency
+            else:  # cancelled: no verdict here (the processor counts its own timeouts)
                 breaker.release_probe()
+                interrupted = _INTERRUPTED.get()
+                if interrupted is not None:
+                    interrupted.append(name)
             raise
         else:
             breaker.record_success()

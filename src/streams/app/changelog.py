@@ -46,6 +46,7 @@ class ChangelogWriter:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        self._flushing = False
 
     def start(self) -> None:
         if self._task is None:
@@ -88,7 +89,7 @@ class ChangelogWriter:
         for p in partitions:
             self._pending.pop(p, None)
             self._callbacks.pop(p, None)
-        if not self._pending and not self._callbacks:
+        if not self._pending and not self._callbacks and not self._flushing:
             self._idle.set()
 
     async def flush(self, timeout_s: float | None = None) -> bool:
@@ -111,7 +112,11 @@ class ChangelogWriter:
             pending, self._pending = self._pending, {}
             callbacks, self._callbacks = self._callbacks, {}
             started = time.perf_counter()
-            await self._send_all(pending)
+            self._flushing = True
+            try:
+                await self._send_all(pending)
+            finally:
+                self._flushing = False
             self._on_flush(time.perf_counter() - started)
             for cbs in callbacks.values():
                 for cb in cbs:

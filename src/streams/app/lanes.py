@@ -63,6 +63,7 @@ class Lanes:
         self._chains[chain_key] = deque()
         task = asyncio.get_running_loop().create_task(self._run(entry, chain_key))
         self._tasks[chain_key] = task
+        task.add_done_callback(lambda t: self._cancelled_before_start(t, entry, chain_key))
 
     async def _run(self, entry: Entry, chain_key: tuple[Any, bytes | None]) -> None:
         while True:
@@ -84,6 +85,18 @@ class Lanes:
                 self._tasks.pop(chain_key, None)
                 return
             entry = chain.popleft()
+
+    def _cancelled_before_start(
+        self, task: asyncio.Task[None], entry: Entry, chain_key: tuple[Any, bytes | None]
+    ) -> None:
+        """A chain task cancelled before its first step never ran ``_run``'s cleanup:
+        release its slot and its queued records here (``_run`` unregisters itself)."""
+        if self._tasks.get(chain_key) is not task:
+            return
+        del self._tasks[chain_key]
+        self._done(entry)
+        for queued in self._chains.pop(chain_key, ()):
+            self._done(queued)
 
     def _done(self, entry: Entry) -> None:
         self._sem.release()

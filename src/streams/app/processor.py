@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from streams.app.breakers import interrupted_calls
 from streams.app.ledger import Ledger
 from streams.app.ordering import Entry
 from streams.catalog import Family
@@ -78,6 +79,7 @@ class Processor:
         metrics: Metrics,
         clock_ms: Callable[[], int],
         guard: DependencyGuard = no_guard,
+        on_dependency_timeout: Callable[[str], None] = lambda name: None,
         gate: RateGate | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
@@ -91,6 +93,7 @@ class Processor:
         self._metrics = metrics
         self._clock_ms = clock_ms
         self._guard = guard
+        self._on_dependency_timeout = on_dependency_timeout
         self._gate = gate
         self._rand = rand
         m = metrics
@@ -155,10 +158,14 @@ class Processor:
         timeout_s = self._config.handler_timeout_s
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(timeout_s):
-                await handler(event, ctx)
-        except TimeoutError:
-            raise Retryable(f"handler timed out after {timeout_s:g}s") from None
+            with interrupted_calls() as hung:
+                try:
+                    async with asyncio.timeout(timeout_s):
+                        await handler(event, ctx)
+                except TimeoutError:
+                    for name in hung:  # the dependency it hung on failed, for the breaker
+                        self._on_dependency_timeout(name)
+                    raise Retryable(f"handler timed out after {timeout_s:g}s") from None
         finally:
             self._metrics.handler_duration.labels(self._name, event_type).observe(
                 time.perf_counter() - started

@@ -171,6 +171,7 @@ class Runtime:
             metrics=self.metrics,
             clock_ms=self.clock_ms,
             guard=self.breakers.guard,
+            on_dependency_timeout=self.breakers.record_timeout,
             gate=gate,
         )
         lanes = Lanes(
