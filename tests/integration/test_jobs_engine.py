@@ -325,3 +325,43 @@ def test_webhook_outcomes_through_the_engine(
             assert ok not in reasons
         finally:
             rig.close()
+
+
+def test_bucket_state_survives_a_restart(
+    make_settings: Callable[..., Settings], tmp_path: Path, smtp: RecordingSMTPServer
+) -> None:
+    limit = {
+        "name": "per_user",
+        "scope": "key",
+        "limit": 2,
+        "per": "1h",
+        "on_exceed": "defer",
+        "max_defer": "2h",
+    }
+    rig = Rig(
+        make_settings,
+        tmp_path,
+        "email",
+        email_family(
+            rate_limits=[limit],
+            retry={"delays": ["1s", "1h"], "max_attempts": 5, "jitter": 0.0, "retention": "1d"},
+        ),
+        smtp_env(smtp),
+    )
+    try:
+        worker = rig.start()
+        spent = [
+            r.event_id for r in rig.publisher.publish_batch([email("carol", i) for i in range(2)])
+        ]
+        wait_for(lambda: set(spent) <= set(event_ids(smtp)), 20, "the first two emails")
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+        worker = rig.start()  # the bucket comes back from the changelog
+        third = rig.publisher.publish("email.requested", email("carol", 3)[1]).event_id
+        other = rig.publisher.publish("email.requested", email("dave", 1)[1]).event_id
+        wait_for(lambda: other in event_ids(smtp), 20, "another user's email")
+        wait_for(lambda: worker.metric("streams_deferrals_total") >= 1, 20, "the deferral")
+        assert third not in event_ids(smtp), "the bucket was forgotten across the restart"
+        assert worker.metric("streams_retries_total") == 0
+    finally:
+        rig.close()
