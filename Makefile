@@ -2,7 +2,8 @@
 #
 #   make install   .venv with Python >= 3.11 and `pip install -e '.[dev]'` (skipped when current)
 #   make test      the whole pytest suite (a real Kafka broker is started when tests need one)
-#   make run       local broker (unless STREAMS_KAFKA_BOOTSTRAP is set) + `streams topics apply`
+#   make run       the whole system (`streams up`): local broker unless STREAMS_KAFKA_BOOTSTRAP
+#                  is set, topics, worker, SMTP + webhook catchers, a demo with live progress
 #   make bench     the benchmark suite (python -m bench)
 #   make lint      ruff check, ruff format --check, mypy
 #   make clean     caches and build leftovers; `make distclean` also removes .venv and .streams
