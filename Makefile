@@ -21,7 +21,7 @@ PYTEST_ARGS ?=
 .PHONY: help install test run bench lint clean distclean
 
 help:
-	@sed -n '3,9p' Makefile | sed 's/^# *//'
+	@sed -n '3,10p' Makefile | sed 's/^# *//'
 
 install: $(STAMP)
 
