@@ -57,6 +57,7 @@ class Summary:
     ratio_to_p0: float | None = None
     ratio_to_f0: float | None = None
     passed: bool | None = None
+    errors: list[str] = field(default_factory=list)  # runs (or the setup) that raised
 
     @property
     def values(self) -> list[float]:
@@ -247,12 +248,21 @@ def run_cases(cases: list[Case], ctx: BenchContext, repeat: int) -> list[Summary
     try:
         for case in cases:
             print(f"[{case.id}] setup ...", file=sys.stderr)
-            states[case.id] = case.setup(ctx)
+            try:
+                states[case.id] = case.setup(ctx)
+            except Exception as exc:  # one broken case must not lose the others' figures
+                _report_error(summaries[case.id], "setup", exc)
         for round_no in range(1, repeat + 1):
             for case in cases:
                 if case.max_rounds is not None and round_no > case.max_rounds:
                     continue
-                sample = case.run(ctx, states[case.id])
+                if case.id not in states:
+                    continue
+                try:
+                    sample = case.run(ctx, states[case.id])
+                except Exception as exc:
+                    _report_error(summaries[case.id], f"round {round_no}", exc)
+                    continue
                 summaries[case.id].samples.append(sample)
                 print(
                     f"[{case.id}] round {round_no}/{repeat}: {sample.value:,.0f} {case.unit}",
@@ -265,7 +275,12 @@ def run_cases(cases: list[Case], ctx: BenchContext, repeat: int) -> list[Summary
                     case.teardown(states[case.id])
     p0 = summaries.get("P0")
     f0 = summaries.get("F0")  # the bare faust agent: the framework's own ceiling
+    p0 = p0 if p0 is not None and p0.samples else None
+    f0 = f0 if f0 is not None and f0.samples else None
     for summary in summaries.values():
+        if not summary.samples:
+            summary.passed = False if summary.errors else None
+            continue
         if p0 is not None and summary.case.unit == p0.case.unit and p0.median > 0:
             summary.ratio_to_p0 = summary.median / p0.median
         if f0 is not None and summary.case.unit == f0.case.unit and f0.median > 0:
@@ -274,12 +289,38 @@ def run_cases(cases: list[Case], ctx: BenchContext, repeat: int) -> list[Summary
     return list(summaries.values())
 
 
+def _report_error(summary: Summary, when: str, exc: Exception) -> None:
+    import traceback
+
+    traceback.print_exception(exc, file=sys.stderr)
+    summary.errors.append(f"{when}: {exc!r}"[:2000])
+    print(f"[{summary.case.id}] {when} FAILED: {exc!r}"[:500], file=sys.stderr)
+
+
 def render_table(summaries: list[Summary]) -> str:
     """A fixed-width table: one row per case."""
     header = ("case", "what", "median", "min", "max", "unit", "x P0", "x F0", "target", "result")
     rows = [header]
     for s in summaries:
         verdict = {True: "PASS", False: "FAIL", None: "-"}[s.passed]
+        if not s.samples:
+            rows.append(
+                (
+                    s.case.id,
+                    s.case.title,
+                    "-",
+                    "-",
+                    "-",
+                    s.case.unit,
+                    "-",
+                    "-",
+                    s.case.target,
+                    "ERROR" if s.errors else "-",
+                )
+            )
+            continue
+        if s.errors:
+            verdict += f" ({len(s.errors)} run(s) failed)"
         rows.append(
             (
                 s.case.id,
@@ -297,7 +338,8 @@ def render_table(summaries: list[Summary]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    notes = [f"  {s.case.id}: {s.case.note(s)}" for s in summaries if s.case.note(s)]
+    notes = [f"  {s.case.id}: {s.case.note(s)}" for s in summaries if s.samples and s.case.note(s)]
+    notes += [f"  {s.case.id}: ERROR {e[:300]}" for s in summaries for e in s.errors]
     return "\n".join(lines + (["", "notes:", *notes] if notes else []))
 
 
@@ -331,13 +373,14 @@ def results_document(
                 "unit": s.case.unit,
                 "target": s.case.target,
                 "concurrency": s.case.concurrency,
-                "median": s.median,
-                "min": min(s.values),
-                "max": max(s.values),
+                "median": s.median if s.samples else None,
+                "min": min(s.values) if s.samples else None,
+                "max": max(s.values) if s.samples else None,
                 "ratio_to_p0": s.ratio_to_p0,
                 "ratio_to_f0": s.ratio_to_f0,
                 "passed": s.passed,
-                "note": s.case.note(s),
+                "note": s.case.note(s) if s.samples else "",
+                "errors": s.errors,
                 "samples": [{"value": x.value, "details": dict(x.details)} for x in s.samples],
             }
             for s in summaries
