@@ -227,8 +227,15 @@ def test_email_across_a_worker_restart(
         assert worker.wait(30) in (0, -signal.SIGKILL)
         sent_before = len(server.messages)
         assert sent_before < len(items), "the run finished before the restart"
-        rig.start()
-        wait_for(lambda: set(locales) <= set(event_ids(server)), 90, "every email")
+        second = rig.start()
+        try:
+            wait_for(lambda: set(locales) <= set(event_ids(server)), 90, "every email")
+        except AssertionError:
+            missing = set(locales) - set(event_ids(server))
+            raise AssertionError(
+                f"{len(missing)} email(s) never sent, e.g. {sorted(missing)[:3]}; "
+                f"health {second.health()}; worker log:\n{second.tail(120)}"
+            ) from None
         counts = Counter(event_ids(server))
         duplicates = sum(c - 1 for c in counts.values())
         print(f"\n{how}: {sent_before} before the restart, {duplicates} duplicate(s)")

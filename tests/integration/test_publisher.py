@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 from click.testing import CliRunner
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from streams.catalog import Catalog, load_catalog
@@ -87,14 +87,30 @@ def publisher(settings: Settings, email_catalog: Catalog, topics: str) -> Iterat
 
 
 def end_offsets(settings: Settings, topic: str) -> list[int]:
-    """High watermark of every partition of ``topic``."""
+    """High watermark of every partition of ``topic``.
+
+    Retries while a just-created topic's leadership settles (NOT_LEADER_FOR_PARTITION).
+    """
     consumer = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": "unused"})
     try:
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        return [
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in sorted(meta.partitions)
-        ]
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                return [
+                    consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                    for p in sorted(meta.partitions)
+                ]
+            except KafkaException as exc:
+                err = exc.args[0]
+                settling = err.code() in (
+                    KafkaError.NOT_LEADER_FOR_PARTITION,
+                    KafkaError.LEADER_NOT_AVAILABLE,
+                    KafkaError.UNKNOWN_TOPIC_OR_PART,
+                )
+                if not (settling or err.retriable()) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
     finally:
         consumer.close()
 

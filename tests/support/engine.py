@@ -107,7 +107,7 @@ class WorkerProcess:
             "--handlers",
             self.handlers,
             "--loglevel",
-            os.environ.get("STREAMS_TEST_LOGLEVEL", "warning"),
+            os.environ.get("STREAMS_TEST_LOGLEVEL", "info"),
         ]
         for fam in self.families:
             cmd += ["--family", fam]
