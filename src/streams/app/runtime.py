@@ -271,7 +271,18 @@ class Runtime:
                 now - started,
             )
             self._resyncing[tp] = now
-        asyncio.get_running_loop().create_task(self.app.consumer.seek(tp, expected))
+        asyncio.get_running_loop().create_task(self._seek({tp: expected}))
+
+    async def _seek(self, offsets: dict[Any, int]) -> None:
+        """Seek in the consumer's own thread and wait until the positions are set.
+
+        faust's ``Consumer.seek`` calls aiokafka from the event loop's thread while aiokafka
+        runs in the consumer thread; such a seek was seen not to take effect (a partition
+        then waited forever for its expected offset)."""
+        try:
+            await self.app.consumer._thread.seek_wait(offsets)
+        except Exception as exc:  # retried by the next out-of-sequence record
+            log.warning("seek to %s failed: %r", offsets, exc)
 
     async def _position(self, tps: set[Any]) -> None:
         """Seek every assigned partition to its committed offset (or the log start when
@@ -290,10 +301,12 @@ class Runtime:
         committed = await consumer.seek_to_committed()
         earliest = await consumer.earliest_offsets(*(ensure_aiokafka_TP(tp) for tp in tps))
         start_of = {(tp.topic, tp.partition): offset for tp, offset in earliest.items()}
-        for tp in tps:
-            start = max(committed.get(tp) or 0, start_of.get((tp.topic, tp.partition)) or 0)
-            self._expected[tp] = start
-            await consumer.seek(tp, start)
+        starts = {
+            tp: max(committed.get(tp) or 0, start_of.get((tp.topic, tp.partition)) or 0)
+            for tp in tps
+        }
+        self._expected.update(starts)
+        await consumer._thread.seek_wait(starts)
 
     def _pause(self, tp: Any) -> None:
         self.app.consumer.pause_partitions({tp})
