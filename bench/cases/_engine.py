@@ -52,7 +52,10 @@ PIPE_AUDIT: dict[str, Any] = {
 }
 
 _ROOT = Path(tempfile.mkdtemp(prefix="streams-bench-"))
-atexit.register(shutil.rmtree, _ROOT, True)
+if os.environ.get("BENCH_KEEP") == "1":  # keep catalogs, worker logs and records
+    atexit.register(print, f"bench: worker logs and records kept in {_ROOT}", file=sys.stderr)
+else:
+    atexit.register(shutil.rmtree, _ROOT, True)
 _preloaded: dict[str, int] = {}
 _families: dict[str, BenchFamily] = {}
 # Figures one case measured that a later case of the same run uses (P3 runs at half of P1).

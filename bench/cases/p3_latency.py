@@ -1,13 +1,14 @@
 """P3: end-to-end latency at half of P1's rate: event create time -> side effect.
 
-The ``live`` audit family (PIPE_AUDIT: the run's partition count, concurrency 64,
-idempotency on) starts empty. Each run starts a worker with the ``latency`` bench handler,
-waits for /health/ready, publishes 200 warm-up events, then publishes for ~6 s at a steady
-rate R with the SDK (``publish_batch_async`` every 5 ms, not waiting for the previous
-batch, so acknowledgements do not pace the sender), 1,000 distinct keys. The handler
-records ``now_ms - envelope.occurred_at_ms`` per event (both wall clocks of this machine;
-``occurred_at_ms`` is set by the SDK when it builds the record, so the figure includes the
-SDK's 5 ms linger, the broker, the fetch and the pipeline up to the handler call).
+The ``live<round>`` audit family (PIPE_AUDIT: the run's partition count, concurrency 64,
+idempotency on) starts empty (new topics every round). Each run starts a worker with the
+``latency`` bench handler, waits for /health/ready, publishes 200 warm-up events, then
+publishes for ~6 s at a steady rate R with the SDK (``publish_batch_async`` every 5 ms, not
+waiting for the previous batch, so acknowledgements do not pace the sender), 1,000 distinct
+keys. The handler records ``now_ms - envelope.occurred_at_ms`` per event (both wall clocks
+of this machine; ``occurred_at_ms`` is set by the SDK when it builds the record, so the
+figure includes the SDK's 5 ms linger, the broker, the fetch and the pipeline up to the
+handler call).
 
 R = half of P1's median events/s measured earlier in the same bench run; without P1 in
 the run, ``BENCH_P3_RATE`` or the P1 median of the newest results file in bench/results,
@@ -41,22 +42,23 @@ RUN_TIMEOUT_S = 120.0
 
 @dataclass
 class _State:
-    fam: eng.BenchFamily
+    body: dict[str, Any]
     pad: str
+    rounds: int = 0
 
 
 def setup(ctx: BenchContext) -> _State:
     body = dict(eng.PIPE_AUDIT)
     if os.environ.get("BENCH_P3_IDEMPOTENCY", "1") == "0":  # diagnosis: without the ledger
         body["idempotency"] = {"enabled": False}
-    fam = eng.family(ctx, "live", body)
+    fam = eng.family(ctx, "live0", body)
     fam.provision()
     publisher = fam.publisher()
     try:
         pad = eng.pad_for(publisher, ctx.payload_bytes, KEYS)
     finally:
         publisher.close(10)
-    return _State(fam, pad)
+    return _State(body, pad)
 
 
 def rate_for_run() -> tuple[float, str]:
@@ -101,7 +103,8 @@ async def _publish_steady(
 
 
 def run(ctx: BenchContext, state: _State) -> Sample:
-    fam = state.fam
+    state.rounds += 1  # empty topics every round: a fresh group must not meet old events
+    fam = eng.family(ctx, f"live{state.rounds}", state.body)
     rate, source = rate_for_run()
     steady = max(500, int(rate * STEADY_S))
     app_id = fam.next_app_id()

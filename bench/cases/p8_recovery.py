@@ -1,13 +1,14 @@
 """P8: recovery: SIGKILL -> first offset commit by the restarted worker (static membership).
 
-The ``recover`` audit family (PIPE_AUDIT) starts empty. Worker A (``STREAMS_WORKER_ID=w1``,
-so ``consumer_group_instance_id=<app id>-w1``) runs the no-op handler while the bench
-publishes 500 events/s from a thread. Once A has committed offsets and run for 3 s, the
-bench SIGKILLs it and at once starts worker B with the same worker id and app id, then
-polls the group's committed offsets of the main topic (OffsetFetch through a
-non-subscribed confluent-kafka consumer, every 50 ms). The value is milliseconds from the
-kill to the first committed offset past what A had committed; target <= session timeout + 5 s
-(STREAMS_SESSION_TIMEOUT_S, default 15 s). Also reported: seconds to B's /health/ready.
+The ``recover<round>`` audit family (PIPE_AUDIT) starts empty (new topics every round).
+Worker A (``STREAMS_WORKER_ID=w1``, so ``consumer_group_instance_id=<app id>-w1``) runs the
+no-op handler while the bench publishes 500 events/s from a thread. Once A has committed
+offsets and run for 3 s, the bench SIGKILLs it and at once starts worker B with the same
+worker id and app id, then polls the group's committed offsets of the main topic
+(OffsetFetch through a non-subscribed confluent-kafka consumer, every 50 ms). The value is
+milliseconds from the kill to the first committed offset past what A had committed; target
+<= session timeout + 5 s (STREAMS_SESSION_TIMEOUT_S, default 15 s). Also reported: seconds
+to B's /health/ready.
 """
 
 from __future__ import annotations
@@ -30,20 +31,20 @@ KEYS = 1000
 
 @dataclass
 class _State:
-    fam: eng.BenchFamily
     pad: str
     session_timeout_s: float
+    rounds: int = 0
 
 
 def setup(ctx: BenchContext) -> _State:
-    fam = eng.family(ctx, "recover", eng.PIPE_AUDIT)
+    fam = eng.family(ctx, "recover0", eng.PIPE_AUDIT)
     settings = fam.provision()
     publisher = fam.publisher()
     try:
         pad = eng.pad_for(publisher, ctx.payload_bytes, KEYS)
     finally:
         publisher.close(10)
-    return _State(fam, pad, float(settings.session_timeout_s))
+    return _State(pad, float(settings.session_timeout_s))
 
 
 class _Feeder(threading.Thread):
@@ -81,7 +82,8 @@ def _committed(consumer: Consumer, topic: str, partitions: int) -> dict[int, int
 
 
 def run(ctx: BenchContext, state: _State) -> Sample:
-    fam = state.fam
+    state.rounds += 1  # new, empty topics every round
+    fam = eng.family(ctx, f"recover{state.rounds}", eng.PIPE_AUDIT)
     app_id = fam.next_app_id()
     settings = fam.provision(app_id)
     env = {"BENCH_MODE": "noop"}
