@@ -75,6 +75,7 @@ class Metrics:
     ledger_flush_duration: Histogram
     idempotency_keys: Gauge
     route_failures: Counter
+    not_admitted: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -195,6 +196,14 @@ class Metrics:
                 "idempotency_keys",
                 "Event ids held in the idempotency index",
                 ["family"],
+                namespace=ns,
+                registry=reg,
+            ),
+            not_admitted=Counter(
+                "records_not_admitted",
+                "Records left unacked at admission, by reason "
+                "(not_positioned, not_assigned, draining, redelivered, out_of_sequence)",
+                ["topic", "reason"],
                 namespace=ns,
                 registry=reg,
             ),

@@ -232,9 +232,22 @@ def test_email_across_a_worker_restart(
             wait_for(lambda: set(locales) <= set(event_ids(server)), 90, "every email")
         except AssertionError:
             missing = set(locales) - set(event_ids(server))
+            counters = "\n".join(
+                line
+                for line in second.metrics().splitlines()
+                if line.startswith(
+                    (
+                        "streams_events_total",
+                        "streams_records_not_admitted",
+                        "streams_in_flight",
+                        "streams_consumer_lag",
+                    )
+                )
+            )
             raise AssertionError(
                 f"{len(missing)} email(s) never sent, e.g. {sorted(missing)[:3]}; "
-                f"health {second.health()}; worker log:\n{second.tail(120)}"
+                f"health {second.health()}; metrics:\n{counters}\n"
+                f"worker log:\n{second.tail(60)}"
             ) from None
         counts = Counter(event_ids(server))
         duplicates = sum(c - 1 for c in counts.values())

@@ -84,7 +84,8 @@ class Runtime:
         self._active: set[Any] = set()
         self._positioned = False  # partitions sought to their committed offsets
         self._expected: dict[Any, int] = {}  # next offset to admit, per partition
-        self._resyncing: dict[Any, float] = {}  # partition -> when we sought back
+        # partition -> (out of sequence since, last seek back), both monotonic seconds
+        self._resyncing: dict[Any, tuple[float, float]] = {}
         self._topic_family: dict[str, FamilyRuntime] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self.draining = False
@@ -234,12 +235,23 @@ class Runtime:
         offsets (delete policy, no transactional producers).
         """
         if self.draining or not self._positioned or tp not in self._active:
+            reason = (
+                "draining"
+                if self.draining
+                else "not_positioned"
+                if not self._positioned
+                else "not_assigned"
+            )
+            self.metrics.not_admitted.labels(tp.topic, reason).inc()
             return None
         expected = self._expected.get(tp)
         if expected is not None and offset != expected:
             if offset > expected:
+                self.metrics.not_admitted.labels(tp.topic, "out_of_sequence").inc()
                 self._resync(tp, expected)
-            return None  # offset < expected: a re-delivery of a record already admitted
+            else:  # a re-delivery of a record already admitted
+                self.metrics.not_admitted.labels(tp.topic, "redelivered").inc()
+            return None
         self._expected[tp] = offset + 1
         if self._resyncing.pop(tp, None) is not None:
             log.info("%s[%d] back in sequence at offset %d", tp.topic, tp.partition, offset)
@@ -250,16 +262,15 @@ class Runtime:
 
     def _resync(self, tp: Any, expected: int) -> None:
         now = time.monotonic()
-        started = self._resyncing.get(tp)
-        if started is None:
+        since, last_seek = self._resyncing.get(tp, (now, 0.0))
+        if last_seek == 0.0:
             log.warning(
                 "%s[%d]: offset %d expected but later records arrived; seeking back",
                 tp.topic,
                 tp.partition,
                 expected,
             )
-            self._resyncing[tp] = now
-        elif now - started < _RESYNC_RETRY_S:
+        elif now - last_seek < _RESYNC_RETRY_S:
             return
         else:
             log.error(
@@ -268,9 +279,9 @@ class Runtime:
                 tp.topic,
                 tp.partition,
                 expected,
-                now - started,
+                now - since,
             )
-            self._resyncing[tp] = now
+        self._resyncing[tp] = (since, now)
         asyncio.get_running_loop().create_task(self._seek({tp: expected}))
 
     async def _seek(self, offsets: dict[Any, int]) -> None:
@@ -468,7 +479,7 @@ class Runtime:
             "not_draining": not self.draining,
             "topology_ok": not self.topology_errors,
             "partitions_in_sequence": all(
-                time.monotonic() - since < _RESYNC_RETRY_S for since in self._resyncing.values()
+                time.monotonic() - since < _RESYNC_RETRY_S for since, _ in self._resyncing.values()
             ),
         }
 
