@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from streams.app.ordering import Entry, PartitionLog
@@ -150,6 +150,7 @@ class Lane:
         *,
         topic: str,
         log_for: Callable[[Any, int], PartitionLog | None],
+        admission: Callable[[], Awaitable[None]] | None = None,
         scheduler: DueScheduler | None,
         clock_ms: Callable[[], int],
         skew_margin_ms: int,
@@ -157,6 +158,7 @@ class Lane:
         self.lanes = lanes
         self.topic = topic
         self._log_for = log_for
+        self._admission = admission
         self.scheduler = scheduler
         self._clock_ms = clock_ms
         self._skew_margin_ms = skew_margin_ms
@@ -172,6 +174,8 @@ class Lane:
                 log.exception("%s: failed to admit a record of %s", self.lanes.family, self.topic)
 
     async def _admit(self, event: Any) -> None:
+        if self._admission is not None:
+            await self._admission()
         plog = self._log_for(event.message.tp, event.message.offset)
         if plog is None:  # revoked, draining, or not (yet) ours: leave unacked
             return

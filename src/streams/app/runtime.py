@@ -83,12 +83,14 @@ class Runtime:
         self._logs: dict[Any, PartitionLog] = {}
         self._active: set[Any] = set()
         self._positioned = False  # partitions sought to their committed offsets
+        self._admission_event: asyncio.Event | None = None
         self._expected: dict[Any, int] = {}  # next offset to admit, per partition
         # partition -> (out of sequence since, last seek back), both monotonic seconds
         self._resyncing: dict[Any, tuple[float, float]] = {}
         self._topic_family: dict[str, FamilyRuntime] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self.draining = False
+        self._stopping = False
         self.assigned_once = False
         self.started = False
         self.topology_errors: list[str] = []
@@ -199,6 +201,7 @@ class Runtime:
                 lanes,
                 topic=name,
                 log_for=self._log_for,
+                admission=self.admission,
                 scheduler=scheduler,
                 clock_ms=self.clock_ms,
                 skew_margin_ms=settings.clock_skew_margin_ms,
@@ -222,6 +225,20 @@ class Runtime:
         self.app.agent(channel, name=f"streams.lane.{topic_name}")(consume)
 
     # --- partitions ---------------------------------------------------------------------
+
+    async def admission(self) -> None:
+        """Wait while partitions are being (re)positioned after an assignment.
+
+        Records fetched meanwhile are held by their lane instead of dropped: dropping the
+        first records of a partition and admitting later ones would leave a gap.
+        """
+        if not self._positioned and not self.draining:
+            await self._admission_open().wait()
+
+    def _admission_open(self) -> asyncio.Event:
+        if self._admission_event is None:
+            self._admission_event = asyncio.Event()
+        return self._admission_event
 
     def _log_for(self, tp: Any, offset: int) -> PartitionLog | None:
         """The partition's log if the record at ``offset`` may be admitted, else None (the
@@ -309,15 +326,19 @@ class Runtime:
         from faust.transport.drivers.aiokafka import ensure_aiokafka_TP
 
         consumer = self.app.consumer
-        committed = await consumer.seek_to_committed()
+        committed = await consumer.seek_to_committed()  # seeks offsets > 0
         earliest = await consumer.earliest_offsets(*(ensure_aiokafka_TP(tp) for tp in tps))
         start_of = {(tp.topic, tp.partition): offset for tp, offset in earliest.items()}
-        starts = {
-            tp: max(committed.get(tp) or 0, start_of.get((tp.topic, tp.partition)) or 0)
-            for tp in tps
-        }
-        self._expected.update(starts)
-        await consumer._thread.seek_wait(starts)
+        at_start = []
+        for tp in tps:
+            log_start = start_of.get((tp.topic, tp.partition)) or 0
+            done = committed.get(tp) or 0
+            self._expected[tp] = max(done, log_start)
+            if done <= log_start:  # nothing committed (or deleted): from the log start
+                at_start.append(ensure_aiokafka_TP(tp))
+                consumer._read_offset.pop(tp, None)  # faust drops offsets below it
+        if at_start:
+            await consumer._thread.seek_to_beginning(*at_start)
 
     def _pause(self, tp: Any) -> None:
         self.app.consumer.pause_partitions({tp})
@@ -328,6 +349,7 @@ class Runtime:
 
     async def _on_assigned(self, sender: Any, assigned: set[Any], **kwargs: Any) -> None:
         self._positioned = False
+        self._admission_open().clear()
         self._active = {tp for tp in assigned if tp.topic in self._topic_family}
         self.assigned_once = True
         by_topic: dict[str, set[int]] = {}
@@ -351,12 +373,15 @@ class Runtime:
         self.topology_errors = problems
         await self._position(self._active)
         self._positioned = True
+        self._admission_open().set()
         if problems:
             message = "co-partitioned assignment does not hold:\n" + "\n".join(problems)
             log.error(message)
             await self.app.crash(TopologyError(message))
 
     async def _on_revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        self._positioned = False
+        self._admission_open().clear()
         await self.release(set(revoked), self.settings.drain_timeout_s)
 
     async def release(self, tps: set[Any], timeout_s: float) -> None:
@@ -443,8 +468,11 @@ class Runtime:
 
     async def drain(self) -> None:
         """Shutdown: stop fetching, finish what runs (bounded), commit the finished prefix."""
-        if self.draining:
+        if self._stopping:
             return
+        self._stopping = True
+        self.draining = True  # nothing new is admitted from here on
+        self._admission_open().set()  # wake lanes holding a record: they leave it unacked
         consumer = self.app.consumer
         try:
             assignment = set(consumer.assignment())
@@ -453,7 +481,6 @@ class Runtime:
             assignment = set(self._active)
         self.app.flow_control.suspend()
         await self.release(set(self._active) | assignment, self.settings.drain_timeout_s)
-        self.draining = True
         for job in self.registry.jobs:
             try:
                 await job.stop()
