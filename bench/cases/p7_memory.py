@@ -42,19 +42,19 @@ def _small_batch() -> int:
 
 @dataclass
 class _State:
-    fam: eng.BenchFamily
     pad: str
+    runs: int = 0
 
 
 def setup(ctx: BenchContext) -> _State:
-    fam = eng.family(ctx, "memory", eng.PIPE_AUDIT)
+    fam = eng.family(ctx, "memory0", eng.PIPE_AUDIT)
     fam.provision()
     publisher = fam.publisher()
     try:
         pad = eng.pad_for(publisher, ctx.payload_bytes, ctx.partitions)
     finally:
         publisher.close(10)
-    return _State(fam, pad)
+    return _State(pad)
 
 
 def _write_changelog(ctx: BenchContext, topic: str, keys: int, batch: int) -> float:
@@ -92,7 +92,8 @@ def _measure(ctx: BenchContext, state: _State, batch: int | None) -> dict[str, f
     """RSS (MB) of a worker holding KEYS keys in batches of ``batch`` (None: no keys)."""
     from streams.core import topology
 
-    fam = state.fam
+    state.runs += 1  # new, empty topics for every worker: it meets only the events sent here
+    fam = eng.family(ctx, f"memory{state.runs}", eng.PIPE_AUDIT)
     app_id = fam.next_app_id(f"b{batch or 0}")
     settings = fam.provision(app_id)
     write_s = 0.0
