@@ -67,6 +67,12 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="revoke/shutdown: how long running handlers may finish"
     )
     session_timeout_s: float = Field(default=15.0, ge=6, description="consumer group session")
+    ledger_linger_ms: int = Field(
+        default=20,
+        ge=0,
+        le=1000,
+        description="how long done-markers gather before one changelog write per partition",
+    )
     retry_window: int = Field(
         default=1000, ge=1, description="records a retry partition may hold before pausing"
     )

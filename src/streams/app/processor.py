@@ -102,6 +102,7 @@ class Processor:
         self._dup = m.events.labels(fam, "duplicate")
         self._dup_skipped = m.duplicates.labels(fam)
         self._latency = m.end_to_end_latency.labels(fam)
+        self._durations: dict[str, Any] = {}  # event type -> histogram child
 
     async def process(self, entry: Entry) -> None:
         """Run one record to a durable outcome. Never raises (but lets cancellation through)."""
@@ -167,9 +168,12 @@ class Processor:
                         self._on_dependency_timeout(name)
                     raise Retryable(f"handler timed out after {timeout_s:g}s") from None
         finally:
-            self._metrics.handler_duration.labels(self._name, event_type).observe(
-                time.perf_counter() - started
-            )
+            child = self._durations.get(event_type)
+            if child is None:
+                child = self._durations[event_type] = self._metrics.handler_duration.labels(
+                    self._name, event_type
+                )
+            child.observe(time.perf_counter() - started)
 
     async def _route(self, entry: Entry, error: BaseException, *, event_type: str) -> None:
         message = entry.message

@@ -132,6 +132,7 @@ class Runtime:
             topic=topology.changelog_topic(self.settings.app_id, table.name),
             store=table.data,
             on_flush=on_flush,
+            linger_s=self.settings.ledger_linger_ms / 1000,
         )
 
     def _build_family(self, family: Family, decoder: Decoder) -> None:

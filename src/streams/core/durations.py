@@ -18,14 +18,16 @@ def parse_duration_ms(value: object) -> int:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError(f"duration must be >= 0, got {value}")
-        return int(round(value * 1000))
+        return round(value * 1000)
     if not isinstance(value, str):
         raise ValueError(f"expected a duration like '30s', got {type(value).__name__}")
     match = _PATTERN.match(value)
     if not match:
-        raise ValueError(f"expected a duration like '500ms', '30s', '10m', '2h', '7d', got {value!r}")
+        raise ValueError(
+            f"expected a duration like '500ms', '30s', '10m', '2h', '7d', got {value!r}"
+        )
     number, unit = match.groups()
-    return int(round(float(number) * _UNITS_MS[unit or "s"]))
+    return round(float(number) * _UNITS_MS[unit or "s"])
 
 
 def format_duration_ms(duration_ms: int) -> str:
