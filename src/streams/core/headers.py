@@ -140,8 +140,10 @@ class Failure:
     @classmethod
     def from_exception(cls, exc: BaseException) -> Failure:
         kind = type(exc)
-        name = kind.__qualname__ if kind.__module__ == "builtins" else (
-            f"{kind.__module__}.{kind.__qualname__}"
+        name = (
+            kind.__qualname__
+            if kind.__module__ == "builtins"
+            else (f"{kind.__module__}.{kind.__qualname__}")
         )
         return cls(name, str(exc) or name)
 
