@@ -17,12 +17,10 @@ from confluent_kafka import Producer
 from tests.support.engine import (
     TEST_AUDIT,
     Ledger,
-    WorkerProcess,
-    provision,
+    audit_rig,
     read_topic,
     record_headers,
     wait_for,
-    write_catalog,
 )
 
 from streams.core import headers as h
@@ -34,37 +32,8 @@ pytestmark = pytest.mark.kafka
 
 @pytest.fixture
 def engine(make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[dict[str, Any]]:
-    catalog_path = write_catalog(tmp_path, {"audit": TEST_AUDIT})
-    settings = make_settings(catalog_path=catalog_path)
-    catalog = provision(settings)
-    ledger_path = tmp_path / "ledger.db"
-    workers: list[WorkerProcess] = []
-
-    def start(worker_id: str = "w1", **env: str) -> WorkerProcess:
-        w = WorkerProcess(
-            settings,
-            ["audit"],
-            ledger_path,
-            tmp_path / f"{worker_id}.log",
-            worker_id=worker_id,
-            extra_env=env,
-        )
-        workers.append(w.start())
-        return w
-
-    publisher = Publisher(settings, catalog=catalog)
-    try:
-        yield {
-            "settings": settings,
-            "catalog": catalog,
-            "start": start,
-            "publisher": publisher,
-            "ledger": Ledger(ledger_path),
-        }
-    finally:
-        publisher.close()
-        for w in workers:
-            w.stop()
+    with audit_rig(make_settings, tmp_path, TEST_AUDIT) as made:
+        yield made
 
 
 def submit(publisher: Publisher, subject: str, event_id: str | None = None, **details: str) -> str:

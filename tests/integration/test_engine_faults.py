@@ -19,12 +19,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from tests.support.engine import (
     TEST_AUDIT,
     Ledger,
-    WorkerProcess,
-    provision,
+    audit_rig,
     read_topic,
     record_headers,
     wait_for,
-    write_catalog,
 )
 
 from streams.core import headers as h
@@ -41,35 +39,8 @@ FAULT_AUDIT = {
 
 @pytest.fixture
 def rig(make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[dict[str, Any]]:
-    catalog_path = write_catalog(tmp_path, {"audit": FAULT_AUDIT})
-    settings = make_settings(catalog_path=catalog_path)
-    catalog = provision(settings)
-    workers: list[WorkerProcess] = []
-
-    def start(worker_id: str = "w1", **env: str) -> WorkerProcess:
-        w = WorkerProcess(
-            settings,
-            ["audit"],
-            tmp_path / "ledger.db",
-            tmp_path / f"{worker_id}.log",
-            worker_id=worker_id,
-            extra_env=env,
-        )
-        workers.append(w.start())
-        return w
-
-    publisher = Publisher(settings, catalog=catalog)
-    try:
-        yield {
-            "settings": settings,
-            "start": start,
-            "publisher": publisher,
-            "ledger": Ledger(tmp_path / "ledger.db"),
-        }
-    finally:
-        publisher.close()
-        for w in workers:
-            w.stop()
+    with audit_rig(make_settings, tmp_path, FAULT_AUDIT) as made:
+        yield made
 
 
 def publish_load(publisher: Publisher, n: int, keys: int, **details: str) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -250,3 +251,43 @@ def record_headers(msg: Any) -> dict[str, str]:
 def iter_event_ids(msgs: list[Any]) -> Iterator[str]:
     for msg in msgs:
         yield record_headers(msg).get(h.EVENT_ID, "")
+
+
+@contextlib.contextmanager
+def audit_rig(
+    make_settings: Callable[..., Settings], tmp_path: Path, audit: dict[str, Any]
+) -> Iterator[dict[str, Any]]:
+    """Topics for an ``audit`` family shaped by ``audit``, a publisher, the SQLite ledger and
+    a ``start(worker_id, **env)`` that runs ledger-handler workers (stopped at the end)."""
+    from streams.kafka.publisher import Publisher
+
+    settings = make_settings(catalog_path=write_catalog(tmp_path, {"audit": audit}))
+    catalog = provision(settings)
+    ledger_path = tmp_path / "ledger.db"
+    workers: list[WorkerProcess] = []
+
+    def start(worker_id: str = "w1", **env: str) -> WorkerProcess:
+        w = WorkerProcess(
+            settings,
+            ["audit"],
+            ledger_path,
+            tmp_path / f"{worker_id}.log",
+            worker_id=worker_id,
+            extra_env=env,
+        )
+        workers.append(w.start())
+        return w
+
+    publisher = Publisher(settings, catalog=catalog)
+    try:
+        yield {
+            "settings": settings,
+            "catalog": catalog,
+            "start": start,
+            "publisher": publisher,
+            "ledger": Ledger(ledger_path),
+        }
+    finally:
+        publisher.close()
+        for w in workers:
+            w.stop()
