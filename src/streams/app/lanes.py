@@ -150,7 +150,7 @@ class Lane:
         *,
         topic: str,
         log_for: Callable[[Any, int], PartitionLog | None],
-        admission: Callable[[], Awaitable[None]] | None = None,
+        admission: Callable[[], Awaitable[bool]] | None = None,
         scheduler: DueScheduler | None,
         clock_ms: Callable[[], int],
         skew_margin_ms: int,
@@ -174,8 +174,8 @@ class Lane:
                 log.exception("%s: failed to admit a record of %s", self.lanes.family, self.topic)
 
     async def _admit(self, event: Any) -> None:
-        if self._admission is not None:
-            await self._admission()
+        if self._admission is not None and not await self._admission():
+            return  # fetched before the partitions were re-positioned: stale
         plog = self._log_for(event.message.tp, event.message.offset)
         if plog is None:  # revoked, draining, or not (yet) ours: leave unacked
             return

@@ -84,6 +84,7 @@ class Runtime:
         self._active: set[Any] = set()
         self._positioned = False  # partitions sought to their committed offsets
         self._admission_event: asyncio.Event | None = None
+        self.generation = 0  # positionings so far (a lane drops a record held across one)
         self._expected: dict[Any, int] = {}  # next offset to admit, per partition
         # partition -> (out of sequence since, last seek back), both monotonic seconds
         self._resyncing: dict[Any, tuple[float, float]] = {}
@@ -227,14 +228,14 @@ class Runtime:
 
     # --- partitions ---------------------------------------------------------------------
 
-    async def admission(self) -> None:
-        """Wait while partitions are being (re)positioned after an assignment.
-
-        Records fetched meanwhile are held by their lane instead of dropped: dropping the
-        first records of a partition and admitting later ones would leave a gap.
-        """
+    async def admission(self) -> bool:
+        """Wait while partitions are being (re)positioned after an assignment; False when
+        the record in hand was fetched before a positioning (it is stale: leave it unacked,
+        it is fetched again from the new position)."""
+        generation = self.generation
         if not self._positioned and not self.draining:
             await self._admission_open().wait()
+        return generation == self.generation
 
     def _admission_open(self) -> asyncio.Event:
         if self._admission_event is None:
@@ -335,11 +336,15 @@ class Runtime:
             log_start = start_of.get((tp.topic, tp.partition)) or 0
             done = committed.get(tp) or 0
             self._expected[tp] = max(done, log_start)
+            # faust drops fetched offsets below its "read offset": reset it to where we start
+            consumer._read_offset[tp] = done or None
             if done <= log_start:  # nothing committed (or deleted): from the log start
                 at_start.append(ensure_aiokafka_TP(tp))
-                consumer._read_offset.pop(tp, None)  # faust drops offsets below it
         if at_start:
             await consumer._thread.seek_to_beginning(*at_start)
+        # records fetched before these seeks and still queued for the agents are stale
+        self.app.flow_control.clear()
+        self.generation += 1
 
     def _pause(self, tp: Any) -> None:
         self.app.consumer.pause_partitions({tp})
