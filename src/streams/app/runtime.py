@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,6 +98,11 @@ class Runtime:
         self.topology_errors: list[str] = []
         for name in names:
             self._build_family(catalog.family(name), decoder)
+        # faust drops fetched records below its per-partition "read offset"; after a seek back
+        # that filter raced with records still in flight and swallowed the re-fetched ones
+        # (a partition stalled). Our own in-sequence admission drops duplicates, so the
+        # filter is bypassed for our topics.
+        self.app.consumer._read_offset = _UnfilteredReadOffsets(set(self._topic_family))
         self.app.on_partitions_revoked.connect(self._on_revoked)
         self.app.on_partitions_assigned.connect(self._on_assigned)
         self.app.task(self._boot)
@@ -336,14 +342,10 @@ class Runtime:
             log_start = start_of.get((tp.topic, tp.partition)) or 0
             done = committed.get(tp) or 0
             self._expected[tp] = max(done, log_start)
-            # faust drops fetched offsets below its "read offset": reset it to where we start
-            consumer._read_offset[tp] = done or None
             if done <= log_start:  # nothing committed (or deleted): from the log start
                 at_start.append(ensure_aiokafka_TP(tp))
         if at_start:
             await consumer._thread.seek_to_beginning(*at_start)
-        # records fetched before these seeks and still queued for the agents are stale
-        self.app.flow_control.clear()
         self.generation += 1
 
     def _pause(self, tp: Any) -> None:
@@ -515,6 +517,19 @@ class Runtime:
                 time.monotonic() - since < _RESYNC_RETRY_S for since, _ in self._resyncing.values()
             ),
         }
+
+
+class _UnfilteredReadOffsets(defaultdict):  # type: ignore[type-arg]
+    """faust's read offsets, reporting "nothing read yet" for the given topics."""
+
+    def __init__(self, topics: set[str]) -> None:
+        super().__init__(lambda: None)
+        self._topics = topics
+
+    def __getitem__(self, tp: Any) -> Any:
+        if tp.topic in self._topics:
+            return None
+        return super().__getitem__(tp)
 
 
 class _LazyProducer:
