@@ -347,6 +347,7 @@ class Runtime:
         if at_start:
             await consumer._thread.seek_to_beginning(*at_start)
         self.generation += 1
+        log.info("positioned %d partition(s); %d from the log start", len(tps), len(at_start))
 
     def _pause(self, tp: Any) -> None:
         self.app.consumer.pause_partitions({tp})
