@@ -85,6 +85,7 @@ class Runtime:
         self._active: set[Any] = set()
         self._positioned = False  # partitions sought to their committed offsets
         self._admission_event: asyncio.Event | None = None
+        self._ever_read: set[Any] = set()  # partitions this process admitted records of
         self.generation = 0  # positionings so far (a lane drops a record held across one)
         self._expected: dict[Any, int] = {}  # next offset to admit, per partition
         # partition -> (out of sequence since, last seek back), both monotonic seconds
@@ -283,6 +284,7 @@ class Runtime:
         plog = self._logs.get(tp)
         if plog is None:
             plog = self._logs[tp] = PartitionLog(tp)
+            self._ever_read.add(tp)
         return plog
 
     def _resync(self, tp: Any, expected: int) -> None:
@@ -342,7 +344,10 @@ class Runtime:
             log_start = start_of.get((tp.topic, tp.partition)) or 0
             done = committed.get(tp) or 0
             self._expected[tp] = max(done, log_start)
-            if done <= log_start:  # nothing committed (or deleted): from the log start
+            # nothing committed (or deleted): from the log start. Only a partition this
+            # process read before can have a stale fetch position; leave fresh ones to
+            # aiokafka's own reset (fewer seeks racing with the first fetches)
+            if done <= log_start and tp in self._ever_read:
                 at_start.append(ensure_aiokafka_TP(tp))
         if at_start:
             await consumer._thread.seek_to_beginning(*at_start)
