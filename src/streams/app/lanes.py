@@ -174,8 +174,8 @@ class Lane:
                 log.exception("%s: failed to admit a record of %s", self.lanes.family, self.topic)
 
     async def _admit(self, event: Any) -> None:
-        if self._admission is not None and not await self._admission():
-            return  # fetched before the partitions were re-positioned: stale
+        if self._admission is not None:
+            await self._admission()  # the in-sequence check below sorts out stale records
         plog = self._log_for(event.message.tp, event.message.offset)
         if plog is None:  # revoked, draining, or not (yet) ours: leave unacked
             return
