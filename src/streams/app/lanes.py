@@ -150,7 +150,7 @@ class Lane:
         *,
         topic: str,
         log_for: Callable[[Any, int], PartitionLog | None],
-        admission: Callable[[], Awaitable[bool]] | None = None,
+        admission: Callable[[], Awaitable[None]] | None = None,
         scheduler: DueScheduler | None,
         clock_ms: Callable[[], int],
         skew_margin_ms: int,

@@ -86,7 +86,6 @@ class Runtime:
         self._positioned = False  # partitions sought to their committed offsets
         self._admission_event: asyncio.Event | None = None
         self._ever_read: set[Any] = set()  # partitions this process admitted records of
-        self.generation = 0  # positionings so far (a lane drops a record held across one)
         self._expected: dict[Any, int] = {}  # next offset to admit, per partition
         # partition -> (out of sequence since, last seek back), both monotonic seconds
         self._resyncing: dict[Any, tuple[float, float]] = {}
@@ -235,14 +234,11 @@ class Runtime:
 
     # --- partitions ---------------------------------------------------------------------
 
-    async def admission(self) -> bool:
-        """Wait while partitions are being (re)positioned after an assignment; False when
-        the record in hand was fetched before a positioning (it is stale: leave it unacked,
-        it is fetched again from the new position)."""
-        generation = self.generation
+    async def admission(self) -> None:
+        """Wait while partitions are being (re)positioned after an assignment; records
+        fetched meanwhile are held, and the in-sequence check sorts out stale ones."""
         if not self._positioned and not self.draining:
             await self._admission_open().wait()
-        return generation == self.generation
 
     def _admission_open(self) -> asyncio.Event:
         if self._admission_event is None:
@@ -351,7 +347,6 @@ class Runtime:
                 at_start.append(ensure_aiokafka_TP(tp))
         if at_start:
             await consumer._thread.seek_to_beginning(*at_start)
-        self.generation += 1
         log.info("positioned %d partition(s); %d from the log start", len(tps), len(at_start))
 
     def _pause(self, tp: Any) -> None:
