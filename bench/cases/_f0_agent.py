@@ -37,6 +37,7 @@ def main() -> None:
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
         stream_buffer_maxsize=4096,
+        datadir=str(out.parent / f"{os.environ['F0_APP_ID']}-data"),
     )
     topic = app.topic(
         os.environ["F0_TOPIC"],

@@ -76,6 +76,7 @@ class Metrics:
     idempotency_keys: Gauge
     route_failures: Counter
     not_admitted: Counter
+    reseeks: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -203,6 +204,15 @@ class Metrics:
                 "records_not_admitted",
                 "Records left unacked at admission, by reason "
                 "(not_positioned, not_assigned, draining, redelivered, out_of_sequence)",
+                ["topic", "reason"],
+                namespace=ns,
+                registry=reg,
+            ),
+            reseeks=Counter(
+                "partition_reseeks",
+                "Partitions sought back to their next expected offset, by reason (cleared: "
+                "faust discarded fetched records when resuming flow; stalled: the stall "
+                "watchdog found records behind the fetch position that never arrived)",
                 ["topic", "reason"],
                 namespace=ns,
                 registry=reg,

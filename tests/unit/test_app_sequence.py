@@ -80,3 +80,150 @@ async def test_nothing_is_admitted_before_positions_are_set(
     assert rt._log_for(tp, 1) is None
     rt.draining = False
     assert rt._log_for(TP("t.audit", 2), 0) is None  # not ours
+
+
+class _Buffered:
+    """What faust puts in a stream buffer: an event with its message."""
+
+    def __init__(self, tp: Any, offset: int) -> None:
+        self.message = type("M", (), {"tp": tp, "offset": offset})()
+
+
+def _stream_buffer(rt: Runtime, *items: _Buffered) -> Any:
+    from mode.utils.queues import FlowControlQueue
+
+    queue: Any = FlowControlQueue(flow_control=rt.app.flow_control, clear_on_resume=True)
+    for item in items:
+        queue.put_nowait(item)
+    return queue
+
+
+async def test_records_faust_discards_on_resume_are_read_again(
+    runtime: tuple[Runtime, list[Any]],
+) -> None:
+    rt, seeks = runtime
+    fetched, other = TP("t.audit", 0), TP("t.audit", 1)
+    rt._active = {fetched, other}
+    rt._positioned = True
+    rt._expected.update({fetched: 7, other: 3})
+    queue = _stream_buffer(rt, _Buffered(fetched, 7), _Buffered(fetched, 8))
+    rt.app.flow_control.resume()  # faust: resume flow at the end of recovery (clears buffers)
+    assert queue.qsize() == 0, "faust no longer clears buffers on resume: revisit the guard"
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert seeks == [{fetched: 7}], "the partition that lost records was not sought back"
+    assert rt.metrics.reseeks.labels("t.audit", "cleared")._value.get() == 1
+
+
+async def test_a_clear_while_positioning_is_sought_after_positioning(
+    runtime: tuple[Runtime, list[Any]],
+) -> None:
+    rt, seeks = runtime
+    tp = TP("t.audit", 2)
+    rt._active = {tp}
+    queue = _stream_buffer(rt, _Buffered(tp, 4))  # (flow control holds queues weakly)
+    rt.app.flow_control.resume()
+    await asyncio.sleep(0)
+    assert seeks == [], "sought before the partition's expected offset was known"
+    assert queue.qsize() == 0
+    rt._expected[tp] = 4
+    rt._positioned = True
+    await rt._reseek_lost()  # what _on_assigned does once positioned
+    assert seeks == [{tp: 4}]
+
+
+async def test_a_clear_on_revoke_leaves_positioning_to_the_next_assignment(
+    runtime: tuple[Runtime, list[Any]],
+) -> None:
+    rt, seeks = runtime
+    tp = TP("t.audit", 0)
+    rt._active = {tp}
+    rt._positioned = True
+    rt._expected[tp] = 2
+    queue = _stream_buffer(rt, _Buffered(tp, 2))
+    rt.app.flow_control.suspend()
+    rt.app.flow_control.clear()  # faust's revoke: suspend, pause, clear
+    await asyncio.sleep(0)
+    assert seeks == [] and queue.qsize() == 0
+    rt._positioned = False  # our revoke handler runs next; the next assignment seeks
+    rt._lost.clear()
+    foreign = _stream_buffer(rt, _Buffered(TP("t.other-topic", 0), 1))
+    rt._positioned = True
+    rt.app.flow_control.resume()  # buffers of topics that are not ours are ignored
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert seeks == [] and foreign.qsize() == 0
+
+
+async def test_the_watchdog_seeks_back_a_partition_that_delivers_nothing(
+    runtime: tuple[Runtime, list[Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt, seeks = runtime
+    stuck, idle, waiting = TP("t.audit", 0), TP("t.audit", 1), TP("t.audit", 2)
+    rt._active = {stuck, idle, waiting}
+    rt._positioned = True
+    rt._expected.update({stuck: 5, idle: 9, waiting: 3})
+    highwater = {stuck: 20, idle: 9, waiting: 10}
+    monkeypatch.setattr(rt.app.consumer, "highwater", lambda tp: highwater[tp])
+    queue = _stream_buffer(rt, _Buffered(waiting, 3))  # its next record waits for a slot
+    assert await rt.watch_stalls(100.0) == []  # first look: progress clocks start
+    assert await rt.watch_stalls(129.0) == []  # not long enough yet
+    assert await rt.watch_stalls(131.0) == [stuck]
+    assert seeks == [{stuck: 5}]
+    assert rt.metrics.reseeks.labels("t.audit", "stalled")._value.get() == 1
+    assert await rt.watch_stalls(140.0) == [], "sought again before another full interval"
+    rt._expected[stuck] = 6  # progress restarts the clock
+    assert await rt.watch_stalls(165.0) == []
+    queue.get_nowait()
+    rt.app.consumer.pause_partitions({stuck, waiting})  # a retry window is full
+    assert await rt.watch_stalls(300.0) == []
+    rt.app.consumer.resume_partitions({stuck, waiting})
+    assert sorted(await rt.watch_stalls(300.0)) == sorted([stuck, waiting])
+
+
+class _Record:
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
+async def test_fetches_see_a_snapshot_and_records_of_paused_partitions_are_given_back(
+    runtime: tuple[Runtime, list[Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt, seeks = runtime
+    stream, changelog = TP("t.audit", 0), TP("t.audit-changelog", 0)
+    live: set[Any] = {changelog, stream}
+    asked: list[set[Any]] = []
+
+    async def fetch(active_partitions: Any, timeout: float) -> dict[Any, list[_Record]]:
+        asked.append(active_partitions)
+        assert active_partitions is not live, "the consumer thread got faust's live set"
+        live.clear()  # meanwhile, on the event loop: recovery pauses everything
+        return {stream: [_Record(40), _Record(41)], changelog: [_Record(7)]}
+
+    # the consumer's fetch was captured when the runtime was built: rebuild the guard
+    monkeypatch.setattr(rt.app.consumer, "_getmany", fetch)
+    rt._guard_fetch()
+    records = await rt.app.consumer._getmany(active_partitions=live, timeout=1.0)
+    assert asked == [{changelog, stream}]
+    assert records == {}, "records of partitions no longer active reached faust (it drops them)"
+    assert seeks == [{stream: 40}], "only our topics are sought back, to the first record"
+    assert rt.metrics.reseeks.labels("t.audit", "paused")._value.get() == 1
+
+
+async def test_a_resumed_partition_is_read_again_from_its_expected_offset(
+    runtime: tuple[Runtime, list[Any]],
+) -> None:
+    rt, seeks = runtime
+    tp = TP("t.audit", 0)
+    rt._active = {tp}
+    rt._positioned = True
+    rt._expected[tp] = 12
+    rt._pause(tp)
+    assert tp in rt.app.consumer._paused_partitions
+    rt._resume(tp)
+    await asyncio.sleep(0)
+    assert tp not in rt.app.consumer._paused_partitions
+    assert seeks == [{tp: 12}]
+    rt._resume(TP("t.audit", 5))  # not ours any more: nothing happens
+    await asyncio.sleep(0)
+    assert seeks == [{tp: 12}]

@@ -140,6 +140,10 @@ class Lanes:
     def running(self) -> int:
         return self._in_flight
 
+    def saturated(self) -> bool:
+        """Every handler slot is taken (records wait for a slot, not for a fetch)."""
+        return self._in_flight >= self._concurrency
+
 
 class Lane:
     """The agent body for one topic of a family."""

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 _EXPIRY_INTERVAL_S = 60.0
 _LAG_INTERVAL_S = 5.0
 _RESYNC_RETRY_S = 30.0
+_STALL_S = 30.0  # no progress for this long with records behind the fetch position
 
 
 def wall_ms() -> int:
@@ -85,8 +86,13 @@ class Runtime:
         self._active: set[Any] = set()
         self._positioned = False  # partitions sought to their committed offsets
         self._admission_event: asyncio.Event | None = None
-        self._ever_read: set[Any] = set()  # partitions this process admitted records of
         self._expected: dict[Any, int] = {}  # next offset to admit, per partition
+        # partitions whose buffered records faust discarded (see _guard_flow_control)
+        self._lost: set[Any] = set()
+        # partition -> (expected offset, monotonic time it was first seen), for the watchdog
+        self._progress: dict[Any, tuple[int, float]] = {}
+        self._reseek_task: asyncio.Task[None] | None = None
+        self._resume_seek: asyncio.Task[None] | None = None
         # partition -> (out of sequence since, last seek back), both monotonic seconds
         self._resyncing: dict[Any, tuple[float, float]] = {}
         self._topic_family: dict[str, FamilyRuntime] = {}
@@ -103,6 +109,8 @@ class Runtime:
         # (a partition stalled). Our own in-sequence admission drops duplicates, so the
         # filter is bypassed for our topics.
         self.app.consumer._read_offset = _UnfilteredReadOffsets(set(self._topic_family))
+        self._guard_flow_control()
+        self._guard_fetch()
         self.app.on_partitions_revoked.connect(self._on_revoked)
         self.app.on_partitions_assigned.connect(self._on_assigned)
         self.app.task(self._boot)
@@ -280,7 +288,6 @@ class Runtime:
         plog = self._logs.get(tp)
         if plog is None:
             plog = self._logs[tp] = PartitionLog(tp)
-            self._ever_read.add(tp)
         return plog
 
     def _resync(self, tp: Any, expected: int) -> None:
@@ -322,39 +329,139 @@ class Runtime:
         """Seek every assigned partition to its committed offset (or the log start when
         nothing is committed or the committed records were deleted) and expect it next.
 
-        aiokafka seeks only to committed offsets > 0 and otherwise keeps whatever fetch
-        position it had: a partition read (not committed) by this worker, owned by another
-        one in between and then handed back, resumed *after* records that had been dropped
-        unacked on revoke (a retry record held for an hour was skipped, found by a test).
+        Every partition is sought explicitly: aiokafka seeks only to committed offsets > 0
+        and otherwise keeps whatever fetch position it had, and a partition read (not
+        committed) by this worker, owned by another one in between and then handed back,
+        resumed *after* records that had been dropped unacked on revoke (a retry record
+        held for an hour was skipped, found by a test).
         """
         if not tps:
             return
         from faust.transport.drivers.aiokafka import ensure_aiokafka_TP
 
-        consumer = self.app.consumer
-        committed = await consumer.seek_to_committed()  # seeks offsets > 0
+        consumer: Any = self.app.consumer
+        committed = await consumer.seek_to_committed()
         earliest = await consumer.earliest_offsets(*(ensure_aiokafka_TP(tp) for tp in tps))
         start_of = {(tp.topic, tp.partition): offset for tp, offset in earliest.items()}
-        at_start = []
+        now = time.monotonic()
+        targets = {}
         for tp in tps:
             log_start = start_of.get((tp.topic, tp.partition)) or 0
-            done = committed.get(tp) or 0
-            self._expected[tp] = max(done, log_start)
-            # nothing committed (or deleted): from the log start. Only a partition this
-            # process read before can have a stale fetch position; leave fresh ones to
-            # aiokafka's own reset (fewer seeks racing with the first fetches)
-            if done <= log_start and tp in self._ever_read:
-                at_start.append(ensure_aiokafka_TP(tp))
-        if at_start:
-            await consumer._thread.seek_to_beginning(*at_start)
-        log.info("positioned %d partition(s); %d from the log start", len(tps), len(at_start))
+            self._expected[tp] = max(committed.get(tp) or 0, log_start)
+            self._progress[tp] = (self._expected[tp], now)
+            targets[ensure_aiokafka_TP(tp)] = self._expected[tp]
+        self._lost -= tps  # records discarded before this seek are fetched again
+        await self._seek(targets)
+        log.info("positioned %d partition(s)", len(tps))
+
+    def _guard_flow_control(self) -> None:
+        """Seek back partitions whose buffered records faust discards.
+
+        faust's ``flow_control.resume()`` clears every stream buffer. At the end of table
+        recovery faust resumes the partitions, seeks them to their committed offsets and
+        only *then* resumes flow: records fetched in between were thrown away after the
+        fetch position had passed them, and nothing delivered them again (a restarted worker
+        whose tables needed recovery stopped after its first ~25 records, lag > 0 and the
+        fetch position at the end of the log). Every clear is therefore looked at: the
+        partitions that lose records are sought back to their next expected offset.
+        """
+        flow_control: Any = self.app.flow_control
+        clear = flow_control.clear
+
+        def guarded_clear() -> None:
+            lost = self._buffered()
+            clear()
+            if not lost or self.draining:
+                return
+            self._lost.update(lost)
+            # a clear while flow is suspended is faust's revoke: the next assignment
+            # positions every partition anyway
+            if self._positioned and flow_control.is_active():
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    return
+                self._reseek_task = loop.create_task(self._reseek_lost())
+
+        flow_control.clear = guarded_clear
+
+    def _guard_fetch(self) -> None:
+        """Fetch only the partitions that were active when the fetch was asked for, and give
+        back what faust would throw away.
+
+        faust hands aiokafka its *live* set of active partitions; the fetch runs in the
+        consumer thread while the event loop keeps changing that set. When it became empty
+        mid-fetch (recovery pauses the changelogs while the stream partitions are still
+        paused), aiokafka read "no partitions" as "every partition" and returned records
+        that faust then dropped because their partition was not active, after the fetch
+        position had moved past them (a restarted worker never delivered its backlog:
+        position at the end of the log, not one record seen). The fetch now gets a
+        snapshot; records returned for a partition paused meanwhile are removed before
+        faust sees them and their partition is sought back to the first of them.
+        """
+        consumer: Any = self.app.consumer
+        getmany = consumer._getmany
+
+        async def snapshot_getmany(active_partitions: Any, timeout: float) -> Any:
+            if active_partitions is None:  # client-only apps fetch everything
+                return await getmany(None, timeout)
+            records = await getmany(set(active_partitions), timeout)
+            dropped = {
+                tp: batch[0].offset
+                for tp, batch in records.items()
+                if batch and tp not in active_partitions and tp not in consumer._buffered_partitions
+            }
+            for tp in dropped:
+                del records[tp]
+            ours = {tp: offset for tp, offset in dropped.items() if tp.topic in self._topic_family}
+            if ours:
+                for tp in ours:
+                    self.metrics.reseeks.labels(tp.topic, "paused").inc()
+                await self._seek(ours)
+            return records
+
+        consumer._getmany = snapshot_getmany
+
+    def _buffered(self) -> set[Any]:
+        """Partitions of our topics with records waiting in faust's stream buffers."""
+        found: set[Any] = set()
+        for queue in list(getattr(self.app.flow_control, "_queues", ())):
+            for item in list(getattr(queue, "_queue", ())):
+                tp = getattr(getattr(item, "message", None), "tp", None)
+                if tp is not None and tp.topic in self._topic_family:
+                    found.add(tp)
+        return found
+
+    async def _reseek_lost(self) -> None:
+        if not self._positioned or self.draining or not self._lost:
+            return
+        lost, self._lost = self._lost, set()
+        offsets = {
+            tp: self._expected[tp] for tp in lost if tp in self._active and tp in self._expected
+        }
+        if not offsets:
+            return
+        for tp in offsets:
+            self.metrics.reseeks.labels(tp.topic, "cleared").inc()
+        log.info(
+            "faust discarded buffered records of %d partition(s); seeking back: %s",
+            len(offsets),
+            ", ".join(f"{tp.topic}[{tp.partition}]@{off}" for tp, off in sorted(offsets.items())),
+        )
+        await self._seek(offsets)
 
     def _pause(self, tp: Any) -> None:
         self.app.consumer.pause_partitions({tp})
 
     def _resume(self, tp: Any) -> None:
-        if tp in self._active:
-            self.app.consumer.resume_partitions({tp})
+        """Resume fetching ``tp`` from its next expected offset: records fetched while it was
+        paused were dropped by faust after the fetch position had passed them."""
+        if tp not in self._active:
+            return
+        self.app.consumer.resume_partitions({tp})
+        expected = self._expected.get(tp)
+        if expected is not None and self._positioned and not self.draining:
+            self._resume_seek = asyncio.get_running_loop().create_task(self._seek({tp: expected}))
 
     async def _on_assigned(self, sender: Any, assigned: set[Any], **kwargs: Any) -> None:
         self._positioned = False
@@ -383,6 +490,7 @@ class Runtime:
         await self._position(self._active)
         self._positioned = True
         self._admission_open().set()
+        await self._reseek_lost()
         if problems:
             message = "co-partitioned assignment does not hold:\n" + "\n".join(problems)
             log.error(message)
@@ -401,6 +509,7 @@ class Runtime:
         for tp in tps:
             self._expected.pop(tp, None)
             self._resyncing.pop(tp, None)
+            self._progress.pop(tp, None)
         if not tps:
             return
         loop = asyncio.get_running_loop()
@@ -474,6 +583,83 @@ class Runtime:
                 if highwater is not None and plog.last_offset >= 0:
                     lag = max(0, highwater - plog.last_offset - 1)
                     gauge.labels(tp.topic, str(tp.partition)).set(lag)
+            try:
+                await self.watch_stalls(time.monotonic())
+            except Exception:
+                log.exception("stall watchdog failed")
+
+    async def watch_stalls(self, now: float) -> list[Any]:
+        """Seek back partitions that have records to read but deliver none (a safety net).
+
+        A partition is stalled when its next expected offset is below the high watermark
+        and has not moved for ``_STALL_S`` while nothing of it waits in a stream buffer,
+        its family has free handler slots, it is not paused (retry window, recovery) and
+        not already resyncing: records behind the fetch position that no fetch will
+        deliver again. Seeking to the expected offset is harmless when it was not stalled
+        (re-fetched records are dropped as redeliveries); each one is logged with the
+        consumer's view of the partition and counted.
+        """
+        if not self._positioned or self.draining:
+            return []
+        consumer: Any = self.app.consumer
+        candidates = []
+        for tp in list(self._active):
+            expected = self._expected.get(tp)
+            if expected is None or tp in self._resyncing:
+                continue
+            try:
+                highwater = consumer.highwater(tp)
+            except Exception:
+                continue
+            seen, since = self._progress.get(tp, (expected, now))
+            if seen != expected or highwater is None or highwater <= expected:
+                self._progress[tp] = (expected, now)
+                continue
+            self._progress.setdefault(tp, (expected, now))
+            if now - since < _STALL_S or tp in consumer._paused_partitions:
+                continue
+            if self._topic_family[tp.topic].lanes.saturated():
+                continue
+            candidates.append(tp)
+        if not candidates:
+            return []
+        buffered = self._buffered()
+        stalled = [tp for tp in candidates if tp not in buffered]
+        for tp in stalled:
+            self.metrics.reseeks.labels(tp.topic, "stalled").inc()
+            self._progress[tp] = (self._expected[tp], now)
+            log.warning(
+                "%s[%d] delivered nothing for %.0fs though offset %d is below the high "
+                "watermark; seeking back (state: %s)",
+                tp.topic,
+                tp.partition,
+                now - since,
+                self._expected[tp],
+                self.partition_state(tp),
+            )
+        if stalled:
+            await self._seek({tp: self._expected[tp] for tp in stalled})
+        return stalled
+
+    def partition_state(self, tp: Any) -> dict[str, Any]:
+        """What the consumer stack knows of ``tp`` (diagnostics; read without locks)."""
+        consumer: Any = self.app.consumer
+        out: dict[str, Any] = {
+            "expected": self._expected.get(tp),
+            "flow_active": getattr(consumer, "flow_active", None),
+            "paused": tp in consumer._paused_partitions,
+            "buffer_full": tp in consumer._buffered_partitions,
+        }
+        try:
+            out["highwater"] = consumer.highwater(tp)
+            kafka = consumer._thread._consumer
+            state = kafka._subscription.subscription.assignment.state_value(tp)
+            out["position"] = state._position
+            out["awaiting_reset"] = state.awaiting_reset
+            out["prefetched"] = tp in kafka._fetcher._records
+        except Exception as exc:  # diagnostics only
+            out["error"] = repr(exc)
+        return out
 
     async def drain(self) -> None:
         """Shutdown: stop fetching, finish what runs (bounded), commit the finished prefix."""
