@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -71,7 +72,7 @@ class HealthServer:
         checks = self._runtime.ready()
         checks["broker_reachable"] = await self._broker()
         ok = all(checks.values())
-        body = {"status": "ok" if ok else "unavailable", "checks": checks}
+        body: dict[str, Any] = {"status": "ok" if ok else "unavailable", "checks": checks}
         if self._runtime.topology_errors:
             body["topology_errors"] = self._runtime.topology_errors
         return web.json_response(body, status=200 if ok else 503)

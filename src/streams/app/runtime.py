@@ -16,7 +16,8 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 import faust
 
@@ -108,11 +109,13 @@ class Runtime:
         # that filter raced with records still in flight and swallowed the re-fetched ones
         # (a partition stalled). Our own in-sequence admission drops duplicates, so the
         # filter is bypassed for our topics.
-        self.app.consumer._read_offset = _UnfilteredReadOffsets(set(self._topic_family))
+        consumer: Any = self.app.consumer
+        consumer._read_offset = _UnfilteredReadOffsets(set(self._topic_family))
         self._guard_flow_control()
         self._guard_fetch()
-        self.app.on_partitions_revoked.connect(self._on_revoked)
-        self.app.on_partitions_assigned.connect(self._on_assigned)
+        # faust's signal type wants a ``signal`` keyword; our handlers take it in **kwargs
+        self.app.on_partitions_revoked.connect(cast(Any, self._on_revoked))
+        self.app.on_partitions_assigned.connect(cast(Any, self._on_assigned))
         self.app.task(self._boot)
 
     # --- construction -------------------------------------------------------------------
@@ -210,7 +213,7 @@ class Runtime:
                     window=settings.retry_window,
                     pause=self._pause,
                     resume=self._resume,
-                    on_count=lambda n, fr=fr: waiting.set(sum(len(s) for s in fr.schedulers)),
+                    on_count=partial(self._count_waiting, waiting, fr),
                 )
                 fr.schedulers.append(scheduler)
             lane = Lane(
@@ -224,6 +227,10 @@ class Runtime:
             )
             self._add_agent(name, lane)
             self._topic_family[name] = fr
+
+    @staticmethod
+    def _count_waiting(gauge: Any, fr: FamilyRuntime, _count: int) -> None:
+        gauge.set(sum(len(s) for s in fr.schedulers))
 
     def _add_agent(self, topic_name: str, lane: Lane) -> None:
         channel = self.app.topic(
@@ -321,7 +328,8 @@ class Runtime:
         runs in the consumer thread; such a seek was seen not to take effect (a partition
         then waited forever for its expected offset)."""
         try:
-            await self.app.consumer._thread.seek_wait(offsets)
+            consumer: Any = self.app.consumer
+            await consumer._thread.seek_wait(offsets)
         except Exception as exc:  # retried by the next out-of-sequence record
             log.warning("seek to %s failed: %r", offsets, exc)
 
