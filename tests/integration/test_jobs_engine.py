@@ -59,14 +59,20 @@ class Rig:
         self.workers: list[WorkerProcess] = []
         self.publisher = Publisher(self.settings, catalog=self.catalog)
 
-    def start(self, worker_id: str = "w1") -> WorkerProcess:
+    def start(self, worker_id: str = "w1", *, static: bool = True) -> WorkerProcess:
+        """Start a worker; ``static=False`` makes it a dynamic group member (it leaves the
+        group when it stops, so its partitions move at once)."""
+        env = dict(self.env)
+        if not static:
+            env["STREAMS_WORKER_ID"] = ""
+            env["STREAMS_HOME"] = str(self.tmp / f"home-{worker_id}")
         w = WorkerProcess(
             self.settings,
             [self.family],
             self.tmp / "unused.db",
             self.tmp / f"{worker_id}.log",
             worker_id=worker_id,
-            extra_env=self.env,
+            extra_env=env,
             handlers="streams.jobs.registry",
         )
         self.workers.append(w.start())
@@ -351,9 +357,9 @@ def test_webhook_outcomes_through_the_engine(
             rig.close()
 
 
-def test_bucket_state_survives_a_restart(
+def _two_per_hour_rig(
     make_settings: Callable[..., Settings], tmp_path: Path, smtp: RecordingSMTPServer
-) -> None:
+) -> Rig:
     limit = {
         "name": "per_user",
         "scope": "key",
@@ -362,7 +368,7 @@ def test_bucket_state_survives_a_restart(
         "on_exceed": "defer",
         "max_defer": "2h",
     }
-    rig = Rig(
+    return Rig(
         make_settings,
         tmp_path,
         "email",
@@ -372,6 +378,39 @@ def test_bucket_state_survives_a_restart(
         ),
         smtp_env(smtp),
     )
+
+
+def test_bucket_state_follows_its_partition_to_another_worker(
+    make_settings: Callable[..., Settings], tmp_path: Path, smtp: RecordingSMTPServer
+) -> None:
+    """A rebalance, not a restart: the bucket reaches a different worker (its own home,
+    in-memory tables) through the changelog only. The first worker's SIGTERM lands while it
+    is still rebalancing for the second one (a rolling update); it must drain and exit 0,
+    not hang on seeks in a consumer thread that is shutting down."""
+    rig = _two_per_hour_rig(make_settings, tmp_path, smtp)
+    try:
+        first = rig.start("w1", static=False)
+        spent = [
+            r.event_id for r in rig.publisher.publish_batch([email("erin", i) for i in range(2)])
+        ]
+        wait_for(lambda: set(spent) <= set(event_ids(smtp)), 20, "the first two emails")
+        second = rig.start("w2", static=False)  # joins: the group rebalances
+        first.signal(signal.SIGTERM)  # leaves: every partition moves to w2
+        assert first.wait(30) == 0
+        third = rig.publisher.publish("email.requested", email("erin", 3)[1]).event_id
+        other = rig.publisher.publish("email.requested", email("frank", 1)[1]).event_id
+        wait_for(lambda: other in event_ids(smtp), 30, "another user's email")
+        wait_for(lambda: second.metric("streams_deferrals_total") >= 1, 20, "the deferral")
+        assert third not in event_ids(smtp), "the bucket did not follow its partition"
+        assert second.metric("streams_retries_total") == 0
+    finally:
+        rig.close()
+
+
+def test_bucket_state_survives_a_restart(
+    make_settings: Callable[..., Settings], tmp_path: Path, smtp: RecordingSMTPServer
+) -> None:
+    rig = _two_per_hour_rig(make_settings, tmp_path, smtp)
     try:
         worker = rig.start()
         spent = [

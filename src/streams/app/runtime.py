@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 _EXPIRY_INTERVAL_S = 60.0
 _LAG_INTERVAL_S = 5.0
 _RESYNC_RETRY_S = 30.0
-_STALL_S = 30.0  # no progress for this long with records behind the fetch position
+_STALL_S = 30.0
+_SEEK_TIMEOUT_S = 30.0  # no progress for this long with records behind the fetch position
 
 
 def wall_ms() -> int:
@@ -87,6 +88,7 @@ class Runtime:
         self._active: set[Any] = set()
         self._positioned = False  # partitions sought to their committed offsets
         self._admission_event: asyncio.Event | None = None
+        self._stop_event: asyncio.Event | None = None
         self._expected: dict[Any, int] = {}  # next offset to admit, per partition
         # partitions whose buffered records faust discarded (see _guard_flow_control)
         self._lost: set[Any] = set()
@@ -329,8 +331,9 @@ class Runtime:
         then waited forever for its expected offset)."""
         try:
             consumer: Any = self.app.consumer
-            await consumer._thread.seek_wait(offsets)
-        except Exception as exc:  # retried by the next out-of-sequence record
+            async with asyncio.timeout(_SEEK_TIMEOUT_S):
+                await consumer._thread.seek_wait(offsets)
+        except Exception as exc:  # retried by the next out-of-sequence record / watchdog
             log.warning("seek to %s failed: %r", offsets, exc)
 
     async def _position(self, tps: set[Any]) -> None:
@@ -495,14 +498,38 @@ class Runtime:
             for scheduler in fr.schedulers:
                 scheduler.repause()
         self.topology_errors = problems
-        await self._position(self._active)
+        # the seeks run in the consumer thread, which is itself waiting for this handler:
+        # if shutdown stops that thread meanwhile they never finish (a SIGTERM during a
+        # rebalance hung until the shutdown deadline and exited without committing)
+        if not await self._unless_stopping(self._position(self._active)):
+            return
         self._positioned = True
         self._admission_open().set()
-        await self._reseek_lost()
+        await self._unless_stopping(self._reseek_lost())
         if problems:
             message = "co-partitioned assignment does not hold:\n" + "\n".join(problems)
             log.error(message)
             await self.app.crash(TopologyError(message))
+
+    def _stopping_event(self) -> asyncio.Event:
+        if self._stop_event is None:
+            self._stop_event = asyncio.Event()
+        return self._stop_event
+
+    async def _unless_stopping(self, work: Any) -> bool:
+        """Await ``work`` unless shutdown starts first (then cancel it); True if it ran."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(self._stopping_event().wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if task.done():
+            task.result()
+            return True
+        task.cancel()
+        log.info("shutdown started during a rebalance: partitions left unpositioned")
+        return False
 
     async def _on_revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:
         self._positioned = False
@@ -675,6 +702,7 @@ class Runtime:
             return
         self._stopping = True
         self.draining = True  # nothing new is admitted from here on
+        self._stopping_event().set()  # a rebalance in progress stops waiting for seeks
         self._admission_open().set()  # wake lanes holding a record: they leave it unacked
         consumer = self.app.consumer
         try:
