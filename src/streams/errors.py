@@ -49,16 +49,26 @@ class RetryAfter(Retryable):
 class Deferred(HandlerError):
     """Not a failure: the event must wait (rate limit, open circuit) without using an attempt.
 
-    ``delay_s`` is how long it must wait; ``reason`` names what deferred it.
+    ``delay_s`` is how long it must wait; ``reason`` names what deferred it; ``reserved``:
+    its rate-limit tokens are already taken (the deferred record says so in a header and is
+    not charged again when it comes back).
     """
 
     retriable = True
 
-    def __init__(self, delay_s: float, reason: str, max_defer_s: float | None = None) -> None:
+    def __init__(
+        self,
+        delay_s: float,
+        reason: str,
+        max_defer_s: float | None = None,
+        *,
+        reserved: bool = False,
+    ) -> None:
         super().__init__(f"deferred {delay_s:g}s: {reason}")
         self.delay_s = float(delay_s)
         self.reason = reason
         self.max_defer_s = max_defer_s  # total deferral allowed; past it: DLQ reason 'expired'
+        self.reserved = reserved
 
 
 class Rejected(HandlerError):

@@ -48,7 +48,7 @@ class Gate:
         self.error = error
         self.checked = 0
 
-    def check(self, event: Any, entry: Entry) -> None:
+    def check(self, event: Any, entry: Entry, headers: Any) -> None:
         self.checked += 1
         if self.error is not None:
             raise self.error

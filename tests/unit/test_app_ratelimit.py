@@ -1,4 +1,4 @@
-"""RateGate: the catalog's token buckets over a table store, spent only when all allow."""
+"""RateGate: the catalog's token buckets over a table store; deferred events reserve."""
 
 from __future__ import annotations
 
@@ -58,8 +58,10 @@ class Rig:
         self.offset += 1
         return make_entry(self.acks, self.offset, partition=partition)
 
-    def check(self, user: str = "u1", partition: int = 0) -> None:
-        self.gate.check(SimpleNamespace(user_id=user), self.entry(partition))
+    def check(
+        self, user: str = "u1", partition: int = 0, headers: dict[str, str] | None = None
+    ) -> None:
+        self.gate.check(SimpleNamespace(user_id=user), self.entry(partition), headers or {})
 
     def tokens(self, key: bytes) -> float:
         state = unpack_state(self.store.get(key))
@@ -82,29 +84,72 @@ def test_allows_up_to_capacity_then_defers_with_the_exact_wait() -> None:
     assert info.value.delay_s == pytest.approx(0.1)
     assert info.value.max_defer_s == pytest.approx(60.0)
     assert "per_user" in info.value.reason
+    assert info.value.reserved
     assert r.limited("per_user", "defer") == 1
-    assert r.tokens(b"per_user|k|u1") == pytest.approx(0.0)
+    assert r.tokens(b"per_user|k|u1") == pytest.approx(-1.0)  # the deferred event's token
     r.check("u2")  # another key has its own bucket
     r.clock.advance(99)
     with pytest.raises(Deferred) as again:
-        r.check()
-    assert again.value.delay_s == pytest.approx(0.001)
-    r.clock.advance(1)
-    r.check()
+        r.check()  # queues behind the reserved one: its own token is due 101 ms later
+    assert again.value.delay_s == pytest.approx(0.101)
     assert r.limited("per_user", "defer") == 2
 
 
-def test_a_refusal_spends_nothing() -> None:
+def test_events_deferred_together_come_back_one_refill_interval_apart() -> None:
     r = Rig(PER_USER)
     for _ in range(3):
         r.check()
-    before = r.store[b"per_user|k|u1"]
+    waits = []
     for _ in range(5):
-        with pytest.raises(Deferred):
+        with pytest.raises(Deferred) as info:
             r.check()
-    assert r.store[b"per_user|k|u1"] == before
+        waits.append(info.value.delay_s)
+    # not five events due at +100 ms of which four would defer again
+    assert waits == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
+    assert r.tokens(b"per_user|k|u1") == pytest.approx(-5.0)
     r.clock.advance(100)
-    r.check()  # exactly one token came back, none was spent by the refusals
+    before = r.store[b"per_user|k|u1"]
+    r.check(headers={"streams-rate-reserved": "1"})  # the first comes back: already paid
+    assert r.store[b"per_user|k|u1"] == before
+    with pytest.raises(Deferred) as late:
+        r.check()  # a new event waits behind the four still out
+    assert late.value.delay_s == pytest.approx(0.5)
+
+
+def test_a_wait_past_the_deferral_budget_reserves_nothing() -> None:
+    r = Rig({**PER_USER, "burst": 1, "max_defer": "250ms"})
+    r.check()
+    for expected in (0.1, 0.2):
+        with pytest.raises(Deferred) as info:
+            r.check()
+        assert info.value.reserved and info.value.delay_s == pytest.approx(expected)
+    before = r.store[b"per_user|k|u1"]
+    with pytest.raises(Deferred) as info:
+        r.check()  # 300 ms > 250 ms: the planner expires it; it holds no token
+    assert not info.value.reserved
+    assert r.store[b"per_user|k|u1"] == before
+    # an event already deferred for a while has less budget left
+    r.clock.advance(100)
+    with pytest.raises(Deferred) as info:
+        r.check(headers={"streams-first-deferred-at-ms": str(r.clock() - 100)})
+    assert info.value.delay_s == pytest.approx(0.2) and not info.value.reserved
+
+
+def test_a_deferral_reserves_a_token_of_every_limit() -> None:
+    generous = {**PER_USER, "name": "per_user", "limit": 100, "burst": 5, "max_defer": "2h"}
+    strict = {**PER_USER, "name": "per_user_strict", "limit": 1, "per": "1h", "burst": 1}
+    strict["max_defer"] = "3h"
+    r = Rig(generous, strict)
+    r.check()
+    with pytest.raises(Deferred) as info:
+        r.check()
+    assert info.value.delay_s == pytest.approx(3600.0)
+    assert info.value.max_defer_s == pytest.approx(10800.0)  # budget of the deferring limit
+    assert "per_user_strict" in info.value.reason
+    assert r.tokens(b"per_user|k|u1") == pytest.approx(3.0)
+    assert r.tokens(b"per_user_strict|k|u1") == pytest.approx(-1.0)
+    assert r.limited("per_user_strict", "defer") == 1
+    assert r.limited("per_user", "defer") == 0
 
 
 def test_on_exceed_reject_raises_rejected() -> None:

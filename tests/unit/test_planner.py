@@ -294,6 +294,23 @@ def test_deferral_budget(
     assert decision.headers[h.FIRST_DEFERRED_AT_MS] == str(first_deferred_at_ms)
 
 
+def test_a_rate_limit_reservation_travels_with_deferrals_only() -> None:
+    reserved = plan(Deferred(2, "rate limit per_user", 3600, reserved=True))
+    assert isinstance(reserved, Retry)
+    assert reserved.headers[h.RATE_RESERVED] == "1"
+    # an open circuit defers it again: the tokens it holds stay reserved
+    circuit = plan(Deferred(4, "circuit smtp open"), reserved.headers)
+    assert isinstance(circuit, Retry) and circuit.headers[h.RATE_RESERVED] == "1"
+    # the handler then fails: the next attempt is charged again
+    retried = plan(Retryable("451 greylisted"), circuit.headers)
+    assert isinstance(retried, Retry) and h.RATE_RESERVED not in retried.headers
+    # to the DLQ: a replay is charged again
+    dead = plan(Permanent("550 no such user"), circuit.headers)
+    assert isinstance(dead, DeadLetter) and h.RATE_RESERVED not in dead.headers
+    plain = plan(Deferred(2, "circuit smtp open"))
+    assert isinstance(plain, Retry) and h.RATE_RESERVED not in plain.headers
+
+
 # --- headers --------------------------------------------------------------------------------
 
 

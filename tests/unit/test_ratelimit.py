@@ -18,6 +18,7 @@ from streams.core.ratelimit import (
     bucket_key,
     bucket_params,
     decide,
+    reserve,
     take,
 )
 
@@ -58,8 +59,8 @@ PROVIDER = rate_limit(name="stripe_api", scope="provider", provider="stripe", li
         # a cost of several tokens
         (BucketState(1.5, NOW_MS), 10, 0.01, NOW_MS, 2, BucketState(1.5, NOW_MS), 50),
         (BucketState(2.5, NOW_MS), 10, 0.01, NOW_MS, 2, BucketState(0.5, NOW_MS), 0),
-        # a corrupt negative balance counts as empty
-        (BucketState(-4.0, NOW_MS), 10, 0.01, NOW_MS, 1, BucketState(0.0, NOW_MS), 100),
+        # a negative balance is a debt of reservations: paid back before a token is there
+        (BucketState(-4.0, NOW_MS), 10, 0.01, NOW_MS, 1, BucketState(-4.0, NOW_MS), 500),
         # fast refill: a fraction of a ms still waits a whole ms
         (BucketState(0.0, NOW_MS), 10, 4.0, NOW_MS, 1, BucketState(0.0, NOW_MS), 1),
     ],
@@ -271,3 +272,17 @@ def test_a_clock_jumping_around_never_breaks_the_bucket(times_ms: list[int], cap
         state, wait_ms = take(state, capacity=capacity, refill_per_ms=0.001, now_ms=now_ms)
         assert 0.0 <= state.tokens <= capacity
         assert wait_ms >= 0
+
+
+def test_reservations_queue_one_refill_interval_apart() -> None:
+    state, waits = None, []
+    for _ in range(6):  # capacity 2, one token per 100 ms
+        state, wait = reserve(state, capacity=2, refill_per_ms=0.01, now_ms=NOW_MS)
+        waits.append(wait)
+    assert waits == [0, 0, 100, 200, 300, 400]
+    assert state.tokens == pytest.approx(-4.0)
+    # take() at the last reservation's due time finds the debt paid and no token left
+    _, wait = take(state, capacity=2, refill_per_ms=0.01, now_ms=NOW_MS + 400)
+    assert wait == 100
+    _, wait = take(state, capacity=2, refill_per_ms=0.01, now_ms=NOW_MS + 500)
+    assert wait == 0

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -51,7 +51,7 @@ class Producer(Protocol):
 class RateGate(Protocol):
     """Raises Deferred or Rejected when the event is over a limit (issue: rate limits)."""
 
-    def check(self, event: Any, entry: Entry) -> None: ...
+    def check(self, event: Any, entry: Entry, headers: Mapping[str, str]) -> None: ...
 
 
 class NoHandler(Permanent):
@@ -124,9 +124,10 @@ class Processor:
             entry.finish()
             return
         try:
+            headers = h.decode(message.headers)
             if self._gate is not None:
-                self._gate.check(event, entry)
-            await self._run_handler(event, entry)
+                self._gate.check(event, entry, headers)
+            await self._run_handler(event, entry, headers)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -139,12 +140,11 @@ class Processor:
         else:
             entry.finish()
 
-    async def _run_handler(self, event: Any, entry: Entry) -> None:
+    async def _run_handler(self, event: Any, entry: Entry, headers: dict[str, str]) -> None:
         event_type = event.envelope.event_type
         handler = self._handlers.get(event_type)
         if handler is None:
             raise NoHandler(f"no handler registered for {event_type}")
-        headers = h.decode(entry.message.headers)
         ctx = JobContext(
             event_id=event.envelope.event_id,
             event_type=event_type,

@@ -24,6 +24,8 @@ TRACESTATE = "tracestate"
 ATTEMPT = "streams-attempt"  # the attempt the record will run as (1 = first run)
 DEFERRALS = "streams-deferrals"  # rate-limit / circuit deferrals so far (no attempt used)
 FIRST_DEFERRED_AT_MS = "streams-first-deferred-at-ms"
+# "1": the record's rate-limit tokens were taken when it was deferred (not charged again)
+RATE_RESERVED = "streams-rate-reserved"
 DUE_AT_MS = "streams-due-at-ms"
 ORIGINAL_TOPIC = "streams-original-topic"
 ORIGINAL_PARTITION = "streams-original-partition"
@@ -43,6 +45,7 @@ FAILURE_HEADERS = (
     ATTEMPT,
     DEFERRALS,
     FIRST_DEFERRED_AT_MS,
+    RATE_RESERVED,
     DUE_AT_MS,
     ORIGINAL_TOPIC,
     ORIGINAL_PARTITION,

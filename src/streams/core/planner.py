@@ -151,6 +151,7 @@ def _plan_retry(
             tier_ms = tier_for_delay_ms(ctx.retry.tier_delays_ms, hint_ms)
     out = _failure_headers(ctx, failure)
     out[h.ATTEMPT] = str(next_attempt)
+    out.pop(h.RATE_RESERVED, None)  # a new attempt pays for its tokens again
     return _retry(ctx, out, tier_ms, ctx.now_ms + wait_ms, next_attempt, deferred=False)
 
 
@@ -169,6 +170,8 @@ def _plan_deferral(ctx: _Context, error: Deferred, default_max_defer_ms: int) ->
     if ctx.now_ms + delay_ms - first_deferred_at_ms > max_defer_ms:
         return _finish_dead_letter(ctx, out, "expired")
     out[h.DEFERRALS] = str(max(0, h.int_header(ctx.headers, h.DEFERRALS, 0)) + 1)
+    if error.reserved:  # else a reservation made earlier stays (e.g. an open circuit)
+        out[h.RATE_RESERVED] = "1"
     tier_ms = tier_for_delay_ms(ctx.retry.tier_delays_ms, delay_ms)
     attempt = h.attempt_of(ctx.headers)
     return _retry(ctx, out, tier_ms, ctx.now_ms + delay_ms, attempt, deferred=True)
@@ -196,6 +199,7 @@ def _dead_letter(ctx: _Context, failure: h.Failure, reason: str) -> DeadLetter:
 def _finish_dead_letter(ctx: _Context, out: dict[str, str], reason: str) -> DeadLetter:
     out[h.DLQ_REASON] = reason
     out.pop(h.DUE_AT_MS, None)
+    out.pop(h.RATE_RESERVED, None)  # a replay is charged again
     return DeadLetter(dlq_topic(ctx.prefix, ctx.family), reason, out)
 
 

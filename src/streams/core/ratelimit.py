@@ -7,6 +7,12 @@ or the exact ms until enough tokens (refused, nothing consumed). ``decide`` appl
 
 With several limits on one family, ``decide`` each; if any refuses, persist none of the
 allowed states (a refused ``take`` consumed nothing, so keeping the old states is exact).
+
+``reserve`` is the deferral's take: it always takes the tokens, letting the bucket go into
+debt, and says how long the caller must wait until the debt is paid back. A deferred request
+therefore holds its place: requests deferred together come back one refill interval apart
+instead of all at once (each would otherwise find one token and re-defer the rest), and new
+requests queue behind them.
 """
 
 from __future__ import annotations
@@ -74,6 +80,27 @@ def take(
     return BucketState(tokens, now_ms), _wait_ms(tokens, capacity, refill_per_ms, cost)
 
 
+def reserve(
+    state: BucketState | None,
+    *,
+    capacity: int,
+    refill_per_ms: float,
+    now_ms: int,
+    cost: float = 1,
+) -> tuple[BucketState, int]:
+    """Refill to ``now_ms`` and take ``cost`` tokens even when they are not there yet:
+    (new state, wait_ms), where wait_ms is 0 when they were there and otherwise the exact
+    ms until the bucket would have held them (the same wait ``take`` reports). The new
+    state may hold negative tokens (a debt later refills pay back first).
+    Raises ValueError like ``take``.
+    """
+    _check_params(capacity, refill_per_ms, cost)
+    tokens = _refilled(state, capacity=capacity, refill_per_ms=refill_per_ms, now_ms=now_ms)
+    if _enough(tokens, cost):
+        return BucketState(max(0.0, tokens - cost), now_ms), 0
+    return BucketState(tokens - cost, now_ms), _wait_ms(tokens, capacity, refill_per_ms, cost)
+
+
 def _check_params(capacity: int, refill_per_ms: float, cost: float) -> None:
     if capacity < 1:
         raise ValueError(f"capacity must be >= 1, got {capacity}")
@@ -89,7 +116,8 @@ def _refilled(
     if state is None:
         return float(capacity)
     elapsed_ms = max(0, now_ms - state.updated_ms)
-    return min(float(capacity), max(0.0, state.tokens) + elapsed_ms * refill_per_ms)
+    # negative tokens are a debt of reservations (see reserve); refills pay it back first
+    return min(float(capacity), state.tokens + elapsed_ms * refill_per_ms)
 
 
 def _enough(tokens: float, cost: float) -> bool:
@@ -138,6 +166,14 @@ def bucket_key(limit: RateLimit, *, key: str, partition: int) -> str:
     if limit.scope == "key":
         return f"{limit.name}|k|{key}"
     return f"{limit.name}|p|{limit.provider}|{partition}"
+
+
+def reserve_for(
+    limit: RateLimit, state: BucketState | None, *, partitions: int, now_ms: int
+) -> tuple[BucketState, int]:
+    """``reserve`` one token of ``limit``'s bucket: (new state, wait_ms)."""
+    capacity, refill_per_ms = bucket_params(limit, partitions=partitions)
+    return reserve(state, capacity=capacity, refill_per_ms=refill_per_ms, now_ms=now_ms)
 
 
 def decide(
