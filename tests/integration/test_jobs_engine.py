@@ -382,6 +382,18 @@ def _two_per_hour_rig(
     )
 
 
+def _assert_third_is_deferred(
+    rig: Rig, worker: WorkerProcess, smtp: RecordingSMTPServer, user: str, why: str
+) -> None:
+    """``user`` spent both tokens before: a third email is deferred, another user's is not."""
+    third = rig.publisher.publish("email.requested", email(user, 3)[1]).event_id
+    other = rig.publisher.publish("email.requested", email(f"not-{user}", 1)[1]).event_id
+    wait_for(lambda: other in event_ids(smtp), 30, "another user's email")
+    wait_for(lambda: worker.metric("streams_deferrals_total") >= 1, 20, "the deferral")
+    assert third not in event_ids(smtp), why
+    assert worker.metric("streams_retries_total") == 0
+
+
 def test_bucket_state_follows_its_partition_to_another_worker(
     make_settings: Callable[..., Settings], tmp_path: Path, smtp: RecordingSMTPServer
 ) -> None:
@@ -399,12 +411,7 @@ def test_bucket_state_follows_its_partition_to_another_worker(
         second = rig.start("w2", static=False)  # joins: the group rebalances
         first.signal(signal.SIGTERM)  # leaves: every partition moves to w2
         assert first.wait(30) == 0
-        third = rig.publisher.publish("email.requested", email("erin", 3)[1]).event_id
-        other = rig.publisher.publish("email.requested", email("frank", 1)[1]).event_id
-        wait_for(lambda: other in event_ids(smtp), 30, "another user's email")
-        wait_for(lambda: second.metric("streams_deferrals_total") >= 1, 20, "the deferral")
-        assert third not in event_ids(smtp), "the bucket did not follow its partition"
-        assert second.metric("streams_retries_total") == 0
+        _assert_third_is_deferred(rig, second, smtp, "erin", "the bucket did not follow")
     finally:
         rig.close()
 
@@ -422,11 +429,6 @@ def test_bucket_state_survives_a_restart(
         worker.signal(signal.SIGTERM)
         assert worker.wait(30) == 0
         worker = rig.start()  # the bucket comes back from the changelog
-        third = rig.publisher.publish("email.requested", email("carol", 3)[1]).event_id
-        other = rig.publisher.publish("email.requested", email("dave", 1)[1]).event_id
-        wait_for(lambda: other in event_ids(smtp), 20, "another user's email")
-        wait_for(lambda: worker.metric("streams_deferrals_total") >= 1, 20, "the deferral")
-        assert third not in event_ids(smtp), "the bucket was forgotten across the restart"
-        assert worker.metric("streams_retries_total") == 0
+        _assert_third_is_deferred(rig, worker, smtp, "carol", "the bucket was forgotten")
     finally:
         rig.close()

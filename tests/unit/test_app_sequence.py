@@ -45,12 +45,17 @@ def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Runtime, l
     return rt, seeks
 
 
+def _assign(rt: Runtime, expected: dict[Any, int]) -> None:
+    """As after an assignment: these partitions are ours and positioned at ``expected``."""
+    rt._active = set(expected)
+    rt._positioned = True
+    rt._expected.update(expected)
+
+
 async def test_records_are_admitted_only_in_sequence(runtime: tuple[Runtime, list[Any]]) -> None:
     rt, seeks = runtime
     tp = TP("t.audit", 0)
-    rt._active = {tp}
-    rt._positioned = True
-    rt._expected[tp] = 5
+    _assign(rt, {tp: 5})
     assert rt._log_for(tp, 5) is not None
     assert rt._expected[tp] == 6
     # a record beyond the next expected offset: not admitted, the partition seeks back
@@ -103,9 +108,7 @@ async def test_records_faust_discards_on_resume_are_read_again(
 ) -> None:
     rt, seeks = runtime
     fetched, other = TP("t.audit", 0), TP("t.audit", 1)
-    rt._active = {fetched, other}
-    rt._positioned = True
-    rt._expected.update({fetched: 7, other: 3})
+    _assign(rt, {fetched: 7, other: 3})
     queue = _stream_buffer(rt, _Buffered(fetched, 7), _Buffered(fetched, 8))
     rt.app.flow_control.resume()  # faust: resume flow at the end of recovery (clears buffers)
     assert queue.qsize() == 0, "faust no longer clears buffers on resume: revisit the guard"
@@ -137,9 +140,7 @@ async def test_a_clear_on_revoke_leaves_positioning_to_the_next_assignment(
 ) -> None:
     rt, seeks = runtime
     tp = TP("t.audit", 0)
-    rt._active = {tp}
-    rt._positioned = True
-    rt._expected[tp] = 2
+    _assign(rt, {tp: 2})
     queue = _stream_buffer(rt, _Buffered(tp, 2))
     rt.app.flow_control.suspend()
     rt.app.flow_control.clear()  # faust's revoke: suspend, pause, clear
@@ -160,9 +161,7 @@ async def test_the_watchdog_seeks_back_a_partition_that_delivers_nothing(
 ) -> None:
     rt, seeks = runtime
     stuck, idle, waiting = TP("t.audit", 0), TP("t.audit", 1), TP("t.audit", 2)
-    rt._active = {stuck, idle, waiting}
-    rt._positioned = True
-    rt._expected.update({stuck: 5, idle: 9, waiting: 3})
+    _assign(rt, {stuck: 5, idle: 9, waiting: 3})
     highwater = {stuck: 20, idle: 9, waiting: 10}
     monkeypatch.setattr(rt.app.consumer, "highwater", lambda tp: highwater[tp])
     queue = _stream_buffer(rt, _Buffered(waiting, 3))  # its next record waits for a slot
@@ -215,9 +214,7 @@ async def test_a_resumed_partition_is_read_again_from_its_expected_offset(
 ) -> None:
     rt, seeks = runtime
     tp = TP("t.audit", 0)
-    rt._active = {tp}
-    rt._positioned = True
-    rt._expected[tp] = 12
+    _assign(rt, {tp: 12})
     rt._pause(tp)
     assert tp in rt.app.consumer._paused_partitions
     rt._resume(tp)

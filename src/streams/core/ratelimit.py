@@ -73,11 +73,7 @@ def take(
     tokens stay capped at ``capacity``, so at most a full bucket can be gained from it).
     Raises ValueError when capacity < 1, refill_per_ms <= 0 or cost not in (0, capacity].
     """
-    _check_params(capacity, refill_per_ms, cost)
-    tokens = _refilled(state, capacity=capacity, refill_per_ms=refill_per_ms, now_ms=now_ms)
-    if _enough(tokens, cost):
-        return BucketState(max(0.0, tokens - cost), now_ms), 0
-    return BucketState(tokens, now_ms), _wait_ms(tokens, capacity, refill_per_ms, cost)
+    return _take(state, capacity, refill_per_ms, now_ms, cost, into_debt=False)
 
 
 def reserve(
@@ -94,11 +90,24 @@ def reserve(
     state may hold negative tokens (a debt later refills pay back first).
     Raises ValueError like ``take``.
     """
+    return _take(state, capacity, refill_per_ms, now_ms, cost, into_debt=True)
+
+
+def _take(
+    state: BucketState | None,
+    capacity: int,
+    refill_per_ms: float,
+    now_ms: int,
+    cost: float,
+    *,
+    into_debt: bool,
+) -> tuple[BucketState, int]:
     _check_params(capacity, refill_per_ms, cost)
     tokens = _refilled(state, capacity=capacity, refill_per_ms=refill_per_ms, now_ms=now_ms)
     if _enough(tokens, cost):
         return BucketState(max(0.0, tokens - cost), now_ms), 0
-    return BucketState(tokens - cost, now_ms), _wait_ms(tokens, capacity, refill_per_ms, cost)
+    wait_ms = _wait_ms(tokens, capacity, refill_per_ms, cost)
+    return BucketState(tokens - cost if into_debt else tokens, now_ms), wait_ms
 
 
 def _check_params(capacity: int, refill_per_ms: float, cost: float) -> None:
