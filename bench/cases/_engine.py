@@ -199,6 +199,10 @@ def shared_pipe(ctx: BenchContext, variant: str = "default", **body: Any) -> Ben
 # --- worker processes -------------------------------------------------------------------
 
 
+# passed from the bench's environment to its workers (WorkerProcess passes no STREAMS_*)
+PASSED_SETTINGS = ("STREAMS_FETCH_MAX_WAIT_MS", "STREAMS_LEDGER_LINGER_MS")
+
+
 class BenchWorker(WorkerProcess):
     """WorkerProcess with optional interpreter arguments (e.g. ``-m cProfile -o f``)."""
 
@@ -244,13 +248,17 @@ def worker_process(
         Path(profile_dir).mkdir(parents=True, exist_ok=True)
         python_args = ("-m", "cProfile", "-o", str(Path(profile_dir) / f"{name}.prof"))
         print(f"[profile] {Path(profile_dir) / f'{name}.prof'}", file=sys.stderr)
+    extra_env = dict(env)
+    for setting in PASSED_SETTINGS:  # engine settings a bench run may vary
+        if setting in os.environ:
+            extra_env.setdefault(setting, os.environ[setting])
     worker = BenchWorker(
         settings,
         [FAMILY],
         fam.dir / f"{name}.ledger.db",
         fam.dir / f"{name}.log",
         worker_id=worker_id,
-        extra_env=dict(env),
+        extra_env=extra_env,
         handlers="bench.handlers",
     )
     worker.python_args = python_args

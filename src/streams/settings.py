@@ -67,6 +67,12 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="revoke/shutdown: how long running handlers may finish"
     )
     session_timeout_s: float = Field(default=15.0, ge=6, description="consumer group session")
+    fetch_max_wait_ms: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="longest a fetch waits at the broker for data (faust hard-codes 1,500)",
+    )
     ledger_linger_ms: int = Field(
         default=20,
         ge=0,

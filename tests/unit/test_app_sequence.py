@@ -224,3 +224,15 @@ async def test_a_resumed_partition_is_read_again_from_its_expected_offset(
     rt._resume(TP("t.audit", 5))  # not ours any more: nothing happens
     await asyncio.sleep(0)
     assert seeks == [{tp: 12}]
+
+
+def test_the_worker_consumer_gets_the_configured_fetch_wait(
+    runtime: tuple[Runtime, list[Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt, _ = runtime
+    made = type("Kafka", (), {"_fetch_max_wait_ms": 1500})()  # faust's hard-coded value
+    thread: Any = rt.app.consumer._thread
+    monkeypatch.setattr(thread, "_create_worker_consumer", lambda transport: made)
+    rt._tune_fetch_wait(rt.settings.fetch_max_wait_ms)
+    assert thread._create_worker_consumer("transport") is made
+    assert made._fetch_max_wait_ms == 100

@@ -115,6 +115,7 @@ class Runtime:
         consumer._read_offset = _UnfilteredReadOffsets(set(self._topic_family))
         self._guard_flow_control()
         self._guard_fetch()
+        self._tune_fetch_wait(settings.fetch_max_wait_ms)
         # faust's signal type wants a ``signal`` keyword; our handlers take it in **kwargs
         self.app.on_partitions_revoked.connect(cast(Any, self._on_revoked))
         self.app.on_partitions_assigned.connect(cast(Any, self._on_assigned))
@@ -432,6 +433,26 @@ class Runtime:
             return records
 
         consumer._getmany = snapshot_getmany
+
+    def _tune_fetch_wait(self, wait_ms: int) -> None:
+        """Give the worker's aiokafka consumer ``wait_ms`` as its fetch max wait.
+
+        faust creates it with a hard-coded 1,500 ms. aiokafka keeps one fetch in flight per
+        broker and leaves out of it every partition whose fetched records are not consumed
+        yet, so while a worker works through a batch of the main topic a fetch holding only
+        idle partitions (retry tiers) waited up to 1.5 s at the broker, and new main-topic
+        records waited with it (the latency stalls of bench P3).
+        """
+        consumer: Any = self.app.consumer
+        thread = consumer._thread
+        create = thread._create_worker_consumer
+
+        def create_worker_consumer(*args: Any, **kwargs: Any) -> Any:
+            kafka = create(*args, **kwargs)
+            kafka._fetch_max_wait_ms = wait_ms  # read when its fetcher starts
+            return kafka
+
+        thread._create_worker_consumer = create_worker_consumer
 
     def _buffered(self) -> set[Any]:
         """Partitions of our topics with records waiting in faust's stream buffers."""
