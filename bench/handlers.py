@@ -10,8 +10,6 @@ that the bench sets on the worker process (bench support only, never library cod
                            attempts >= 2 record now - streams-due-at-ms (P4)
   BENCH_EXPECT   handler calls after which the record is written
   BENCH_OUT      where the record goes (JSON, written once, atomically)
-  BENCH_FETCH_MAX_WAIT_MS  experiment only: override the fetch_max_wait_ms that faust
-                 hard-codes (1500) for its aiokafka consumer, to show its effect on P3/P1
   BENCH_LEDGER_LINGER_MS  experiment only: the changelog writer waits this long after
                  being woken before it cuts and sends a batch (a proposed engine change)
   BENCH_NO_SPINNER=1  experiment only: drop faust's terminal spinner handler, which sets
@@ -89,25 +87,6 @@ class _Recorder:
 
 _rec = _Recorder()
 
-
-def _patch_fetch_max_wait(ms: int) -> None:
-    """Experiment: make every AIOKafkaConsumer use ``fetch_max_wait_ms=ms``."""
-    import functools
-
-    import aiokafka
-
-    original = aiokafka.AIOKafkaConsumer.__init__
-
-    @functools.wraps(original)
-    def init(self: Any, *args: Any, **kwargs: Any) -> None:
-        kwargs["fetch_max_wait_ms"] = ms
-        original(self, *args, **kwargs)
-
-    aiokafka.AIOKafkaConsumer.__init__ = init  # type: ignore[method-assign]
-
-
-if os.environ.get("BENCH_FETCH_MAX_WAIT_MS"):
-    _patch_fetch_max_wait(int(os.environ["BENCH_FETCH_MAX_WAIT_MS"]))
 
 
 def _patch_ledger_linger(linger_s: float) -> None:
