@@ -236,3 +236,18 @@ def test_the_worker_consumer_gets_the_configured_fetch_wait(
     rt._tune_fetch_wait(rt.settings.fetch_max_wait_ms)
     assert thread._create_worker_consumer("transport") is made
     assert made._fetch_max_wait_ms == 100
+
+
+async def test_shutdown_empties_the_stream_buffers_before_draining(
+    runtime: tuple[Runtime, list[Any]],
+) -> None:
+    """faust's stream skips *and acks* what it takes from a buffer while flow is suspended;
+    an ack past a still-running record would let faust commit past it."""
+    rt, seeks = runtime
+    tp = TP("t.audit", 0)
+    _assign(rt, {tp: 3})
+    queue = _stream_buffer(rt, _Buffered(tp, 3), _Buffered(tp, 4))
+    await rt.drain()
+    assert queue.qsize() == 0
+    assert not rt.app.flow_control.is_active()
+    assert seeks == [], "a draining worker sought back"

@@ -731,7 +731,11 @@ class Runtime:
             consumer.pause_partitions(assignment)
         except Exception:
             assignment = set(self._active)
+        # in the same step, as faust does on revoke: while flow control is suspended faust's
+        # stream *skips and acks* every record it still takes from a buffer, and an ack past
+        # a record that is still running would let faust commit past it (faust #606)
         self.app.flow_control.suspend()
+        self.app.flow_control.clear()
         await self.release(set(self._active) | assignment, self.settings.drain_timeout_s)
         for job in self.registry.jobs:
             try:
