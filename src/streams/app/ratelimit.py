@@ -25,7 +25,7 @@ from streams.app.changelog import ChangelogWriter
 from streams.app.ordering import Entry
 from streams.catalog import Family
 from streams.core import headers as h
-from streams.core.ratelimit import BucketState, Defer, Reject, bucket_key, decide, reserve_for
+from streams.core.ratelimit import BucketState, Defer, Reject, bucket_key, decide
 from streams.errors import Deferred, Rejected
 from streams.metrics import Metrics
 
@@ -76,39 +76,42 @@ class RateGate:
             return
         key = str(getattr(event, self._family.key_field))
         now_ms = self._clock_ms()
-        partitions = self._family.partitions
-        looked: list[tuple[Any, bytes, BucketState | None, BucketState, Any]] = []
+        states: list[tuple[bytes, BucketState]] = []
+        deferring: list[tuple[str, Defer]] = []
         for limit in self._limits:
             table_key = bucket_key(limit, key=key, partition=entry.partition).encode()
-            state = unpack_state(self._store.get(table_key))
-            new_state, decision = decide(limit, state, partitions=partitions, now_ms=now_ms)
+            new_state, decision = decide(
+                limit,
+                unpack_state(self._store.get(table_key)),
+                partitions=self._family.partitions,
+                now_ms=now_ms,
+                reserving=True,
+            )
             if isinstance(decision, Reject):
                 self._metrics.rate_limited.labels(self._family.name, limit.name, "reject").inc()
                 raise Rejected(decision.reason)
-            looked.append((limit, table_key, state, new_state, decision))
-        deferring = [item for item in looked if isinstance(item[4], Defer)]
-        if not deferring:
-            for _, table_key, _, new_state, _ in looked:
-                self._writer.put(entry.partition, table_key, pack_state(new_state))
-            return
-        reserved = []
-        wait_ms = 0
-        for limit, table_key, state, _, _ in looked:
-            debt_state, limit_wait_ms = reserve_for(
-                limit, state, partitions=partitions, now_ms=now_ms
+            if isinstance(decision, Defer):
+                deferring.append((limit.name, decision))
+            states.append((table_key, new_state))
+        deferral = None
+        if deferring:
+            for name, _ in deferring:
+                self._metrics.rate_limited.labels(self._family.name, name, "defer").inc()
+            strictest = max((d for _, d in deferring), key=lambda d: d.wait_ms)
+            max_defer_ms = min(d.max_defer_ms for _, d in deferring)
+            first_deferred_ms = h.int_header(headers, h.FIRST_DEFERRED_AT_MS, -1)
+            waited_ms = now_ms - first_deferred_ms if first_deferred_ms >= 0 else 0
+            if waited_ms + strictest.wait_ms > max_defer_ms:  # expired: it holds no tokens
+                raise Deferred(
+                    strictest.wait_ms / 1000, strictest.reason, max_defer_s=max_defer_ms / 1000
+                )
+            deferral = Deferred(
+                strictest.wait_ms / 1000,
+                strictest.reason,
+                max_defer_s=max_defer_ms / 1000,
+                reserved=True,
             )
-            reserved.append((table_key, debt_state))
-            wait_ms = max(wait_ms, limit_wait_ms)
-        strictest = max(deferring, key=lambda item: item[4].wait_ms)
-        max_defer_ms = min(item[4].max_defer_ms for item in deferring)
-        for limit, *_ in deferring:
-            self._metrics.rate_limited.labels(self._family.name, limit.name, "defer").inc()
-        first_deferred_ms = h.int_header(headers, h.FIRST_DEFERRED_AT_MS, -1)
-        waited_ms = now_ms - first_deferred_ms if first_deferred_ms >= 0 else 0
-        if waited_ms + wait_ms > max_defer_ms:  # expired: hold no tokens for it
-            raise Deferred(wait_ms / 1000, strictest[4].reason, max_defer_s=max_defer_ms / 1000)
-        for table_key, debt_state in reserved:
-            self._writer.put(entry.partition, table_key, pack_state(debt_state))
-        raise Deferred(
-            wait_ms / 1000, strictest[4].reason, max_defer_s=max_defer_ms / 1000, reserved=True
-        )
+        for table_key, new_state in states:
+            self._writer.put(entry.partition, table_key, pack_state(new_state))
+        if deferral is not None:
+            raise deferral

@@ -177,23 +177,23 @@ def bucket_key(limit: RateLimit, *, key: str, partition: int) -> str:
     return f"{limit.name}|p|{limit.provider}|{partition}"
 
 
-def reserve_for(
-    limit: RateLimit, state: BucketState | None, *, partitions: int, now_ms: int
-) -> tuple[BucketState, int]:
-    """``reserve`` one token of ``limit``'s bucket: (new state, wait_ms)."""
-    capacity, refill_per_ms = bucket_params(limit, partitions=partitions)
-    return reserve(state, capacity=capacity, refill_per_ms=refill_per_ms, now_ms=now_ms)
-
-
 def decide(
-    limit: RateLimit, state: BucketState | None, *, partitions: int, now_ms: int
+    limit: RateLimit,
+    state: BucketState | None,
+    *,
+    partitions: int,
+    now_ms: int,
+    reserving: bool = False,
 ) -> tuple[BucketState, RateDecision]:
     """Take one token from ``limit``'s bucket: (new state, Allow | Defer | Reject).
 
-    Persist the returned state. Raises ValueError when ``partitions`` < 1.
+    Persist the returned state. With ``reserving`` a Defer's state holds the token as a
+    debt (``reserve``): persist it only if the request is then deferred, not dropped.
+    Raises ValueError when ``partitions`` < 1.
     """
     capacity, refill_per_ms = bucket_params(limit, partitions=partitions)
-    new_state, wait_ms = take(state, capacity=capacity, refill_per_ms=refill_per_ms, now_ms=now_ms)
+    spend = reserve if reserving and limit.on_exceed == "defer" else take
+    new_state, wait_ms = spend(state, capacity=capacity, refill_per_ms=refill_per_ms, now_ms=now_ms)
     if wait_ms == 0:
         return new_state, Allow()
     reason = f"rate limit {limit.name} ({limit.limit} per {limit.per_ms} ms) exceeded"
