@@ -43,8 +43,8 @@ log = logging.getLogger(__name__)
 _EXPIRY_INTERVAL_S = 60.0
 _LAG_INTERVAL_S = 5.0
 _RESYNC_RETRY_S = 30.0
-_STALL_S = 30.0
-_SEEK_TIMEOUT_S = 30.0  # no progress for this long with records behind the fetch position
+_STALL_S = 30.0  # no progress for this long with records behind the fetch position
+_SEEK_TIMEOUT_S = 30.0
 
 
 def wall_ms() -> int:
@@ -94,14 +94,12 @@ class Runtime:
         self._lost: set[Any] = set()
         # partition -> (expected offset, monotonic time it was first seen), for the watchdog
         self._progress: dict[Any, tuple[int, float]] = {}
-        self._reseek_task: asyncio.Task[None] | None = None
-        self._resume_seek: asyncio.Task[None] | None = None
+        self._seeks: set[asyncio.Task[None]] = set()  # seeks started without awaiting them
         # partition -> (out of sequence since, last seek back), both monotonic seconds
         self._resyncing: dict[Any, tuple[float, float]] = {}
         self._topic_family: dict[str, FamilyRuntime] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self.draining = False
-        self._stopping = False
         self.assigned_once = False
         self.started = False
         self.topology_errors: list[str] = []
@@ -322,7 +320,13 @@ class Runtime:
                 now - since,
             )
         self._resyncing[tp] = (since, now)
-        asyncio.get_running_loop().create_task(self._seek({tp: expected}))
+        self._in_background(self._seek({tp: expected}))
+
+    def _in_background(self, seek: Any) -> None:
+        """Start ``seek`` from synchronous code, keeping a reference until it is done."""
+        task = asyncio.get_running_loop().create_task(seek)
+        self._seeks.add(task)
+        task.add_done_callback(self._seeks.discard)
 
     async def _seek(self, offsets: dict[Any, int]) -> None:
         """Seek in the consumer's own thread and wait until the positions are set.
@@ -389,11 +393,7 @@ class Runtime:
             # a clear while flow is suspended is faust's revoke: the next assignment
             # positions every partition anyway
             if self._positioned and flow_control.is_active():
-                try:
-                    loop = asyncio.get_running_loop()
-                except RuntimeError:
-                    return
-                self._reseek_task = loop.create_task(self._reseek_lost())
+                self._in_background(self._reseek_lost())
 
         flow_control.clear = guarded_clear
 
@@ -493,7 +493,7 @@ class Runtime:
         self.app.consumer.resume_partitions({tp})
         expected = self._expected.get(tp)
         if expected is not None and self._positioned and not self.draining:
-            self._resume_seek = asyncio.get_running_loop().create_task(self._seek({tp: expected}))
+            self._in_background(self._seek({tp: expected}))
 
     async def _on_assigned(self, sender: Any, assigned: set[Any], **kwargs: Any) -> None:
         self._positioned = False
@@ -667,11 +667,10 @@ class Runtime:
                 highwater = consumer.highwater(tp)
             except Exception:
                 continue
-            seen, since = self._progress.get(tp, (expected, now))
+            seen, since = self._progress.setdefault(tp, (expected, now))
             if seen != expected or highwater is None or highwater <= expected:
                 self._progress[tp] = (expected, now)
                 continue
-            self._progress.setdefault(tp, (expected, now))
             if now - since < _STALL_S or tp in consumer._paused_partitions:
                 continue
             if self._topic_family[tp.topic].lanes.saturated():
@@ -719,9 +718,8 @@ class Runtime:
 
     async def drain(self) -> None:
         """Shutdown: stop fetching, finish what runs (bounded), commit the finished prefix."""
-        if self._stopping:
+        if self.draining:
             return
-        self._stopping = True
         self.draining = True  # nothing new is admitted from here on
         self._stopping_event().set()  # a rebalance in progress stops waiting for seeks
         self._admission_open().set()  # wake lanes holding a record: they leave it unacked
