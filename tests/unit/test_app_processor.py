@@ -448,14 +448,20 @@ async def test_a_producer_failure_is_retried_and_the_entry_waits_for_success(
     assert r.dead_letters("permanent") == 1  # counted once, when durable
 
 
-async def test_a_revoke_during_a_failing_send_leaves_the_entry_unacked(
-    rig_factory: Callable[..., Rig],
-) -> None:
+async def _revoked_while_sending(rig_factory: Callable[..., Rig]) -> tuple[Rig, Any]:
+    """A retry send in flight whose partition is then revoked: (rig, processing task)."""
     r = rig_factory(handler=raising(Retryable("down")), route_auto=False)
     entry = r.entry()
     task = asyncio.get_running_loop().create_task(r.processor.process(entry))
     await until(lambda: len(r.route.sent) == 1)
     entry.log.close()  # revoked while the send is in flight
+    return r, task
+
+
+async def test_a_revoke_during_a_failing_send_leaves_the_entry_unacked(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    r, task = await _revoked_while_sending(rig_factory)
     r.route.fail_all(RuntimeError("broker gone"))
     await asyncio.wait_for(task, 1.0)  # gives up: the next owner retries
     await asyncio.sleep(0.05)
@@ -467,11 +473,7 @@ async def test_a_revoke_during_a_failing_send_leaves_the_entry_unacked(
 async def test_a_revoke_before_the_broker_acknowledged_leaves_the_entry_unacked(
     rig_factory: Callable[..., Rig],
 ) -> None:
-    r = rig_factory(handler=raising(Retryable("down")), route_auto=False)
-    entry = r.entry()
-    task = asyncio.get_running_loop().create_task(r.processor.process(entry))
-    await until(lambda: len(r.route.sent) == 1)
-    entry.log.close()
+    r, task = await _revoked_while_sending(rig_factory)
     r.route.resolve_all()
     await asyncio.wait_for(task, 1.0)
     assert r.acks == []
