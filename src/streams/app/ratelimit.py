@@ -25,6 +25,7 @@ from streams.app.changelog import ChangelogWriter
 from streams.app.ordering import Entry
 from streams.catalog import Family
 from streams.core import headers as h
+from streams.core.planner import deferral_expires
 from streams.core.ratelimit import BucketState, Defer, Reject, bucket_key, decide
 from streams.errors import Deferred, Rejected
 from streams.metrics import Metrics
@@ -99,9 +100,8 @@ class RateGate:
                 self._metrics.rate_limited.labels(self._family.name, name, "defer").inc()
             strictest = max((d for _, d in deferring), key=lambda d: d.wait_ms)
             max_defer_ms = min(d.max_defer_ms for _, d in deferring)
-            first_deferred_ms = h.int_header(headers, h.FIRST_DEFERRED_AT_MS, -1)
-            waited_ms = now_ms - first_deferred_ms if first_deferred_ms >= 0 else 0
-            if waited_ms + strictest.wait_ms > max_defer_ms:  # expired: it holds no tokens
+            # past the budget the planner sends it to the DLQ: it must hold no tokens
+            if deferral_expires(headers, now_ms, strictest.wait_ms, max_defer_ms):
                 raise Deferred(
                     strictest.wait_ms / 1000, strictest.reason, max_defer_s=max_defer_ms / 1000
                 )

@@ -146,7 +146,7 @@ class Failure:
         name = (
             kind.__qualname__
             if kind.__module__ == "builtins"
-            else (f"{kind.__module__}.{kind.__qualname__}")
+            else f"{kind.__module__}.{kind.__qualname__}"
         )
         return cls(name, str(exc) or name)
 

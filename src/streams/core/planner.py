@@ -162,12 +162,9 @@ def _plan_deferral(ctx: _Context, error: Deferred, default_max_defer_ms: int) ->
     if error.max_defer_s is not None:
         max_defer_ms = seconds_to_ms(error.max_defer_s, cap_ms=_FOREVER_MS)
     delay_ms = seconds_to_ms(error.delay_s, cap_ms=max_defer_ms + 1)
-    first_deferred_at_ms = h.int_header(ctx.headers, h.FIRST_DEFERRED_AT_MS, -1)
-    if first_deferred_at_ms < 0:  # absent or malformed: this is the first deferral
-        first_deferred_at_ms = ctx.now_ms
     out = _failure_headers(ctx, failure)
-    out[h.FIRST_DEFERRED_AT_MS] = str(first_deferred_at_ms)
-    if ctx.now_ms + delay_ms - first_deferred_at_ms > max_defer_ms:
+    out[h.FIRST_DEFERRED_AT_MS] = str(first_deferred_at_ms(ctx.headers, ctx.now_ms))
+    if deferral_expires(ctx.headers, ctx.now_ms, delay_ms, max_defer_ms):
         return _finish_dead_letter(ctx, out, "expired")
     out[h.DEFERRALS] = str(max(0, h.int_header(ctx.headers, h.DEFERRALS, 0)) + 1)
     if error.reserved:  # else a reservation made earlier stays (e.g. an open circuit)
@@ -175,6 +172,19 @@ def _plan_deferral(ctx: _Context, error: Deferred, default_max_defer_ms: int) ->
     tier_ms = tier_for_delay_ms(ctx.retry.tier_delays_ms, delay_ms)
     attempt = h.attempt_of(ctx.headers)
     return _retry(ctx, out, tier_ms, ctx.now_ms + delay_ms, attempt, deferred=True)
+
+
+def first_deferred_at_ms(headers: Mapping[str, str], now_ms: int) -> int:
+    """When the record was first deferred; ``now_ms`` if never (or the header is bad)."""
+    first_ms = h.int_header(headers, h.FIRST_DEFERRED_AT_MS, -1)
+    return first_ms if first_ms >= 0 else now_ms
+
+
+def deferral_expires(
+    headers: Mapping[str, str], now_ms: int, delay_ms: int, max_defer_ms: int
+) -> bool:
+    """True when waiting ``delay_ms`` more would pass the deferral budget (DLQ 'expired')."""
+    return now_ms + delay_ms - first_deferred_at_ms(headers, now_ms) > max_defer_ms
 
 
 def _retry(
