@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown codec(s) {unknown}; known: {list(CODECS)}")
 
     from bench.cases.p9_publish import EVENT_TYPE, payload
+    from streams import Publisher
+    from streams.broker import admin as topics_admin
     from streams.catalog import load_catalog
-    from streams.kafka import admin as topics_admin
-    from streams.publisher import Publisher
     from streams.settings import Settings
 
     settings = Settings(

@@ -88,12 +88,11 @@ class _Recorder:
 _rec = _Recorder()
 
 
-
 def _patch_ledger_linger(linger_s: float) -> None:
     """Experiment: ChangelogWriter's wake-up event lingers before the writer runs."""
     import asyncio
 
-    from streams.app import changelog
+    from streams.worker import changelog
 
     class LingeringEvent(asyncio.Event):
         async def wait(self) -> Any:

@@ -119,7 +119,7 @@ class BenchContext:
         if self._admin is None:
             from confluent_kafka.admin import AdminClient
 
-            from streams.kafka.clients import base_conf
+            from streams.broker.clients import base_conf
 
             self._admin = AdminClient(base_conf(self.settings))
         return self._admin
@@ -152,7 +152,7 @@ class BenchContext:
 
     def producer_conf(self, **extra: Any) -> dict[str, Any]:
         """A raw confluent-kafka producer configuration: acks=all, idempotent, murmur2."""
-        from streams.kafka.clients import base_conf
+        from streams.broker.clients import base_conf
 
         return base_conf(
             self.settings,
@@ -210,7 +210,7 @@ class BrokerInfo:
 @contextlib.contextmanager
 def broker(version_override: str | None) -> Iterator[BrokerInfo]:
     """STREAMS_KAFKA_BOOTSTRAP when set, else a LocalBroker started (and stopped) here."""
-    from streams.kafka.broker_jars import default_pom_path, read_kafka_version
+    from streams.broker.jars import default_pom_path, read_kafka_version
 
     pinned = read_kafka_version(default_pom_path())
     configured = os.environ.get("STREAMS_KAFKA_BOOTSTRAP", "").strip()
@@ -222,7 +222,7 @@ def broker(version_override: str | None) -> Iterator[BrokerInfo]:
                 configured, pinned, "broker/pom.xml (not verified on this cluster)", False
             )
         return
-    from streams.kafka.broker import LocalBroker
+    from streams.broker.local import LocalBroker
     from streams.settings import Settings
 
     print("STREAMS_KAFKA_BOOTSTRAP is not set: starting a local broker ...", file=sys.stderr)

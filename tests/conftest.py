@@ -5,7 +5,7 @@ test asks for it:
 
 1. ``STREAMS_KAFKA_BOOTSTRAP`` from the environment (an existing cluster);
 2. an ``apache/kafka`` container through testcontainers when a Docker engine answers;
-3. ``streams.kafka.broker.LocalBroker`` (the code path of ``streams broker start``) in a
+3. ``streams.broker.local.LocalBroker`` (the code path of ``streams broker start``) in a
    fresh temp dir with free ports, sharing the jar cache of ``$STREAMS_HOME/broker-cache``.
 
 Tests under ``tests/unit`` must not use the broker.
@@ -91,7 +91,7 @@ def _docker_answers(timeout_s: float) -> bool:
 
 
 def _local_broker(state_dir: Path) -> Iterator[str]:
-    from streams.kafka.broker import LocalBroker
+    from streams.broker.local import LocalBroker
 
     cache_dir = Settings().home / "broker-cache"
     broker = LocalBroker(state_dir, cache_dir=cache_dir, die_with_parent=True)
@@ -111,9 +111,9 @@ def _local_broker(state_dir: Path) -> Iterator[str]:
 def _container_broker() -> Iterator[str]:
     from testcontainers.core.container import DockerContainer
 
-    from streams.kafka.broker import metadata_answers
-    from streams.kafka.broker_config import free_ports
-    from streams.kafka.broker_jars import default_pom_path, read_kafka_version
+    from streams.broker.config import free_ports
+    from streams.broker.jars import default_pom_path, read_kafka_version
+    from streams.broker.local import metadata_answers
 
     image = f"apache/kafka:{read_kafka_version(default_pom_path())}"
     port = free_ports(1)[0]

@@ -2,7 +2,7 @@
 
 - ``BenchFamily``: the ``audit`` family under a case's own topic prefix, from a catalog that
   holds only that family with the case's overrides (partitions, concurrency, retry ladder,
-  idempotency), provisioned with ``streams.kafka.admin.apply`` once per worker run (a fresh
+  idempotency), provisioned with ``streams.broker.admin.apply`` once per worker run (a fresh
   app id = a fresh consumer group and fresh, empty idempotency changelogs, so every run
   drains the same pre-loaded records from the beginning). Every topic it creates is deleted
   when the bench run ends.
@@ -118,7 +118,7 @@ class BenchFamily:
 
     def provision(self, app_id: str | None = None) -> Any:
         """Apply the catalog (topics for ``app_id``); returns the settings to run with."""
-        from streams.kafka.admin import apply, catalog_topics
+        from streams.broker.admin import apply, catalog_topics
 
         settings = self.settings(app_id)
         apply(settings, self.catalog)
@@ -132,7 +132,7 @@ class BenchFamily:
         return f"{self.ctx.settings.app_id}-{self.tag}-{self.variant}{label}-{self.runs}"
 
     def publisher(self) -> Any:
-        from streams.publisher import Publisher
+        from streams import Publisher
 
         return Publisher(self.settings(), catalog=self.catalog, producer_name="bench")
 

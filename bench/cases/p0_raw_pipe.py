@@ -107,7 +107,7 @@ def run(ctx: BenchContext, state: _State) -> Sample:
 
 
 def _consumer(ctx: BenchContext) -> Consumer:
-    from streams.kafka.clients import base_conf
+    from streams.broker.clients import base_conf
 
     return Consumer(
         base_conf(

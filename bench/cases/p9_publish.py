@@ -61,8 +61,8 @@ def _pad_for(publisher: Any, target_bytes: int) -> int:
 
 
 def setup(ctx: BenchContext) -> _State:
+    from streams import Publisher
     from streams.catalog import desired_topics, load_catalog
-    from streams.publisher import Publisher
 
     catalog = load_catalog(ctx.settings.catalog_path)
     spec = next(

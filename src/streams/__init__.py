@@ -9,15 +9,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from streams.kafka.outgoing import BatchPublishError, PublishResult
-    from streams.kafka.publisher import Publisher
+    from streams.publish.outgoing import BatchPublishError, PublishResult
+    from streams.publish.publisher import Publisher
 
 __all__ = ["BatchPublishError", "PublishResult", "Publisher"]
 
 _LAZY = {
-    "Publisher": "streams.kafka.publisher",
-    "PublishResult": "streams.kafka.outgoing",
-    "BatchPublishError": "streams.kafka.outgoing",
+    "Publisher": "streams.publish.publisher",
+    "PublishResult": "streams.publish.outgoing",
+    "BatchPublishError": "streams.publish.outgoing",
 }
 
 

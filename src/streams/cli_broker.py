@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from streams.kafka.broker import DEFAULT_START_TIMEOUT_S, DEFAULT_STOP_TIMEOUT_S, LocalBroker
+from streams.broker.local import DEFAULT_START_TIMEOUT_S, DEFAULT_STOP_TIMEOUT_S, LocalBroker
 from streams.settings import Settings
 
 _PORT = click.IntRange(1, 65535)
@@ -96,7 +96,7 @@ def _configured_status(settings: Settings) -> None:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    from streams.kafka.clients import base_conf
+    from streams.broker.clients import base_conf
 
     admin = AdminClient(base_conf(settings, log_level=0))
     try:

@@ -1,6 +1,6 @@
 """``streams dlq list|show|stats``: read a family's dead-letter topic.
 
-Reads with ``assign()`` and never commits (see ``streams.kafka.dlq``), so it can run
+Reads with ``assign()`` and never commits (see ``streams.dlq.reader``), so it can run
 beside the workers at any time. Exit codes: 0 done (an empty DLQ included), 1 error
 (unknown family, bad position, missing topic, unreachable cluster).
 """
@@ -29,7 +29,7 @@ def _fail(exc: StreamsError | str) -> Any:
 def _open(family: str) -> tuple[Settings, str, Any]:
     """Settings, the family's DLQ topic and a reader; errors for an unknown family."""
     from streams.catalog import load_catalog
-    from streams.kafka.dlq import DlqReader, dlq_topic_for
+    from streams.dlq.reader import DlqReader, dlq_topic_for
 
     try:
         settings = Settings()
@@ -86,7 +86,7 @@ def dlq() -> None:
 @click.option("--json", "as_json", is_flag=True, help="a JSON array, one object per record")
 def list_command(family: str, limit: int, reason: str | None, as_json: bool) -> None:
     """The most recent DLQ records of FAMILY, oldest first."""
-    from streams.kafka.dlq import iso_ms
+    from streams.dlq.reader import iso_ms
 
     try:
         _settings, topic, reader = _open(family)
@@ -139,7 +139,7 @@ def list_command(family: str, limit: int, reason: str | None, as_json: bool) -> 
 def show_command(family: str, position: str, as_json: bool) -> None:
     """One DLQ record of FAMILY: every failure header and the decoded value."""
     from streams.core import headers as h
-    from streams.kafka.dlq import describe_value, iso_ms, parse_position
+    from streams.dlq.reader import describe_value, iso_ms, parse_position
 
     try:
         partition, offset = parse_position(position)
@@ -217,7 +217,7 @@ def show_command(family: str, position: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="one JSON object")
 def stats_command(family: str, top: int, as_json: bool) -> None:
     """Counts of FAMILY's DLQ by reason, event type and error (fingerprint)."""
-    from streams.kafka.dlq import iso_ms, summarize
+    from streams.dlq.reader import iso_ms, summarize
 
     try:
         _settings, topic, reader = _open(family)

@@ -19,7 +19,7 @@ import click
 from pydantic import ValidationError
 
 from streams.errors import ConfigError, InvalidPayload, PublishError, StreamsError
-from streams.kafka.outgoing import PublishResult
+from streams.publish.outgoing import PublishResult
 
 
 class _BadInput(Exception):
@@ -148,8 +148,8 @@ def _publish(
     event_id: str | None,
     timeout_s: float | None,
 ) -> None:
-    from streams.kafka.outgoing import BatchPublishError
-    from streams.kafka.publisher import Publisher
+    from streams.publish.outgoing import BatchPublishError
+    from streams.publish.publisher import Publisher
     from streams.settings import Settings
 
     try:

@@ -72,7 +72,7 @@ def topics() -> None:
 @_repartition_option
 def plan_command(catalog_path: Path | None, allow_repartition: bool) -> None:
     """Show the differences; exit 0 in sync, 2 changes pending, 1 refused."""
-    from streams.kafka import admin
+    from streams.broker import admin
 
     try:
         settings, catalog = _load(catalog_path)
@@ -91,7 +91,7 @@ def plan_command(catalog_path: Path | None, allow_repartition: bool) -> None:
 @_repartition_option
 def apply_command(catalog_path: Path | None, allow_repartition: bool) -> None:
     """Create topics, raise partitions (with the flag) and set drifted configs; never deletes."""
-    from streams.kafka import admin
+    from streams.broker import admin
 
     try:
         settings, catalog = _load(catalog_path)
@@ -116,7 +116,7 @@ def apply_command(catalog_path: Path | None, allow_repartition: bool) -> None:
 @_catalog_option
 def list_command(catalog_path: Path | None) -> None:
     """The desired topics and their status on the cluster."""
-    from streams.kafka import admin
+    from streams.broker import admin
 
     try:
         settings, catalog = _load(catalog_path)

@@ -59,14 +59,14 @@ def worker(
 
     Refuses to start when a topic is missing or differs from topics.yaml.
     """
-    from streams.app.http import HealthServer
-    from streams.app.runtime import Runtime
-    from streams.app.worker import StreamsWorker
+    from streams.broker.admin import require_topology
+    from streams.broker.clients import broker_reachable
     from streams.catalog import load_catalog
-    from streams.kafka.admin import require_topology
-    from streams.kafka.clients import broker_reachable
     from streams.metrics import Metrics
     from streams.serde import SchemaStore
+    from streams.worker.health import HealthServer
+    from streams.worker.runtime import Runtime
+    from streams.worker.service import StreamsWorker
 
     settings = Settings()
     catalog = load_catalog(settings.catalog_path)

@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka import KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streams.kafka.broker import LocalBroker, LocalBrokerError
+from streams.broker.local import LocalBroker, LocalBrokerError
 from streams.settings import Settings
 
 STREAMS = Path(sys.executable).with_name("streams")

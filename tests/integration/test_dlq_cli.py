@@ -14,13 +14,13 @@ from click.testing import CliRunner, Result
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
+from streams.broker.admin import apply
 from streams.catalog import load_catalog
 from streams.cli import cli
 from streams.core import headers as h
 from streams.core.topology import dlq_topic, main_topic
 from streams.events import EXAMPLE_PAYLOADS
-from streams.kafka.admin import apply
-from streams.kafka.publisher import Publisher
+from streams.publish.publisher import Publisher
 from streams.settings import Settings
 
 ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")

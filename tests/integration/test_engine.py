@@ -24,7 +24,7 @@ from tests.support.engine import (
 )
 
 from streams.core import headers as h
-from streams.kafka.publisher import Publisher
+from streams.publish.publisher import Publisher
 from streams.settings import Settings
 
 pytestmark = pytest.mark.kafka
@@ -156,7 +156,7 @@ def test_dlq_headers_are_plain_text_in_kafkas_console_consumer(
     import shutil
     import subprocess
 
-    from streams.kafka.broker_jars import ensure_jars
+    from streams.broker.jars import ensure_jars
 
     java = shutil.which("java")
     if java is None:

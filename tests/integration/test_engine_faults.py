@@ -26,7 +26,7 @@ from tests.support.engine import (
 )
 
 from streams.core import headers as h
-from streams.kafka.publisher import Publisher
+from streams.publish.publisher import Publisher
 from streams.settings import Settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

@@ -18,7 +18,7 @@ from tests.support.engine import write_catalog as _write_catalog
 
 from streams.core import headers as h
 from streams.jobs.mail_render import verify_unsubscribe_token
-from streams.kafka.publisher import Publisher
+from streams.publish.publisher import Publisher
 from streams.settings import Settings
 from streams.testing.smtp import RecordingSMTPServer
 from streams.testing.webhook_receiver import WebhookReceiver

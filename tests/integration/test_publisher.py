@@ -1,7 +1,7 @@
 """The producer SDK and ``streams publish`` on the real broker.
 
 Each test provisions the ``email`` family (main, retry tiers, DLQ) under its own topic
-prefix with ``streams.kafka.admin.apply`` and deletes the topics afterwards.
+prefix with ``streams.broker.admin.apply`` and deletes the topics afterwards.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from click.testing import CliRunner
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from streams import Publisher
+from streams.broker import admin as topics_admin
 from streams.catalog import Catalog, load_catalog
 from streams.cli_publish import publish as publish_command
 from streams.core import headers as h
@@ -35,9 +37,7 @@ from streams.errors import (
     UnknownEventType,
 )
 from streams.events import build_event
-from streams.kafka import admin as topics_admin
-from streams.kafka.outgoing import BatchPublishError, PublishResult
-from streams.publisher import Publisher
+from streams.publish.outgoing import BatchPublishError, PublishResult
 from streams.serde import SchemaStore
 from streams.settings import Settings
 

@@ -22,11 +22,11 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
+from streams.broker import admin as topics_admin
 from streams.catalog import Catalog, desired_topics, load_catalog
 from streams.cli import cli
 from streams.core.topicdiff import ObservedTopic
 from streams.errors import TopologyError
-from streams.kafka import admin as topics_admin
 from streams.settings import Settings
 
 WEEK_MS = str(7 * 86_400_000)

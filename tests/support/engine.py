@@ -20,9 +20,9 @@ from typing import Any
 import yaml
 from confluent_kafka import Consumer, TopicPartition
 
+from streams.broker.admin import apply
 from streams.catalog import Catalog, load_catalog, parse_catalog
 from streams.core import headers as h
-from streams.kafka.admin import apply
 from streams.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -259,7 +259,7 @@ def audit_rig(
 ) -> Iterator[dict[str, Any]]:
     """Topics for an ``audit`` family shaped by ``audit``, a publisher, the SQLite ledger and
     a ``start(worker_id, **env)`` that runs ledger-handler workers (stopped at the end)."""
-    from streams.kafka.publisher import Publisher
+    from streams.publish.publisher import Publisher
 
     settings = make_settings(catalog_path=write_catalog(tmp_path, {"audit": audit}))
     catalog = provision(settings)

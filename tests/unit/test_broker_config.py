@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.kafka.broker import LocalBroker
-from streams.kafka.broker_config import (
+from streams.broker.config import (
     BrokerToolMissing,
     LocalBrokerError,
     format_command,
@@ -26,7 +25,7 @@ from streams.kafka.broker_config import (
     render_server_properties,
     server_command,
 )
-from streams.kafka.broker_jars import (
+from streams.broker.jars import (
     MARKER,
     default_pom_path,
     ensure_jars,
@@ -34,6 +33,7 @@ from streams.kafka.broker_jars import (
     lib_dir_for,
     read_kafka_version,
 )
+from streams.broker.local import LocalBroker
 
 POM_NS = "http://maven.apache.org/POM/4.0.0"
 

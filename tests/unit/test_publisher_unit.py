@@ -9,7 +9,7 @@ import pytest
 
 from streams.core import headers as h
 from streams.errors import EventTooLarge, InvalidPayload
-from streams.kafka.outgoing import (
+from streams.publish.outgoing import (
     RECORD_OVERHEAD_BYTES,
     BatchPublishError,
     HeaderTemplate,
@@ -265,7 +265,7 @@ def test_batch_error_summarises_delivery_failures() -> None:
 def test_kafka_errors_map_to_publisher_errors(code: str, kind: str, text: str) -> None:
     from confluent_kafka import KafkaError
 
-    from streams.kafka.publisher import error_for
+    from streams.publish.publisher import error_for
 
     error = error_for(KafkaError(getattr(KafkaError, code)), "t.email")
     assert type(error).__name__ == kind
@@ -282,11 +282,11 @@ def test_import_streams_does_not_load_the_publisher_stack() -> None:
 
     code = (
         "import sys, streams; "
-        "heavy = [m for m in ('confluent_kafka', 'pydantic', 'fastavro', 'streams.kafka.publisher')"
-        " if m in sys.modules]; "
+        "heavy = [m for m in ('confluent_kafka', 'pydantic', 'fastavro', "
+        "'streams.publish.publisher') if m in sys.modules]; "
         "print(heavy); "
         "streams.Publisher; "
-        "print('streams.kafka.publisher' in sys.modules)"
+        "print('streams.publish.publisher' in sys.modules)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60

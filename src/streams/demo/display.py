@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from streams.kafka.dlq import DlqRecord
+from streams.dlq.reader import DlqRecord
 
 
 @dataclass

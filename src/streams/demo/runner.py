@@ -244,7 +244,7 @@ class Up:
                 f"{'s' if brokers != 1 else ''}{note})",
             )
         else:
-            from streams.kafka.broker import LocalBroker
+            from streams.broker.local import LocalBroker
 
             local = LocalBroker.from_settings(
                 settings,
@@ -290,7 +290,7 @@ class Up:
         from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
-        from streams.kafka.clients import base_conf
+        from streams.broker.clients import base_conf
 
         admin = AdminClient(base_conf(settings, log_level=0))
         try:
@@ -303,8 +303,8 @@ class Up:
         return len(metadata.brokers)
 
     def _apply_topics(self) -> None:
+        from streams.broker.admin import apply
         from streams.catalog import load_catalog
-        from streams.kafka.admin import apply
 
         catalog = load_catalog(self.settings.catalog_path)
         for name in FAMILIES:
@@ -482,9 +482,9 @@ class Up:
 
     def _demo(self) -> int:
         from streams.core.topology import dlq_topic
-        from streams.kafka.dlq import DlqRecord, DlqTail
-        from streams.kafka.outgoing import BatchPublishError
-        from streams.kafka.publisher import Publisher
+        from streams.dlq.reader import DlqRecord, DlqTail
+        from streams.publish.outgoing import BatchPublishError
+        from streams.publish.publisher import Publisher
 
         assert self._receiver is not None and self._smtp is not None
         scenario = build_scenario(self.run_id, self._receiver.url)

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from tests.unit.app_fakes import TP, AckLog, Clock, make_event, settle, until
+from tests.unit.worker_fakes import TP, AckLog, Clock, make_event, settle, until
 
-from streams.app.ordering import Entry, PartitionLog
-from streams.app.scheduler import DueScheduler
+from streams.worker.ordering import Entry, PartitionLog
+from streams.worker.scheduler import DueScheduler
 
 TP0, TP1, TP2 = TP("t.audit.retry.1s", 0), TP("t.audit.retry.1s", 1), TP("t.audit.retry.1s", 2)
 LATE_SLACK_MS = 150  # event loop scheduling slack, allowed on the late side only

@@ -18,11 +18,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from streams.app.ordering import Entry, PartitionLog
-from streams.app.processor import Processor
-from streams.app.scheduler import DueScheduler
 from streams.core import headers as h
 from streams.core.planner import is_due
+from streams.worker.ordering import Entry, PartitionLog
+from streams.worker.processor import Processor
+from streams.worker.scheduler import DueScheduler
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from streams.app.breakers import interrupted_calls
-from streams.app.ledger import Ledger
-from streams.app.ordering import Entry
 from streams.catalog import Family
 from streams.core import headers as h
 from streams.core.idempotency import event_hash
@@ -28,6 +25,9 @@ from streams.errors import DecodeError, Permanent, Retryable
 from streams.jobs.base import DependencyGuard, JobContext, no_guard
 from streams.jobs.registry import HandlerRegistry
 from streams.metrics import Metrics
+from streams.worker.breakers import interrupted_calls
+from streams.worker.ledger import Ledger
+from streams.worker.ordering import Entry
 
 log = logging.getLogger(__name__)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from tests.unit.app_fakes import Clock, new_metrics, sample, settle
+from tests.unit.worker_fakes import Clock, new_metrics, sample, settle
 
-from streams.app.breakers import Breakers
 from streams.catalog import CircuitBreakerPolicy
 from streams.errors import Deferred, Permanent, Rejected, Retryable, RetryAfter
+from streams.worker.breakers import Breakers
 
 DEP = "smtp:relay.example:587"
 POLICY = CircuitBreakerPolicy.model_validate({"failure_threshold": 3, "cooldown": "10s"})

@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from streams.app.ordering import Entry
+from streams.worker.ordering import Entry
 
 
 class DueScheduler:

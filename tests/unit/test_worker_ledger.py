@@ -6,11 +6,11 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from tests.unit.app_fakes import Clock, DictStore, FakeProducer, settle, until
+from tests.unit.worker_fakes import Clock, DictStore, FakeProducer, settle, until
 
-from streams.app.changelog import ChangelogWriter
-from streams.app.ledger import Ledger
 from streams.core.idempotency import batch_key, event_hash, pack_batch, unpack_batch
+from streams.worker.changelog import ChangelogWriter
+from streams.worker.ledger import Ledger
 
 TTL_MS = 60_000
 
@@ -207,7 +207,7 @@ async def test_malformed_store_entries_are_ignored_with_a_warning(
     store[batch_key(0, 4, "none")] = None
     r = rig_factory(store)
     r.ledger.assign({0})
-    with caplog.at_level(logging.WARNING, logger="streams.app.ledger"):
+    with caplog.at_level(logging.WARNING, logger="streams.worker.ledger"):
         assert r.seen(0, "ok")
     assert not r.seen(0, "lost")
     warnings = [rec for rec in caplog.records if "malformed" in rec.getMessage()]

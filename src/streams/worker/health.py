@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from streams.app.runtime import Runtime
+from streams.worker.runtime import Runtime
 
 _BROKER_CHECK_TTL_S = 5.0
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import faust
 
-from streams.app.http import HealthServer
-from streams.app.runtime import Runtime
+from streams.worker.health import HealthServer
+from streams.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Pure helpers of the local broker: config rendering, cluster id, pom version, ports, argv.
 
-Nothing here starts a process; ``streams.kafka.broker`` does the IO. See
+Nothing here starts a process; ``streams.broker.local`` does the IO. See
 ``shared/design/kafka-broker.md`` for where each property comes from.
 """
 

@@ -24,10 +24,10 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
+from streams.broker.clients import base_conf
 from streams.catalog import Catalog, TopicSpec, desired_topics
 from streams.core.topicdiff import ObservedTopic, Plan, diff
 from streams.errors import TopologyError
-from streams.kafka.clients import base_conf
 from streams.settings import Settings
 
 DEFAULT_TIMEOUT_S = 15.0

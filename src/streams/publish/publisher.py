@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Self, cast
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from streams.broker.clients import base_conf
 from streams.catalog import Catalog, Family, load_catalog
 from streams.core.topology import family_of_event_type
 from streams.errors import (
@@ -41,8 +42,7 @@ from streams.errors import (
     UnknownEventType,
 )
 from streams.events import build_event
-from streams.kafka.clients import base_conf
-from streams.kafka.outgoing import (
+from streams.publish.outgoing import (
     RECORD_OVERHEAD_BYTES,
     BatchPublishError,
     HeaderList,

@@ -21,14 +21,14 @@ import struct
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from streams.app.changelog import ChangelogWriter
-from streams.app.ordering import Entry
 from streams.catalog import Family
 from streams.core import headers as h
 from streams.core.planner import deferral_expires
 from streams.core.ratelimit import BucketState, Defer, Reject, bucket_key, decide
 from streams.errors import Deferred, Rejected
 from streams.metrics import Metrics
+from streams.worker.changelog import ChangelogWriter
+from streams.worker.ordering import Entry
 
 _STATE = struct.Struct(">dq")
 

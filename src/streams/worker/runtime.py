@@ -21,15 +21,6 @@ from typing import Any, cast
 
 import faust
 
-from streams.app.breakers import Breakers
-from streams.app.changelog import ChangelogWriter
-from streams.app.factory import create_app
-from streams.app.lanes import Lane, Lanes
-from streams.app.ledger import Ledger
-from streams.app.ordering import PartitionLog
-from streams.app.processor import Decoder, Processor, ProcessorConfig
-from streams.app.ratelimit import RateGate
-from streams.app.scheduler import DueScheduler
 from streams.catalog import Catalog, Family
 from streams.core import topology
 from streams.core.topology import FamilyTopics
@@ -37,6 +28,15 @@ from streams.errors import TopologyError
 from streams.jobs.registry import HandlerRegistry
 from streams.metrics import Metrics
 from streams.settings import Settings
+from streams.worker.breakers import Breakers
+from streams.worker.changelog import ChangelogWriter
+from streams.worker.factory import create_app
+from streams.worker.lanes import Lane, Lanes
+from streams.worker.ledger import Ledger
+from streams.worker.ordering import PartitionLog
+from streams.worker.processor import Decoder, Processor, ProcessorConfig
+from streams.worker.ratelimit import RateGate
+from streams.worker.scheduler import DueScheduler
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from tests.unit.app_fakes import (
+from tests.unit.worker_fakes import (
     NOW_MS,
     TP,
     AckLog,
@@ -24,17 +24,17 @@ from tests.unit.app_fakes import (
     until,
 )
 
-from streams.app.breakers import Breakers
-from streams.app.changelog import ChangelogWriter
-from streams.app.ledger import Ledger
-from streams.app.ordering import Entry, PartitionLog
-from streams.app.processor import Processor, ProcessorConfig
 from streams.catalog import CircuitBreakerPolicy
 from streams.core import headers as h
 from streams.core.idempotency import event_hash
 from streams.errors import Deferred, Permanent, Rejected, Retryable
 from streams.jobs.base import DependencyGuard, JobContext, no_guard
 from streams.jobs.registry import HandlerRegistry
+from streams.worker.breakers import Breakers
+from streams.worker.changelog import ChangelogWriter
+from streams.worker.ledger import Ledger
+from streams.worker.ordering import Entry, PartitionLog
+from streams.worker.processor import Processor, ProcessorConfig
 
 MAIN = "t.audit"
 TIER_1S, TIER_10S, DLQ = "t.audit.retry.1s", "t.audit.retry.10s", "t.audit.dlq"
@@ -386,7 +386,7 @@ async def test_no_handler_goes_to_the_dlq_as_permanent(rig_factory: Callable[...
     (sent,) = r.route.sent
     assert sent.topic == DLQ
     assert sent.header_dict[h.DLQ_REASON] == "permanent"
-    assert sent.header_dict[h.ERROR_CLASS] == "streams.app.processor.NoHandler"
+    assert sent.header_dict[h.ERROR_CLASS] == "streams.worker.processor.NoHandler"
     assert EVENT_TYPE in sent.header_dict[h.ERROR_MESSAGE]
     assert r.acks == [(MAIN, 2, 7)]
 

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from tests.unit.app_fakes import DictStore, FakeProducer, settle, until
+from tests.unit.worker_fakes import DictStore, FakeProducer, settle, until
 
-from streams.app.changelog import ChangelogWriter
+from streams.worker.changelog import ChangelogWriter
 
 TOPIC = "app-audit.done-changelog"
 

@@ -10,11 +10,11 @@ import pytest
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
-from streams.app.runtime import Runtime
 from streams.catalog import load_catalog
 from streams.jobs.registry import HandlerRegistry
 from streams.metrics import Metrics
 from streams.settings import Settings
+from streams.worker.runtime import Runtime
 
 REPO = Path(__file__).resolve().parents[2]
 

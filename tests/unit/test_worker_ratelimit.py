@@ -6,7 +6,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from tests.unit.app_fakes import (
+from tests.unit.worker_fakes import (
     AckLog,
     Clock,
     DictStore,
@@ -17,11 +17,11 @@ from tests.unit.app_fakes import (
     sample,
 )
 
-from streams.app.changelog import ChangelogWriter
-from streams.app.ordering import Entry
-from streams.app.ratelimit import RateGate, pack_state, unpack_state
 from streams.core.ratelimit import BucketState
 from streams.errors import Deferred, Rejected
+from streams.worker.changelog import ChangelogWriter
+from streams.worker.ordering import Entry
+from streams.worker.ratelimit import RateGate, pack_state, unpack_state
 
 PER_USER = {
     "name": "per_user",

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from streams.broker.clients import base_conf
 from streams.catalog import Catalog
 from streams.core import headers as h
 from streams.core.topology import dlq_topic
 from streams.errors import DecodeError, StreamsError, TopologyError
-from streams.kafka.clients import base_conf
 from streams.settings import Settings
 
 if TYPE_CHECKING:

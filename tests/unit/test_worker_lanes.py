@@ -8,12 +8,21 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from tests.unit.app_fakes import TP, AckLog, Clock, make_event, new_metrics, sample, settle, until
+from tests.unit.worker_fakes import (
+    TP,
+    AckLog,
+    Clock,
+    make_event,
+    new_metrics,
+    sample,
+    settle,
+    until,
+)
 
-from streams.app.lanes import Lane, Lanes
-from streams.app.ordering import Entry, PartitionLog
-from streams.app.scheduler import DueScheduler
 from streams.core import headers as h
+from streams.worker.lanes import Lane, Lanes
+from streams.worker.ordering import Entry, PartitionLog
+from streams.worker.scheduler import DueScheduler
 
 TP0, TP1 = TP("t.audit", 0), TP("t.audit", 1)
 

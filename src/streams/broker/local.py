@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streams.kafka.broker_config import (
+from streams.broker.config import (
     DEFAULT_HEAP_MB,
     LOOPBACK,
     BrokerToolMissing,
@@ -42,7 +42,7 @@ from streams.kafka.broker_config import (
     server_command,
     tail,
 )
-from streams.kafka.broker_jars import default_pom_path, ensure_jars, read_kafka_version
+from streams.broker.jars import default_pom_path, ensure_jars, read_kafka_version
 from streams.settings import Settings
 
 __all__ = ["BrokerStatus", "BrokerToolMissing", "LocalBroker", "LocalBrokerError"]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tests.unit.app_fakes import TP, AckLog, make_event
+from tests.unit.worker_fakes import TP, AckLog, make_event
 
-from streams.app.ordering import Entry, PartitionLog
+from streams.worker.ordering import Entry, PartitionLog
 
 TP0 = TP("t.audit", 0)
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from streams.kafka.broker_config import (
+from streams.broker.config import (
     BrokerToolMissing,
     LocalBrokerError,
     maven_command,

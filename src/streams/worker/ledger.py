@@ -14,7 +14,6 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-from streams.app.changelog import ChangelogWriter
 from streams.core.idempotency import (
     DoneIndex,
     batch_key,
@@ -22,6 +21,7 @@ from streams.core.idempotency import (
     partition_of_key,
     unpack_batch,
 )
+from streams.worker.changelog import ChangelogWriter
 
 log = logging.getLogger(__name__)
 

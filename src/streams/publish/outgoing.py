@@ -1,7 +1,7 @@
 """The pure parts of publishing: trace context, headers, partition key, size check, results.
 
 No confluent_kafka here: everything is plain data so it is unit-tested without a broker.
-The publisher (``streams.kafka.publisher``) runs these on every event, so they are written
+The publisher (``streams.publish.publisher``) runs these on every event, so they are written
 for speed: constant header names and values are encoded once per event type.
 """
 

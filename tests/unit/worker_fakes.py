@@ -1,4 +1,4 @@
-"""Fakes for unit tests of the ``streams.app`` logic (no Kafka broker, no faust app).
+"""Fakes for unit tests of the ``streams.worker`` logic (no Kafka broker, no faust app).
 
 They stand in for faust's events and producer only in ``tests/unit``: everything else
 runs against the real broker.
@@ -15,10 +15,10 @@ from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry
 
-from streams.app.ordering import Entry, PartitionLog
 from streams.catalog import Family
 from streams.errors import DecodeError
 from streams.metrics import Metrics
+from streams.worker.ordering import Entry, PartitionLog
 
 NOW_MS = 1_700_000_000_000
 
