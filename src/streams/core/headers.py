@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from streams.core.scrub import scrub as scrub  # re-exported: the header contract scrubs
+
 # --- names ------------------------------------------------------------------------------
 
 EVENT_ID = "streams-event-id"
@@ -112,19 +114,7 @@ def truncate_utf8(text: str, max_bytes: int) -> str:
 
 # --- scrubbing and fingerprints ---------------------------------------------------------
 
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-_SECRETISH = re.compile(
-    r"(?i)\b(password|passwd|secret|token|api[_-]?key|authorization|bearer)\b(\s*[:=]\s*|\s+)\S+"
-)
 _NUMBERS = re.compile(r"\d+")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-
-
-def scrub(message: str) -> str:
-    """Remove what must not reach a header: e-mail addresses, secrets, control characters."""
-    message = _CONTROL.sub(" ", message)
-    message = _EMAIL.sub("<email>", message)
-    return _SECRETISH.sub(lambda m: f"{m.group(1)}=<redacted>", message)
 
 
 def error_fingerprint(error_class: str, message: str) -> str:

@@ -44,7 +44,8 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from streams.core.headers import scrub, truncate_utf8
+from streams.core.headers import truncate_utf8
+from streams.core.scrub import scrub
 from streams.errors import HandlerError, Permanent, Retryable, RetryAfter
 from streams.jobs import signing
 from streams.jobs.base import JobContext
