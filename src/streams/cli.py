@@ -15,6 +15,7 @@ _COMMANDS = {
     "publish": "streams.cli_publish:publish",
     "worker": "streams.cli_worker:worker",
     "dlq": "streams.cli_dlq:dlq",
+    "jobs": "streams.cli_jobs:jobs",
     "up": "streams.cli_up:up",
     "schemas": "streams.cli_schemas:schemas",
 }

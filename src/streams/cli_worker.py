@@ -9,26 +9,6 @@ import click
 from streams.settings import Settings
 
 
-def build_registry(
-    settings: Settings, families: list[str], handler_modules: list[str], builtin_jobs: bool
-) -> object:
-    """The handlers: built-in jobs of the families run here, then the user's modules."""
-    from streams.jobs.registry import HandlerRegistry, default_registry, import_handler_modules
-
-    builtin = HandlerRegistry()
-    if builtin_jobs:
-        if "email" in families:
-            from streams.jobs.mail import EmailJob
-
-            builtin.add_job(EmailJob(settings))
-        if "webhook" in families:
-            from streams.jobs.webhook import WebhookJob
-
-            builtin.add_job(WebhookJob(settings))
-    import_handler_modules(handler_modules)
-    return builtin.merged(default_registry)
-
-
 @click.command("worker")
 @click.option(
     "--family",
@@ -44,7 +24,9 @@ def build_registry(
     help="Import a module that registers handlers (repeatable).",
 )
 @click.option(
-    "--no-builtin-jobs", is_flag=True, help="Do not register the built-in email and webhook jobs."
+    "--no-builtin-jobs",
+    is_flag=True,
+    help="Do not load the jobs shipped with streams (jobs of other packages still load).",
 )
 @click.option("--skip-topology-check", is_flag=True, hidden=True)
 @click.option("--loglevel", default="info", show_default=True)
@@ -62,6 +44,7 @@ def worker(
     from streams.broker.admin import require_topology
     from streams.broker.clients import broker_reachable
     from streams.catalog import load_catalog
+    from streams.jobs.registry import build_registry
     from streams.metrics import Metrics
     from streams.serde import SchemaStore
     from streams.worker.health import HealthServer
@@ -80,12 +63,12 @@ def worker(
     if not skip_topology_check:
         require_topology(settings, catalog, names)
     store = SchemaStore.load(settings.schemas_dir)
-    registry = build_registry(settings, names, list(handler_modules), not no_builtin_jobs)
+    registry = build_registry(names, handler_modules, builtin_jobs=not no_builtin_jobs)
     metrics = Metrics.create()
     runtime = Runtime(
         settings=settings,
         catalog=catalog,
-        registry=registry,  # type: ignore[arg-type]
+        registry=registry,
         decoder=store,
         metrics=metrics,
         families=names,

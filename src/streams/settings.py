@@ -22,7 +22,7 @@ def _default_path(name: str) -> Path:
 
 
 class Settings(BaseSettings):
-    """Every ``STREAMS_*`` variable. See the README's configuration table."""
+    """The platform's ``STREAMS_*`` variables; each job has its own (``JobSpec.settings_type``)."""
 
     model_config = SettingsConfigDict(env_prefix="STREAMS_", extra="ignore")
 
@@ -86,23 +86,6 @@ class Settings(BaseSettings):
         default=20, ge=0, description="retries run this long after their due time, at least"
     )
     families: str | None = Field(default=None, description="comma list; unset = all families")
-
-    # jobs
-    smtp_host: str = "127.0.0.1"
-    smtp_port: int = 1025
-    smtp_starttls: bool = False
-    smtp_username: str | None = None
-    smtp_password: SecretStr | None = None
-    smtp_timeout_s: float = 10.0
-    email_from: str = "Streams <no-reply@streams.local>"
-    email_message_id_domain: str = "streams.local"
-    unsubscribe_base_url: str = "https://example.com/unsubscribe"
-    unsubscribe_secret: SecretStr = SecretStr("change-me")
-    webhook_signing_secret: SecretStr = SecretStr("change-me")
-    webhook_timeout_s: float = 10.0
-    webhook_allow_hosts: str = Field(
-        default="", description="comma list of hosts/CIDRs allowed despite being private"
-    )
 
     @field_validator("topic_prefix")
     @classmethod

@@ -22,13 +22,13 @@ from streams.errors import Permanent, Retryable
 from streams.events import EmailRequested, build_event
 from streams.jobs.base import JobContext
 from streams.jobs.mail import EmailJob, verify_unsubscribe_token
-from streams.settings import Settings
+from streams.jobs.mail_settings import EmailSettings
 from streams.testing.smtp import RecordingSMTPServer
 
 SECRET = "integration-secret"
 
 
-def make_settings(port: int, **overrides: Any) -> Settings:
+def make_settings(port: int, **overrides: Any) -> EmailSettings:
     values: dict[str, Any] = {
         "smtp_host": "127.0.0.1",
         "smtp_port": port,
@@ -39,7 +39,7 @@ def make_settings(port: int, **overrides: Any) -> Settings:
         "unsubscribe_secret": SecretStr(SECRET),
     }
     values.update(overrides)
-    return Settings(**values)
+    return EmailSettings(**values)
 
 
 def email_event(

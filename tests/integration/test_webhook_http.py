@@ -18,8 +18,7 @@ from streams.errors import Permanent, Retryable, RetryAfter
 from streams.events import WebhookRequested, build_event
 from streams.jobs.base import JobContext
 from streams.jobs.ssrf import TargetRefused
-from streams.jobs.webhook import WebhookJob
-from streams.settings import Settings
+from streams.jobs.webhook import WebhookJob, WebhookSettings
 from streams.testing.webhook_receiver import Reply, WebhookReceiver
 
 SECRET = "whsec_integration"
@@ -63,7 +62,7 @@ async def make_job() -> AsyncIterator[MakeJob]:
         timeout_s: float = TIMEOUT_S,
         **kwargs: Any,
     ) -> WebhookJob:
-        settings = Settings(
+        settings = WebhookSettings(
             webhook_signing_secret=SecretStr(secret),
             webhook_allow_hosts=allow,
             webhook_timeout_s=timeout_s,
@@ -444,7 +443,7 @@ async def test_fifty_concurrent_deliveries_share_the_pool(
 
 
 async def test_handle_before_start_is_a_clear_error() -> None:
-    job = WebhookJob(Settings(webhook_allow_hosts="127.0.0.1"))
+    job = WebhookJob(WebhookSettings(webhook_allow_hosts="127.0.0.1"))
     event = webhook_event("http://127.0.0.1:8080/hook")
     with pytest.raises(RuntimeError, match=r"before start\(\)"):
         await deliver(job, event)

@@ -25,7 +25,7 @@ from streams.jobs.mail_render import (
     unsubscribe_token,
     unsubscribe_url,
 )
-from streams.settings import Settings
+from streams.jobs.mail_settings import EmailSettings
 
 SECRET = "s3cret-for-tests"
 EVENT_ID = "0b7e4a52-6f0e-4a8e-9d55-3a1f8c2d9e10"
@@ -44,8 +44,8 @@ VARIABLES: dict[str, dict[str, str]] = {
 
 
 @pytest.fixture
-def settings() -> Settings:
-    return Settings(
+def settings() -> EmailSettings:
+    return EmailSettings(
         email_from="Streams <no-reply@streams.example>",
         email_message_id_domain="mail.streams.example",
         unsubscribe_base_url="https://app.example.com/unsubscribe",
@@ -105,7 +105,7 @@ def wire(msg: EmailMessage) -> EmailMessage:
 # --- locales and structure --------------------------------------------------------------
 
 
-def test_english_welcome_has_subject_both_parts_and_headers(settings: Settings) -> None:
+def test_english_welcome_has_subject_both_parts_and_headers(settings: EmailSettings) -> None:
     msg = wire(render_email(event(), settings, EVENT_ID))
 
     assert msg["Subject"] == "Welcome to Streams, Alice"
@@ -123,7 +123,7 @@ def test_english_welcome_has_subject_both_parts_and_headers(settings: Settings) 
     assert '<a href="https://app.example.com/login">Sign in</a>' in html
 
 
-def test_french_receipt_is_rendered_in_french(settings: Settings) -> None:
+def test_french_receipt_is_rendered_in_french(settings: EmailSettings) -> None:
     msg = wire(render_email(event("receipt", locale="fr"), settings, EVENT_ID))
 
     assert msg["Subject"] == "Votre reçu pour la commande A-1001"
@@ -138,7 +138,7 @@ def test_french_receipt_is_rendered_in_french(settings: Settings) -> None:
 @pytest.mark.parametrize("template", TEMPLATES)
 @pytest.mark.parametrize("locale", LOCALES)
 def test_every_template_renders_in_every_locale(
-    settings: Settings, template: str, locale: str
+    settings: EmailSettings, template: str, locale: str
 ) -> None:
     msg = wire(render_email(event(template, locale=locale), settings, EVENT_ID))
 
@@ -164,7 +164,7 @@ def test_locale_resolution(tag: str, expected: str) -> None:
     assert resolve_locale(tag) == expected
 
 
-def test_unsupported_but_well_formed_locale_falls_back_to_english(settings: Settings) -> None:
+def test_unsupported_but_well_formed_locale_falls_back_to_english(settings: EmailSettings) -> None:
     msg = render_email(raw_event(locale="de"), settings, EVENT_ID)
 
     assert msg["Content-Language"] == "en"
@@ -172,13 +172,13 @@ def test_unsupported_but_well_formed_locale_falls_back_to_english(settings: Sett
 
 
 @pytest.mark.parametrize("tag", ["", "e", "../fr", "fr/../../etc", "fr CA", "english!", None, 3])
-def test_malformed_locale_is_permanent(settings: Settings, tag: Any) -> None:
+def test_malformed_locale_is_permanent(settings: EmailSettings, tag: Any) -> None:
     with pytest.raises(Permanent, match=r"^locale: must be a language tag"):
         render_email(raw_event(locale=tag), settings, EVENT_ID)
 
 
 @pytest.mark.parametrize("name", ["invoice", "../en/welcome", "_layout", ""])
-def test_unknown_template_is_permanent(settings: Settings, name: str) -> None:
+def test_unknown_template_is_permanent(settings: EmailSettings, name: str) -> None:
     with pytest.raises(Permanent, match=r"^template: unknown; expected one of welcome"):
         render_email(raw_event(template=name), settings, EVENT_ID)
 
@@ -186,7 +186,7 @@ def test_unknown_template_is_permanent(settings: Settings, name: str) -> None:
 # --- variables --------------------------------------------------------------------------
 
 
-def test_missing_variable_is_permanent_and_named(settings: Settings) -> None:
+def test_missing_variable_is_permanent_and_named(settings: EmailSettings) -> None:
     ev = event("receipt", variables={"name": "Alice", "amount": "1.00 CAD"})
 
     with pytest.raises(Permanent) as caught:
@@ -195,7 +195,7 @@ def test_missing_variable_is_permanent_and_named(settings: Settings) -> None:
     assert str(caught.value) == "variables.order_id: required by template 'receipt' (en)"
 
 
-def test_every_missing_variable_is_named(settings: Settings) -> None:
+def test_every_missing_variable_is_named(settings: EmailSettings) -> None:
     with pytest.raises(Permanent) as caught:
         render_email(event("password_reset", variables={}), settings, EVENT_ID)
 
@@ -204,32 +204,32 @@ def test_every_missing_variable_is_named(settings: Settings) -> None:
         assert f"variables.{name}: required by template 'password_reset'" in message
 
 
-def test_extra_variables_are_ignored(settings: Settings) -> None:
+def test_extra_variables_are_ignored(settings: EmailSettings) -> None:
     ev = event(variables={**VARIABLES["welcome"], "unused": "<b>whatever</b>"})
     _, html = parts(render_email(ev, settings, EVENT_ID))
     assert "whatever" not in html
 
 
 @pytest.mark.parametrize("reserved", ["unsubscribe_url", "subject", "body"])
-def test_reserved_variable_is_permanent(settings: Settings, reserved: str) -> None:
+def test_reserved_variable_is_permanent(settings: EmailSettings, reserved: str) -> None:
     ev = event(variables={**VARIABLES["welcome"], reserved: "https://evil.example/"})
     with pytest.raises(Permanent, match=rf"^variables\.{reserved}: reserved"):
         render_email(ev, settings, EVENT_ID)
 
 
-def test_control_characters_in_a_variable_are_permanent(settings: Settings) -> None:
+def test_control_characters_in_a_variable_are_permanent(settings: EmailSettings) -> None:
     ev = event("notification", variables={**VARIABLES["notification"], "message": "a\x00b"})
     with pytest.raises(Permanent, match=r"^variables\.message: must not contain control"):
         render_email(ev, settings, EVENT_ID)
 
 
-def test_overlong_variable_is_permanent(settings: Settings) -> None:
+def test_overlong_variable_is_permanent(settings: EmailSettings) -> None:
     ev = event("notification", variables={**VARIABLES["notification"], "message": "x" * 10_001})
     with pytest.raises(Permanent, match=r"^variables\.message: longer than 10000"):
         render_email(ev, settings, EVENT_ID)
 
 
-def test_dollar_signs_in_values_are_not_expanded(settings: Settings) -> None:
+def test_dollar_signs_in_values_are_not_expanded(settings: EmailSettings) -> None:
     message = "Pay $amount or ${unsubscribe_url} $$"
     ev = event("notification", variables={**VARIABLES["notification"], "message": message})
     text, html = parts(render_email(ev, settings, EVENT_ID))
@@ -237,7 +237,7 @@ def test_dollar_signs_in_values_are_not_expanded(settings: Settings) -> None:
     assert message in html
 
 
-def test_multiline_body_variable_becomes_line_breaks_in_html(settings: Settings) -> None:
+def test_multiline_body_variable_becomes_line_breaks_in_html(settings: EmailSettings) -> None:
     ev = event("notification", variables={**VARIABLES["notification"], "message": "one\r\ntwo"})
     text, html = parts(render_email(ev, settings, EVENT_ID))
     assert "one\ntwo" in text
@@ -249,7 +249,7 @@ def test_multiline_body_variable_becomes_line_breaks_in_html(settings: Settings)
 SCRIPT = "<script>alert('x')</script>"
 
 
-def test_script_in_a_variable_is_escaped_in_html(settings: Settings) -> None:
+def test_script_in_a_variable_is_escaped_in_html(settings: EmailSettings) -> None:
     variables = {
         "name": SCRIPT,
         "title": f"Hi {SCRIPT}",
@@ -266,7 +266,7 @@ def test_script_in_a_variable_is_escaped_in_html(settings: Settings) -> None:
     assert msg["Subject"] == f"Hi {SCRIPT}"
 
 
-def test_quote_in_a_url_variable_cannot_break_out_of_the_attribute(settings: Settings) -> None:
+def test_quote_in_a_url_variable_cannot_break_out_of_the_attribute(settings: EmailSettings) -> None:
     url = 'https://app.example.com/login?x="onmouseover="alert(1)'
     ev = event(variables={"name": "Alice", "login_url": url})
     _, html = parts(render_email(ev, settings, EVENT_ID))
@@ -287,7 +287,7 @@ def test_quote_in_a_url_variable_cannot_break_out_of_the_attribute(settings: Set
         "ftp://app.example.com/",
     ],
 )
-def test_url_variables_must_be_absolute_http_urls(settings: Settings, url: str) -> None:
+def test_url_variables_must_be_absolute_http_urls(settings: EmailSettings, url: str) -> None:
     ev = event(variables={"name": "Alice", "login_url": url})
     with pytest.raises(Permanent, match=r"^variables\.login_url: "):
         render_email(ev, settings, EVENT_ID)
@@ -306,14 +306,16 @@ INJECTIONS = [
 
 
 @pytest.mark.parametrize("title", INJECTIONS)
-def test_line_breaks_in_a_subject_variable_are_permanent(settings: Settings, title: str) -> None:
+def test_line_breaks_in_a_subject_variable_are_permanent(
+    settings: EmailSettings, title: str
+) -> None:
     ev = raw_event(template="notification", variables={**VARIABLES["notification"], "title": title})
     with pytest.raises(Permanent, match=r"^variables\.title: "):
         render_email(ev, settings, EVENT_ID)
 
 
 @pytest.mark.parametrize("payload", INJECTIONS)
-def test_injection_in_a_body_variable_adds_no_header(settings: Settings, payload: str) -> None:
+def test_injection_in_a_body_variable_adds_no_header(settings: EmailSettings, payload: str) -> None:
     """Body variables may hold line breaks; they must still never reach the header block."""
     variables = {**VARIABLES["notification"], "message": payload, "name": payload}
     try:
@@ -337,7 +339,7 @@ def test_injection_in_a_body_variable_adds_no_header(settings: Settings, payload
         "alice@example.com\u2028Bcc: evil@x.example",
     ],
 )
-def test_line_breaks_in_the_address_are_permanent(settings: Settings, to: str) -> None:
+def test_line_breaks_in_the_address_are_permanent(settings: EmailSettings, to: str) -> None:
     with pytest.raises(InvalidPayload):  # the event model already refuses them...
         event(to=to)
     with pytest.raises(Permanent) as caught:  # ...and so does the job, on its own
@@ -369,7 +371,7 @@ def test_line_breaks_in_the_address_are_permanent(settings: Settings, to: str) -
         None,
     ],
 )
-def test_bad_address_is_permanent_without_echoing_it(settings: Settings, to: Any) -> None:
+def test_bad_address_is_permanent_without_echoing_it(settings: EmailSettings, to: Any) -> None:
     with pytest.raises(Permanent) as caught:
         render_email(raw_event(to=to), settings, EVENT_ID)
     message = str(caught.value)
@@ -379,7 +381,7 @@ def test_bad_address_is_permanent_without_echoing_it(settings: Settings, to: Any
 
 
 @pytest.mark.parametrize("user_id", ["", "   ", "u\r\n1", None])
-def test_bad_user_id_is_permanent(settings: Settings, user_id: Any) -> None:
+def test_bad_user_id_is_permanent(settings: EmailSettings, user_id: Any) -> None:
     with pytest.raises(Permanent, match=r"^user_id: "):
         render_email(raw_event(user_id=user_id), settings, EVENT_ID)
 
@@ -387,7 +389,7 @@ def test_bad_user_id_is_permanent(settings: Settings, user_id: Any) -> None:
 # --- Message-ID -------------------------------------------------------------------------
 
 
-def test_message_id_is_derived_from_the_event_id(settings: Settings) -> None:
+def test_message_id_is_derived_from_the_event_id(settings: EmailSettings) -> None:
     first = wire(render_email(event(), settings, EVENT_ID))
     again = wire(render_email(event(), settings, EVENT_ID))
 
@@ -411,7 +413,7 @@ def test_unsafe_event_id_is_hashed_into_a_valid_message_id(event_id: str) -> Non
     assert message_id(event_id + "!", "mail.streams.example") != value
 
 
-def test_event_id_with_control_characters_is_permanent(settings: Settings) -> None:
+def test_event_id_with_control_characters_is_permanent(settings: EmailSettings) -> None:
     with pytest.raises(Permanent, match=r"^envelope\.event_id: "):
         render_email(event(), settings, "id\r\nBcc: evil@x.example")
 
@@ -419,7 +421,7 @@ def test_event_id_with_control_characters_is_permanent(settings: Settings) -> No
 # --- unsubscribe ------------------------------------------------------------------------
 
 
-def test_unsubscribe_link_in_both_parts_and_headers(settings: Settings) -> None:
+def test_unsubscribe_link_in_both_parts_and_headers(settings: EmailSettings) -> None:
     msg = wire(render_email(event(), settings, EVENT_ID))
     token = unsubscribe_token(SECRET, "user-42")
     link = f"https://app.example.com/unsubscribe?u=user-42&t={token}"
@@ -431,7 +433,7 @@ def test_unsubscribe_link_in_both_parts_and_headers(settings: Settings) -> None:
     assert f'<a href="{link.replace("&", "&amp;")}">Unsubscribe</a>' in html
 
 
-def test_long_unsubscribe_header_is_one_unencoded_line(settings: Settings) -> None:
+def test_long_unsubscribe_header_is_one_unencoded_line(settings: EmailSettings) -> None:
     long_user = "user-" + "x" * 200
     raw = to_wire_bytes(render_email(event(user_id=long_user), settings, EVENT_ID))
     lines = raw.split(b"\r\n")
@@ -481,7 +483,7 @@ def test_unsubscribe_url_encodes_the_user_id_and_keeps_base_query() -> None:
     ],
 )
 def test_invalid_email_settings_fail_at_construction(
-    settings: Settings, field: str, value: Any, setting: str
+    settings: EmailSettings, field: str, value: Any, setting: str
 ) -> None:
     bad = settings.model_copy(update={field: value})
     with pytest.raises(ConfigError, match=rf"^{setting}: "):

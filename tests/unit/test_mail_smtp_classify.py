@@ -9,8 +9,8 @@ import aiosmtplib
 import pytest
 
 from streams.errors import Permanent, Retryable
+from streams.jobs.mail_settings import EmailSettings
 from streams.jobs.mail_smtp import SMTPConfig, SMTPPool, classify_smtp_error
-from streams.settings import Settings
 
 ADDR = "bob@example.com"
 
@@ -87,7 +87,7 @@ def test_reply_text_is_bounded_to_one_line() -> None:
 
 
 def test_config_from_settings_names_the_dependency() -> None:
-    settings = Settings(
+    settings = EmailSettings(
         smtp_host="relay.example",
         smtp_port=587,
         smtp_username="u",

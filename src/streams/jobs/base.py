@@ -1,4 +1,10 @@
-"""What a job handler sees: the validated event and a context.
+"""What a job is, and what its handler sees: the validated event and a context.
+
+A job module declares itself with a module-level ``JOB = JobSpec(...)``: its family, the
+event types it handles, the dependencies it guards with circuit breakers, its settings class
+and how to build it. The worker discovers jobs through the ``streams.jobs`` entry-point
+group (``registry.discover_jobs``), so a job ships in any installed package; adding one
+edits nothing in the worker, the CLI or the runtime.
 
 A handler is ``async def handle(event, ctx) -> None``. It signals its outcome by returning
 (done) or raising ``Retryable``, ``Permanent``, ``RetryAfter(delay_s)`` (see errors.py); any
@@ -12,7 +18,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DependencyGuard = Callable[[str], contextlib.AbstractAsyncContextManager[None]]
 
@@ -42,12 +50,50 @@ Handler = Callable[[Any, JobContext], Awaitable[None]]
 
 
 class Job(Protocol):
-    """A job module: handles some event types, may hold connections between events."""
+    """A job: handles some event types, may hold connections between events.
 
-    event_types: tuple[str, ...]
+    Built from its settings object (the first argument); ``start`` runs before the worker
+    consumes, ``stop`` after it has drained.
+    """
+
+    event_types: ClassVar[tuple[str, ...]]
+
+    def __init__(self, settings: Any) -> None: ...
 
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
 
     async def handle(self, event: Any, ctx: JobContext) -> None: ...
+
+
+class JobSettings(BaseSettings):
+    """Base of a job's own settings: ``STREAMS_*`` variables, read when the job is built."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMS_", extra="ignore")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A job module's declaration (its module-level ``JOB``).
+
+    ``family`` is the topics.yaml family whose events ``job_type`` handles (its
+    ``event_types``). ``dependencies`` are the breaker-name prefixes its handler passes to
+    ``ctx.dependency`` (``"smtp"`` for ``"smtp:relay:587"``): those breakers use this
+    family's ``circuit_breaker`` policy. The worker builds the job as
+    ``job_type(settings_type())``: its settings come from the environment when it starts.
+    """
+
+    family: str
+    job_type: type[Job]
+    settings_type: type[JobSettings]
+    dependencies: tuple[str, ...] = ()
+
+    @property
+    def event_types(self) -> tuple[str, ...]:
+        return self.job_type.event_types
+
+    def create(self, settings: JobSettings | None = None) -> Job:
+        """The job, built from ``settings`` (default: read from the environment); raises
+        ConfigError or pydantic's ValidationError naming an invalid setting."""
+        return self.job_type(settings if settings is not None else self.settings_type())

@@ -14,10 +14,10 @@ import asyncio
 import logging
 import socket
 import ssl
-from typing import Any
+from typing import Any, ClassVar
 
 from streams.errors import Permanent
-from streams.jobs.base import JobContext
+from streams.jobs.base import JobContext, JobSpec
 from streams.jobs.mail_render import (
     check_mail_settings,
     render_email,
@@ -27,11 +27,13 @@ from streams.jobs.mail_render import (
     unsubscribe_url,
     verify_unsubscribe_token,
 )
+from streams.jobs.mail_settings import EmailSettings
 from streams.jobs.mail_smtp import SMTPConfig, SMTPPool, classify_smtp_error
-from streams.settings import Settings
 
 __all__ = [
+    "JOB",
     "EmailJob",
+    "EmailSettings",
     "SMTPConfig",
     "classify_smtp_error",
     "render_email",
@@ -58,11 +60,11 @@ class EmailJob:
     Raises ConfigError at construction when an email setting is invalid.
     """
 
-    event_types: tuple[str, ...] = ("email.requested",)
+    event_types: ClassVar[tuple[str, ...]] = ("email.requested",)
 
     def __init__(
         self,
-        settings: Settings,
+        settings: EmailSettings,
         *,
         pool_size: int = 4,
         tls_context: ssl.SSLContext | None = None,
@@ -131,3 +133,8 @@ class EmailJob:
             msg["Content-Language"],
             len(data),
         )
+
+
+JOB = JobSpec(
+    family="email", job_type=EmailJob, settings_type=EmailSettings, dependencies=("smtp",)
+)

@@ -42,7 +42,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import SecretStr
 
 from streams.errors import ConfigError, Permanent
-from streams.settings import Settings
+from streams.jobs.mail_settings import EmailSettings
 
 LOCALES: tuple[str, ...] = ("en", "fr")
 DEFAULT_LOCALE = "en"
@@ -258,7 +258,7 @@ def sender_address(email_from: str) -> Address:
     return Address(display_name=name, addr_spec=addr)
 
 
-def check_mail_settings(settings: Settings) -> None:
+def check_mail_settings(settings: EmailSettings) -> None:
     """Raise ConfigError naming the first invalid email setting."""
     sender_address(settings.email_from)
     if not _HOSTNAME.match(settings.email_message_id_domain):
@@ -322,7 +322,7 @@ def _check_ids(event: Any, event_id: str) -> str:
     return user_id
 
 
-def render_email(event: Any, settings: Settings, event_id: str) -> EmailMessage:
+def render_email(event: Any, settings: EmailSettings, event_id: str) -> EmailMessage:
     """The ``multipart/alternative`` message for an ``EmailRequested`` event.
 
     Raises Permanent("field: reason") for bad input (address, locale, template, missing or

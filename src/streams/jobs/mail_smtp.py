@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 import aiosmtplib
 
 from streams.errors import Permanent, Retryable
-from streams.settings import Settings
+from streams.jobs.mail_settings import EmailSettings
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class SMTPConfig:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, tls_context: ssl.SSLContext | None = None
+        cls, settings: EmailSettings, *, tls_context: ssl.SSLContext | None = None
     ) -> SMTPConfig:
         """The SMTP settings; ``tls_context`` overrides the system CA store for STARTTLS."""
         password = settings.smtp_password.get_secret_value() if settings.smtp_password else None

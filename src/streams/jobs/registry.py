@@ -1,30 +1,40 @@
-"""Handlers by event type.
+"""Handlers by event type, and the discovery of jobs.
 
-Register a function::
+Jobs declare themselves (``JOB = JobSpec(...)`` in their module, see ``base.py``) and are
+listed in the ``streams.jobs`` entry-point group of their distribution's metadata::
+
+    [project.entry-points."streams.jobs"]
+    email = "streams.jobs.mail:JOB"
+
+``discover_jobs`` loads the declarations of the families a worker runs. Plain handler
+functions register on the default registry::
 
     from streams.jobs.registry import handler
 
     @handler("push.requested")
     async def send_push(event: PushRequested, ctx: JobContext) -> None: ...
 
-or a ``Job`` object (``registry.add_job(EmailJob(settings))``) whose ``start``/``stop`` the
-worker calls around its run. ``streams worker --handlers my.module`` imports modules that
-register handlers on the default registry.
+and ``streams worker --handlers my.module`` imports such modules.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import importlib.metadata
+from collections.abc import Callable, Iterable
 
 from streams.errors import ConfigError
-from streams.jobs.base import Handler, Job
+from streams.jobs.base import Handler, Job, JobSpec
+
+ENTRY_POINT_GROUP = "streams.jobs"
+BUILTIN_DISTRIBUTION = "streams"
 
 
 class HandlerRegistry:
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
         self.jobs: list[Job] = []
+        self._dependency_family: dict[str, str] = {}
 
     def register(self, event_type: str, fn: Handler) -> None:
         """Register ``fn`` for ``event_type``; raises ConfigError on a second registration."""
@@ -39,10 +49,28 @@ class HandlerRegistry:
 
         return decorate
 
-    def add_job(self, job: Job) -> None:
+    def add_job(self, job: Job, spec: JobSpec | None = None) -> None:
+        """Register ``job``'s handler for its event types; with its ``spec``, its
+        dependencies' breakers follow the spec's family."""
         for event_type in job.event_types:
             self.register(event_type, job.handle)
         self.jobs.append(job)
+        if spec is not None:
+            for prefix in spec.dependencies:
+                self._claim_dependency(prefix, spec.family)
+
+    def _claim_dependency(self, prefix: str, family: str) -> None:
+        owner = self._dependency_family.setdefault(prefix, family)
+        if owner != family:
+            raise ConfigError(
+                f"dependency {prefix!r} is declared by the jobs of families {owner!r} and "
+                f"{family!r}: its circuit-breaker policy must come from one family"
+            )
+
+    def dependency_family(self, name: str) -> str | None:
+        """The family whose breaker policy guards dependency ``name`` ("smtp:relay:587"):
+        the family of the job declaring its prefix, or None when no job declares it."""
+        return self._dependency_family.get(name.partition(":")[0])
 
     def get(self, event_type: str) -> Handler | None:
         return self._handlers.get(event_type)
@@ -56,11 +84,73 @@ class HandlerRegistry:
             for event_type, fn in registry._handlers.items():
                 out.register(event_type, fn)
             out.jobs.extend(registry.jobs)
+            for prefix, family in registry._dependency_family.items():
+                out._claim_dependency(prefix, family)
         return out
 
 
 default_registry = HandlerRegistry()
 handler = default_registry.handler
+
+
+def job_entry_points() -> list[importlib.metadata.EntryPoint]:
+    """Every installed ``streams.jobs`` entry point, sorted by name."""
+    return sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+
+
+def load_spec(entry_point: importlib.metadata.EntryPoint) -> JobSpec:
+    """The ``JobSpec`` an entry point names; ConfigError says which one is broken."""
+    try:
+        spec = entry_point.load()
+    except Exception as exc:
+        raise ConfigError(
+            f"job entry point {entry_point.name!r} ({entry_point.value}) cannot be loaded: {exc}"
+        ) from exc
+    if not isinstance(spec, JobSpec):
+        raise ConfigError(
+            f"job entry point {entry_point.name!r} ({entry_point.value}) names a "
+            f"{type(spec).__name__}, not a streams.jobs.base.JobSpec"
+        )
+    return spec
+
+
+def discover_jobs(
+    families: Iterable[str],
+    *,
+    builtin: bool = True,
+    entry_points: Iterable[importlib.metadata.EntryPoint] | None = None,
+) -> list[JobSpec]:
+    """The declarations of the jobs of ``families``, from the ``streams.jobs`` entry points.
+
+    ``builtin=False`` leaves out the jobs shipped with streams itself (those of the
+    ``streams`` distribution); jobs of other installed packages still load.
+    """
+    wanted = set(families)
+    found: list[JobSpec] = []
+    for entry_point in job_entry_points() if entry_points is None else entry_points:
+        dist = getattr(entry_point, "dist", None)
+        if not builtin and dist is not None and dist.name == BUILTIN_DISTRIBUTION:
+            continue
+        spec = load_spec(entry_point)
+        if spec.family in wanted:
+            found.append(spec)
+    return found
+
+
+def build_registry(
+    families: Iterable[str],
+    handler_modules: Iterable[str] = (),
+    *,
+    builtin_jobs: bool = True,
+    entry_points: Iterable[importlib.metadata.EntryPoint] | None = None,
+) -> HandlerRegistry:
+    """The worker's handlers: the discovered jobs of ``families`` (built from their settings),
+    then the handlers that ``handler_modules`` register on the default registry."""
+    registry = HandlerRegistry()
+    for spec in discover_jobs(families, builtin=builtin_jobs, entry_points=entry_points):
+        registry.add_job(spec.create(), spec)
+    import_handler_modules(list(handler_modules))
+    return registry.merged(default_registry)
 
 
 def import_handler_modules(modules: list[str]) -> None:

@@ -39,19 +39,19 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+from pydantic import Field, SecretStr
 
 from streams.core.headers import truncate_utf8
 from streams.core.scrub import scrub
 from streams.errors import HandlerError, Permanent, Retryable, RetryAfter
 from streams.jobs import signing
-from streams.jobs.base import JobContext
+from streams.jobs.base import JobContext, JobSettings, JobSpec
 from streams.jobs.ssrf import AllowList, Resolver, Target, normalize_host, parse_target
 from streams.jobs.ssrf import resolve_and_vet as _resolve_and_vet
-from streams.settings import Settings
 
 if TYPE_CHECKING:
     from streams.events import WebhookRequested
@@ -72,6 +72,16 @@ def _version() -> str:
 
 
 USER_AGENT = f"streams-webhook/{_version()}"
+
+
+class WebhookSettings(JobSettings):
+    """Signing secret, timeout and SSRF allow-list of the webhook job."""
+
+    webhook_signing_secret: SecretStr = SecretStr("change-me")
+    webhook_timeout_s: float = 10.0
+    webhook_allow_hosts: str = Field(
+        default="", description="comma list of hosts/CIDRs allowed despite being private"
+    )
 
 
 async def system_resolve(host: str, port: int) -> list[str]:
@@ -254,11 +264,11 @@ class WebhookJob:
     ``clock`` gives unix seconds (timestamps, Retry-After dates).
     """
 
-    event_types: tuple[str, ...] = (EVENT_TYPE,)
+    event_types: ClassVar[tuple[str, ...]] = (EVENT_TYPE,)
 
     def __init__(
         self,
-        settings: Settings,
+        settings: WebhookSettings,
         *,
         resolve: Resolver = system_resolve,
         clock: Callable[[], float] = time.time,
@@ -367,3 +377,8 @@ async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> byte
         chunks.append(chunk)
         size += len(chunk)
     return b"".join(chunks)
+
+
+JOB = JobSpec(
+    family="webhook", job_type=WebhookJob, settings_type=WebhookSettings, dependencies=("webhook",)
+)

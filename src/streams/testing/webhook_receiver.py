@@ -301,9 +301,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     secrets = args.secret
     if not secrets:
-        from streams.settings import Settings
+        from streams.jobs.webhook import WebhookSettings
 
-        secrets = [Settings().webhook_signing_secret.get_secret_value()]
+        secrets = [WebhookSettings().webhook_signing_secret.get_secret_value()]
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args.host, args.port, secrets))
 

@@ -122,10 +122,11 @@ class Runtime:
     # --- construction -------------------------------------------------------------------
 
     def _breaker_policy(self, name: str) -> Any:
-        family = name.partition(":")[0]
+        """The policy of dependency ``name``: that of the family whose job declares its
+        prefix ("smtp:relay:587" -> email), else of the family it is named after, else of
+        the first family in the catalog."""
+        family = self.registry.dependency_family(name) or name.partition(":")[0]
         fam = self.catalog.families.get(family)
-        if fam is None:  # e.g. "smtp:host:port" -> the email family's policy
-            fam = self.catalog.families.get({"smtp": "email"}.get(family, ""), None)
         return (fam or next(iter(self.catalog.families.values()))).circuit_breaker
 
     def _table(self, family: Family, kind: str) -> Any:
