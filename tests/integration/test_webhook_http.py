@@ -58,12 +58,16 @@ async def make_job() -> AsyncIterator[MakeJob]:
     async def make(
         *,
         allow: str = "127.0.0.1",
-        secret: str = SECRET,
+        secret: str | None = SECRET,
+        subscription_secrets: dict[str, list[SecretStr]] | None = None,
         timeout_s: float = TIMEOUT_S,
         **kwargs: Any,
     ) -> WebhookJob:
+        if subscription_secrets is not None:
+            secret = None
         settings = WebhookSettings(
-            webhook_signing_secret=SecretStr(secret),
+            webhook_signing_secret=SecretStr(secret) if secret else None,
+            webhook_subscription_secrets=subscription_secrets or {},
             webhook_allow_hosts=allow,
             webhook_timeout_s=timeout_s,
         )
@@ -77,10 +81,17 @@ async def make_job() -> AsyncIterator[MakeJob]:
         await job.stop()
 
 
-def webhook_event(url: str, body: str = '{"order_id": "o-1", "total": 1250}') -> WebhookRequested:
+def webhook_event(
+    url: str, body: str = '{"order_id": "o-1", "total": 1250}', subscription_id: str = "sub-1"
+) -> WebhookRequested:
     event = build_event(
         "webhook.requested",
-        {"subscription_id": "sub-1", "url": url, "event_name": "order.created", "body": body},
+        {
+            "subscription_id": subscription_id,
+            "url": url,
+            "event_name": "order.created",
+            "body": body,
+        },
     )
     assert isinstance(event, WebhookRequested)
     return event
@@ -127,7 +138,8 @@ async def test_delivers_a_signed_request_the_receiver_verifies(
     assert delivery.header("X-Streams-Event-Id") == event.envelope.event_id
     assert delivery.header("X-Streams-Event-Name") == "order.created"
     assert before_s <= int(delivery.header("X-Streams-Timestamp") or 0) <= time.time() + 1
-    assert (delivery.header("X-Streams-Signature") or "").startswith("v1=")
+    assert (delivery.header("X-Streams-Signature") or "").startswith("v2=")
+    assert delivery.header("X-Streams-Subscription-Id") == "sub-1"
     assert delivery.header("Cookie") is None
 
 
@@ -139,7 +151,14 @@ async def test_tampered_body_and_replayed_request_verification(
     original = receiver.deliveries[0]
     signed = {
         name: original.header(name) or ""
-        for name in ("Content-Type", "X-Streams-Timestamp", "X-Streams-Signature")
+        for name in (
+            "Content-Type",
+            "X-Streams-Event-Id",
+            "X-Streams-Event-Name",
+            "X-Streams-Subscription-Id",
+            "X-Streams-Timestamp",
+            "X-Streams-Signature",
+        )
     }
     async with aiohttp.ClientSession() as client:
         tampered = original.body.replace(b"1250", b"9999")
@@ -150,6 +169,15 @@ async def test_tampered_body_and_replayed_request_verification(
         unsigned = {"Content-Type": "application/json"}
         async with client.post(f"{receiver.url}/hook", data=original.body, headers=unsigned) as r:
             assert r.status == 401
+        # the same request replayed to another endpoint, or under another event id, fails
+        async with client.post(f"{receiver.url}/other", data=original.body, headers=signed) as r:
+            assert r.status == 401
+        renamed = {**signed, "X-Streams-Event-Id": "evt-replayed"}
+        async with client.post(f"{receiver.url}/hook", data=original.body, headers=renamed) as r:
+            assert r.status == 401
+        relabelled = {**signed, "X-Streams-Event-Name": "order.refunded"}
+        async with client.post(f"{receiver.url}/hook", data=original.body, headers=relabelled) as r:
+            assert r.status == 401
 
     statuses = [(d.verified, d.verify_error) for d in receiver.deliveries]
     assert statuses == [
@@ -157,6 +185,9 @@ async def test_tampered_body_and_replayed_request_verification(
         (False, "signature does not match"),
         (True, None),
         (False, "missing timestamp"),
+        (False, "signature does not match"),
+        (False, "signature does not match"),
+        (False, "signature does not match"),
     ]
 
 
@@ -180,6 +211,32 @@ async def test_wrong_secret_fails_and_rotated_secret_verifies(make_job: MakeJob)
         with pytest.raises(Permanent, match="HTTP 401"):
             await deliver(stranger, webhook_event(f"{rotating.url}/hook"))
         assert [d.verified for d in rotating.deliveries] == [True, False]
+
+
+async def test_per_subscription_secrets_with_rotation(make_job: MakeJob) -> None:
+    book = {"sub-1": ["whsec_sub1_new", "whsec_sub1_old"], "sub-2": ["whsec_sub2"]}
+    async with WebhookReceiver(book) as receiver:
+        settings_secrets = {
+            "sub-1": [SecretStr("whsec_sub1_old")],  # the sender has not rotated yet
+            "sub-2": [SecretStr("whsec_sub2")],
+        }
+        job = await make_job(subscription_secrets=settings_secrets)
+        for sub in ("sub-1", "sub-2"):
+            await deliver(job, webhook_event(f"{receiver.url}/hook", subscription_id=sub))
+        # sub-1's secret cannot sign for sub-2: every receiver has its own
+        forger = await make_job(subscription_secrets={"sub-2": [SecretStr("whsec_sub1_old")]})
+        with pytest.raises(Permanent, match="HTTP 401"):
+            await deliver(forger, webhook_event(f"{receiver.url}/hook", subscription_id="sub-2"))
+        rotating = await make_job(
+            subscription_secrets={"sub-1": [SecretStr("whsec_sub1_new"), SecretStr("x-old-1")]}
+        )
+        await deliver(rotating, webhook_event(f"{receiver.url}/hook", subscription_id="sub-1"))
+        signatures = receiver.deliveries[-1].header("X-Streams-Signature") or ""
+        assert signatures.count("v2=") == 2
+        verified = [
+            (d.header("X-Streams-Subscription-Id"), d.verified) for d in receiver.deliveries
+        ]
+        assert verified == [("sub-1", True), ("sub-2", True), ("sub-2", False), ("sub-1", True)]
 
 
 # --- retry outcomes ------------------------------------------------------------------------
@@ -271,10 +328,57 @@ async def test_connection_refused_is_retryable(make_job: MakeJob) -> None:
         port = sock.getsockname()[1]
     job = await make_job()
     guard = RecordingGuard()
-    with pytest.raises(Retryable, match=r"connection to 127\.0\.0\.1 failed") as info:
+    with pytest.raises(Retryable, match=r"connection to 127\.0\.0\.1:\d+ failed") as info:
         await deliver(job, webhook_event(f"http://127.0.0.1:{port}/hook"), guard)
     assert not isinstance(info.value, Permanent)
+    assert str(info.value) == f"connection to 127.0.0.1:{port} failed: ClientConnectorError"
     assert guard.outcomes == ["Retryable"]
+
+
+@contextlib.asynccontextmanager
+async def malformed_http_server(answer: bytes) -> AsyncIterator[tuple[int, list[bytes]]]:
+    """A TCP server that reads one request head and answers ``answer`` (not valid HTTP)."""
+    requests: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], requests
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 abc Not A Status\r\n\r\n",
+        b"garbage without a status line\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\nhello",
+        b"",  # closes without answering
+    ],
+)
+async def test_a_malformed_answer_reports_the_error_type_and_host_port_only(
+    make_job: MakeJob, answer: bytes
+) -> None:
+    token = "T0SECRET1/B0SECRET2/xoxbLeakedPathToken123456"
+    async with malformed_http_server(answer) as (port, requests):
+        job = await make_job()
+        url = f"http://127.0.0.1:{port}/services/{token}?api_key=q-secret-99"
+        with pytest.raises(Retryable) as info:
+            await deliver(job, webhook_event(url))
+    assert len(requests) == 1  # the request went out; the answer was the problem
+    message = str(info.value)
+    assert message.startswith(f"connection to 127.0.0.1:{port} failed: ")
+    kind = message.rsplit(": ", 1)[1]
+    assert kind.isidentifier()  # an exception type name, nothing of aiohttp's text
+    for leak in ("services", "xoxbLeakedPathToken", "SECRET", "api_key", "q-secret", "url="):
+        assert leak not in message
 
 
 # --- permanent outcomes ----------------------------------------------------------------------
@@ -353,6 +457,8 @@ async def test_localhost_name_resolved_by_the_system_is_refused_unless_allow_lis
         ("", "http://[::ffff:7f00:1]:8080/", "url: target ::ffff:7f00:1 resolves to private"),
         ("", "http://[::1]:8080/", "url: target ::1 resolves to private address ::1 (loopback)"),
         ("", "http://0.0.0.0:8080/", "url: target 0.0.0.0 resolves to private address 0.0.0.0"),
+        ("", "http://[fec0::1]:8080/", "url: target fec0::1 resolves to private address fec0::1"),
+        ("", "http://[feff::1]:8080/", "url: target feff::1 resolves to private address feff::1"),
     ],
 )
 async def test_bad_urls_are_permanent_before_any_request(
@@ -443,7 +549,9 @@ async def test_fifty_concurrent_deliveries_share_the_pool(
 
 
 async def test_handle_before_start_is_a_clear_error() -> None:
-    job = WebhookJob(WebhookSettings(webhook_allow_hosts="127.0.0.1"))
+    job = WebhookJob(
+        WebhookSettings(webhook_allow_hosts="127.0.0.1", webhook_signing_secret=SecretStr(SECRET))
+    )
     event = webhook_event("http://127.0.0.1:8080/hook")
     with pytest.raises(RuntimeError, match=r"before start\(\)"):
         await deliver(job, event)

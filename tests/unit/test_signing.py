@@ -1,25 +1,45 @@
-"""Webhook signing: a known vector, verification rules, rotation, Stripe-style headers."""
+"""Signing: the v2 webhook vector, what is signed, fail-closed clocks, rotation, purpose
+labels, placeholder secrets, Stripe-style headers."""
 
 from __future__ import annotations
 
-import pytest
+import math
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.errors import ConfigError
 from streams.jobs import signing
+from streams.jobs.mail_render import unsubscribe_token
 from streams.jobs.signing import SignatureError
 
-SECRET = "whsec_test_secret"
+SECRET = "whsec_test_secret_value"
 BODY = '{"order_id":"o-1","amount":1250}'
 TS = 1_700_000_000
-# printf '%s' '1700000000.{"order_id":"o-1","amount":1250}' | openssl dgst -sha256 -hmac ...
-KNOWN_HEX = "5860ceb2d72b4cae9bf4f8a0952a743fc4c8e1b73c7d099d077dc723ffd0ab55"
-EMPTY_BODY_HEX = "316b9ab98c15bfa039d243f3196acee619cf29749a91a634e6a8154e2f7b6727"
+EVENT_ID = "evt-1"
+URL = "https://hooks.example.com/in?t=1"
+NAME = "order.created"
+# printf 'streams-webhook.v2\nevt-1\nhttps://hooks.example.com/in?t=1\norder.created\n
+#   1700000000\n{"order_id":"o-1","amount":1250}' | openssl dgst -sha256 -hmac "$SECRET"
+KNOWN_HEX = "7c7c34fa299140fffc686f9961578a81cea2f19f40566df83ed900bcd68eb3bc"
+# printf 'streams-unsubscribe.v1\nuser-7' | openssl dgst -sha256 -hmac "$SECRET"
+UNSUBSCRIBE_HEX = "3fe0130a44473500c1b147f3ec4d5d430705a4b5c0384ba9792b5b95fd03e62b"
+# printf '1700000000.{"order_id":"o-1","amount":1250}' | openssl ... -hmac whsec_test_secret
+STRIPE_SECRET = "whsec_test_secret"
+STRIPE_HEX = "5860ceb2d72b4cae9bf4f8a0952a743fc4c8e1b73c7d099d077dc723ffd0ab55"
+
+FIELDS = {"event_id": EVENT_ID, "url": URL, "event_name": NAME, "timestamp_s": TS, "body": BODY}
 
 
 def _verify(**overrides: object) -> int:
     args: dict[str, object] = {
         "body": BODY,
         "timestamp": str(TS),
-        "signature": f"v1={KNOWN_HEX}",
+        "signature": f"v2={KNOWN_HEX}",
+        "event_id": EVENT_ID,
+        "url": URL,
+        "event_name": NAME,
         "secrets": SECRET,
         "now_s": TS + 10,
     }
@@ -28,25 +48,31 @@ def _verify(**overrides: object) -> int:
 
 
 def test_signature_matches_an_independent_openssl_vector() -> None:
-    assert signing.compute_signature(SECRET, TS, BODY) == KNOWN_HEX
-    assert signing.compute_signature(SECRET.encode(), TS, BODY.encode()) == KNOWN_HEX
-    assert signing.compute_signature(SECRET, TS, b"") == EMPTY_BODY_HEX
+    assert signing.compute_signature(SECRET, **FIELDS) == KNOWN_HEX  # type: ignore[arg-type]
+    as_bytes = {**FIELDS, "body": BODY.encode()}
+    assert signing.compute_signature(SECRET.encode(), **as_bytes) == KNOWN_HEX  # type: ignore[arg-type]
 
 
-def test_sign_headers_carry_timestamp_and_v1_signature() -> None:
-    headers = signing.sign_headers(SECRET, TS, BODY)
-    assert headers == {
+def test_sign_headers_carry_timestamp_and_one_v2_entry_per_secret() -> None:
+    assert signing.sign_headers(SECRET, **FIELDS) == {  # type: ignore[arg-type]
         "X-Streams-Timestamp": "1700000000",
-        "X-Streams-Signature": f"v1={KNOWN_HEX}",
+        "X-Streams-Signature": f"v2={KNOWN_HEX}",
     }
+    rotating = signing.sign_headers(["new-secret-value", SECRET], **FIELDS)  # type: ignore[arg-type]
+    entries = rotating["X-Streams-Signature"].split(",")
+    assert len(entries) == 2 and entries[1] == f"v2={KNOWN_HEX}"
+    assert _verify(signature=rotating["X-Streams-Signature"]) == TS
+    assert _verify(signature=rotating["X-Streams-Signature"], secrets="new-secret-value") == TS
 
 
-def test_signature_header_has_one_entry_per_secret_for_rotation() -> None:
-    header = signing.signature_header(["new-secret", SECRET], TS, BODY)
-    entries = header.split(",")
-    assert len(entries) == 2
-    assert entries[1] == f"v1={KNOWN_HEX}"
-    assert _verify(signature=header) == TS
+def test_at_most_two_secrets_sign() -> None:
+    with pytest.raises(ValueError, match="at most 2"):
+        signing.sign_headers(["a-1", "b-2", "c-3"], **FIELDS)  # type: ignore[arg-type]
+
+
+def test_the_signature_is_stable_for_the_same_request() -> None:
+    first = signing.sign_headers(SECRET, **FIELDS)  # type: ignore[arg-type]
+    assert signing.sign_headers(SECRET, **FIELDS) == first  # type: ignore[arg-type]
 
 
 def test_valid_signature_returns_the_timestamp() -> None:
@@ -58,13 +84,19 @@ def test_valid_signature_returns_the_timestamp() -> None:
     [
         ({"body": BODY.replace("1250", "1251")}, "does not match"),
         ({"body": BODY + " "}, "does not match"),
+        ({"event_id": "evt-2"}, "does not match"),  # replay under another event id
+        ({"url": "https://other.example.com/in?t=1"}, "does not match"),  # to another endpoint
+        ({"url": "https://hooks.example.com/in?t=2"}, "does not match"),
+        ({"event_name": "order.refunded"}, "does not match"),
+        ({"event_id": None}, "missing event id"),
+        ({"event_id": "evt\n1"}, "malformed signed field"),
         ({"secrets": "another-secret"}, "does not match"),
-        ({"signature": f"v1={KNOWN_HEX[:-1]}0"}, "does not match"),
-        ({"signature": f"v1={KNOWN_HEX[:-2]}"}, "does not match"),
-        ({"signature": "v1=" + "z" * 64}, "does not match"),
-        ({"signature": f"v0={KNOWN_HEX}"}, "no v1 signature"),
-        ({"signature": ""}, "no v1 signature"),
-        ({"signature": None}, "no v1 signature"),
+        ({"signature": f"v2={KNOWN_HEX[:-1]}0"}, "does not match"),
+        ({"signature": f"v2={KNOWN_HEX[:-2]}"}, "does not match"),
+        ({"signature": "v2=" + "z" * 64}, "does not match"),
+        ({"signature": f"v1={KNOWN_HEX}"}, "no v2 signature"),
+        ({"signature": ""}, "no v2 signature"),
+        ({"signature": None}, "no v2 signature"),
         ({"timestamp": None}, "missing timestamp"),
         ({"timestamp": " "}, "missing timestamp"),
         ({"timestamp": "17e8"}, "malformed timestamp"),
@@ -83,6 +115,32 @@ def test_verification_fails_with_a_specific_reason(
         _verify(**overrides)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"now_s": math.nan}, "clock is not finite"),
+        ({"now_s": math.inf}, "clock is not finite"),
+        ({"now_s": -math.inf}, "clock is not finite"),
+        ({"now_s": str(TS)}, "clock is not a number"),
+        ({"now_s": None}, "clock is not a number"),
+        ({"now_s": True}, "clock is not a number"),
+        ({"tolerance_s": math.nan}, "tolerance is not finite"),
+        ({"tolerance_s": math.inf}, "tolerance is not finite"),
+        ({"tolerance_s": "300"}, "tolerance is not a number"),
+        ({"tolerance_s": -1}, "tolerance is negative"),
+    ],
+)
+def test_the_timestamp_check_fails_closed(overrides: dict[str, object], reason: str) -> None:
+    with pytest.raises(SignatureError, match=reason):
+        _verify(**overrides)
+
+
+def test_stripe_check_fails_closed_too() -> None:
+    header = f"t={TS},v1={STRIPE_HEX}"
+    with pytest.raises(SignatureError, match="not finite"):
+        signing.verify_stripe(body=BODY, header=header, secrets=STRIPE_SECRET, now_s=math.nan)
+
+
 def test_tolerance_boundary_is_inclusive() -> None:
     assert _verify(now_s=TS + 300) == TS
     assert _verify(now_s=TS - 300) == TS
@@ -96,8 +154,22 @@ def test_any_of_several_secrets_verifies_during_rotation() -> None:
 
 
 def test_unknown_schemes_and_extra_entries_are_ignored() -> None:
-    header = f"v0=deadbeef, v2=abc ,v1={'0' * 64},v1={KNOWN_HEX.upper()}"
+    header = f"v0=deadbeef, v1=abc ,v2={'0' * 64},v2={KNOWN_HEX.upper()}"
     assert _verify(signature=header) == TS
+
+
+def test_verify_request_reads_the_headers_case_insensitively() -> None:
+    from multidict import CIMultiDict
+
+    headers = CIMultiDict(
+        {
+            "x-streams-event-id": EVENT_ID,
+            "X-STREAMS-EVENT-NAME": NAME,
+            "x-streams-timestamp": str(TS),
+            "x-streams-signature": f"v2={KNOWN_HEX}",
+        }
+    )
+    assert signing.verify_request(headers, BODY.encode(), url=URL, secrets=SECRET, now_s=TS) == TS
 
 
 def test_error_messages_never_contain_the_secret_or_expected_signature() -> None:
@@ -116,26 +188,90 @@ def test_verify_requires_a_secret(secrets: object) -> None:
 
 def test_signing_requires_a_secret() -> None:
     with pytest.raises(ValueError, match="secret"):
-        signing.compute_signature("", TS, BODY)
+        signing.compute_signature("", **FIELDS)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="secret"):
-        signing.signature_header([], TS, BODY)
+        signing.sign_headers([], **FIELDS)  # type: ignore[arg-type]
+
+
+def test_signed_fields_with_line_breaks_are_refused() -> None:
+    with pytest.raises(ValueError, match="line breaks"):
+        signing.signed_payload(**{**FIELDS, "event_name": "a\nb"})  # type: ignore[arg-type]
+
+
+# --- purpose labels ------------------------------------------------------------------------
+
+
+def test_unsubscribe_tokens_carry_their_own_purpose_label() -> None:
+    assert unsubscribe_token(SECRET, "user-7") == UNSUBSCRIBE_HEX
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=1, max_size=60), st.text(max_size=60))
+def test_an_unsubscribe_token_is_never_a_webhook_signature(prefix: str, body: str) -> None:
+    # the old attack: a user id shaped like "<ts>.<body>" made the unsubscribe token a
+    # valid webhook signature under a shared construction
+    user_id = f"{TS}.{body}"
+    other_shape = f"{prefix}\n{EVENT_ID}\n{URL}\n{NAME}\n{TS}\n{body}"
+    token = unsubscribe_token(SECRET, user_id)
+    with pytest.raises(SignatureError):
+        _verify(body=body, signature=f"v2={token}")
+    with pytest.raises(SignatureError):
+        signing.verify_stripe(body=body, header=f"t={TS},v1={token}", secrets=SECRET, now_s=TS)
+    assert unsubscribe_token(SECRET, other_shape) != signing.compute_signature(
+        SECRET, event_id=EVENT_ID, url=URL, event_name=NAME, timestamp_s=TS, body=body
+    )
+
+
+# --- secrets from configuration --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value", ["change-me", "CHANGE-ME", " changeme ", "secret", "password", "test", "xxx"]
+)
+def test_placeholder_secrets_are_refused_naming_the_variable(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"^STREAMS_X: is a placeholder"):
+        signing.check_secret("STREAMS_X", value)
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_empty_secrets_are_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"^STREAMS_X: must not be empty"):
+        signing.check_secret("STREAMS_X", value)
+
+
+def test_a_random_secret_passes() -> None:
+    assert signing.check_secret("STREAMS_X", "p9V0-3mN2q") == "p9V0-3mN2q"
+
+
+def test_static_keys_look_up_by_subscription_with_a_default() -> None:
+    keys = signing.StaticSigningKeys(("global-1",), {"sub-1": ("new-1", "old-1")})
+    assert keys.secrets_for("sub-1") == ("new-1", "old-1")
+    assert keys.secrets_for("sub-2") == ("global-1",)
+    assert signing.StaticSigningKeys().secrets_for("sub-1") == ()
+    with pytest.raises(ValueError, match="1 to 2"):
+        signing.StaticSigningKeys((), {"sub-1": ("a-1", "b-2", "c-3")})
+
+
+# --- Stripe ---------------------------------------------------------------------------------
 
 
 def test_stripe_style_combined_header() -> None:
-    header = f"t={TS},v1={KNOWN_HEX},v0=legacy"
-    assert signing.verify_stripe(body=BODY, header=header, secrets=SECRET, now_s=TS) == TS
+    assert signing.stripe_signature(STRIPE_SECRET, TS, BODY) == STRIPE_HEX
+    header = f"t={TS},v1={STRIPE_HEX},v0=legacy"
+    secret = STRIPE_SECRET
+    assert signing.verify_stripe(body=BODY, header=header, secrets=secret, now_s=TS) == TS
     with pytest.raises(SignatureError, match="does not match"):
-        signing.verify_stripe(body=BODY + "x", header=header, secrets=SECRET, now_s=TS)
+        signing.verify_stripe(body=BODY + "x", header=header, secrets=secret, now_s=TS)
     with pytest.raises(SignatureError, match="missing timestamp"):
-        signing.verify_stripe(body=BODY, header=f"v1={KNOWN_HEX}", secrets=SECRET, now_s=TS)
+        signing.verify_stripe(body=BODY, header=f"v1={STRIPE_HEX}", secrets=secret, now_s=TS)
     with pytest.raises(SignatureError, match="several timestamps"):
         signing.verify_stripe(
-            body=BODY, header=f"t={TS},t={TS},v1={KNOWN_HEX}", secrets=SECRET, now_s=TS
+            body=BODY, header=f"t={TS},t={TS},v1={STRIPE_HEX}", secrets=secret, now_s=TS
         )
     with pytest.raises(SignatureError, match="tolerance"):
-        signing.verify_stripe(body=BODY, header=header, secrets=SECRET, now_s=TS + 1000)
+        signing.verify_stripe(body=BODY, header=header, secrets=secret, now_s=TS + 1000)
 
 
 def test_parse_signatures_bounds_the_number_of_entries() -> None:
-    header = ",".join(["v1=" + "0" * 64] * 100)
+    header = ",".join(["v2=" + "0" * 64] * 100)
     assert len(signing.parse_signatures(header)) == 16

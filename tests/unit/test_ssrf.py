@@ -51,6 +51,9 @@ NON_PUBLIC = [
     ("::1", "loopback"),
     ("fe80::1", "link-local"),
     ("fc00::1", "private"),  # unique local
+    ("fec0::1", "site-local"),  # deprecated site-local (global to Python 3.11's stdlib)
+    ("feff::1", "site-local"),
+    ("fef0:1234::5", "site-local"),
     ("fd12:3456:789a::1", "private"),
     ("ff02::1", "multicast"),
     ("ff05::2", "multicast"),
@@ -82,6 +85,7 @@ PUBLIC = [
     "2a00:1450:4007:80e::200e",
     "::ffff:8.8.8.8",  # mapped public
     "64:ff9b::808:808",  # NAT64 of a public address
+    "2001:4860::8888",  # global unicast, far from fec0::/10
 ]
 
 

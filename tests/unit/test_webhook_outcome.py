@@ -144,7 +144,7 @@ def _event(**payload: object) -> object:
 
 
 def test_build_request_sets_every_header_and_signs_the_exact_body() -> None:
-    outgoing = build_request(_event(), secret="s3cret", timestamp_s=int(NOW_S))  # type: ignore[arg-type]
+    outgoing = build_request(_event(), secrets=["s3cret"], timestamp_s=int(NOW_S))  # type: ignore[arg-type]
     assert outgoing.body == b'{"order": "o-1"}'
     assert outgoing.target.host == "hooks.example.com"
     headers = dict(outgoing.headers)
@@ -155,26 +155,47 @@ def test_build_request_sets_every_header_and_signs_the_exact_body() -> None:
     assert headers["X-Streams-Event-Id"] == "evt-123"
     assert headers["X-Streams-Event-Name"] == "order.created"
     assert headers["X-Streams-Timestamp"] == "1700000000"
-    expected = signing.compute_signature("s3cret", 1_700_000_000, b'{"order": "o-1"}')
-    assert headers["X-Streams-Signature"] == f"v1={expected}"
+    assert headers["X-Streams-Subscription-Id"] == "sub-1"
+    expected = signing.compute_signature(
+        "s3cret",
+        event_id="evt-123",
+        url="https://hooks.example.com/in",
+        event_name="order.created",
+        timestamp_s=1_700_000_000,
+        body=b'{"order": "o-1"}',
+    )
+    assert headers["X-Streams-Signature"] == f"v2={expected}"
+
+
+def test_build_request_signs_with_both_secrets_while_rotating() -> None:
+    outgoing = build_request(_event(), secrets=["new-1", "old-1"], timestamp_s=1)  # type: ignore[arg-type]
+    for secret in ("new-1", "old-1"):
+        signing.verify_request(
+            outgoing.headers,
+            outgoing.body,
+            url="https://hooks.example.com/in",
+            secrets=secret,
+            now_s=1,
+        )
+
+
+def test_build_request_without_a_secret_is_permanent() -> None:
+    with pytest.raises(Permanent, match="^subscription_id: no signing secret"):
+        build_request(_event(), secrets=[], timestamp_s=1)  # type: ignore[arg-type]
 
 
 def test_build_request_keeps_a_custom_content_type() -> None:
     event = _event(content_type="application/cloudevents+json; charset=utf-8")
-    outgoing = build_request(event, secret="s", timestamp_s=1)  # type: ignore[arg-type]
+    outgoing = build_request(event, secrets=["s"], timestamp_s=1)  # type: ignore[arg-type]
     assert outgoing.headers["Content-Type"] == "application/cloudevents+json; charset=utf-8"
 
 
 def test_build_request_signs_non_ascii_bodies_as_utf8() -> None:
     event = _event(body='{"name": "Zoë ✓"}')
-    outgoing = build_request(event, secret="s", timestamp_s=5)  # type: ignore[arg-type]
+    outgoing = build_request(event, secrets=["s"], timestamp_s=5)  # type: ignore[arg-type]
     assert outgoing.body == '{"name": "Zoë ✓"}'.encode()
-    signing.verify(
-        body=outgoing.body,
-        timestamp=outgoing.headers["X-Streams-Timestamp"],
-        signature=outgoing.headers["X-Streams-Signature"],
-        secrets="s",
-        now_s=5,
+    signing.verify_request(
+        outgoing.headers, outgoing.body, url="https://hooks.example.com/in", secrets="s", now_s=5
     )
 
 
@@ -198,7 +219,7 @@ def test_build_request_refuses_bad_fields_permanently(
     event = _event()
     bad = WebhookRequested.model_construct(**{**dict(event), field: value})  # type: ignore[call-overload]  # bypass validation
     with pytest.raises(Permanent) as info:
-        build_request(bad, secret="s", timestamp_s=1)
+        build_request(bad, secrets=["s"], timestamp_s=1)
     assert str(info.value).startswith(reason)
 
 

@@ -42,6 +42,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import SecretStr
 
 from streams.errors import ConfigError, Permanent
+from streams.jobs import signing
 from streams.jobs.mail_settings import EmailSettings
 
 LOCALES: tuple[str, ...] = ("en", "fr")
@@ -95,8 +96,11 @@ def _secret_bytes(secret: str | SecretStr) -> bytes:
 
 
 def unsubscribe_token(secret: str | SecretStr, user_id: str) -> str:
-    """HMAC-SHA256 of ``user_id`` under ``secret``, as 64 lowercase hex characters."""
-    return hmac.new(_secret_bytes(secret), user_id.encode("utf-8"), hashlib.sha256).hexdigest()
+    """HMAC-SHA256 of ``user_id`` under ``secret`` with the unsubscribe purpose label (never
+    valid as a webhook signature), as 64 lowercase hex characters."""
+    return signing.purpose_hmac(
+        _secret_bytes(secret), signing.UNSUBSCRIBE_PURPOSE, user_id.encode("utf-8")
+    )
 
 
 def verify_unsubscribe_token(secret: str | SecretStr, user_id: str, token: str) -> bool:

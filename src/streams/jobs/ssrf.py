@@ -8,7 +8,7 @@ Pure policy (no sockets): the caller injects the resolver. The rules:
   them is a cross-protocol attack, never a webhook.
 - No credentials in the URL (``user:pass@host``): they would leak into logs and messages.
 - A target is refused when ANY of its resolved addresses is not public: private (RFC 1918,
-  unique-local ``fc00::/7``), loopback, link-local (incl. the cloud metadata address
+  unique-local ``fc00::/7``, deprecated site-local ``fec0::/10``), loopback, link-local (incl. the cloud metadata address
   ``169.254.169.254``, ``fe80::/10``), multicast, reserved, unspecified, shared
   (``100.64.0.0/10``), documentation/benchmark ranges, and IPv6 forms that embed such an
   IPv4 address (IPv4-mapped ``::ffff:a.b.c.d``, NAT64 ``64:ff9b::/96``, 6to4
@@ -49,6 +49,8 @@ ALLOW_HOSTS_ENV = "STREAMS_WEBHOOK_ALLOW_HOSTS"
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _SHARED = ipaddress.IPv4Network("100.64.0.0/10")
+# Deprecated site-local (RFC 3879): the stdlib of Python 3.11 calls fec0::1 and feff::1 global.
+_SITE_LOCAL = ipaddress.IPv6Network("fec0::/10")
 # IETF protocol assignments: the stdlib (3.11 patch-dependent) calls parts of it global.
 _SPECIAL = ipaddress.IPv4Network("192.0.0.0/24")
 _LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
@@ -199,6 +201,7 @@ def _kind_of(address: IPAddress) -> str | None:
         ("link-local", address.is_link_local),
         ("multicast", address.is_multicast),
         ("shared", isinstance(address, ipaddress.IPv4Address) and address in _SHARED),
+        ("site-local", isinstance(address, ipaddress.IPv6Address) and address in _SITE_LOCAL),
         ("special-purpose", isinstance(address, ipaddress.IPv4Address) and address in _SPECIAL),
         ("reserved", address.is_reserved),
         ("private", address.is_private),

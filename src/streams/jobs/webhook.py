@@ -3,16 +3,19 @@
 Request: the event's ``body`` (UTF-8 bytes, unchanged) POSTed to its ``url`` with
 ``Content-Type``, ``User-Agent: streams-webhook/<version>``, ``Idempotency-Key`` and
 ``X-Streams-Event-Id`` (the event id, the same on every attempt so the receiver can drop
-duplicates), ``X-Streams-Event-Name``, ``X-Streams-Timestamp`` and ``X-Streams-Signature``
-(scheme in ``signing.py``).
+duplicates), ``X-Streams-Event-Name``, ``X-Streams-Subscription-Id``,
+``X-Streams-Timestamp`` and ``X-Streams-Signature`` (scheme ``v2`` in ``signing.py``: event
+id, URL, event name, timestamp and body are signed with the subscription's secret, both
+secrets while it rotates).
 
 Outcomes (``outcome_for``): 2xx done; 408, 429, 5xx, timeouts and connection errors are
 ``Retryable`` (``RetryAfter`` when the answer carries a ``Retry-After`` header, delta
 seconds or HTTP date, capped at ``max_retry_after_s``); a 3xx is ``Permanent`` (redirects
 are not followed: they would bypass the SSRF guard); other 4xx are ``Permanent`` with the
 status and a bounded, scrubbed snippet of the answer. Bad event fields are
-``Permanent("<field>: <reason>")``. Messages name the host, never the path or query
-(webhook URLs often carry tokens in them).
+``Permanent("<field>: <reason>")``. Messages name the host (and port), never the path or
+query (webhook URLs often carry tokens in them); a transport failure is reported by its
+error type only, as aiohttp's messages quote the URL.
 
 SSRF guard (``ssrf.py``): the URL is parsed and its host resolved once; every address
 must be public or allow-listed. The connection is then pinned to the vetted addresses: the
@@ -34,6 +37,7 @@ import contextlib
 import contextvars
 import email.utils
 import importlib.metadata
+import secrets
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -47,7 +51,7 @@ from pydantic import Field, SecretStr
 
 from streams.core.headers import truncate_utf8
 from streams.core.scrub import scrub
-from streams.errors import HandlerError, Permanent, Retryable, RetryAfter
+from streams.errors import ConfigError, HandlerError, Permanent, Retryable, RetryAfter
 from streams.jobs import signing
 from streams.jobs.base import JobContext, JobSettings, JobSpec
 from streams.jobs.ssrf import AllowList, Resolver, Target, normalize_host, parse_target
@@ -75,13 +79,49 @@ USER_AGENT = f"streams-webhook/{_version()}"
 
 
 class WebhookSettings(JobSettings):
-    """Signing secret, timeout and SSRF allow-list of the webhook job."""
+    """Signing secrets, timeout and SSRF allow-list of the webhook job.
 
-    webhook_signing_secret: SecretStr = SecretStr("change-me")
+    Secrets: ``webhook_subscription_secrets`` (JSON ``{"sub-1": ["current", "previous"]}``)
+    per subscription id, else ``webhook_signing_secret`` (plus ``..._previous`` while it
+    rotates). Empty values and placeholders are refused; with none configured the job
+    refuses to start, unless ``STREAMS_DEV_MODE`` is on (a random secret per run).
+    """
+
+    dev_mode: bool = Field(default=False, description="generate missing secrets (make run)")
+    webhook_signing_secret: SecretStr | None = None
+    webhook_signing_secret_previous: SecretStr | None = None
+    webhook_subscription_secrets: dict[str, list[SecretStr]] = Field(default_factory=dict)
     webhook_timeout_s: float = 10.0
     webhook_allow_hosts: str = Field(
         default="", description="comma list of hosts/CIDRs allowed despite being private"
     )
+
+
+def signing_keys(settings: WebhookSettings) -> signing.StaticSigningKeys:
+    """The configured secrets, checked; ConfigError names a refused variable."""
+    default = [
+        signing.check_secret(variable, secret.get_secret_value())
+        for variable, secret in (
+            ("STREAMS_WEBHOOK_SIGNING_SECRET", settings.webhook_signing_secret),
+            ("STREAMS_WEBHOOK_SIGNING_SECRET_PREVIOUS", settings.webhook_signing_secret_previous),
+        )
+        if secret is not None
+    ]
+    per_subscription: dict[str, tuple[str, ...]] = {}
+    for sub, secrets_ in settings.webhook_subscription_secrets.items():
+        variable = f"STREAMS_WEBHOOK_SUBSCRIPTION_SECRETS[{sub}]"
+        if not 1 <= len(secrets_) <= signing.MAX_SECRETS:
+            raise ConfigError(f"{variable}: give 1 or {signing.MAX_SECRETS} secrets")
+        checked = [signing.check_secret(variable, s.get_secret_value()) for s in secrets_]
+        per_subscription[sub] = tuple(checked)
+    if not default and not per_subscription:
+        if not settings.dev_mode:
+            raise ConfigError(
+                "STREAMS_WEBHOOK_SIGNING_SECRET: not set (nor STREAMS_WEBHOOK_SUBSCRIPTION_"
+                "SECRETS); set a random secret, or STREAMS_DEV_MODE=true for a per-run one"
+            )
+        default = [secrets.token_urlsafe(32)]
+    return signing.StaticSigningKeys(tuple(default), per_subscription)
 
 
 async def system_resolve(host: str, port: int) -> list[str]:
@@ -230,12 +270,20 @@ def _header_value(field: str, value: object) -> str:
 
 
 def build_request(
-    event: WebhookRequested, *, secret: str, timestamp_s: int, user_agent: str = USER_AGENT
+    event: WebhookRequested,
+    *,
+    secrets: Sequence[str],
+    timestamp_s: int,
+    user_agent: str = USER_AGENT,
 ) -> Outgoing:
-    """The signed request for ``event``; Permanent("<field>: <reason>") on bad fields."""
+    """The request for ``event`` signed with ``secrets`` (one, or two while rotating);
+    Permanent("<field>: <reason>") on bad fields or when there is no secret."""
     target = parse_target(event.url)
     event_id = _header_value("event_id", event.envelope.event_id)
     event_name = _header_value("event_name", event.event_name)
+    subscription_id = _header_value("subscription_id", event.subscription_id)
+    if not secrets:
+        raise Permanent("subscription_id: no signing secret configured for this subscription")
     content_type = _header_value("content_type", event.content_type)
     if not isinstance(event.body, str):
         raise Permanent("body: must be a string")
@@ -249,7 +297,15 @@ def build_request(
         "Idempotency-Key": event_id,
         "X-Streams-Event-Id": event_id,
         "X-Streams-Event-Name": event_name,  # sent as UTF-8 bytes (aiohttp's encoding)
-        **signing.sign_headers(secret, timestamp_s, body),
+        signing.SUBSCRIPTION_HEADER: subscription_id,
+        **signing.sign_headers(
+            secrets,
+            event_id=event_id,
+            url=str(target.url),
+            event_name=event_name,
+            timestamp_s=timestamp_s,
+            body=body,
+        ),
     }
     return Outgoing(target=target, body=body, headers=headers)
 
@@ -261,7 +317,9 @@ class WebhookJob:
     """Delivers ``webhook.requested`` events (see the module docstring for the contract).
 
     ``resolve`` (host, port) -> addresses is injected for tests (default: getaddrinfo);
-    ``clock`` gives unix seconds (timestamps, Retry-After dates).
+    ``clock`` gives unix seconds (timestamps, Retry-After dates); ``keys`` finds a
+    subscription's secrets (default: from the settings). Raises ConfigError when a secret
+    is missing or a placeholder.
     """
 
     event_types: ClassVar[tuple[str, ...]] = (EVENT_TYPE,)
@@ -274,8 +332,9 @@ class WebhookJob:
         clock: Callable[[], float] = time.time,
         max_retry_after_s: float = MAX_RETRY_AFTER_S,
         connect_timeout_s: float | None = None,
+        keys: signing.SigningKeys | None = None,
     ) -> None:
-        self._secret = settings.webhook_signing_secret.get_secret_value()
+        self._keys = keys if keys is not None else signing_keys(settings)
         self._allow = AllowList.parse(settings.webhook_allow_hosts)
         self._timeout_s = settings.webhook_timeout_s
         self._timeout = aiohttp.ClientTimeout(
@@ -316,7 +375,11 @@ class WebhookJob:
         session = self._session
         if session is None:
             raise RuntimeError("WebhookJob.handle() called before start()")
-        outgoing = build_request(event, secret=self._secret, timestamp_s=int(self._clock()))
+        outgoing = build_request(
+            event,
+            secrets=self._keys.secrets_for(event.subscription_id),
+            timestamp_s=int(self._clock()),
+        )
         target = outgoing.target
         addresses = await _resolve_and_vet(target, self._resolve, self._allow)
         permanent: HandlerError | None = None
@@ -358,12 +421,19 @@ class WebhookJob:
                     body=body,
                 )
         except TimeoutError:
-            raise Retryable(f"timeout after {self._timeout_s:g}s from {target.host}") from None
+            raise Retryable(f"timeout after {self._timeout_s:g}s from {endpoint(target)}") from None
         except aiohttp.ClientError as exc:
-            reason = str(exc) or type(exc).__name__
-            raise Retryable(f"connection to {target.host} failed: {reason}") from None
+            # the type only: aiohttp's messages quote the URL, path and query included
+            kind = type(exc).__name__
+            raise Retryable(f"connection to {endpoint(target)} failed: {kind}") from None
         finally:
             _PIN.reset(token)
+
+
+def endpoint(target: Target) -> str:
+    """``host:port`` of a target, for messages (``[v6]:port`` for IPv6 literals)."""
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    return f"{host}:{target.port}"
 
 
 async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:

@@ -1,7 +1,9 @@
 """A real webhook receiver (aiohttp) for tests and the local demo.
 
-It verifies every request's signature with the shared secret(s) (``signing.verify``),
-records each delivery (path, headers, body, verified flag and reason) and answers as told:
+It verifies every request's ``v2`` signature (``signing.verify_request``: event id, the
+URL it was sent to, event name, timestamp and body) with its secret(s): one list for every
+subscription, or a mapping from subscription id (``X-Streams-Subscription-Id``) to that
+subscription's secrets (current and previous while rotating). It records each delivery (path, headers, body, verified flag and reason) and answers as told:
 
 - ``receiver.script(path, [503, 200])``: answers in order, the last one repeating; an entry
   is a status or a ``Reply`` (status, headers such as ``Retry-After``, body, delay_s,
@@ -77,7 +79,7 @@ class WebhookReceiver:
 
     def __init__(
         self,
-        secrets: str | Sequence[str],
+        secrets: str | Sequence[str] | Mapping[str, Sequence[str]],
         *,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -86,8 +88,14 @@ class WebhookReceiver:
         clock: Callable[[], float] = time.time,
         on_delivery: OnDelivery | None = None,
     ) -> None:
-        self._secrets = [secrets] if isinstance(secrets, str) else list(secrets)
-        if not self._secrets or not all(self._secrets):
+        if isinstance(secrets, Mapping):
+            self._by_subscription = {sub: list(keys) for sub, keys in secrets.items()}
+            self._secrets: list[str] = []
+        else:
+            self._by_subscription = {}
+            self._secrets = [secrets] if isinstance(secrets, str) else list(secrets)
+        every = [self._secrets, *self._by_subscription.values()]
+        if not any(every) or not all(all(keys) for keys in every):
             raise ValueError("WebhookReceiver needs at least one non-empty secret")
         self._host = host
         self._port = port
@@ -211,12 +219,16 @@ class WebhookReceiver:
         return response
 
     def _verify(self, request: web.Request, body: bytes) -> tuple[bool, str | None]:
+        subscription = request.headers.get(signing.SUBSCRIPTION_HEADER, "")
+        secrets = self._by_subscription.get(subscription, self._secrets)
+        if not secrets:
+            return False, "unknown subscription"
         try:
-            signing.verify(
-                body=body,
-                timestamp=request.headers.get(signing.TIMESTAMP_HEADER),
-                signature=request.headers.get(signing.SIGNATURE_HEADER),
-                secrets=self._secrets,
+            signing.verify_request(
+                request.headers,
+                body,
+                url=str(request.url),
+                secrets=secrets,
                 now_s=self._clock(),
                 tolerance_s=self._tolerance_s,
             )
@@ -303,7 +315,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not secrets:
         from streams.jobs.webhook import WebhookSettings
 
-        secrets = [WebhookSettings().webhook_signing_secret.get_secret_value()]
+        configured = WebhookSettings().webhook_signing_secret
+        if configured is None:
+            parser.error("give --secret or set STREAMS_WEBHOOK_SIGNING_SECRET")
+        secrets = [configured.get_secret_value()]
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args.host, args.port, secrets))
 
