@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from pydantic import SecretStr
 
-from streams.errors import Permanent, Retryable
+from streams.errors import ConfigError, Permanent, Retryable
 from streams.events import EmailRequested, build_event
 from streams.jobs.base import JobContext
 from streams.jobs.mail import EmailJob, verify_unsubscribe_token
@@ -466,3 +466,112 @@ async def test_plain_client_cannot_skip_required_starttls(certificate: tuple[Pat
         finally:
             await email_job.stop()
         assert smtp.messages == []
+
+
+# --- credentials only over TLS; implicit TLS; configurable CA ----------------------------
+
+
+def test_credentials_without_tls_are_refused_at_start() -> None:
+    for overrides in ({"smtp_username": "mailer"}, {"smtp_password": SecretStr("hunter2")}):
+        with pytest.raises(ConfigError, match=r"refusing to send credentials in clear text"):
+            EmailJob(make_settings(2525, **overrides))
+
+
+def test_both_tls_modes_and_placeholder_passwords_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"^STREAMS_SMTP_IMPLICIT_TLS: choose"):
+        EmailJob(make_settings(465, smtp_starttls=True, smtp_implicit_tls=True))
+    with pytest.raises(ConfigError, match=r"^STREAMS_SMTP_PASSWORD: is a placeholder"):
+        EmailJob(
+            make_settings(
+                587, smtp_starttls=True, smtp_username="m", smtp_password=SecretStr("change-me")
+            )
+        )
+    with pytest.raises(ConfigError, match=r"^STREAMS_SMTP_CA_FILE: "):
+        EmailJob(make_settings(587, smtp_starttls=True, smtp_ca_file=Path("/nonexistent.pem")))
+
+
+def implicit_tls_server(cert: Path, key: Path) -> RecordingSMTPServer:
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    return RecordingSMTPServer(implicit_tls_context=server_ctx, credentials={"mailer": "hunter2"})
+
+
+async def test_implicit_tls_and_login_verified_by_the_configured_ca(
+    certificate: tuple[Path, Path],
+) -> None:
+    cert, key = certificate
+    async with implicit_tls_server(cert, key) as smtp:
+        settings = make_settings(
+            smtp.port,
+            smtp_implicit_tls=True,
+            smtp_ca_file=cert,
+            smtp_username="mailer",
+            smtp_password=SecretStr("hunter2"),
+        )
+        email_job = EmailJob(settings)  # the CA comes from STREAMS_SMTP_CA_FILE
+        event = email_event()
+        try:
+            await email_job.handle(event, context(event))
+        finally:
+            await email_job.stop()
+        [mail] = smtp.received
+        assert mail.tls is True
+        assert mail.login == "mailer"
+
+
+async def test_implicit_tls_with_an_untrusted_certificate_sends_nothing(
+    certificate: tuple[Path, Path],
+) -> None:
+    cert, key = certificate
+    async with implicit_tls_server(cert, key) as smtp:
+        settings = make_settings(
+            smtp.port,
+            smtp_implicit_tls=True,
+            smtp_username="mailer",
+            smtp_password=SecretStr("hunter2"),
+        )
+        email_job = EmailJob(settings)  # system CAs: the self-signed cert is not trusted
+        event = email_event()
+        try:
+            with pytest.raises(Retryable, match=r"^smtp: (TLS|connection) failed"):
+                await email_job.handle(event, context(event))
+        finally:
+            await email_job.stop()
+        assert smtp.received == []
+
+
+async def test_starttls_verified_by_the_configured_ca(certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    async with tls_server(cert, key) as smtp:
+        settings = make_settings(
+            smtp.port,
+            smtp_starttls=True,
+            smtp_ca_file=cert,
+            smtp_username="mailer",
+            smtp_password=SecretStr("hunter2"),
+        )
+        email_job = EmailJob(settings)
+        event = email_event()
+        try:
+            await email_job.handle(event, context(event))
+        finally:
+            await email_job.stop()
+        [mail] = smtp.received
+        assert mail.tls is True and mail.login == "mailer"
+
+
+async def test_a_server_offering_starttls_is_upgraded_without_credentials(
+    certificate: tuple[Path, Path],
+) -> None:
+    cert, key = certificate
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    async with RecordingSMTPServer(tls_context=server_ctx) as smtp:  # offers, not required
+        email_job = EmailJob(make_settings(smtp.port, smtp_ca_file=cert))  # STARTTLS not set
+        event = email_event()
+        try:
+            await email_job.handle(event, context(event))
+        finally:
+            await email_job.stop()
+        [mail] = smtp.received
+        assert mail.tls is True  # opportunistic STARTTLS is no longer switched off

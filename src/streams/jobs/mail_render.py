@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import html
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -273,8 +274,16 @@ def check_mail_settings(settings: EmailSettings) -> None:
     base = urlsplit(base_url)
     if base.scheme not in ("http", "https") or not base.netloc or base.fragment:
         raise ConfigError("STREAMS_UNSUBSCRIBE_BASE_URL: must be an http(s) URL, no #fragment")
-    if not settings.unsubscribe_secret.get_secret_value():
-        raise ConfigError("STREAMS_UNSUBSCRIBE_SECRET: must not be empty")
+    if settings.unsubscribe_secret is None:
+        if not settings.dev_mode:
+            raise ConfigError(
+                "STREAMS_UNSUBSCRIBE_SECRET: not set; set a random secret, "
+                "or STREAMS_DEV_MODE=true for a per-run one"
+            )
+        settings.unsubscribe_secret = SecretStr(secrets.token_urlsafe(32))
+    signing.check_secret(
+        "STREAMS_UNSUBSCRIBE_SECRET", settings.unsubscribe_secret.get_secret_value()
+    )
 
 
 # --- rendering --------------------------------------------------------------------------
@@ -343,7 +352,10 @@ def render_email(event: Any, settings: EmailSettings, event_id: str) -> EmailMes
     values = _values(template, getattr(event, "variables", None))
 
     subject = " ".join(template.subject.substitute(values).split())
-    link = unsubscribe_url(settings.unsubscribe_base_url, settings.unsubscribe_secret, user_id)
+    secret = settings.unsubscribe_secret
+    if secret is None:  # check_mail_settings ran first: set, or drawn in dev mode
+        raise ConfigError("STREAMS_UNSUBSCRIBE_SECRET: not set")
+    link = unsubscribe_url(settings.unsubscribe_base_url, secret, user_id)
     if len(f"List-Unsubscribe: <{link}>") > MAX_HEADER_LINE_CHARS:
         raise Permanent("user_id: too long for the unsubscribe link")
     text = template.text.substitute(values, unsubscribe_url=link, subject=subject)

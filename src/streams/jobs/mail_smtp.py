@@ -21,7 +21,8 @@ from dataclasses import dataclass, field, replace
 
 import aiosmtplib
 
-from streams.errors import Permanent, Retryable
+from streams.errors import ConfigError, Permanent, Retryable
+from streams.jobs import signing
 from streams.jobs.mail_settings import EmailSettings
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class SMTPConfig:
     host: str
     port: int
     starttls: bool = False
+    implicit_tls: bool = False  # TLS from the first byte (port 465)
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     timeout_s: float = 10.0
@@ -47,12 +49,37 @@ class SMTPConfig:
     def from_settings(
         cls, settings: EmailSettings, *, tls_context: ssl.SSLContext | None = None
     ) -> SMTPConfig:
-        """The SMTP settings; ``tls_context`` overrides the system CA store for STARTTLS."""
+        """The SMTP settings, checked; ``tls_context`` overrides the CA (``smtp_ca_file``,
+        else the system store) that verifies the server's certificate.
+
+        Raises ConfigError naming the variable: credentials without STARTTLS or implicit
+        TLS (they would cross the wire in clear text), both TLS modes, a placeholder
+        password.
+        """
         password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
+        if password is not None:
+            signing.check_secret("STREAMS_SMTP_PASSWORD", password)
+        if settings.smtp_starttls and settings.smtp_implicit_tls:
+            raise ConfigError(
+                "STREAMS_SMTP_IMPLICIT_TLS: choose STARTTLS or implicit TLS, not both"
+            )
+        encrypted = settings.smtp_starttls or settings.smtp_implicit_tls
+        if (settings.smtp_username or password) and not encrypted:
+            raise ConfigError(
+                "STREAMS_SMTP_USERNAME/STREAMS_SMTP_PASSWORD: refusing to send credentials "
+                "in clear text; set STREAMS_SMTP_STARTTLS=true (port 587) or "
+                "STREAMS_SMTP_IMPLICIT_TLS=true (port 465)"
+            )
+        if tls_context is None:
+            cafile = settings.smtp_ca_file
+            if cafile is not None and not cafile.is_file():
+                raise ConfigError(f"STREAMS_SMTP_CA_FILE: {cafile} is not a file")
+            tls_context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
         return cls(
             host=settings.smtp_host,
             port=settings.smtp_port,
             starttls=settings.smtp_starttls,
+            implicit_tls=settings.smtp_implicit_tls,
             username=settings.smtp_username or None,
             password=password,
             timeout_s=settings.smtp_timeout_s,
@@ -185,8 +212,10 @@ class SMTPPool:
             hostname=cfg.host,
             port=cfg.port,
             timeout=cfg.timeout_s,
-            start_tls=cfg.starttls,
-            tls_context=cfg.tls_context if cfg.starttls else None,
+            use_tls=cfg.implicit_tls,
+            # True: STARTTLS or fail; None: upgrade when offered (verified); never off
+            start_tls=True if cfg.starttls else None if not cfg.implicit_tls else False,
+            tls_context=cfg.tls_context,
             username=cfg.username,
             password=cfg.password,
             local_hostname=cfg.local_hostname,

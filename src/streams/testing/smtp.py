@@ -9,6 +9,7 @@ For tests and the local demo. It answers as told:
 - ``max_messages_per_connection``: after that many accepted messages on one connection,
   the next MAIL FROM on it is answered by cutting the connection (a server that restarted
   or dropped an idle client: what a connection pool must survive);
+- ``implicit_tls_context`` speaks TLS from the first byte (port 465 style);
 - ``tls_context`` offers STARTTLS (``require_starttls`` makes it mandatory) and
   ``credentials`` (login -> password) requires AUTH (over TLS only, aiosmtpd's default).
 
@@ -62,6 +63,21 @@ class _Controller(Controller):
         if self.port == 0 and isinstance(self.server, asyncio.Server):
             self.port = self.server.sockets[0].getsockname()[1]
         super()._trigger_server()  # type: ignore[no-untyped-call]
+
+    def factory(self) -> SMTP:
+        return _SMTP(self.handler, **self.SMTP_kwargs)
+
+
+class _SMTP(SMTP):
+    """aiosmtpd's SMTP, aware that a session over implicit TLS is encrypted (aiosmtpd only
+    counts STARTTLS), so AUTH, which it allows over TLS only, works there too."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self._tls_protocol is None and transport.get_extra_info("sslcontext") is not None:
+            self._tls_protocol = transport  # type: ignore[assignment]  # truthy: encrypted
+            assert self.session is not None
+            self.session.ssl = {"ssl_object": transport.get_extra_info("ssl_object")}
 
 
 def _not_login_data_deprecation(record: logging.LogRecord) -> bool:
@@ -123,6 +139,7 @@ class RecordingSMTPServer:
         tls_context: ssl.SSLContext | None = None,
         require_starttls: bool = False,
         credentials: Mapping[str, str] | None = None,
+        implicit_tls_context: ssl.SSLContext | None = None,
     ) -> None:
         if not 400 <= fail_code < 600:
             raise ValueError(f"fail_code must be a 4xx or 5xx reply, got {fail_code}")
@@ -147,6 +164,8 @@ class RecordingSMTPServer:
             "authenticator": self._authenticate if self.credentials else None,
             "auth_required": bool(self.credentials),
         }
+        if implicit_tls_context is not None:
+            self._smtp_options["ssl_context"] = implicit_tls_context
         self._controller: _Controller | None = None
 
     # --- lifecycle ---
