@@ -180,7 +180,7 @@ def test_build_request_signs_with_both_secrets_while_rotating() -> None:
 
 
 def test_build_request_without_a_secret_is_permanent() -> None:
-    with pytest.raises(Permanent, match="^subscription_id: no signing secret"):
+    with pytest.raises(Permanent, match=r"^subscription_id: no signing secret"):
         build_request(_event(), secrets=[], timestamp_s=1)  # type: ignore[arg-type]
 
 

@@ -8,12 +8,12 @@ Pure policy (no sockets): the caller injects the resolver. The rules:
   them is a cross-protocol attack, never a webhook.
 - No credentials in the URL (``user:pass@host``): they would leak into logs and messages.
 - A target is refused when ANY of its resolved addresses is not public: private (RFC 1918,
-  unique-local ``fc00::/7``, deprecated site-local ``fec0::/10``), loopback, link-local (incl. the cloud metadata address
-  ``169.254.169.254``, ``fe80::/10``), multicast, reserved, unspecified, shared
-  (``100.64.0.0/10``), documentation/benchmark ranges, and IPv6 forms that embed such an
-  IPv4 address (IPv4-mapped ``::ffff:a.b.c.d``, NAT64 ``64:ff9b::/96``, 6to4
-  ``2002::/16``). Refusing on ANY (not only the first) address closes the
-  "one public + one private A record" trick.
+  unique-local ``fc00::/7``, deprecated site-local ``fec0::/10``), loopback, link-local
+  (incl. the cloud metadata address ``169.254.169.254``, ``fe80::/10``), multicast,
+  reserved, unspecified, shared (``100.64.0.0/10``), documentation/benchmark ranges, and
+  IPv6 forms that embed such an IPv4 address (IPv4-mapped ``::ffff:a.b.c.d``, NAT64
+  ``64:ff9b::/96``, 6to4 ``2002::/16``). Refusing on ANY (not only the first) address
+  closes the "one public + one private A record" trick.
 - The allow-list (``STREAMS_WEBHOOK_ALLOW_HOSTS``: exact host names, IP addresses or
   CIDRs, comma-separated) lifts the address rule: an allow-listed host name permits all
   its addresses; an allow-listed IP/CIDR permits the addresses it covers. It does not

@@ -3,7 +3,8 @@
 It verifies every request's ``v2`` signature (``signing.verify_request``: event id, the
 URL it was sent to, event name, timestamp and body) with its secret(s): one list for every
 subscription, or a mapping from subscription id (``X-Streams-Subscription-Id``) to that
-subscription's secrets (current and previous while rotating). It records each delivery (path, headers, body, verified flag and reason) and answers as told:
+subscription's secrets (current and previous while rotating). It records each delivery
+(path, headers, body, verified flag and reason) and answers as told:
 
 - ``receiver.script(path, [503, 200])``: answers in order, the last one repeating; an entry
   is a status or a ``Reply`` (status, headers such as ``Retry-After``, body, delay_s,
