@@ -71,9 +71,14 @@ def up(
     the DLQ) and shows their progress from the worker's /metrics; then keeps serving until
     Ctrl-C, which stops everything it started.
     """
+    import os
+
     from pydantic import ValidationError
 
     from streams.demo.runner import Up, UpOptions
+    from streams.demo.services import enter_dev_mode
+
+    enter_dev_mode(os.environ)  # per-run secrets; the worker inherits the environment
 
     options = UpOptions(
         exit_when_done=exit_when_done,

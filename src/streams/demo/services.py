@@ -9,13 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import threading
 import time
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import IO, Any
 
 from streams.testing.smtp import ReceivedMail, RecordingSMTPServer
 from streams.testing.webhook_receiver import Delivery, WebhookReceiver
+
+DEV_MODE_SECRETS = ("STREAMS_UNSUBSCRIBE_SECRET",)  # the webhook secret: the runner's own
+
+
+def enter_dev_mode(environ: MutableMapping[str, str]) -> None:
+    """Mark ``environ`` as the local demo (``STREAMS_DEV_MODE=true``, inherited by the
+    worker) and give every unset secret a random per-run value; set ones are kept."""
+    environ["STREAMS_DEV_MODE"] = "true"
+    for name in DEV_MODE_SECRETS:
+        if not environ.get(name):
+            environ[name] = secrets.token_urlsafe(24)
 
 
 class _JsonLines:
