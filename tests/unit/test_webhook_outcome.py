@@ -11,16 +11,14 @@ from streams.errors import Permanent, Retryable, RetryAfter
 from streams.events import build_event
 from streams.jobs import signing
 from streams.jobs.webhook import (
-    _PIN,
     USER_AGENT,
     Answer,
-    PinnedResolver,
-    _Pin,
     build_request,
     outcome_for,
     parse_retry_after,
     snippet_of,
 )
+from streams.jobs.webhook_pin import PIN, Pin, PinnedResolver
 
 NOW_S = 1_700_000_000.0
 HOST = "hooks.example.com"
@@ -228,7 +226,7 @@ def test_build_request_refuses_bad_fields_permanently(
 
 async def test_pinned_resolver_answers_only_with_vetted_addresses() -> None:
     resolver = PinnedResolver()
-    token = _PIN.set(_Pin("hooks.example.com", 443, ("93.184.215.14", "2606:4700::1")))
+    token = PIN.set(Pin("hooks.example.com", 443, ("93.184.215.14", "2606:4700::1")))
     try:
         results = await resolver.resolve("Hooks.Example.com.", 443, family=socket.AF_UNSPEC)
         assert [(r["host"], r["family"], r["port"]) for r in results] == [
@@ -240,7 +238,7 @@ async def test_pinned_resolver_answers_only_with_vetted_addresses() -> None:
         with pytest.raises(OSError, match="unvetted"):
             await resolver.resolve("other.example.com", 443)
     finally:
-        _PIN.reset(token)
+        PIN.reset(token)
 
 
 async def test_pinned_resolver_fails_closed_without_a_pin() -> None:

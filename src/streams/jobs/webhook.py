@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import email.utils
 import importlib.metadata
 import secrets
@@ -46,7 +45,6 @@ from datetime import UTC
 from typing import TYPE_CHECKING, ClassVar
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
 from pydantic import Field, SecretStr
 
 from streams.core.headers import truncate_utf8
@@ -54,8 +52,9 @@ from streams.core.scrub import scrub
 from streams.errors import ConfigError, HandlerError, Permanent, Retryable, RetryAfter
 from streams.jobs import signing
 from streams.jobs.base import JobContext, JobSettings, JobSpec
-from streams.jobs.ssrf import AllowList, Resolver, Target, normalize_host, parse_target
+from streams.jobs.ssrf import AllowList, Resolver, Target, parse_target
 from streams.jobs.ssrf import resolve_and_vet as _resolve_and_vet
+from streams.jobs.webhook_pin import PIN, Pin, PinnedResolver
 
 if TYPE_CHECKING:
     from streams.events import WebhookRequested
@@ -129,56 +128,6 @@ async def system_resolve(host: str, port: int) -> list[str]:
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return [str(info[4][0]) for info in infos]
-
-
-# --- pinning: the connector may only connect to the addresses vetted for this request ---
-
-
-@dataclass(frozen=True)
-class _Pin:
-    host: str
-    port: int
-    addresses: tuple[str, ...]
-
-
-_PIN: contextvars.ContextVar[_Pin | None] = contextvars.ContextVar("webhook_pin", default=None)
-
-
-class PinnedResolver(AbstractResolver):
-    """aiohttp resolver answering only with the addresses vetted for the current request.
-
-    Fails closed: a lookup for any other host (or outside ``pinned()``) raises OSError,
-    which aiohttp reports as a connection error. Requires ``use_dns_cache=False`` so each
-    new connection asks it (in the request's task, hence its context).
-    """
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        pin = _PIN.get()
-        if pin is None or normalize_host(host) != pin.host:
-            raise OSError(f"refusing unvetted DNS lookup of {host}")
-        results: list[ResolveResult] = []
-        for address in pin.addresses:
-            addr_family = socket.AF_INET6 if ":" in address else socket.AF_INET
-            if family not in (socket.AF_UNSPEC, addr_family):
-                continue
-            results.append(
-                ResolveResult(
-                    hostname=host,
-                    host=address,
-                    port=port or pin.port,
-                    family=addr_family,
-                    proto=0,
-                    flags=socket.AI_NUMERICHOST,
-                )
-            )
-        if not results:
-            raise OSError(f"no vetted address of {host} in family {family!r}")
-        return results
-
-    async def close(self) -> None:
-        return None
 
 
 # --- the outcome of one answer (pure) ------------------------------------------------------
@@ -401,7 +350,7 @@ class WebhookJob:
         self, session: aiohttp.ClientSession, outgoing: Outgoing, addresses: Sequence[str]
     ) -> Answer:
         target = outgoing.target
-        token = _PIN.set(_Pin(target.host, target.port, tuple(addresses)))
+        token = PIN.set(Pin(target.host, target.port, tuple(addresses)))
         try:
             async with session.post(
                 target.url,
@@ -427,7 +376,7 @@ class WebhookJob:
             kind = type(exc).__name__
             raise Retryable(f"connection to {endpoint(target)} failed: {kind}") from None
         finally:
-            _PIN.reset(token)
+            PIN.reset(token)
 
 
 def endpoint(target: Target) -> str:
