@@ -69,7 +69,8 @@ def up(
     --keep-broker); applies topics.yaml; starts an SMTP catcher, a webhook receiver and a
     worker for the email and webhook families; publishes sample events (some bound for
     the DLQ) and shows their progress from the worker's /metrics; then keeps serving until
-    Ctrl-C, which stops everything it started.
+    Ctrl-C, which stops everything it started. Runs in dev mode (STREAMS_DEV_MODE=true):
+    secrets left unset get random per-run values.
     """
     import os
 
