@@ -21,8 +21,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from tests.support.engine import WorkerProcess, free_port
+from tests.support.engine import WorkerProcess
 
 from bench.harness import BenchContext
+from streams.testing.processes import write_catalog
 
 REPO = Path(__file__).resolve().parents[2]
 FAMILY = "audit"
@@ -62,18 +60,6 @@ _families: dict[str, BenchFamily] = {}
 measured: dict[str, list[float]] = {}
 
 
-def write_catalog(path: Path, body: Mapping[str, Any]) -> Path:
-    """topics.yaml with the repo's defaults and only the ``audit`` family (overridden)."""
-    from streams.catalog import parse_catalog
-
-    data = yaml.safe_load((REPO / "topics.yaml").read_text(encoding="utf-8"))
-    family = {**data["families"][FAMILY], **body}
-    doc = {"version": data["version"], "defaults": data["defaults"], "families": {FAMILY: family}}
-    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
-    parse_catalog(doc, path)  # fail here, clearly, if the override is invalid
-    return path
-
-
 @dataclass
 class BenchFamily:
     """The audit family of one case: its prefix, its catalog, its worker runs."""
@@ -93,7 +79,7 @@ class BenchFamily:
         self.body = {"partitions": self.ctx.partitions, **self.body}
         self.dir = _ROOT / f"{self.tag}-{self.variant}"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.catalog_path = write_catalog(self.dir / "topics.yaml", self.body)
+        self.catalog_path = write_catalog(self.dir, {FAMILY: self.body})
         self.catalog = load_catalog(self.catalog_path)
 
     @property
@@ -203,33 +189,6 @@ def shared_pipe(ctx: BenchContext, variant: str = "default", **body: Any) -> Ben
 PASSED_SETTINGS = ("STREAMS_FETCH_MAX_WAIT_MS", "STREAMS_LEDGER_LINGER_MS")
 
 
-class BenchWorker(WorkerProcess):
-    """WorkerProcess with optional interpreter arguments (e.g. ``-m cProfile -o f``)."""
-
-    python_args: tuple[str, ...] = ()
-
-    def start(self) -> BenchWorker:
-        self.port = free_port()
-        cmd = [
-            sys.executable,
-            *self.python_args,
-            "-m",
-            "streams",
-            "worker",
-            "--handlers",
-            self.handlers,
-            "--loglevel",
-            "warning",
-        ]
-        for name in self.families:
-            cmd += ["--family", name]
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            cmd, env=self.env(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO
-        )
-        return self
-
-
 def worker_process(
     fam: BenchFamily,
     settings: Any,
@@ -237,7 +196,7 @@ def worker_process(
     name: str,
     worker_id: str = "w1",
     python_args: tuple[str, ...] = (),
-) -> BenchWorker:
+) -> WorkerProcess:
     """A started ``streams worker --handlers bench.handlers --family audit`` subprocess.
 
     With ``BENCH_PROFILE=<dir>`` the worker runs under cProfile (``python -m cProfile -o
@@ -252,7 +211,7 @@ def worker_process(
     for setting in PASSED_SETTINGS:  # engine settings a bench run may vary
         if setting in os.environ:
             extra_env.setdefault(setting, os.environ[setting])
-    worker = BenchWorker(
+    worker = WorkerProcess(
         settings,
         [FAMILY],
         fam.dir / f"{name}.ledger.db",
@@ -260,8 +219,9 @@ def worker_process(
         worker_id=worker_id,
         extra_env=extra_env,
         handlers="bench.handlers",
+        loglevel="warning",
+        python_args=python_args,
     )
-    worker.python_args = python_args
     return worker.start()
 
 
@@ -292,17 +252,9 @@ def outcomes(worker: Any) -> dict[str, float]:
     }
 
 
-def stop(worker: Any, timeout_s: float = 20.0) -> None:
+def stop(worker: WorkerProcess, timeout_s: float = 20.0) -> None:
     """SIGTERM (graceful drain), SIGKILL after ``timeout_s``."""
-    proc = worker.proc
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
+    worker.stop(timeout_s)
 
 
 def rss_kb(pid: int) -> int:

@@ -20,10 +20,9 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from tests.support.engine import free_port
-
 from bench.cases import _engine as eng
 from bench.harness import BenchContext, Case, Sample, Summary
+from streams.testing.processes import free_port
 
 CONCURRENCY = 64
 DELAY_MS = 50

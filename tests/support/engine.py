@@ -3,27 +3,24 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from confluent_kafka import Consumer, TopicPartition
 
 from streams.broker.admin import apply
-from streams.catalog import Catalog, load_catalog, parse_catalog
+from streams.catalog import Catalog, load_catalog
 from streams.core import headers as h
 from streams.settings import Settings
+from streams.testing import processes
+from streams.testing.processes import write_catalog as write_catalog  # tests import it here
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,25 +34,6 @@ TEST_AUDIT = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def write_catalog(tmp: Path, overrides: dict[str, dict[str, Any]]) -> Path:
-    """topics.yaml reduced to the families in ``overrides``, their entries updated (one
-    level deep), so a test provisions only the topics it uses."""
-    data = yaml.safe_load((REPO / "topics.yaml").read_text())
-    data["families"] = {
-        name: {**data["families"][name], **body} for name, body in overrides.items()
-    }
-    path = tmp / "topics.yaml"
-    path.write_text(yaml.safe_dump(data))
-    parse_catalog(data, path)  # fail here, clearly, if the override is invalid
-    return path
-
-
 def provision(settings: Settings) -> Catalog:
     catalog = load_catalog(settings.catalog_path)
     apply(settings, catalog)
@@ -64,6 +42,9 @@ def provision(settings: Settings) -> Catalog:
 
 @dataclass
 class WorkerProcess:
+    """A ``streams worker`` loading ``handlers`` (the SQLite ledger handlers by default) for
+    ``families``, on a free HTTP port; the process itself is ``streams.testing.processes``'."""
+
     settings: Settings
     families: list[str]
     ledger_path: Path
@@ -71,115 +52,86 @@ class WorkerProcess:
     worker_id: str = "w1"
     extra_env: dict[str, str] = field(default_factory=dict)
     handlers: str = "tests.support.ledger_handlers"
-    proc: subprocess.Popen[bytes] | None = None
+    loglevel: str | None = None  # None: $STREAMS_TEST_LOGLEVEL, else info
+    python_args: tuple[str, ...] = ()  # e.g. ("-m", "cProfile", "-o", path) for bench
+    process: processes.WorkerProcess | None = None
     port: int = 0
 
     def env(self) -> dict[str, str]:
-        s = self.settings
-        env = {
+        inherit = {
             k: v
             for k, v in os.environ.items()
             if not k.startswith("STREAMS_") or k == "STREAMS_TEST_LOGLEVEL"
         }
-        env.update(
-            {
-                "STREAMS_KAFKA_BOOTSTRAP": s.bootstrap,
-                "STREAMS_TOPIC_PREFIX": s.topic_prefix,
-                "STREAMS_APP_ID": s.app_id,
-                "STREAMS_REPLICATION_FACTOR_OVERRIDE": "1",
-                "STREAMS_CATALOG_PATH": str(s.catalog_path),
-                "STREAMS_HOME": str(s.home),
-                "STREAMS_HTTP_PORT": str(self.port),
-                "STREAMS_WORKER_ID": self.worker_id,
-                "STREAMS_TEST_LEDGER": str(self.ledger_path),
-                "PYTHONPATH": str(REPO),
-            }
+        extra = {
+            "STREAMS_REPLICATION_FACTOR_OVERRIDE": "1",
+            "STREAMS_WORKER_ID": self.worker_id,
+            "STREAMS_TEST_LEDGER": str(self.ledger_path),
+            "PYTHONPATH": str(REPO),
+            **self.extra_env,
+        }
+        return processes.worker_env(
+            self.settings, http_port=self.port, inherit=inherit, extra=extra
         )
-        env.update(self.extra_env)
-        return env
 
     def start(self) -> WorkerProcess:
-        self.port = free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "streams",
-            "worker",
-            "--handlers",
-            self.handlers,
-            "--loglevel",
-            os.environ.get("STREAMS_TEST_LOGLEVEL", "info"),
-        ]
-        for fam in self.families:
-            cmd += ["--family", fam]
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            cmd, env=self.env(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO
+        self.port = processes.free_port()
+        loglevel = self.loglevel or os.environ.get("STREAMS_TEST_LOGLEVEL", "info")
+        cmd = processes.worker_command(
+            self.families,
+            handlers=self.handlers,
+            loglevel=loglevel,
+            python_args=self.python_args,
         )
+        self.process = processes.WorkerProcess(
+            cmd, self.env(), self.log_path, cwd=REPO, http_port=self.port
+        )
+        self.process.start()
         return self
 
+    @property
+    def started(self) -> processes.WorkerProcess:
+        assert self.process is not None, "the worker was not started"
+        return self.process
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return None if self.process is None else self.process.proc
+
     def health(self, path: str = "/health/ready") -> tuple[int, dict[str, Any]]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
-                return r.status, json.loads(r.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"{}")
+        return self.started.health(path)
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
-            return r.read().decode()
+        return self.started.metrics()
 
     def metric(self, name: str, **labels: str) -> float:
-        want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-        total = 0.0
-        for line in self.metrics().splitlines():
-            if (line.startswith(name + "{") and all(p in line for p in want.split(",") if p)) or (
-                line.startswith(name + " ") and not labels
-            ):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+        return self.started.metric(name, **labels)
 
     def wait_ready(self, timeout_s: float = 60) -> float:
-        started = time.monotonic()
-        while time.monotonic() - started < timeout_s:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited {self.proc.returncode}:\n{self.tail()}")
-            try:
-                status, _ = self.health()
-                if status == 200:
-                    return time.monotonic() - started
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"worker not ready within {timeout_s}s:\n{self.tail()}")
+        try:
+            return self.started.wait_healthy(timeout_s, interval_s=0.2)
+        except processes.NotReady as exc:
+            if exc.exit_code is not None:
+                raise AssertionError(f"worker exited {exc.exit_code}:\n{self.tail()}") from None
+            raise AssertionError(f"worker not ready within {timeout_s}s:\n{self.tail()}") from None
 
     def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
+        self.started.signal(sig)
 
     def kill(self) -> None:
         self.signal(signal.SIGKILL)
         self.wait(10)
 
     def wait(self, timeout_s: float) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout_s)
+        return self.started.wait(timeout_s)
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM (a graceful drain), SIGKILL after ``timeout_s``."""
+        if self.process is not None:
+            self.process.stop(timeout_s)
 
     def tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return self.process.tail(lines) if self.process is not None else ""
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:

@@ -14,6 +14,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from streams.errors import StreamsError
+from streams.testing.processes import free_ports as free_ports  # the one copy: the harness
 
 KAFKA_MAIN_CLASS = "kafka.Kafka"
 STORAGE_TOOL_CLASS = "kafka.tools.StorageTool"
@@ -131,22 +132,6 @@ def render_log4j2_properties(log_file: Path, level: str = "INFO") -> str:
         f"rootLogger.level = {level.upper()}\n"
         "rootLogger.appenderRef.file.ref = FILE\n"
     )
-
-
-def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
-    """``count`` distinct TCP ports that were free on ``host`` a moment ago."""
-    if count < 1:
-        raise ValueError(f"count must be >= 1, got {count}")
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((host, 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:

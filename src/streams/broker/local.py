@@ -13,14 +13,12 @@ JVM by its own pid. State lives in ``state_dir`` (``<home>/broker`` for the CLI)
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import json
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -44,13 +42,13 @@ from streams.broker.config import (
 )
 from streams.broker.jars import default_pom_path, ensure_jars, read_kafka_version
 from streams.settings import Settings
+from streams.testing.processes import die_with_parent
 
 __all__ = ["BrokerStatus", "BrokerToolMissing", "LocalBroker", "LocalBrokerError"]
 
 DEFAULT_START_TIMEOUT_S = 120.0
 DEFAULT_STOP_TIMEOUT_S = 30.0
 _FORMAT_TIMEOUT_S = 120.0
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -248,7 +246,7 @@ class LocalBroker:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C in the shell that started it does not stop it
-                preexec_fn=_die_with_parent if self.die_with_parent else None,
+                preexec_fn=die_with_parent if self.die_with_parent else None,
             )
         self._proc = proc
         return proc
@@ -367,13 +365,6 @@ def _pid_alive(pid: int) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
         return stat.rpartition(")")[2].split()[0] != "Z"
     return True
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when the starting process dies (Linux only)."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def metadata_answers(bootstrap: str, timeout_s: float) -> bool:

@@ -10,33 +10,31 @@ in reverse: the worker gets SIGTERM and is waited for (SIGKILL after its shutdow
 at a second Ctrl-C), the peers stop, and the local broker stops if this run started it
 (``--keep-broker`` leaves it running). The worker and a broker started here also get
 SIGTERM from the kernel should this process die without cleaning up (PR_SET_PDEATHSIG).
+
+This module is the supervisor: the order, the signals, the demo's run loop, serving and
+stopping. Starting each part is ``stack.py`` (the worker through the shared process
+harness, ``streams.testing.processes``); what the counts mean is ``verdict.py`` (pure).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import json
-import os
 import secrets
 import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from streams.demo import metrics as m
+from streams.demo import stack
+from streams.demo import verdict as v
 from streams.demo.display import (
-    FamilyView,
     RunView,
     WhereToLook,
     progress_line,
@@ -44,22 +42,20 @@ from streams.demo.display import (
     summary_lines,
     where_lines,
 )
-from streams.demo.scenario import BOUNCE_ADDRESS, GREYLIST_ADDRESS, Scenario, build_scenario
+from streams.demo.scenario import Scenario, build_scenario
 from streams.demo.services import ReceiverThread, SMTPCatcher
+from streams.demo.stack import FAMILIES, UpError
 from streams.errors import StreamsError
 from streams.settings import Settings
+from streams.testing.processes import LOOPBACK, WorkerProcess
 
-FAMILIES = ("email", "webhook")
-DEFAULT_HTTP_PORT = 6066
-# Stable ports (when free): retries left in the topics by an interrupted run still reach
-# the peers of the next run instead of a closed port.
-DEFAULT_SMTP_PORT = 1025
-DEFAULT_WEBHOOK_PORT = 8099
-WORKER_READY_TIMEOUT_S = 90.0
+if TYPE_CHECKING:
+    from streams.broker.local import LocalBroker
+
+__all__ = ["StopRequested", "Up", "UpError", "UpOptions"]
+
 TICK_S = 1.0  # progress redraw period
 POLL_S = 0.25  # how often the settled check runs
-_PR_SET_PDEATHSIG = 1
-_LOOPBACK = "127.0.0.1"
 
 
 class StopRequested(Exception):
@@ -68,10 +64,6 @@ class StopRequested(Exception):
     def __init__(self, signame: str) -> None:
         super().__init__(signame)
         self.signame = signame
-
-
-class UpError(StreamsError):
-    """Something ``streams up`` needs did not come up; the message says what and where."""
 
 
 @dataclass(frozen=True)
@@ -84,50 +76,6 @@ class UpOptions:
     http_port: int | None = None
     demo: bool = True
     worker_loglevel: str = "info"
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind((_LOOPBACK, port))
-        except OSError:
-            return False
-    return True
-
-
-def _preferred(explicit: int | None, default: int) -> int:
-    """``explicit`` as given (0 = any free port), else ``default`` when free, else 0."""
-    if explicit is not None:
-        return explicit
-    return default if _port_free(default) else 0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((_LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
-def _failure_excerpt(path: Path, since_marker: str, lines: int = 20) -> str:
-    """The part of a worker log that explains a crash: from the first ERROR/CRITICAL line
-    after ``since_marker`` (our header for this run), else the last lines."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "    (no log)"
-    start = text.rfind(since_marker)
-    run = (text[start:] if start >= 0 else text).splitlines()
-    first = next(
-        (i for i, line in enumerate(run) if "[ERROR]" in line or "[CRITICAL]" in line), None
-    )
-    chosen = run[first : first + lines] if first is not None else run[-lines:]
-    return "\n".join("    " + line for line in chosen)
 
 
 class Up:
@@ -150,12 +98,12 @@ class Up:
         self.secret = secrets.token_urlsafe(24)
         self._hurry = False
         self._stopping = False
-        self._broker: Any = None  # LocalBroker when this run started it
+        self._broker: LocalBroker | None = None  # when this run started it
         self._broker_log: Path | None = None
         self._bootstrap = ""
         self._smtp: SMTPCatcher | None = None
         self._receiver: ReceiverThread | None = None
-        self._worker: subprocess.Popen[bytes] | None = None
+        self._worker: WorkerProcess | None = None
         self._worker_log = self.log_dir / "worker.log"
         self._http_port = 0
         self._tail: Any = None
@@ -177,7 +125,7 @@ class Up:
         try:
             self.echo(click.style("streams up", bold=True) + " — the pipeline on this machine")
             self._start_cluster()
-            self._apply_topics()
+            stack.apply_topics(self.settings, self.say)
             self._start_peers()
             self._start_worker()
             result = code = self._demo() if self.options.demo else 0
@@ -229,237 +177,49 @@ class Up:
     # --- starting -------------------------------------------------------------------------
 
     def _start_cluster(self) -> None:
-        settings = self.settings
-        override = settings.replication_factor_override
-        if settings.kafka_bootstrap:
-            self._bootstrap = settings.kafka_bootstrap
-            brokers = self._broker_count(settings)
-            note = ""
-            if override is None and brokers == 1:
-                override = 1
-                note = ", so replication override 1"
-            self.say(
-                "kafka",
-                f"{self._bootstrap} (from STREAMS_KAFKA_BOOTSTRAP; {brokers} broker"
-                f"{'s' if brokers != 1 else ''}{note})",
-            )
-        else:
-            from streams.broker.local import LocalBroker
-
-            local = LocalBroker.from_settings(
-                settings,
-                die_with_parent=not self.options.keep_broker,
-                progress=lambda text: self.say("", click.style(text, dim=True)),
-            )
-            current = local.status()
-            if current.running and current.answering and current.bootstrap:
-                self._bootstrap = current.bootstrap
-                self.say(
-                    "kafka",
-                    f"STREAMS_KAFKA_BOOTSTRAP is not set: using the local broker already running "
-                    f"on {self._bootstrap} (pid {current.pid}; left running at the end)",
-                )
-            else:
-                self.say(
-                    "kafka",
-                    "STREAMS_KAFKA_BOOTSTRAP is not set: starting a local Kafka broker "
-                    f"(state in {local.state_dir})",
-                )
-                started = time.monotonic()
-                status = local.start()
-                self._broker = local
-                self._bootstrap = status.bootstrap or ""
-                self.say(
-                    "",
-                    f"local broker on {self._bootstrap} (pid {status.pid}) ready in "
-                    f"{time.monotonic() - started:.1f}s"
-                    + (
-                        "; --keep-broker: left running at the end"
-                        if self.options.keep_broker
-                        else "; stopped at the end"
-                    ),
-                )
-            self._broker_log = local.log_file
-            if override is None:
-                override = 1
-        self.settings = Settings(
-            kafka_bootstrap=self._bootstrap, replication_factor_override=override
+        cluster = stack.start_cluster(
+            self.settings, keep_broker=self.options.keep_broker, say=self.say
         )
-
-    def _broker_count(self, settings: Settings) -> int:
-        from confluent_kafka import KafkaException
-        from confluent_kafka.admin import AdminClient
-
-        from streams.broker.clients import base_conf
-
-        admin = AdminClient(base_conf(settings, log_level=0))
-        try:
-            metadata = admin.list_topics(timeout=10.0)
-        except KafkaException as exc:
-            raise UpError(
-                f"the cluster at {settings.kafka_bootstrap} (STREAMS_KAFKA_BOOTSTRAP) does not "
-                f"answer: {exc}; unset it to start a local broker"
-            ) from None
-        return len(metadata.brokers)
-
-    def _apply_topics(self) -> None:
-        from streams.broker.admin import apply
-        from streams.catalog import load_catalog
-
-        catalog = load_catalog(self.settings.catalog_path)
-        for name in FAMILIES:
-            catalog.family(name)
-        started = time.monotonic()
-        plan = apply(self.settings, catalog)
-        created = len(plan.creates)
-        changed = len(plan.partition_increases) + len(plan.config_changes)
-        prefix = self.settings.topic_prefix
-        where = f"prefix {prefix!r}" if prefix else "no prefix"
-        rf = self.settings.replication_factor_override
-        what = (
-            f"{created} created, {changed} changed"
-            if created or changed
-            else "all already match topics.yaml"
-        )
-        self.say(
-            "topics",
-            f"{what} ({where}, app id {self.settings.app_id!r}"
-            + (f", replication {rf}" if rf else "")
-            + f") in {time.monotonic() - started:.1f}s",
-        )
+        self.settings = cluster.settings
+        self._bootstrap = cluster.bootstrap
+        self._broker = cluster.broker
+        self._broker_log = cluster.broker_log
 
     def _start_peers(self) -> None:
-        smtp_port = _preferred(self.options.smtp_port, DEFAULT_SMTP_PORT)
-        smtp = SMTPCatcher(
-            _LOOPBACK,
-            smtp_port,
-            log_path=self.log_dir / "smtp.jsonl",
-            reject=(BOUNCE_ADDRESS,),
-            greylist=(GREYLIST_ADDRESS,),
-        )
-        try:
-            smtp.start()
-        except OSError as exc:
-            raise UpError(
-                f"cannot start the SMTP catcher on {_LOOPBACK}:{smtp_port}: {exc}"
-            ) from None
-        self._smtp = smtp
-        self.say(
-            "smtp",
-            f"catching mail on {_LOOPBACK}:{smtp.port} "
-            f"(550 for {BOUNCE_ADDRESS}, greylists {GREYLIST_ADDRESS} once)",
-        )
-        webhook_port = _preferred(self.options.webhook_port, DEFAULT_WEBHOOK_PORT)
-        receiver = ReceiverThread(
-            self.secret, _LOOPBACK, webhook_port, log_path=self.log_dir / "webhooks.jsonl"
-        )
-        try:
-            receiver.start()
-        except OSError as exc:
-            raise UpError(
-                f"cannot start the webhook receiver on {_LOOPBACK}:{webhook_port}: {exc}"
-            ) from None
-        self._receiver = receiver
-        self.say(
-            "webhooks",
-            f"receiving on {receiver.url} (verifies signatures with a per-run secret shared "
-            "with the worker)",
-        )
-
-    def _choose_http_port(self) -> int:
-        if self.options.http_port is not None:
-            return self.options.http_port or _free_port()  # 0: we must know it to poll it
-        if "STREAMS_HTTP_PORT" in os.environ:
-            return self.settings.http_port
-        return DEFAULT_HTTP_PORT if _port_free(DEFAULT_HTTP_PORT) else _free_port()
-
-    def _worker_env(self) -> dict[str, str]:
-        assert self._smtp is not None
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("STREAMS_SMTP_USERNAME", "STREAMS_SMTP_PASSWORD")
-        }
-        s = self.settings
-        env.update(
-            {
-                "STREAMS_KAFKA_BOOTSTRAP": self._bootstrap,
-                "STREAMS_TOPIC_PREFIX": s.topic_prefix,
-                "STREAMS_APP_ID": s.app_id,
-                "STREAMS_HOME": str(self.home),
-                "STREAMS_CATALOG_PATH": str(s.catalog_path.resolve()),
-                "STREAMS_SCHEMAS_DIR": str(s.schemas_dir.resolve()),
-                "STREAMS_HTTP_HOST": _LOOPBACK,
-                "STREAMS_HTTP_PORT": str(self._http_port),
-                "STREAMS_SMTP_HOST": _LOOPBACK,
-                "STREAMS_SMTP_PORT": str(self._smtp.port),
-                "STREAMS_SMTP_STARTTLS": "false",
-                "STREAMS_WEBHOOK_ALLOW_HOSTS": _LOOPBACK,
-                "STREAMS_WEBHOOK_SIGNING_SECRET": self.secret,
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        if s.replication_factor_override is not None:
-            env["STREAMS_REPLICATION_FACTOR_OVERRIDE"] = str(s.replication_factor_override)
-        return env
+        smtp_port = stack.preferred_port(self.options.smtp_port, stack.DEFAULT_SMTP_PORT)
+        self._smtp = stack.start_smtp(smtp_port, self.log_dir, self.say)
+        webhook_port = stack.preferred_port(self.options.webhook_port, stack.DEFAULT_WEBHOOK_PORT)
+        self._receiver = stack.start_receiver(webhook_port, self.secret, self.log_dir, self.say)
 
     def _start_worker(self) -> None:
-        self._http_port = self._choose_http_port()
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "streams", "worker"]
-        for name in FAMILIES:
-            cmd += ["--family", name]
-        cmd += ["--loglevel", self.options.worker_loglevel]
-        with self._worker_log.open("ab") as log:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            log.write(f"\n==== streams up {self.run_id} {stamp}: {' '.join(cmd)}\n".encode())
-            log.flush()
-            self._worker = subprocess.Popen(
-                cmd,
-                env=self._worker_env(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches us; we stop the worker in order
-                preexec_fn=_die_with_parent,
-            )
-        started = time.monotonic()
-        url = f"http://{_LOOPBACK}:{self._http_port}/health/ready"
-        last: str = "no answer"
-        while True:
-            code = self._worker.poll()
-            if code is not None:
-                raise UpError(
-                    f"the worker exited with code {code} before it was ready; "
-                    f"from {self._worker_log}:\n{self._worker_excerpt()}"
-                )
-            status, body = _get_json(url)
-            if status == 200:
-                break
-            if status:
-                last = f"HTTP {status} {json.dumps(body.get('checks', body))}"
-            if time.monotonic() - started > WORKER_READY_TIMEOUT_S:
-                raise UpError(
-                    f"the worker was not ready within {WORKER_READY_TIMEOUT_S:g}s ({url}: {last}); "
-                    f"from {self._worker_log}:\n{self._worker_excerpt()}"
-                )
-            time.sleep(0.25)
+        assert self._smtp is not None
+        self._http_port = stack.choose_http_port(self.options.http_port, self.settings)
+        env = stack.worker_env(self.settings, self._http_port, self._smtp.port, self.secret)
+        self._worker = stack.start_worker(
+            env,
+            self._http_port,
+            self._worker_log,
+            f"streams up {self.run_id}",
+            self.options.worker_loglevel,
+        )
+        ready_s = stack.wait_worker_ready(self._worker, self._worker_excerpt)
         self.say(
             "worker",
-            f"pid {self._worker.pid}, families {', '.join(FAMILIES)}, ready in "
-            f"{time.monotonic() - started:.1f}s; metrics {self.metrics_url}",
+            f"pid {self._worker.started.pid}, families {', '.join(FAMILIES)}, ready in "
+            f"{ready_s:.1f}s; metrics {self.metrics_url}",
         )
 
     def _worker_excerpt(self) -> str:
-        return _failure_excerpt(self._worker_log, f"==== streams up {self.run_id} ")
+        assert self._worker is not None
+        return self._worker.failure_excerpt(f"==== streams up {self.run_id} ")
 
     @property
     def metrics_url(self) -> str:
-        return f"http://{_LOOPBACK}:{self._http_port}/metrics"
+        return f"http://{LOOPBACK}:{self._http_port}/metrics"
 
     @property
     def health_url(self) -> str:
-        return f"http://{_LOOPBACK}:{self._http_port}/health/ready"
+        return f"http://{LOOPBACK}:{self._http_port}/health/ready"
 
     def _where(self) -> WhereToLook:
         from streams.core.topology import dlq_topic
@@ -474,7 +234,7 @@ class Up:
             webhook_log=self._receiver.log_path,
             worker_log=self._worker_log,
             broker_log=self._broker_log,
-            smtp_address=f"{_LOOPBACK}:{self._smtp.port}",
+            smtp_address=f"{LOOPBACK}:{self._smtp.port}",
             webhook_url=self._receiver.url,
         )
 
@@ -518,7 +278,7 @@ class Up:
                 if record.event_id is not None and scenario.owns(record.event_id):
                     dead[record.event_id] = (scenario.by_id[record.event_id].family, record)
             view = self._view(scenario, baseline, dead, started)
-            settled = self._settled(view)
+            settled = v.settled(view)
             if settled or tick - drawn_at >= TICK_S:
                 self._draw(view)
                 drawn_at = tick
@@ -526,13 +286,13 @@ class Up:
                 break
             self._check_worker()
             time.sleep(max(0.0, POLL_S - (time.monotonic() - tick)))
-        problems = self._problems(scenario, view, dead, settled)
-        notes = _count_leftovers(view) if not problems else []
+        peer_ids = set().union(*self._peers().values())
+        problems = v.problems(scenario, view, dead, peer_ids, settled)
+        notes = v.count_leftovers(view) if not problems else []
         for line in summary_lines(
             view, settled=settled, problems=problems, notes=notes, where=self._where()
         ):
             self.echo(line)
-        ok = settled and not problems
         if not self.options.exit_when_done:
             self.echo("")
             self.echo(
@@ -544,7 +304,7 @@ class Up:
                     else " (and the local broker)"
                 )
             )
-        return 0 if ok else 1
+        return v.exit_code(settled, problems)
 
     def _scrape(self) -> m.Snapshot:
         """The worker's metrics now; the last good reading when it does not answer."""
@@ -554,87 +314,20 @@ class Up:
             self._check_worker()
         return self._snapshot
 
+    def _peers(self) -> dict[str, set[str]]:
+        """Event ids each family's peer accepted so far."""
+        assert self._smtp is not None and self._receiver is not None
+        return {"email": self._smtp.accepted(), "webhook": self._receiver.delivered()}
+
     def _view(
         self,
         scenario: Scenario,
         baseline: m.Snapshot,
-        dead: dict[str, Any],
+        dead: v.DeadLetters,
         started: float,
     ) -> RunView:
-        assert self._smtp is not None and self._receiver is not None
-        now = m.delta(self._scrape(), baseline)
-        peers = {"email": self._smtp.accepted(), "webhook": self._receiver.delivered()}
-        published = scenario.published()
-        expected = scenario.expected_dlq()
-        families = []
-        for name in scenario.families:
-            counts = now.get(name, m.FamilyCounts())
-            ids = {e.event_id for e in scenario.events if e.family == name}
-            families.append(
-                FamilyView(
-                    name=name,
-                    published=published[name],
-                    expected_dlq=expected[name],
-                    done=int(counts.done),
-                    dlq=int(counts.dead_lettered),
-                    retries=int(counts.retried + counts.deferred),
-                    retrying=int(counts.waiting),
-                    peer_done=len(ids & peers.get(name, set())),
-                    dlq_seen=sum(1 for fam, _ in dead.values() if fam == name),
-                )
-            )
-        return RunView(
-            families=families,
-            elapsed_s=time.monotonic() - started,
-            dead_letters=list(dead.values()),
-        )
-
-    def _settled(self, view: RunView) -> bool:
-        """Every event of the run reached a peer or the DLQ, and the metrics caught up."""
-        return all(f.settled and f.peer_done + f.dlq_seen >= f.published for f in view.families)
-
-    def _problems(
-        self, scenario: Scenario, view: RunView, dead: dict[str, Any], settled: bool
-    ) -> list[str]:
-        assert self._smtp is not None and self._receiver is not None
-        problems: list[str] = []
-        for f in view.families:
-            own_exact = f.peer_done + f.dlq_seen == f.published
-            if f.done + f.dlq > f.published and own_exact and settled:
-                continue  # events of an earlier run finished too: a note, see _count_leftovers
-            if not f.adds_up:
-                extra = (
-                    " (the worker also finished events not published by this run: left over "
-                    "from an earlier run with the same app id?)"
-                    if f.done + f.dlq > f.published
-                    else ""
-                )
-                problems.append(
-                    f"{f.name}: the metrics count {f.done} done + {f.dlq} in the DLQ = "
-                    f"{f.done + f.dlq}, but {f.published} were published{extra}"
-                )
-            if f.dlq_seen != f.expected_dlq and settled:
-                problems.append(
-                    f"{f.name}: {f.dlq_seen} of this run's events are in the DLQ topic, "
-                    f"{f.expected_dlq} expected"
-                )
-        peers = self._smtp.accepted() | self._receiver.delivered()
-        for event in scenario.events:
-            if event.event_id in dead:
-                _, record = dead[event.event_id]
-                actual = f"DLQ ({record.reason}: {record.error_message})"
-                ok = event.expect == "dlq" and record.reason == event.expect_reason
-            elif event.event_id in peers:
-                actual, ok = "done", event.expect == "done"
-            else:
-                actual, ok = "still pending", False
-            if not ok:
-                want = "done" if event.expect == "done" else f"DLQ ({event.expect_reason})"
-                label = f" [{event.note}]" if event.note else ""
-                problems.append(
-                    f"{event.family} {event.event_id}{label}: expected {want}, got {actual}"
-                )
-        return problems
+        counts = m.delta(self._scrape(), baseline)
+        return v.run_view(scenario, counts, self._peers(), dead, time.monotonic() - started)
 
     # --- drawing --------------------------------------------------------------------------
 
@@ -669,15 +362,7 @@ class Up:
             now = self._scrape()
             if not now:
                 continue
-            changes = []
-            for family, counts in m.delta(now, last).items():
-                for label, value in (
-                    ("done", counts.done),
-                    ("retried", counts.retried),
-                    ("in DLQ", counts.dead_lettered),
-                ):
-                    if value:
-                        changes.append(f"{family} +{int(value)} {label}")
+            changes = v.changes(m.delta(now, last))
             if changes:
                 self.echo(f"  {time.strftime('%H:%M:%S')}  " + ", ".join(changes))
             last = now
@@ -699,7 +384,8 @@ class Up:
             with contextlib.suppress(Exception):
                 self._tail.close()
         if self._worker is not None:
-            stopped.append(self._stop_worker(self._worker))
+            bound_s = self.settings.shutdown_timeout_s + 5.0
+            stopped.append(stack.stop_worker(self._worker, bound_s, lambda: self._hurry))
         if self._receiver is not None:
             self._receiver.stop()
             stopped.append("webhook receiver")
@@ -720,52 +406,3 @@ class Up:
                     self.echo(click.style(f"  could not stop the local broker: {exc}", fg="red"))
         if stopped:
             self.echo(f"stopped: {', '.join(stopped)}")
-
-    def _stop_worker(self, proc: subprocess.Popen[bytes]) -> str:
-        if proc.poll() is not None:
-            return f"worker (had exited, code {proc.returncode})"
-        started = time.monotonic()
-        bound_s = self.settings.shutdown_timeout_s + 5.0
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        killed = False
-        while proc.poll() is None:
-            if self._hurry or time.monotonic() - started > bound_s:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                killed = True
-                proc.wait(10)
-                break
-            time.sleep(0.1)
-        how = "SIGKILL" if killed else f"exit {proc.returncode}"
-        return f"worker ({how}, {time.monotonic() - started:.1f}s)"
-
-
-def _count_leftovers(view: RunView) -> list[str]:
-    """Families whose metrics counted more than this run published while every event of
-    the run is accounted for (at a peer or in the DLQ): the surplus are events an earlier,
-    interrupted run left in the retry tiers. Their rows switch to this run's own counts."""
-    notes = []
-    for f in view.families:
-        surplus = f.done + f.dlq - f.published
-        if surplus > 0 and f.peer_done + f.dlq_seen == f.published:
-            notes.append(
-                f"{f.name}: the worker also finished {surplus} event"
-                f"{'s' if surplus != 1 else ''} left in the retry tiers by an earlier run "
-                f"(metrics: {f.done} done, {f.dlq} in the DLQ); the row counts this run only"
-            )
-            f.done, f.dlq = f.peer_done, f.dlq_seen
-    return notes
-
-
-def _get_json(url: str) -> tuple[int, dict[str, Any]]:
-    try:
-        with urllib.request.urlopen(url, timeout=2.0) as response:
-            return int(response.status), json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        try:
-            return int(exc.code), json.loads(exc.read() or b"{}")
-        except ValueError:
-            return int(exc.code), {}
-    except (OSError, ValueError):
-        return 0, {}
