@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -23,6 +22,7 @@ from streams.events import EmailRequested, build_event
 from streams.jobs.base import JobContext
 from streams.jobs.mail import EmailJob, verify_unsubscribe_token
 from streams.jobs.mail_settings import EmailSettings
+from streams.testing.processes import free_port
 from streams.testing.smtp import RecordingSMTPServer
 
 SECRET = "integration-secret"
@@ -86,12 +86,6 @@ def context(event: EmailRequested, guard: GuardLog | None = None, attempt: int =
     return JobContext(
         event.event_id, event.event_type, "email", attempt=attempt, dependency=guard.guard
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
