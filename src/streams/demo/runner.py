@@ -482,7 +482,8 @@ class Up:
 
     def _demo(self) -> int:
         from streams.core.topology import dlq_topic
-        from streams.dlq.reader import DlqRecord, DlqTail
+        from streams.dlq.reader import DlqTail
+        from streams.dlq.records import DlqRecord
         from streams.errors import BatchPublishError
         from streams.publish.publisher import Publisher
 
