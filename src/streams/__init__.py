@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from streams.publish.outgoing import BatchPublishError, PublishResult
+    from streams.errors import BatchPublishError
+    from streams.publish.outgoing import PublishResult
     from streams.publish.publisher import Publisher
 
 __all__ = ["BatchPublishError", "PublishResult", "Publisher"]
@@ -17,7 +18,7 @@ __all__ = ["BatchPublishError", "PublishResult", "Publisher"]
 _LAZY = {
     "Publisher": "streams.publish.publisher",
     "PublishResult": "streams.publish.outgoing",
-    "BatchPublishError": "streams.publish.outgoing",
+    "BatchPublishError": "streams.errors",
 }
 
 

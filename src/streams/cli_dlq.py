@@ -29,7 +29,8 @@ def _fail(exc: StreamsError | str) -> Any:
 def _open(family: str) -> tuple[Settings, str, Any]:
     """Settings, the family's DLQ topic and a reader; errors for an unknown family."""
     from streams.catalog import load_catalog
-    from streams.dlq.reader import DlqReader, dlq_topic_for
+    from streams.dlq.reader import DlqReader
+    from streams.dlq.records import dlq_topic_for
 
     try:
         settings = Settings()
@@ -86,7 +87,7 @@ def dlq() -> None:
 @click.option("--json", "as_json", is_flag=True, help="a JSON array, one object per record")
 def list_command(family: str, limit: int, reason: str | None, as_json: bool) -> None:
     """The most recent DLQ records of FAMILY, oldest first."""
-    from streams.dlq.reader import iso_ms
+    from streams.dlq.records import iso_ms, latest, with_reason
 
     try:
         _settings, topic, reader = _open(family)
@@ -97,11 +98,9 @@ def list_command(family: str, limit: int, reason: str | None, as_json: bool) -> 
                 records = reader.newest(limit, ranges)
                 matching = total
             else:
-                wanted = reason.lower()
-                found = [r for r in reader.scan(ranges) if r.reason == wanted]
-                found.sort(key=lambda r: (r.failed_at_ms or 0, r.partition, r.offset))
+                found = with_reason(reader.scan(ranges), reason)
                 matching = len(found)
-                records = found[-limit:]
+                records = latest(found, limit)
     except StreamsError as exc:
         _fail(exc)
         return
@@ -139,7 +138,7 @@ def list_command(family: str, limit: int, reason: str | None, as_json: bool) -> 
 def show_command(family: str, position: str, as_json: bool) -> None:
     """One DLQ record of FAMILY: every failure header and the decoded value."""
     from streams.core import headers as h
-    from streams.dlq.reader import describe_value, iso_ms, parse_position
+    from streams.dlq.records import describe_value, iso_ms, parse_position
 
     try:
         partition, offset = parse_position(position)
@@ -217,7 +216,7 @@ def show_command(family: str, position: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="one JSON object")
 def stats_command(family: str, top: int, as_json: bool) -> None:
     """Counts of FAMILY's DLQ by reason, event type and error (fingerprint)."""
-    from streams.dlq.reader import iso_ms, summarize
+    from streams.dlq.records import iso_ms, summarize
 
     try:
         _settings, topic, reader = _open(family)

@@ -148,7 +148,7 @@ def _publish(
     event_id: str | None,
     timeout_s: float | None,
 ) -> None:
-    from streams.publish.outgoing import BatchPublishError
+    from streams.errors import BatchPublishError
     from streams.publish.publisher import Publisher
     from streams.settings import Settings
 

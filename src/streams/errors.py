@@ -7,6 +7,11 @@ Unknown exceptions are retryable; validation errors are permanent.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from streams.publish.outgoing import PublishResult
+
 
 class StreamsError(Exception):
     """Base class of every error raised by streams."""
@@ -129,6 +134,37 @@ class DeliveryFailed(PublishError):
     """The broker refused the record; the message names the Kafka error."""
 
 
+class BatchPublishError(PublishError):
+    """Some items of a batch failed; ``errors`` maps item index -> error.
+
+    ``results[i]`` is the PublishResult of item i when the broker acknowledged it, else None;
+    an item with a result was stored, an item without one was not (or, for
+    ``BrokerUnavailable``, was not acknowledged in time). When ``sent`` is False a check
+    before sending failed (validation, a missing topic) and nothing of the batch reached
+    the broker.
+    """
+
+    def __init__(
+        self,
+        errors: dict[int, PublishError],
+        results: list[PublishResult | None],
+        *,
+        sent: bool,
+    ) -> None:
+        self.errors = errors
+        self.results = results
+        self.sent = sent
+        total = len(results)
+        first = min(errors)
+        head = (
+            f"{len(errors)} of {total} items refused; nothing was sent"
+            if not sent
+            else f"{len(errors)} of {total} items not delivered "
+            f"({total - len(errors)} acknowledged)"
+        )
+        super().__init__(f"{head}; first: item {first}: {errors[first]}")
+
+
 # --- consuming --------------------------------------------------------------------------
 
 
@@ -141,3 +177,10 @@ class DecodeError(StreamsError):
 
 class EventValidationError(DecodeError):
     """A record decoded but its content fails the event model: DLQ reason ``invalid``."""
+
+
+# --- reading the DLQ --------------------------------------------------------------------
+
+
+class DlqError(StreamsError):
+    """A DLQ read that cannot be done as asked (bad position, missing topic, ...)."""

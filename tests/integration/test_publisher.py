@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from streams import Publisher
+from streams import BatchPublishError, Publisher, PublishResult
 from streams.broker import admin as topics_admin
 from streams.catalog import Catalog, load_catalog
 from streams.cli_publish import publish as publish_command
@@ -37,7 +37,6 @@ from streams.errors import (
     UnknownEventType,
 )
 from streams.events import build_event
-from streams.publish.outgoing import BatchPublishError, PublishResult
 from streams.serde import SchemaStore
 from streams.settings import Settings
 

@@ -8,10 +8,9 @@ import uuid
 import pytest
 
 from streams.core import headers as h
-from streams.errors import EventTooLarge, InvalidPayload
+from streams.errors import BatchPublishError, EventTooLarge, InvalidPayload
 from streams.publish.outgoing import (
     RECORD_OVERHEAD_BYTES,
-    BatchPublishError,
     HeaderTemplate,
     PublishResult,
     build_headers,
@@ -265,7 +264,7 @@ def test_batch_error_summarises_delivery_failures() -> None:
 def test_kafka_errors_map_to_publisher_errors(code: str, kind: str, text: str) -> None:
     from confluent_kafka import KafkaError
 
-    from streams.publish.publisher import error_for
+    from streams.publish.delivery import error_for
 
     error = error_for(KafkaError(getattr(KafkaError, code)), "t.email")
     assert type(error).__name__ == kind

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from streams.dlq.reader import DlqRecord
+from streams.dlq.records import DlqRecord
 
 
 @dataclass

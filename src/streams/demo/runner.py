@@ -242,8 +242,9 @@ class Up:
 
     def _demo(self) -> int:
         from streams.core.topology import dlq_topic
-        from streams.dlq.reader import DlqRecord, DlqTail
-        from streams.publish.outgoing import BatchPublishError
+        from streams.dlq.reader import DlqTail
+        from streams.dlq.records import DlqRecord
+        from streams.errors import BatchPublishError
         from streams.publish.publisher import Publisher
 
         assert self._receiver is not None and self._smtp is not None

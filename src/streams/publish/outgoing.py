@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from streams.core import headers as h
-from streams.errors import EventTooLarge, InvalidPayload, PublishError
+from streams.errors import EventTooLarge, InvalidPayload
 
 RECORD_OVERHEAD_BYTES = 512
 """Room kept below ``max_message_bytes`` for Kafka's record and batch framing."""
@@ -298,34 +298,3 @@ class PublishResult(NamedTuple):
     offset: int
     event_id: str
     timestamp_ms: int
-
-
-class BatchPublishError(PublishError):
-    """Some items of a batch failed; ``errors`` maps item index -> error.
-
-    ``results[i]`` is the PublishResult of item i when the broker acknowledged it, else None;
-    an item with a result was stored, an item without one was not (or, for
-    ``BrokerUnavailable``, was not acknowledged in time). When ``sent`` is False a check
-    before sending failed (validation, a missing topic) and nothing of the batch reached
-    the broker.
-    """
-
-    def __init__(
-        self,
-        errors: dict[int, PublishError],
-        results: list[PublishResult | None],
-        *,
-        sent: bool,
-    ) -> None:
-        self.errors = errors
-        self.results = results
-        self.sent = sent
-        total = len(results)
-        first = min(errors)
-        head = (
-            f"{len(errors)} of {total} items refused; nothing was sent"
-            if not sent
-            else f"{len(errors)} of {total} items not delivered "
-            f"({total - len(errors)} acknowledged)"
-        )
-        super().__init__(f"{head}; first: item {first}: {errors[first]}")

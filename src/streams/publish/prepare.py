@@ -1,0 +1,219 @@
+"""Preparing events for the broker: build, validate, encode, key, size-check.
+
+A ``Preparer`` turns ``(event_type, payload)`` into a record ready for
+``Producer.produce``: the event is built and validated (``streams.events.build_event``),
+encoded (``SchemaStore.encode``), keyed by its family's ``key_field``, given its headers
+and checked against the family's ``max_message_bytes``. Failures raise
+``UnknownEventType``, ``InvalidPayload`` or ``EventTooLarge``; a batch with any invalid
+item raises ``BatchPublishError(sent=False)``.
+
+Pure: no confluent_kafka and no network here (the publisher sends what this returns), so
+it is unit-tested with the real catalog and schemas and no broker. The per-event-type
+parts that never change (topic, key field, size limit, encoded header template) are
+computed once and cached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from streams.catalog import Catalog, Family
+from streams.core.topology import family_of_event_type
+from streams.errors import (
+    BatchPublishError,
+    CatalogError,
+    InvalidPayload,
+    PublishError,
+    UnknownEventType,
+)
+from streams.events import build_event
+from streams.publish.outgoing import (
+    RECORD_OVERHEAD_BYTES,
+    HeaderList,
+    HeaderTemplate,
+    build_headers,
+    check_size,
+    new_event_id,
+    partition_key,
+)
+
+if TYPE_CHECKING:
+    from streams.serde import SchemaStore
+
+__all__ = ["BatchItem", "HeadersArg", "PreparedRecord", "Preparer", "Record"]
+
+HeadersArg = Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]] | None
+"""Extra headers: a mapping or (name, value) pairs; values str (UTF-8) or bytes."""
+
+BatchItem = tuple[str, Mapping[str, Any]] | Mapping[str, Any]
+"""``(event_type, payload)`` or a dict with ``event_type``, ``payload`` and optionally
+``key``, ``event_id``, ``headers``, ``trace_parent``, ``trace_state``."""
+
+_ITEM_KEYS = frozenset(
+    {"event_type", "payload", "key", "event_id", "headers", "trace_parent", "trace_state"}
+)
+
+Record = tuple[str, bytes, bytes, tuple[tuple[str, bytes], ...], str]
+"""(topic, key, value, headers, event_id): what the send path keeps per event.
+
+A plain tuple of atomic values, which the garbage collector stops tracking (big batches
+stay cheap)."""
+
+
+class PreparedRecord(NamedTuple):
+    """A validated, encoded event ready for ``Producer.produce`` (see ``Publisher.prepare``).
+
+    A NamedTuple: built once per event on the hot path, cheaper than a dataclass."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: HeaderList
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """Everything per event type that does not change between events (cached)."""
+
+    event_type: str
+    topic: str
+    key_field: str
+    max_message_bytes: int
+    template: HeaderTemplate
+
+    @property
+    def size_limit_bytes(self) -> int:
+        return self.max_message_bytes - RECORD_OVERHEAD_BYTES
+
+
+class Preparer:
+    """Turns events into records for one catalog, schema store and topic prefix.
+
+    ``producer_name`` goes into every envelope. Not locked: the route cache only ever gains
+    equal entries, so concurrent callers at worst compute a route twice.
+    """
+
+    def __init__(
+        self, catalog: Catalog, store: SchemaStore, *, topic_prefix: str, producer_name: str
+    ) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.topic_prefix = topic_prefix
+        self.producer_name = producer_name
+        self._routes: dict[str, _Route] = {}
+
+    def _route(self, event_type: str) -> _Route:
+        route = self._routes.get(event_type)
+        if route is not None:
+            return route
+        try:
+            family_name = family_of_event_type(event_type)
+        except (ValueError, AttributeError, TypeError):
+            raise UnknownEventType(
+                f"unknown event type {event_type!r}: must look like '<family>.<name>'"
+            ) from None
+        try:
+            family: Family = self.catalog.family(family_name)
+        except CatalogError as exc:
+            raise UnknownEventType(f"event type {event_type!r}: {exc}") from None
+        schema = self.store.latest(event_type)
+        route = _Route(
+            event_type,
+            family.topics(self.topic_prefix).main,
+            family.key_field,
+            family.max_message_bytes,
+            HeaderTemplate.for_event_type(event_type, schema.header),
+        )
+        self._routes[event_type] = route
+        return route
+
+    def record(
+        self,
+        event_type: str,
+        payload: Mapping[str, Any],
+        *,
+        key: str | bytes | None = None,
+        event_id: str | None = None,
+        headers: HeadersArg = None,
+        trace_parent: str | None = None,
+        trace_state: str | None = None,
+    ) -> Record:
+        """Validate, encode, key, size-check one event, as a plain ``Record`` tuple.
+
+        ``key`` is optional: the key is the family's key field, and an explicit key must
+        equal it. Raises UnknownEventType, InvalidPayload (field, reason) or EventTooLarge.
+        """
+        event = build_event(
+            event_type,
+            payload,
+            event_id=new_event_id() if event_id is None else event_id,
+            producer=self.producer_name,
+        )
+        route = self._route(event_type)
+        record_key = partition_key(
+            event_type, route.key_field, getattr(event, route.key_field, None), key
+        )
+        value = self.store.encode(event)
+        eid = event.envelope.event_id
+        header_list, headers_bytes = build_headers(
+            route.template,
+            event_type,
+            eid,
+            trace_parent=trace_parent,
+            trace_state=trace_state,
+            extra=headers,
+        )
+        if len(value) + len(record_key) + headers_bytes > route.size_limit_bytes:
+            check_size(
+                event_type,
+                value_bytes=len(value),
+                key_bytes=len(record_key),
+                headers_bytes=headers_bytes,
+                max_message_bytes=route.max_message_bytes,
+            )
+        return (route.topic, record_key, value, tuple(header_list), eid)
+
+    def item(self, item: BatchItem) -> Record:
+        """``record`` for one batch item; InvalidPayload when the item is malformed."""
+        if isinstance(item, tuple):
+            if len(item) != 2:
+                raise InvalidPayload(
+                    "<batch item>", [("<item>", "a tuple must be (event_type, payload)")]
+                )
+            return self.record(item[0], item[1])
+        if not isinstance(item, Mapping):
+            raise InvalidPayload(
+                "<batch item>",
+                [("<item>", f"must be (event_type, payload) or a dict, got {type(item).__name__}")],
+            )
+        unknown = set(item) - _ITEM_KEYS
+        if unknown or "event_type" not in item or "payload" not in item:
+            problems = [(k, "unknown batch item field") for k in sorted(unknown)]
+            problems += [(k, "required") for k in ("event_type", "payload") if k not in item]
+            raise InvalidPayload(str(item.get("event_type", "<batch item>")), problems)
+        return self.record(
+            item["event_type"],
+            item["payload"],
+            key=item.get("key"),
+            event_id=item.get("event_id"),
+            headers=item.get("headers"),
+            trace_parent=item.get("trace_parent"),
+            trace_state=item.get("trace_state"),
+        )
+
+    def batch(self, items: Iterable[BatchItem]) -> list[Record]:
+        """Every item prepared, in order; BatchPublishError(sent=False) naming each invalid
+        item (by index) when any is invalid."""
+        prepared: list[Record] = []
+        errors: dict[int, PublishError] = {}
+        for i, item in enumerate(items):
+            try:
+                prepared.append(self.item(item))
+            except PublishError as exc:
+                errors[i] = exc
+        if errors:
+            raise BatchPublishError(errors, [None] * (len(prepared) + len(errors)), sent=False)
+        return prepared
