@@ -7,7 +7,7 @@ from streams.demo import verdict as v
 from streams.demo.display import RunView
 from streams.demo.metrics import FamilyCounts
 from streams.demo.scenario import DemoEvent, Scenario
-from streams.dlq.reader import DlqRecord
+from streams.dlq.records import DlqRecord
 
 
 def _event(family: str, n: int, expect: str = "done", reason: str | None = None) -> DemoEvent:

@@ -18,7 +18,7 @@ from streams.demo.display import FamilyView, RunView
 from streams.demo.scenario import Scenario
 
 if TYPE_CHECKING:
-    from streams.dlq.reader import DlqRecord
+    from streams.dlq.records import DlqRecord
 
 # event id -> (family, its record in the DLQ topic), for this run's events only
 DeadLetters = Mapping[str, tuple[str, "DlqRecord"]]
