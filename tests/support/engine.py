@@ -112,10 +112,10 @@ class WorkerProcess:
         ]
         for fam in self.families:
             cmd += ["--family", fam]
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            cmd, env=self.env(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO
-        )
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the fd
+            self.proc = subprocess.Popen(
+                cmd, env=self.env(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO
+            )
         return self
 
     def health(self, path: str = "/health/ready") -> tuple[int, dict[str, Any]]:
