@@ -9,16 +9,23 @@ test asks for it:
    fresh temp dir with free ports, sharing the jar cache of ``$STREAMS_HOME/broker-cache``.
 
 Tests under ``tests/unit`` must not use the broker.
+
+Every test must also clean up after itself: one that leaves an asyncio task pending on its
+event loop, or a thread running, fails (``_fail_on_leaked_tasks``, ``_fail_on_leaked_threads``).
+Threads started by a session- or module-scoped fixture belong to that fixture and are not
+counted against the test that happened to start it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +60,64 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             "move the test to tests/integration",
             pytrace=False,
         )
+
+
+# --- leaks: asyncio tasks and threads a test leaves behind ---------------------------------
+
+LEAK_GRACE_S = 2.0  # a thread told to stop may take a moment to end
+_fixture_threads: set[threading.Thread] = set()  # started by wider-scoped fixtures
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(
+    fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+) -> Generator[None, Any, Any]:
+    if fixturedef.scope == "function":
+        result = yield
+        if fixturedef.argname == "_function_scoped_runner":  # pytest-asyncio's loop runner
+            # runs after the test's async fixtures are torn down, before the loop closes
+            # (which would cancel leftovers silently)
+            fixturedef.addfinalizer(lambda: _fail_on_leaked_tasks(result.get_loop()))
+        return result
+    before = set(threading.enumerate())
+    try:
+        return (yield)
+    finally:
+        _fixture_threads.update(set(threading.enumerate()) - before)
+
+
+def _fail_on_leaked_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    if loop.is_closed():
+        return
+    for _ in range(20):  # let tasks cancelled during teardown finish
+        if not asyncio.all_tasks(loop):
+            return
+        loop.run_until_complete(asyncio.sleep(0))
+    leaked = asyncio.all_tasks(loop)
+    if not leaked:
+        return
+    names = sorted(getattr(t.get_coro(), "__qualname__", repr(t)) for t in leaked)
+    for task in leaked:  # do not let them run into the next test
+        task.cancel()
+    with contextlib.suppress(BaseException):
+        loop.run_until_complete(asyncio.gather(*leaked, return_exceptions=True))
+    pytest.fail(f"the test left {len(leaked)} asyncio task(s) pending: {names}", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _fail_on_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves a thread it started running (daemon or not)."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + LEAK_GRACE_S
+    leaked: list[threading.Thread] = []
+    for thread in set(threading.enumerate()) - before - _fixture_threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            leaked.append(thread)
+    if leaked:
+        names = sorted(f"{t.name} (daemon={t.daemon})" for t in leaked)
+        pytest.fail(f"the test left {len(leaked)} thread(s) running: {names}", pytrace=False)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

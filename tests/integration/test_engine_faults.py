@@ -6,7 +6,6 @@ id) or the DLQ, never both; no side effect happened twice; per-key order held.
 
 from __future__ import annotations
 
-import random
 import signal
 import time
 from collections import defaultdict
@@ -24,6 +23,7 @@ from tests.support.engine import (
     record_headers,
     wait_for,
 )
+from tests.support.progress import wait_for_count, wait_for_text
 
 from streams.core import headers as h
 from streams.publish.publisher import Publisher
@@ -88,22 +88,25 @@ def reconcile(rig: dict[str, Any], produced: list[str]) -> dict[str, int]:
 
 def test_sigkill_under_load_loses_nothing_and_duplicates_nothing(rig: dict[str, Any]) -> None:
     produced = publish_load(rig["publisher"], 3000, keys=60, sleep_ms="3")
+    # kill when 10%, 40% and 70% of the load is done: each kill lands mid-load, whatever the
+    # machine's speed, and each restarted worker has done work of its own before its kill
+    thresholds = [len(produced) * share // 10 for share in (1, 4, 7)]
     kills = 0
     worker = rig["start"]()
     worker.wait_ready()
     ledger: Ledger = rig["ledger"]
-    for _ in range(3):
-        time.sleep(random.uniform(1.0, 2.5))
-        if ledger.count() >= len(produced):
-            break
+    for threshold in thresholds:
+        wait_for_count(ledger.count, threshold, 120, f"{threshold} events done")
         worker.kill()
+        at_kill = ledger.count()
+        assert at_kill < len(produced), f"kill {kills + 1} came after the load finished"
         kills += 1
         worker = rig["start"]()  # same worker id: static membership, quick takeover
         worker.wait_ready(90)
     wait_for(lambda: ledger.count() >= len(produced), 120, "all events done")
     report = reconcile(rig, produced)
     print(f"\nSIGKILL x{kills}: {report}")
-    assert kills >= 1, "the load finished before any kill: the test proved nothing"
+    assert kills == len(thresholds), "the load finished before every kill: the test proved less"
     assert report["done"] == len(produced)
     # a crash after the side effect but before the done-marker reruns the handler: the peer
     # (the ledger's UNIQUE id) drops it and we count it; it is never a second side effect
@@ -224,8 +227,8 @@ def test_forced_exit_commits_nothing_unfinished(rig: dict[str, Any], how: str) -
     wait_for(lambda: len(ledger.attempts()) >= 10, 30, "every handler to be running")
     sent = time.monotonic()
     worker.signal(signal.SIGTERM)
-    if how == "second-sigterm":
-        time.sleep(0.3)
+    if how == "second-sigterm":  # once the first is being handled (not a guessed sleep)
+        wait_for_text(worker.tail, "SIGTERM: draining", 10, "the worker to start draining")
         worker.signal(signal.SIGTERM)
     code = worker.wait(15)
     took = time.monotonic() - sent

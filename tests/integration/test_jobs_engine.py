@@ -124,6 +124,20 @@ def smtp_env(server: RecordingSMTPServer) -> dict[str, str]:
     }
 
 
+class TimedSMTPServer(RecordingSMTPServer):
+    """Also notes when (this process's monotonic clock) each transaction arrived."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.failed_at_s: list[float] = []
+        self.accepted_at_s: list[float] = []
+
+    def _should_fail(self) -> bool:  # called on the server thread for every transaction
+        failing = super()._should_fail()
+        (self.failed_at_s if failing else self.accepted_at_s).append(time.monotonic())
+        return failing
+
+
 def event_ids(server: RecordingSMTPServer) -> list[str]:
     return [str(m["X-Streams-Event-Id"]) for m in server.messages]
 
@@ -170,9 +184,10 @@ def test_per_user_rate_limit_defers_without_using_attempts(
 def test_open_circuit_defers_without_calls_then_probe_drains_backlog(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    server = RecordingSMTPServer(fail_first_n=3, fail_code=451)
+    cooldown_s = 4.0
+    server = TimedSMTPServer(fail_first_n=3, fail_code=451)
     server.start()
-    fam = email_family(circuit_breaker={"failure_threshold": 3, "cooldown": "4s"})
+    fam = email_family(circuit_breaker={"failure_threshold": 3, "cooldown": f"{cooldown_s:g}s"})
     rig = Rig(make_settings, tmp_path, "email", fam, smtp_env(server))
     try:
         worker = rig.start()
@@ -181,14 +196,19 @@ def test_open_circuit_defers_without_calls_then_probe_drains_backlog(
         ]
         wait_for(lambda: server.failed >= 3, 15, "three failures")
         wait_for(lambda: worker.metric("streams_circuit_state") == 2, 5, "the circuit to open")
-        opened = time.monotonic()
+        opened = time.monotonic()  # the circuit opened at or before this
         later = [
             r.event_id for r in rig.publisher.publish_batch([email(f"v{i}", i) for i in range(5)])
         ]
-        time.sleep(1.5)
-        if time.monotonic() - opened < 3.5:  # still inside the cool-down
-            assert server.transactions == 3, "a call reached the dependency while open"
         wait_for(lambda: set(first + later) <= set(event_ids(server)), 40, "the backlog")
+        # it opened after the 3rd failure arrived, so it was open from `opened` until at
+        # least that arrival + the cool-down: no call may have arrived in between, however
+        # slowly this machine ran (and the deferrals asserted below prove work was held)
+        open_until = server.failed_at_s[2] + cooldown_s
+        assert open_until > opened, "the circuit half-opened before the test saw it open"
+        while_open = [t - opened for t in server.accepted_at_s if opened <= t < open_until]
+        assert while_open == [], "a call reached the dependency while open"
+        assert server.transactions == 3 + len(first + later)  # 3 failures, then one call each
         counts = Counter(event_ids(server))
         assert all(counts[e] == 1 for e in first + later)
         text = worker.metrics()

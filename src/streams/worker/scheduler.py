@@ -5,12 +5,14 @@ whose due time is later (jitter, Retry-After and deferrals make a tier's due tim
 order). Each partition may hold at most ``window`` records; past that the partition is
 paused and resumed when half of its window has drained. Nothing here acks: a record
 dropped on revoke or shutdown stays unacked and its next owner reads it again.
+
+Time comes in through ``clock_ms`` (reading it) and ``sleep`` (waiting on it), so the unit
+tests drive both on a fake clock; the worker passes its wall clock and ``asyncio.sleep``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 from collections import defaultdict
@@ -30,6 +32,7 @@ class DueScheduler:
         pause: Callable[[Any], None],
         resume: Callable[[Any], None],
         on_count: Callable[[int], None] = lambda n: None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._dispatch = dispatch
         self._clock_ms = clock_ms
@@ -37,6 +40,7 @@ class DueScheduler:
         self._pause = pause
         self._resume = resume
         self._on_count = on_count
+        self._sleep = sleep
         self._heap: list[tuple[int, int, Entry]] = []
         self._seq = itertools.count()
         self._per_tp: dict[Any, int] = defaultdict(int)
@@ -95,11 +99,18 @@ class DueScheduler:
             wait_ms = due_at_ms - self._clock_ms()
             if wait_ms > 0:
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=wait_ms / 1000)
+                alarm = asyncio.ensure_future(self._alarm(wait_ms / 1000))
+                try:
+                    await self._wake.wait()  # the alarm, or a new earliest record
+                finally:
+                    alarm.cancel()
                 continue
             _, _, entry = heapq.heappop(self._heap)
             self._on_count(len(self._heap))
             self._release(entry)
             if not entry.log.closed:
                 await self._dispatch(entry)
+
+    async def _alarm(self, delay_s: float) -> None:
+        await self._sleep(delay_s)
+        self._wake.set()
