@@ -53,6 +53,7 @@ class Runtime:
         metrics: Metrics,
         families: list[str] | None = None,
         clock_ms: Callable[[], int] = wall_ms,
+        monotonic_s: Callable[[], float] = time.monotonic,
         app: faust.App | None = None,
     ) -> None:
         self.settings = settings
@@ -67,7 +68,7 @@ class Runtime:
             name for family in chosen for name in family.topics(settings.topic_prefix).all[:-1]
         }
         self.consumer = FaustConsumer(self.app, topics)
-        self.sequencer = Sequencer()
+        self.sequencer = Sequencer(monotonic_s)
         self.partitions = Rebalancer(
             consumer=self.consumer,
             sequencer=self.sequencer,
