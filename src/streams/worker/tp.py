@@ -2,7 +2,7 @@
 
 faust's ``TP`` and aiokafka's ``TopicPartition`` are both named tuples ``(topic, partition)``
 that compare and hash alike; the worker only reads the two fields, so it types them with
-this protocol instead of ``Any`` (and code that needs no faust does not import it).
+this protocol (and code that needs no faust does not import it).
 """
 
 from __future__ import annotations
