@@ -120,3 +120,22 @@ def test_jobs_command_lists_each_job_with_its_settings_and_hides_secrets() -> No
     assert "STREAMS_SMTP_HOST = 127.0.0.1" in result.output
     assert "STREAMS_WEBHOOK_SIGNING_SECRET = (secret)" in result.output
     assert "change-me" not in result.output
+
+
+def test_a_declared_dependency_gets_its_job_familys_breaker_policy() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from streams.catalog import parse_catalog
+    from streams.worker.composition import breaker_policy
+
+    data = yaml.safe_load((Path(__file__).parents[2] / "topics.yaml").read_text())
+    data["families"]["push"]["circuit_breaker"] = {"failure_threshold": 2, "cooldown": "1s"}
+    catalog = parse_catalog(data)
+    sample = _entry("sample", "tests.support.sample_job:JOB")
+    registry = build_registry(["push"], entry_points=[sample])
+    assert breaker_policy(catalog, registry, "pushprov:api:443").failure_threshold == 2
+    assert breaker_policy(catalog, registry, "push:x").failure_threshold == 2  # named after it
+    first = next(iter(catalog.families.values())).circuit_breaker
+    assert breaker_policy(catalog, registry, "elsewhere:x") == first

@@ -1,8 +1,10 @@
-"""Runtime admission: offsets are admitted strictly in sequence (no faust app started)."""
+"""The runtime's guards, wired as in a worker (no faust app started): records are admitted
+strictly in sequence, and records faust throws away are read again."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +16,29 @@ from streams.catalog import load_catalog
 from streams.jobs.registry import HandlerRegistry
 from streams.metrics import Metrics
 from streams.settings import Settings
+from streams.worker.compat.fetch_wait import set_fetch_max_wait
 from streams.worker.runtime import Runtime
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+class Clock:
+    def __init__(self, now_s: float = 100.0) -> None:
+        self.now_s = now_s
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
 @pytest.fixture
-def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Runtime, list[Any]]:
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def runtime(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: Clock
+) -> tuple[Runtime, list[Any]]:
     settings = Settings(
         kafka_bootstrap="127.0.0.1:9",  # never contacted: the app is not started
         topic_prefix="t.",
@@ -35,39 +53,45 @@ def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Runtime, l
         decoder=object(),  # type: ignore[arg-type]
         metrics=Metrics.create(CollectorRegistry()),
         families=["audit"],
+        monotonic_s=clock,
     )
     seeks: list[Any] = []
 
-    async def fake_seek(offsets: dict[Any, int]) -> None:
+    async def fake_seek(offsets: Mapping[Any, int]) -> None:
         seeks.append(dict(offsets))
 
-    monkeypatch.setattr(rt, "_seek", fake_seek)
+    monkeypatch.setattr(rt.consumer, "seek", fake_seek)
     return rt, seeks
 
 
 def _assign(rt: Runtime, expected: dict[Any, int]) -> None:
     """As after an assignment: these partitions are ours and positioned at ``expected``."""
-    rt._active = set(expected)
-    rt._positioned = True
-    rt._expected.update(expected)
+    rt.sequencer.assign(expected)
+    rt.sequencer.position(expected)
+    rt.sequencer.positioned_all()
+
+
+def _reseeks(rt: Runtime, reason: str) -> float:
+    value: float = rt.metrics.reseeks.labels("t.audit", reason)._value.get()
+    return value
 
 
 async def test_records_are_admitted_only_in_sequence(runtime: tuple[Runtime, list[Any]]) -> None:
     rt, seeks = runtime
     tp = TP("t.audit", 0)
     _assign(rt, {tp: 5})
-    assert rt._log_for(tp, 5) is not None
-    assert rt._expected[tp] == 6
+    assert rt.partitions.log_for(tp, 5) is not None
+    assert rt.sequencer.expected(tp) == 6
     # a record beyond the next expected offset: not admitted, the partition seeks back
-    assert rt._log_for(tp, 8) is None
+    assert rt.partitions.log_for(tp, 8) is None
     await asyncio.sleep(0)
     assert seeks == [{tp: 6}]
-    assert rt._log_for(tp, 9) is None
+    assert rt.partitions.log_for(tp, 9) is None
     await asyncio.sleep(0)
     assert seeks == [{tp: 6}], "seeks again within the retry interval"
-    assert rt._log_for(tp, 5) is None, "a re-delivered record was admitted twice"
-    assert rt._log_for(tp, 6) is not None  # back in sequence
-    assert tp not in rt._resyncing
+    assert rt.partitions.log_for(tp, 5) is None, "a re-delivered record was admitted twice"
+    assert rt.partitions.log_for(tp, 6) is not None  # back in sequence
+    assert not rt.sequencer.resyncing(tp)
     assert rt.ready()["partitions_in_sequence"]
 
 
@@ -76,15 +100,14 @@ async def test_nothing_is_admitted_before_positions_are_set(
 ) -> None:
     rt, _ = runtime
     tp = TP("t.audit", 1)
-    rt._active = {tp}
-    assert rt._log_for(tp, 0) is None  # assigned, not yet sought to its committed offset
-    rt._positioned = True
-    rt._expected[tp] = 0
-    assert rt._log_for(tp, 0) is not None
-    rt.draining = True
-    assert rt._log_for(tp, 1) is None
-    rt.draining = False
-    assert rt._log_for(TP("t.audit", 2), 0) is None  # not ours
+    rt.sequencer.assign({tp})
+    assert rt.partitions.log_for(tp, 0) is None  # assigned, not yet sought to its offset
+    rt.sequencer.position({tp: 0})
+    rt.sequencer.positioned_all()
+    assert rt.partitions.log_for(tp, 0) is not None
+    assert rt.partitions.log_for(TP("t.audit", 2), 0) is None  # not ours
+    await rt.drain()
+    assert rt.partitions.log_for(tp, 1) is None
 
 
 class _Buffered:
@@ -115,7 +138,7 @@ async def test_records_faust_discards_on_resume_are_read_again(
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     assert seeks == [{fetched: 7}], "the partition that lost records was not sought back"
-    assert rt.metrics.reseeks.labels("t.audit", "cleared")._value.get() == 1
+    assert _reseeks(rt, "cleared") == 1
 
 
 async def test_a_clear_while_positioning_is_sought_after_positioning(
@@ -123,15 +146,15 @@ async def test_a_clear_while_positioning_is_sought_after_positioning(
 ) -> None:
     rt, seeks = runtime
     tp = TP("t.audit", 2)
-    rt._active = {tp}
+    rt.sequencer.assign({tp})
+    rt.sequencer.position({tp: 4})  # sought; the assignment handler is not done yet
     queue = _stream_buffer(rt, _Buffered(tp, 4))  # (flow control holds queues weakly)
     rt.app.flow_control.resume()
     await asyncio.sleep(0)
-    assert seeks == [], "sought before the partition's expected offset was known"
+    assert seeks == [], "sought before the partition was positioned"
     assert queue.qsize() == 0
-    rt._expected[tp] = 4
-    rt._positioned = True
-    await rt._reseek_lost()  # what _on_assigned does once positioned
+    rt.sequencer.positioned_all()
+    await rt.partitions.reseek_lost()  # what on_assigned does once positioned
     assert seeks == [{tp: 4}]
 
 
@@ -146,10 +169,8 @@ async def test_a_clear_on_revoke_leaves_positioning_to_the_next_assignment(
     rt.app.flow_control.clear()  # faust's revoke: suspend, pause, clear
     await asyncio.sleep(0)
     assert seeks == [] and queue.qsize() == 0
-    rt._positioned = False  # our revoke handler runs next; the next assignment seeks
-    rt._lost.clear()
+    _assign(rt, {tp: 2})  # the next assignment positions it (and forgets the loss)
     foreign = _stream_buffer(rt, _Buffered(TP("t.other-topic", 0), 1))
-    rt._positioned = True
     rt.app.flow_control.resume()  # buffers of topics that are not ours are ignored
     await asyncio.sleep(0)
     await asyncio.sleep(0)
@@ -157,7 +178,7 @@ async def test_a_clear_on_revoke_leaves_positioning_to_the_next_assignment(
 
 
 async def test_the_watchdog_seeks_back_a_partition_that_delivers_nothing(
-    runtime: tuple[Runtime, list[Any]], monkeypatch: pytest.MonkeyPatch
+    runtime: tuple[Runtime, list[Any]], monkeypatch: pytest.MonkeyPatch, clock: Clock
 ) -> None:
     rt, seeks = runtime
     stuck, idle, waiting = TP("t.audit", 0), TP("t.audit", 1), TP("t.audit", 2)
@@ -165,19 +186,24 @@ async def test_the_watchdog_seeks_back_a_partition_that_delivers_nothing(
     highwater = {stuck: 20, idle: 9, waiting: 10}
     monkeypatch.setattr(rt.app.consumer, "highwater", lambda tp: highwater[tp])
     queue = _stream_buffer(rt, _Buffered(waiting, 3))  # its next record waits for a slot
-    assert await rt.watch_stalls(100.0) == []  # first look: progress clocks start
-    assert await rt.watch_stalls(129.0) == []  # not long enough yet
-    assert await rt.watch_stalls(131.0) == [stuck]
+    assert await rt.watchdog.watch() == []  # first look (progress clocks started at 100)
+    clock.now_s = 129.0
+    assert await rt.watchdog.watch() == []  # not long enough yet
+    clock.now_s = 131.0
+    assert await rt.watchdog.watch() == [stuck]
     assert seeks == [{stuck: 5}]
-    assert rt.metrics.reseeks.labels("t.audit", "stalled")._value.get() == 1
-    assert await rt.watch_stalls(140.0) == [], "sought again before another full interval"
-    rt._expected[stuck] = 6  # progress restarts the clock
-    assert await rt.watch_stalls(165.0) == []
+    assert _reseeks(rt, "stalled") == 1
+    clock.now_s = 140.0
+    assert await rt.watchdog.watch() == [], "sought again before another full interval"
+    assert rt.partitions.log_for(stuck, 5) is not None  # progress restarts the clock
+    clock.now_s = 165.0
+    assert await rt.watchdog.watch() == []
     queue.get_nowait()
     rt.app.consumer.pause_partitions({stuck, waiting})  # a retry window is full
-    assert await rt.watch_stalls(300.0) == []
+    clock.now_s = 300.0
+    assert await rt.watchdog.watch() == []
     rt.app.consumer.resume_partitions({stuck, waiting})
-    assert sorted(await rt.watch_stalls(300.0)) == sorted([stuck, waiting])
+    assert sorted(await rt.watchdog.watch()) == sorted([stuck, waiting])
 
 
 class _Record:
@@ -199,14 +225,14 @@ async def test_fetches_see_a_snapshot_and_records_of_paused_partitions_are_given
         live.clear()  # meanwhile, on the event loop: recovery pauses everything
         return {stream: [_Record(40), _Record(41)], changelog: [_Record(7)]}
 
-    # the consumer's fetch was captured when the runtime was built: rebuild the guard
-    monkeypatch.setattr(rt.app.consumer, "_getmany", fetch)
-    rt._guard_fetch()
-    records = await rt.app.consumer._getmany(active_partitions=live, timeout=1.0)
+    # faust's fetch asks its consumer thread: the guard the runtime installed wraps it
+    consumer: Any = rt.app.consumer
+    monkeypatch.setattr(consumer._thread, "getmany", fetch)
+    records = await consumer._getmany(active_partitions=live, timeout=1.0)
     assert asked == [{changelog, stream}]
     assert records == {}, "records of partitions no longer active reached faust (it drops them)"
     assert seeks == [{stream: 40}], "only our topics are sought back, to the first record"
-    assert rt.metrics.reseeks.labels("t.audit", "paused")._value.get() == 1
+    assert _reseeks(rt, "paused") == 1
 
 
 async def test_a_resumed_partition_is_read_again_from_its_expected_offset(
@@ -215,13 +241,13 @@ async def test_a_resumed_partition_is_read_again_from_its_expected_offset(
     rt, seeks = runtime
     tp = TP("t.audit", 0)
     _assign(rt, {tp: 12})
-    rt._pause(tp)
-    assert tp in rt.app.consumer._paused_partitions
-    rt._resume(tp)
+    rt.partitions.pause(tp)
+    assert rt.consumer.paused(tp)
+    rt.partitions.resume(tp)
     await asyncio.sleep(0)
-    assert tp not in rt.app.consumer._paused_partitions
+    assert not rt.consumer.paused(tp)
     assert seeks == [{tp: 12}]
-    rt._resume(TP("t.audit", 5))  # not ours any more: nothing happens
+    rt.partitions.resume(TP("t.audit", 5))  # not ours any more: nothing happens
     await asyncio.sleep(0)
     assert seeks == [{tp: 12}]
 
@@ -233,9 +259,20 @@ def test_the_worker_consumer_gets_the_configured_fetch_wait(
     made = type("Kafka", (), {"_fetch_max_wait_ms": 1500})()  # faust's hard-coded value
     thread: Any = rt.app.consumer._thread
     monkeypatch.setattr(thread, "_create_worker_consumer", lambda transport: made)
-    rt._tune_fetch_wait(rt.settings.fetch_max_wait_ms)
+    set_fetch_max_wait(rt.app.consumer, rt.settings.fetch_max_wait_ms)  # on the stand-in
     assert thread._create_worker_consumer("transport") is made
     assert made._fetch_max_wait_ms == 100
+
+
+def test_faust_does_not_filter_our_records_by_read_offset(
+    runtime: tuple[Runtime, list[Any]],
+) -> None:
+    rt, _ = runtime
+    offsets: Any = rt.app.consumer._read_offset  # what faust filters fetched records by
+    offsets[TP("t.audit", 0)] = 9
+    offsets[TP("t.other-topic", 0)] = 9
+    assert offsets[TP("t.audit", 0)] is None, "faust would drop re-fetched records below 9"
+    assert offsets[TP("t.other-topic", 0)] == 9
 
 
 async def test_shutdown_empties_the_stream_buffers_before_draining(

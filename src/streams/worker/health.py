@@ -45,9 +45,9 @@ class HealthServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
-        server = getattr(site, "_server", None)
-        if server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]
+        addresses = self._runner.addresses  # the bound port when ``port`` was 0
+        if addresses:
+            self.port = addresses[0][1]
 
     async def stop(self) -> None:
         if self._runner is not None:

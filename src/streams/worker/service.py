@@ -2,21 +2,19 @@
 
 SIGTERM/SIGINT: stop fetching, drain (running handlers finish within ``drain_timeout_s``),
 commit the finished prefix, stop — all within ``shutdown_timeout_s``. A second signal, or
-the deadline, exits at once (exit code 3) without committing unfinished work. mode's own
-worker ignores a second SIGTERM, so these handlers replace its own.
+the deadline, exits at once (exit code 3) without committing unfinished work (mode's own
+handlers are replaced: ``compat/signals.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
 import sys
 from typing import Any
 
-import faust
-
+from streams.worker.compat import SignalledWorker
 from streams.worker.health import HealthServer
 from streams.worker.runtime import Runtime
 
@@ -25,7 +23,7 @@ log = logging.getLogger(__name__)
 EXIT_FORCED = 3
 
 
-class StreamsWorker(faust.Worker):
+class StreamsWorker(SignalledWorker):
     def __init__(self, runtime: Runtime, health: HealthServer, **kwargs: Any) -> None:
         super().__init__(runtime.app, **kwargs)
         # faust's terminal spinner sets the root logger to DEBUG at WARN and above: every
@@ -44,13 +42,7 @@ class StreamsWorker(faust.Worker):
         )
         await super().on_first_start()
 
-    def _on_sigint(self) -> None:
-        self._on_stop_signal("SIGINT")
-
-    def _on_sigterm(self) -> None:
-        self._on_stop_signal("SIGTERM")
-
-    def _on_stop_signal(self, name: str) -> None:
+    def on_stop_signal(self, name: str) -> None:
         if self._stopping:
             log.warning("second %s: exiting now without committing unfinished work", name)
             _exit_now()
@@ -58,8 +50,7 @@ class StreamsWorker(faust.Worker):
         timeout_s = self._runtime.settings.shutdown_timeout_s
         log.info("%s: draining (at most %.0fs)", name, timeout_s)
         self.loop.call_later(timeout_s, self._deadline)
-        self._signal_stop_time = self.loop.time()
-        self._signal_stop_future = asyncio.ensure_future(self._graceful(), loop=self.loop)
+        self.stop_with(self._graceful())
 
     def _deadline(self) -> None:
         log.error("shutdown deadline passed: exiting without committing unfinished work")
@@ -72,9 +63,7 @@ class StreamsWorker(faust.Worker):
             log.exception("drain failed")
         await self._health.stop()
         await self.stop()
-        fut = self._starting_fut
-        if fut is not None and not fut.done():
-            fut.cancel()
+        self.cancel_start()
 
 
 def _exit_now() -> None:

@@ -1,0 +1,250 @@
+"""The worker's parts, built: per family its tables, changelog writers, ledger, rate gate,
+processor, lanes and one agent per processed topic (main and retry tiers; the DLQ is read by
+operators, not processed); and the jobs' wiring (breaker policies, start and stop)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Protocol
+
+import faust
+from faust.types import RecordMetadata, StreamT
+from faust.types.core import HeadersArg
+from faust.types.tables import TableT
+from prometheus_client import Gauge
+
+from streams.catalog import Catalog, CircuitBreakerPolicy, Family
+from streams.core import topology
+from streams.core.topology import FamilyTopics
+from streams.jobs.registry import HandlerRegistry
+from streams.metrics import Metrics
+from streams.settings import Settings
+from streams.worker.breakers import Breakers
+from streams.worker.changelog import ChangelogWriter
+from streams.worker.lanes import Lane, Lanes
+from streams.worker.ledger import Ledger
+from streams.worker.ordering import PartitionLog
+from streams.worker.processor import Decoder, Processor, ProcessorConfig
+from streams.worker.ratelimit import RateGate
+from streams.worker.scheduler import DueScheduler
+from streams.worker.tp import TP
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FamilyRuntime:
+    family: Family
+    topics: FamilyTopics
+    processor: Processor
+    lanes: Lanes
+    ledger: Ledger | None
+    writers: list[ChangelogWriter]
+    schedulers: list[DueScheduler] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.family.name
+
+
+class PartitionHooks(Protocol):
+    """What the lanes and schedulers ask of the rebalance protocol (``Rebalancer``)."""
+
+    def log_for(self, tp: TP, offset: int) -> PartitionLog | None: ...
+    async def admission(self) -> None: ...
+    def pause(self, tp: TP) -> None: ...
+    def resume(self, tp: TP) -> None: ...
+
+
+# --- jobs: breaker policies, start and stop ---------------------------------------------
+
+
+def breaker_policy(
+    catalog: Catalog, registry: HandlerRegistry, name: str
+) -> CircuitBreakerPolicy:
+    """The policy of dependency ``name``: that of the family whose job declares its prefix
+    ("smtp:relay:587" -> email), else of the family it is named after, else of the first
+    family in the catalog."""
+    family = registry.dependency_family(name) or name.partition(":")[0]
+    fam = catalog.families.get(family)
+    return (fam or next(iter(catalog.families.values()))).circuit_breaker
+
+
+async def start_jobs(registry: HandlerRegistry) -> None:
+    for job in registry.jobs:
+        await job.start()
+
+
+async def stop_jobs(registry: HandlerRegistry) -> None:
+    for job in registry.jobs:
+        try:
+            await job.stop()
+        except Exception:
+            log.exception("stopping a job failed")
+
+
+# --- families ---------------------------------------------------------------------------
+
+
+class FamilyBuilder:
+    def __init__(
+        self,
+        *,
+        app: faust.App,
+        settings: Settings,
+        metrics: Metrics,
+        registry: HandlerRegistry,
+        decoder: Decoder,
+        breakers: Breakers,
+        clock_ms: Callable[[], int],
+        hooks: PartitionHooks,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.metrics = metrics
+        self.registry = registry
+        self.decoder = decoder
+        self.breakers = breakers
+        self.clock_ms = clock_ms
+        self.hooks = hooks
+
+    def build(self, family: Family) -> FamilyRuntime:
+        """One family's runtime, its agents registered with the app."""
+        settings = self.settings
+        topics = family.topics(settings.topic_prefix)
+        done_table = self._table(family, "done")
+        bucket_table = self._table(family, "buckets")
+        done_writer = self._writer(done_table, family)
+        bucket_writer = self._writer(bucket_table, family)
+        ledger = None
+        if family.idempotency.enabled:
+            size_gauge = self.metrics.idempotency_keys.labels(family.name)
+            ledger = Ledger(
+                writer=done_writer,
+                store=done_table.data,
+                ttl_ms=family.idempotency.ttl_ms,
+                clock_ms=self.clock_ms,
+                on_size=size_gauge.set,
+            )
+        gate = None
+        if family.rate_limits:
+            gate = RateGate(
+                family=family,
+                store=bucket_table.data,
+                writer=bucket_writer,
+                metrics=self.metrics,
+                clock_ms=self.clock_ms,
+            )
+        processor = Processor(
+            family=family,
+            config=ProcessorConfig(
+                prefix=settings.topic_prefix,
+                handler_timeout_s=family.handler_timeout_ms / 1000,
+                default_max_defer_ms=min(86_400_000, family.retry.retention_ms // 2),
+            ),
+            decoder=self.decoder,
+            handlers=self.registry,
+            producer=LazyProducer(self.app),
+            ledger=ledger,
+            metrics=self.metrics,
+            clock_ms=self.clock_ms,
+            guard=self.breakers.guard,
+            on_dependency_timeout=self.breakers.record_timeout,
+            gate=gate,
+        )
+        lanes = Lanes(
+            processor,
+            concurrency=family.concurrency,
+            on_in_flight=self.metrics.in_flight.labels(family.name),
+        )
+        fr = FamilyRuntime(family, topics, processor, lanes, ledger, [done_writer, bucket_writer])
+        waiting = self.metrics.waiting.labels(family.name)
+        for name in topics.all[:-1]:  # the DLQ is read by operators, not processed
+            scheduler = None
+            if name != topics.main:
+                scheduler = DueScheduler(
+                    lanes.admit,
+                    clock_ms=self.clock_ms,
+                    window=settings.retry_window,
+                    pause=self.hooks.pause,
+                    resume=self.hooks.resume,
+                    on_count=partial(_count_waiting, waiting, fr),
+                )
+                fr.schedulers.append(scheduler)
+            lane = Lane(
+                lanes,
+                topic=name,
+                log_for=self.hooks.log_for,
+                admission=self.hooks.admission,
+                scheduler=scheduler,
+                clock_ms=self.clock_ms,
+                skew_margin_ms=settings.clock_skew_margin_ms,
+            )
+            self._add_agent(name, lane)
+        return fr
+
+    def _table(self, family: Family, kind: str) -> TableT[bytes, bytes | None]:
+        return self.app.Table(
+            topology.table_name(family.name, kind),
+            default=None,
+            partitions=family.partitions,
+            key_type=bytes,
+            value_type=bytes,
+            help=f"streams {kind} state of family {family.name}",
+        )
+
+    def _writer(self, table: TableT[bytes, bytes | None], family: Family) -> ChangelogWriter:
+        histogram = self.metrics.ledger_flush_duration.labels(family.name)
+        counter = self.metrics.ledger_flushes.labels(family.name)
+
+        def on_flush(seconds: float) -> None:
+            histogram.observe(seconds)
+            counter.inc()
+
+        return ChangelogWriter(
+            producer=LazyProducer(self.app),
+            topic=topology.changelog_topic(self.settings.app_id, table.name),
+            store=table.data,
+            on_flush=on_flush,
+            linger_s=self.settings.ledger_linger_ms / 1000,
+        )
+
+    def _add_agent(self, topic_name: str, lane: Lane) -> None:
+        channel = self.app.topic(
+            topic_name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            allow_empty=True,
+        )
+
+        async def consume(stream: StreamT[bytes]) -> None:
+            await lane.consume(stream)
+
+        self.app.agent(channel, name=f"streams.lane.{topic_name}")(consume)
+
+
+def _count_waiting(gauge: Gauge, fr: FamilyRuntime, _count: int) -> None:
+    gauge.set(sum(len(s) for s in fr.schedulers))
+
+
+class LazyProducer:
+    """faust's producer, looked up when used (it exists once the app has started)."""
+
+    def __init__(self, app: faust.App) -> None:
+        self._app = app
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        timestamp: float | None,
+        headers: HeadersArg,
+    ) -> Awaitable[RecordMetadata]:
+        return await self._app.producer.send(topic, key, value, partition, timestamp, headers)
