@@ -24,6 +24,7 @@ from pydantic import (
 
 from streams.core import topology
 from streams.core.durations import parse_duration_ms
+from streams.core.policies import CircuitBreakerPolicy, RateLimit, RetryPolicy
 from streams.errors import CatalogError
 
 DurationMs = Annotated[int, BeforeValidator(parse_duration_ms)]
@@ -36,8 +37,8 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class RetryPolicy(_Model):
-    """The retry ladder: attempt n (n >= 2) waits ``delays_ms[n-2]`` (the last one repeats)."""
+class RetrySpec(_Model):
+    """topics.yaml's ``retry:`` (builds ``core.policies.RetryPolicy``)."""
 
     delays_ms: list[DurationMs] = Field(alias="delays", min_length=1)
     jitter: float = Field(default=0.1, ge=0.0, le=1.0, description="+/- fraction of a delay")
@@ -45,7 +46,7 @@ class RetryPolicy(_Model):
     retention_ms: DurationMs = Field(default=parse_duration_ms("7d"), alias="retention")
 
     @model_validator(mode="after")
-    def _retention_exceeds_delays(self) -> RetryPolicy:
+    def _retention_exceeds_delays(self) -> RetrySpec:
         longest = max(self.delays_ms)
         if self.retention_ms <= longest * (1 + self.jitter):
             raise ValueError(
@@ -56,15 +57,13 @@ class RetryPolicy(_Model):
             raise ValueError("every delay must be at least 1s")
         return self
 
-    def delay_ms_for(self, attempt: int) -> int:
-        """The nominal wait before ``attempt`` (2 = first retry), without jitter."""
-        if attempt < 2:
-            raise ValueError(f"attempt {attempt} has no delay: the first run is immediate")
-        return self.delays_ms[min(attempt - 2, len(self.delays_ms) - 1)]
-
-    @property
-    def tier_delays_ms(self) -> list[int]:
-        return sorted(set(self.delays_ms))
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            delays_ms=tuple(self.delays_ms),
+            jitter=self.jitter,
+            max_attempts=self.max_attempts,
+            retention_ms=self.retention_ms,
+        )
 
 
 class DlqPolicy(_Model):
@@ -76,8 +75,8 @@ class IdempotencyPolicy(_Model):
     ttl_ms: DurationMs = Field(default=parse_duration_ms("7d"), alias="ttl")
 
 
-class RateLimit(_Model):
-    """A token bucket: ``limit`` tokens per ``per`` window, refilled continuously."""
+class RateLimitSpec(_Model):
+    """One entry of topics.yaml's ``rate_limits:`` (builds ``core.policies.RateLimit``)."""
 
     name: str = Field(pattern=_NAME)
     scope: Literal["key", "provider"]
@@ -89,7 +88,7 @@ class RateLimit(_Model):
     max_defer_ms: DurationMs = Field(default=parse_duration_ms("1d"), alias="max_defer")
 
     @model_validator(mode="after")
-    def _provider_scope(self) -> RateLimit:
+    def _provider_scope(self) -> RateLimitSpec:
         if self.scope == "provider" and not self.provider:
             raise ValueError("scope 'provider' needs a 'provider' name")
         if self.scope == "key" and self.provider:
@@ -98,14 +97,38 @@ class RateLimit(_Model):
             raise ValueError("'per' must be a positive duration")
         return self
 
-    @property
-    def capacity(self) -> int:
-        return self.burst or self.limit
+    def policy(self) -> RateLimit:
+        return RateLimit(
+            name=self.name,
+            scope=self.scope,
+            limit=self.limit,
+            per_ms=self.per_ms,
+            provider=self.provider,
+            burst=self.burst,
+            on_exceed=self.on_exceed,
+            max_defer_ms=self.max_defer_ms,
+        )
 
 
-class CircuitBreakerPolicy(_Model):
+class CircuitBreakerSpec(_Model):
+    """topics.yaml's ``circuit_breaker:`` (builds ``core.policies.CircuitBreakerPolicy``)."""
+
     failure_threshold: int = Field(default=5, ge=1, description="consecutive failures to open")
     cooldown_ms: DurationMs = Field(default=parse_duration_ms("30s"), alias="cooldown")
+
+    def policy(self) -> CircuitBreakerPolicy:
+        return CircuitBreakerPolicy(self.failure_threshold, self.cooldown_ms)
+
+
+def _built_by(spec: type[RetrySpec | RateLimitSpec | CircuitBreakerSpec]) -> BeforeValidator:
+    """Validate topics.yaml's mapping with ``spec`` and keep the core policy it builds."""
+
+    def build(value: Any) -> Any:
+        if isinstance(value, RetryPolicy | RateLimit | CircuitBreakerPolicy):
+            return value
+        return spec.model_validate(value).policy()
+
+    return BeforeValidator(build)
 
 
 class Family(_Model):
@@ -122,11 +145,13 @@ class Family(_Model):
     header_reserve_bytes: int = Field(default=16_384, ge=1024)
     concurrency: int = Field(default=16, ge=1, le=4096, description="events in flight per worker")
     handler_timeout_ms: DurationMs = Field(alias="handler_timeout")
-    retry: RetryPolicy
+    retry: Annotated[RetryPolicy, _built_by(RetrySpec)]
     dlq: DlqPolicy = DlqPolicy()
     idempotency: IdempotencyPolicy = IdempotencyPolicy()
-    rate_limits: list[RateLimit] = Field(default_factory=list)
-    circuit_breaker: CircuitBreakerPolicy = CircuitBreakerPolicy()
+    rate_limits: list[Annotated[RateLimit, _built_by(RateLimitSpec)]] = Field(default_factory=list)
+    circuit_breaker: Annotated[CircuitBreakerPolicy, _built_by(CircuitBreakerSpec)] = (
+        CircuitBreakerPolicy()
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Family:

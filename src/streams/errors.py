@@ -1,85 +1,56 @@
-"""The error tree.
+"""The error tree: one import path for every error streams raises.
 
-Handler outcomes classify themselves (style: dramatiq/aiokafka): every error carries a
-``retriable`` flag, and the planner turns it into a retry-tier or dead-letter decision.
-Unknown exceptions are retryable; validation errors are permanent.
+Handler outcomes (``Retryable``, ``Permanent``, ``RetryAfter``, ``Deferred``, ...) classify
+themselves; they are defined in ``streams.core.errors`` (see there) and re-exported here
+beside the configuration, SDK and DLQ errors.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+# The handler outcomes (and StreamsError, their base) live in core, which imports only the
+# standard library; they are re-exported here so every error has one import path.
+from streams.core.errors import (
+    DecodeError,
+    DeferralKind,
+    Deferred,
+    EventValidationError,
+    HandlerError,
+    Permanent,
+    Rejected,
+    Retryable,
+    RetryAfter,
+    StreamsError,
+)
+
 if TYPE_CHECKING:
     from streams.publish.outgoing import PublishResult
 
-
-class StreamsError(Exception):
-    """Base class of every error raised by streams."""
-
-
-# --- handler outcomes -------------------------------------------------------------------
-
-
-class HandlerError(StreamsError):
-    """Base of the outcomes a handler may raise on purpose."""
-
-    retriable: bool = True
-
-
-class Retryable(HandlerError):
-    """A transient failure: the event climbs the retry ladder."""
-
-    retriable = True
-
-
-class Permanent(HandlerError):
-    """A failure that retrying cannot fix: the event goes to the DLQ at once."""
-
-    retriable = False
-
-
-class RetryAfter(Retryable):
-    """A transient failure with a known wait (HTTP ``Retry-After``, a provider's hint).
-
-    ``delay_s`` is the minimum wait before the next attempt, in seconds.
-    """
-
-    def __init__(self, delay_s: float, message: str = "") -> None:
-        if delay_s < 0:
-            raise ValueError(f"delay_s must be >= 0, got {delay_s}")
-        super().__init__(message or f"retry after {delay_s:g}s")
-        self.delay_s = float(delay_s)
-
-
-class Deferred(HandlerError):
-    """Not a failure: the event must wait (rate limit, open circuit) without using an attempt.
-
-    ``delay_s`` is how long it must wait; ``reason`` names what deferred it; ``reserved``:
-    its rate-limit tokens are already taken (the deferred record says so in a header and is
-    not charged again when it comes back).
-    """
-
-    retriable = True
-
-    def __init__(
-        self,
-        delay_s: float,
-        reason: str,
-        max_defer_s: float | None = None,
-        *,
-        reserved: bool = False,
-    ) -> None:
-        super().__init__(f"deferred {delay_s:g}s: {reason}")
-        self.delay_s = float(delay_s)
-        self.reason = reason
-        self.max_defer_s = max_defer_s  # total deferral allowed; past it: DLQ reason 'expired'
-        self.reserved = reserved
-
-
-class Rejected(HandlerError):
-    """Refused by policy (e.g. a rate limit whose family rejects): DLQ reason ``rejected``."""
-
-    retriable = False
+__all__ = [
+    "BatchPublishError",
+    "BrokerUnavailable",
+    "CatalogError",
+    "ConfigError",
+    "DecodeError",
+    "DeferralKind",
+    "Deferred",
+    "DeliveryFailed",
+    "DlqError",
+    "EventTooLarge",
+    "EventValidationError",
+    "HandlerError",
+    "InvalidPayload",
+    "Permanent",
+    "PublishError",
+    "Rejected",
+    "RetryAfter",
+    "Retryable",
+    "SchemaError",
+    "StreamsError",
+    "TopologyError",
+    "UnknownEventType",
+]
 
 
 # --- configuration and contracts --------------------------------------------------------
@@ -163,20 +134,6 @@ class BatchPublishError(PublishError):
             f"({total - len(errors)} acknowledged)"
         )
         super().__init__(f"{head}; first: item {first}: {errors[first]}")
-
-
-# --- consuming --------------------------------------------------------------------------
-
-
-class DecodeError(StreamsError):
-    """A record could not be decoded (bad framing, unknown fingerprint, invalid body).
-
-    Routed to the DLQ with reason ``undecodable``.
-    """
-
-
-class EventValidationError(DecodeError):
-    """A record decoded but its content fails the event model: DLQ reason ``invalid``."""
 
 
 # --- reading the DLQ --------------------------------------------------------------------

@@ -173,21 +173,24 @@ class Metrics:
             ),
             rate_limited=Counter(
                 "rate_limited",
-                "Events over a rate limit, by action (defer, reject, expired)",
+                "Events over a rate limit, by limit and action (defer: waits for its tokens; "
+                "reject: sent to the DLQ)",
                 ["family", "limit", "action"],
                 namespace=ns,
                 registry=reg,
             ),
             ledger_flushes=Counter(
                 "ledger_flushes",
-                "Idempotency ledger batches written to the changelog",
+                "Batches the table writers sent to their changelogs (done-markers and "
+                "rate-limit buckets), one record per key and partition",
                 ["family"],
                 namespace=ns,
                 registry=reg,
             ),
             ledger_flush_duration=Histogram(
                 "ledger_flush_seconds",
-                "Time to get a ledger batch acknowledged by the broker",
+                "Time from sending a table writer's batch to the broker's acknowledgement of "
+                "all of it",
                 ["family"],
                 namespace=ns,
                 registry=reg,
@@ -210,9 +213,9 @@ class Metrics:
             ),
             reseeks=Counter(
                 "partition_reseeks",
-                "Partitions sought back to their next expected offset, by reason (cleared: "
-                "faust discarded fetched records when resuming flow; stalled: the stall "
-                "watchdog found records behind the fetch position that never arrived)",
+                "Partitions sought back to their next expected offset, by reason (paused: fetched "
+                "while paused; cleared: dropped from a stream buffer; stalled: found by the "
+                "watchdog)",
                 ["topic", "reason"],
                 namespace=ns,
                 registry=reg,

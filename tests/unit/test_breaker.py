@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from streams.catalog import CircuitBreakerPolicy
+from streams.catalog import CircuitBreakerSpec
 from streams.core.breaker import CLOSED, HALF_OPEN, OPEN, BreakerRegistry, CircuitBreaker
+from streams.core.policies import CircuitBreakerPolicy
 
 START_MS = 1_700_000_000_000
 THRESHOLD = 3
@@ -193,8 +194,12 @@ def test_consecutive_failures_are_counted_while_closed() -> None:
 def test_registry_builds_each_breaker_once_from_its_policy() -> None:
     asked: list[str] = []
     policies = {
-        "smtp": CircuitBreakerPolicy.model_validate({"failure_threshold": 1, "cooldown": "5s"}),
-        "hook": CircuitBreakerPolicy.model_validate({"failure_threshold": 2, "cooldown": "1m"}),
+        "smtp": CircuitBreakerSpec.model_validate(
+            {"failure_threshold": 1, "cooldown": "5s"}
+        ).policy(),
+        "hook": CircuitBreakerSpec.model_validate(
+            {"failure_threshold": 2, "cooldown": "1m"}
+        ).policy(),
     }
 
     def policy_for(name: str) -> CircuitBreakerPolicy:

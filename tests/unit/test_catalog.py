@@ -202,7 +202,7 @@ def test_family_value_overrides_defaults_deeply() -> None:
     }
     fam = parse_catalog(data).family("email")
     assert fam.partitions == 3
-    assert fam.retry.delays_ms == [10_000]
+    assert fam.retry.delays_ms == (10_000,)
     assert fam.retry.max_attempts == 7  # inherited through the deep merge
 
 

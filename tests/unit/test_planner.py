@@ -9,20 +9,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.catalog import RetryPolicy
+from streams.catalog import RetrySpec
 from streams.core import headers as h
 from streams.core.planner import (
     DEFERRED_ERROR_CLASS,
     DeadLetter,
-    Done,
     Retry,
     is_due,
     plan_failure,
-    plan_success,
     seconds_to_ms,
 )
 from streams.errors import (
     DecodeError,
+    DeferralKind,
     Deferred,
     EventValidationError,
     Permanent,
@@ -37,9 +36,9 @@ PREFIX = "dev."
 FAMILY = "email"
 DLQ = "dev.email.dlq"
 TIER_1S, TIER_10S, TIER_60S = "dev.email.retry.1s", "dev.email.retry.10s", "dev.email.retry.1m"
-POLICY = RetryPolicy.model_validate(
+POLICY = RetrySpec.model_validate(
     {"delays": ["1s", "10s", "60s"], "jitter": 0.1, "max_attempts": 4}
-)
+).policy()
 MAIN_ORIGIN = h.Origin("dev.email", 3, 42, NOW_MS - 5_000)
 TIER_ORIGIN = h.Origin(TIER_1S, 3, 7, NOW_MS - 1_000)
 
@@ -128,7 +127,7 @@ def test_retryable_errors_use_the_next_attempt(error: Exception) -> None:
 def test_retry_ladder(attempt_header: str | None, topic: str, tier_ms: int, attempt: int) -> None:
     headers = {} if attempt_header is None else {h.ATTEMPT: attempt_header}
     decision = plan(Retryable("try again"), headers)
-    assert decision == Retry(topic, tier_ms, NOW_MS + tier_ms, attempt, decision.headers, False)
+    assert decision == Retry(topic, tier_ms, NOW_MS + tier_ms, attempt, decision.headers, None)
     assert decision.headers[h.ATTEMPT] == str(attempt)
     assert decision.headers[h.DUE_AT_MS] == str(NOW_MS + tier_ms)
 
@@ -387,10 +386,6 @@ def test_long_messages_are_bounded() -> None:
     assert len(decision.headers[h.ERROR_MESSAGE].encode()) <= h.MAX_ERROR_MESSAGE_BYTES
 
 
-def test_plan_success() -> None:
-    assert plan_success() == Done()
-
-
 # --- header growth (property) ---------------------------------------------------------------
 
 _NUMERIC_MAX_BYTES = 20
@@ -527,3 +522,16 @@ def test_seconds_to_ms(delay_s: float, cap_ms: int, expected_ms: int) -> None:
 @given(st.integers(min_value=0, max_value=10**11))
 def test_ms_to_seconds_and_back_is_exact(delay_ms: int) -> None:
     assert seconds_to_ms(delay_ms / 1000, cap_ms=2**62) == delay_ms
+
+
+@pytest.mark.parametrize("kind", ["rate_limited", "circuit_open", "other"])
+def test_a_deferral_says_what_deferred_it(kind: DeferralKind) -> None:
+    decision = plan(Deferred(5, "whatever the text says", kind=kind))
+    assert isinstance(decision, Retry)
+    assert decision.deferred and decision.deferred_by == kind
+
+
+def test_a_retry_is_not_a_deferral() -> None:
+    decision = plan(Retryable("boom"))
+    assert isinstance(decision, Retry)
+    assert not decision.deferred and decision.deferred_by is None

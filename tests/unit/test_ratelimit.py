@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.catalog import RateLimit
+from streams.catalog import RateLimitSpec
+from streams.core.policies import RateLimit
 from streams.core.ratelimit import (
     Allow,
     BucketState,
@@ -28,7 +29,7 @@ HOUR_MS = 3_600_000
 
 def rate_limit(**overrides: Any) -> RateLimit:
     body: dict[str, Any] = {"name": "per_user", "scope": "key", "limit": 50, "per": "1h"}
-    return RateLimit.model_validate(body | overrides)
+    return RateLimitSpec.model_validate(body | overrides).policy()
 
 
 PER_USER = rate_limit()

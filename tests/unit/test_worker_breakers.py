@@ -7,12 +7,13 @@ import asyncio
 import pytest
 from tests.unit.worker_fakes import Clock, new_metrics, sample, settle
 
-from streams.catalog import CircuitBreakerPolicy
+from streams.catalog import CircuitBreakerSpec
+from streams.core.policies import CircuitBreakerPolicy
 from streams.errors import Deferred, Permanent, Rejected, Retryable, RetryAfter
 from streams.worker.breakers import Breakers
 
 DEP = "smtp:relay.example:587"
-POLICY = CircuitBreakerPolicy.model_validate({"failure_threshold": 3, "cooldown": "10s"})
+POLICY = CircuitBreakerSpec.model_validate({"failure_threshold": 3, "cooldown": "10s"}).policy()
 
 
 class Rig:

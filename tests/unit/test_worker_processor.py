@@ -24,7 +24,7 @@ from tests.unit.worker_fakes import (
     until,
 )
 
-from streams.catalog import CircuitBreakerPolicy
+from streams.catalog import CircuitBreakerSpec
 from streams.core import headers as h
 from streams.core.idempotency import event_hash
 from streams.errors import Deferred, Permanent, Rejected, Retryable
@@ -392,7 +392,9 @@ async def test_no_handler_goes_to_the_dlq_as_permanent(rig_factory: Callable[...
 
 
 async def test_a_gate_deferral_uses_no_attempt(rig_factory: Callable[..., Rig]) -> None:
-    gate = Gate(Deferred(2.0, "rate limit per_user exceeded", max_defer_s=60.0))
+    gate = Gate(
+        Deferred(2.0, "rate limit per_user exceeded", max_defer_s=60.0, kind="rate_limited")
+    )
     r = rig_factory(handler=ok, gate=gate)
     await r.processor.process(r.entry())
     assert r.calls == []
@@ -505,7 +507,7 @@ async def test_cancellation_passes_through_and_leaves_the_entry_unacked(
 
 
 async def test_the_guard_is_the_handlers_dependency(rig_factory: Callable[..., Rig]) -> None:
-    policy = CircuitBreakerPolicy.model_validate({"failure_threshold": 2, "cooldown": "30s"})
+    policy = CircuitBreakerSpec.model_validate({"failure_threshold": 2, "cooldown": "30s"}).policy()
     metrics = new_metrics()
     breakers = Breakers(lambda name: policy, metrics, Clock())
 
@@ -527,7 +529,7 @@ async def test_the_guard_is_the_handlers_dependency(rig_factory: Callable[..., R
 async def test_handler_timeouts_inside_a_dependency_open_its_circuit(
     rig_factory: Callable[..., Rig],
 ) -> None:
-    policy = CircuitBreakerPolicy.model_validate({"failure_threshold": 2, "cooldown": "30s"})
+    policy = CircuitBreakerSpec.model_validate({"failure_threshold": 2, "cooldown": "30s"}).policy()
     breakers = Breakers(lambda name: policy, new_metrics(), Clock())
 
     async def black_holed(event: Any, ctx: JobContext) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from streams.catalog import CircuitBreakerPolicy
+from streams.core.policies import CircuitBreakerPolicy
 
 CLOSED = "closed"
 OPEN = "open"

@@ -39,8 +39,6 @@ ERROR_CLASS = "streams-error-class"
 ERROR_MESSAGE = "streams-error-message"
 ERROR_FINGERPRINT = "streams-error-fingerprint"
 DLQ_REASON = "streams-dlq-reason"
-REPLAYED_AT_MS = "streams-replayed-at-ms"  # replay marker (set by DLQ replay)
-REPLAY_COUNT = "streams-replay-count"
 
 EVENT_HEADERS = (EVENT_ID, EVENT_TYPE, SCHEMA, CONTENT_TYPE, TRACEPARENT, TRACESTATE)
 FAILURE_HEADERS = (

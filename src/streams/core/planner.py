@@ -1,4 +1,4 @@
-"""The routing decision as a value: ``Done``, ``Retry`` or ``DeadLetter``.
+"""The routing decision of a failed event as a value: ``Retry`` or ``DeadLetter``.
 
 Pure (style.md, 1): the clock (``now_ms``) and randomness (``rand``) are arguments; the
 agents only carry the decision out. Classification of the error:
@@ -22,33 +22,29 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from streams.catalog import RetryPolicy
 from streams.core import headers as h
 from streams.core.backoff import jittered_delay_ms, tier_for_delay_ms
-from streams.core.topology import dlq_topic, retry_topic
-from streams.errors import (
+from streams.core.errors import (
     DecodeError,
+    DeferralKind,
     Deferred,
     EventValidationError,
     Rejected,
     RetryAfter,
 )
+from streams.core.policies import RetryPolicy
+from streams.core.topology import dlq_topic, retry_topic
 
 DEFERRED_ERROR_CLASS = "streams.errors.Deferred"
 _FOREVER_MS = 2**62  # an infinite max_defer_s
 
 
 @dataclass(frozen=True)
-class Done:
-    """The event succeeded: ack it."""
-
-
-@dataclass(frozen=True)
 class Retry:
     """Send the unchanged value to ``topic`` with ``headers``; run it at ``due_at_ms``.
 
-    ``attempt`` is the attempt it will run as; ``deferred`` is True when no attempt was
-    used (rate limit, open circuit).
+    ``attempt`` is the attempt it will run as; ``deferred_by`` says what deferred it (rate
+    limit, open circuit) when no attempt was used, else None.
     """
 
     topic: str
@@ -56,7 +52,11 @@ class Retry:
     due_at_ms: int
     attempt: int
     headers: dict[str, str]
-    deferred: bool
+    deferred_by: DeferralKind | None = None
+
+    @property
+    def deferred(self) -> bool:
+        return self.deferred_by is not None
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,6 @@ class DeadLetter:
     headers: dict[str, str]
 
 
-Decision = Done | Retry | DeadLetter
-
-
 @dataclass(frozen=True)
 class _Context:
     family: str
@@ -79,11 +76,6 @@ class _Context:
     headers: Mapping[str, str]
     origin: h.Origin
     now_ms: int
-
-
-def plan_success() -> Done:
-    """The decision for a handler that returned."""
-    return Done()
 
 
 def plan_failure(
@@ -152,7 +144,7 @@ def _plan_retry(
     out = _failure_headers(ctx, failure)
     out[h.ATTEMPT] = str(next_attempt)
     out.pop(h.RATE_RESERVED, None)  # a new attempt pays for its tokens again
-    return _retry(ctx, out, tier_ms, ctx.now_ms + wait_ms, next_attempt, deferred=False)
+    return _retry(ctx, out, tier_ms, ctx.now_ms + wait_ms, next_attempt, deferred_by=None)
 
 
 def _plan_deferral(ctx: _Context, error: Deferred, default_max_defer_ms: int) -> Retry | DeadLetter:
@@ -171,7 +163,7 @@ def _plan_deferral(ctx: _Context, error: Deferred, default_max_defer_ms: int) ->
         out[h.RATE_RESERVED] = "1"
     tier_ms = tier_for_delay_ms(ctx.retry.tier_delays_ms, delay_ms)
     attempt = h.attempt_of(ctx.headers)
-    return _retry(ctx, out, tier_ms, ctx.now_ms + delay_ms, attempt, deferred=True)
+    return _retry(ctx, out, tier_ms, ctx.now_ms + delay_ms, attempt, deferred_by=error.kind)
 
 
 def first_deferred_at_ms(headers: Mapping[str, str], now_ms: int) -> int:
@@ -194,12 +186,12 @@ def _retry(
     due_at_ms: int,
     attempt: int,
     *,
-    deferred: bool,
+    deferred_by: DeferralKind | None,
 ) -> Retry:
     out[h.DUE_AT_MS] = str(due_at_ms)
     out.pop(h.DLQ_REASON, None)
     topic = retry_topic(ctx.prefix, ctx.family, tier_ms)
-    return Retry(topic, tier_ms, due_at_ms, attempt, out, deferred)
+    return Retry(topic, tier_ms, due_at_ms, attempt, out, deferred_by)
 
 
 def _dead_letter(ctx: _Context, failure: h.Failure, reason: str) -> DeadLetter:

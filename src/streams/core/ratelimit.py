@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from streams.catalog import RateLimit
+from streams.core.policies import RateLimit
 
 _EPSILON_TOKENS = 1e-9  # float slack, so 0.1 + 0.2 tokens count as 0.3
 

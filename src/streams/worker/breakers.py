@@ -14,8 +14,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextvars import ContextVar
 
-from streams.catalog import CircuitBreakerPolicy
 from streams.core.breaker import BreakerRegistry
+from streams.core.policies import CircuitBreakerPolicy
 from streams.errors import Deferred, HandlerError
 from streams.metrics import BREAKER_STATE_VALUES, Metrics
 
@@ -68,7 +68,7 @@ class Breakers:
         breaker = self.registry.get(name)
         wait_ms = breaker.check()
         if wait_ms > 0:
-            raise Deferred(wait_ms / 1000, f"circuit {name} open")
+            raise Deferred(wait_ms / 1000, f"circuit {name} open", kind="circuit_open")
         if breaker.state == "closed":
             self._metrics.breaker_state.labels(name).set(0)
         try:

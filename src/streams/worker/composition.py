@@ -16,8 +16,9 @@ from faust.types.core import HeadersArg
 from faust.types.tables import TableT
 from prometheus_client import Gauge
 
-from streams.catalog import Catalog, CircuitBreakerPolicy, Family
+from streams.catalog import Catalog, Family
 from streams.core import topology
+from streams.core.policies import CircuitBreakerPolicy
 from streams.core.topology import FamilyTopics
 from streams.jobs.registry import HandlerRegistry
 from streams.metrics import Metrics
@@ -62,9 +63,7 @@ class PartitionHooks(Protocol):
 # --- jobs: breaker policies, start and stop ---------------------------------------------
 
 
-def breaker_policy(
-    catalog: Catalog, registry: HandlerRegistry, name: str
-) -> CircuitBreakerPolicy:
+def breaker_policy(catalog: Catalog, registry: HandlerRegistry, name: str) -> CircuitBreakerPolicy:
     """The policy of dependency ``name``: that of the family whose job declares its prefix
     ("smtp:relay:587" -> email), else of the family it is named after, else of the first
     family in the catalog."""

@@ -178,12 +178,12 @@ class Processor:
     async def _route(self, entry: Entry, error: BaseException, *, event_type: str) -> None:
         message = entry.message
         headers = h.decode(message.headers)
-        timestamp_ms = message.timestamp
+        timestamp_s = message.timestamp  # faust gives the record timestamp in seconds
         origin = h.Origin(
             topic=entry.topic,
             partition=entry.partition,
             offset=entry.offset,
-            timestamp_ms=int(timestamp_ms * 1000) if timestamp_ms else 0,
+            timestamp_ms=int(timestamp_s * 1000) if timestamp_s else 0,
         )
         plan = plan_failure(
             family=self._name,
@@ -219,7 +219,7 @@ class Processor:
             m.dead_letters.labels(fam, plan.reason).inc()
             m.events.labels(fam, "dead_lettered").inc()
         elif plan.deferred:
-            m.deferrals.labels(fam, _deferral_reason(plan)).inc()
+            m.deferrals.labels(fam, plan.deferred_by or "other").inc()
             m.events.labels(fam, "deferred").inc()
         else:
             m.retries.labels(fam, plan.topic).inc()
@@ -246,12 +246,3 @@ class Processor:
                 )
                 await asyncio.sleep(self._config.route_retry_backoff_s)
         return False
-
-
-def _deferral_reason(plan: Retry) -> str:
-    message = plan.headers.get(h.ERROR_MESSAGE, "")
-    if "circuit" in message:
-        return "circuit_open"
-    if "rate" in message:
-        return "rate_limited"
-    return "other"

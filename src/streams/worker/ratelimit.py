@@ -103,12 +103,16 @@ class RateGate:
             # past the budget the planner sends it to the DLQ: it must hold no tokens
             if deferral_expires(headers, now_ms, strictest.wait_ms, max_defer_ms):
                 raise Deferred(
-                    strictest.wait_ms / 1000, strictest.reason, max_defer_s=max_defer_ms / 1000
+                    strictest.wait_ms / 1000,
+                    strictest.reason,
+                    max_defer_s=max_defer_ms / 1000,
+                    kind="rate_limited",
                 )
             deferral = Deferred(
                 strictest.wait_ms / 1000,
                 strictest.reason,
                 max_defer_s=max_defer_ms / 1000,
+                kind="rate_limited",
                 reserved=True,
             )
         for table_key, new_state in states:
