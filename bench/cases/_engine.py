@@ -221,6 +221,8 @@ class BenchWorker(WorkerProcess):
             "--loglevel",
             "warning",
         ]
+        if not self.builtin_jobs:
+            cmd.append("--no-builtin-jobs")
         for name in self.families:
             cmd += ["--family", name]
         log = self.log_path.open("ab")

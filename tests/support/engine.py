@@ -71,6 +71,8 @@ class WorkerProcess:
     worker_id: str = "w1"
     extra_env: dict[str, str] = field(default_factory=dict)
     handlers: str = "tests.support.ledger_handlers"
+    # the ledger handlers replace the built-in audit job (same event types)
+    builtin_jobs: bool = False
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
 
@@ -110,6 +112,8 @@ class WorkerProcess:
             "--loglevel",
             os.environ.get("STREAMS_TEST_LOGLEVEL", "info"),
         ]
+        if not self.builtin_jobs:
+            cmd.append("--no-builtin-jobs")
         for fam in self.families:
             cmd += ["--family", fam]
         log = self.log_path.open("ab")
