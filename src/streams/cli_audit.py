@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -69,7 +70,7 @@ def _with_db(work: Callable[[Any], Awaitable[T]]) -> T:
         return asyncio.run(run())
     except HandlerError as exc:
         click.echo(f"error: {exc}", err=True)
-        raise click.exceptions.Exit(1) from None
+        sys.exit(1)
 
 
 def _time_text(ms: int) -> str:
@@ -145,5 +146,5 @@ def verify() -> None:
         click.echo(f"BROKEN {problem}")
     if problems:
         click.echo(f"audit verify: {len(problems)} problem(s) in {rows} row(s)", err=True)
-        raise click.exceptions.Exit(1)
+        sys.exit(1)
     click.echo(f"audit verify: {rows} row(s), every chain intact")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import click
 from pydantic import ValidationError
@@ -37,5 +38,5 @@ def migrate() -> None:
         url, revision = asyncio.run(run())
     except HandlerError as exc:
         click.echo(f"error: {exc}", err=True)
-        raise click.exceptions.Exit(1) from None
+        sys.exit(1)
     click.echo(f"store {url}: at revision {revision}")
