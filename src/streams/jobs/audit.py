@@ -14,6 +14,7 @@ does not fail its neighbours. The store is migrated when the job starts.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -105,12 +106,16 @@ class AuditJob:
         self.db: Database | None = None
         self._committer: GroupCommitter[AuditEntry, bool] | None = None
         self._dependency = ""
+        self._starting = asyncio.Lock()
         self.duplicates = 0  # this job's redeliveries (the metric is per registry)
 
     async def start(self) -> None:
         """Open the pool and migrate the store (Retryable/Permanent when it fails)."""
-        if self.db is not None:
-            return
+        async with self._starting:  # concurrent first handle() calls start it once
+            if self.db is None:
+                await self._start()
+
+    async def _start(self) -> None:
         db = Database.from_settings(self.settings)
         try:
             revision = await db.migrate()

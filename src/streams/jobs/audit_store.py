@@ -12,13 +12,14 @@ partition during a rebalance cannot fork a chain. A unique violation left despit
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Select, and_, func, insert, or_, select
 
 from streams.errors import HandlerError, Retryable
 from streams.jobs.audit_chain import AuditEntry, ChainHead, ChainProblem, ChainVerifier
@@ -103,28 +104,30 @@ async def _append(db: Database, entries: Sequence[AuditEntry]) -> list[bool]:
         now_ms = _now_ms()
         rows, new_heads = _chain(fresh, heads, now_ms)
         await conn.execute(insert(records_t), rows)
-        updated = [
-            {"s": s, "seq": h.seq, "hash": h.hash, "at": now_ms}
-            for s, h in new_heads.items()
-            if s in heads
-        ]
-        if updated:
-            await conn.execute(
-                update(heads_t)
-                .where(heads_t.c.subject_id == bindparam("s"))
-                .values(
-                    seq=bindparam("seq"), hash=bindparam("hash"), updated_at_ms=bindparam("at")
-                ),
-                updated,
-            )
-        created = [
-            {"subject_id": s, "seq": h.seq, "hash": h.hash, "updated_at_ms": now_ms}
-            for s, h in new_heads.items()
-            if s not in heads
-        ]
-        if created:
-            await conn.execute(insert(heads_t), created)
+        await conn.execute(
+            _upsert_heads(db.dialect),
+            [
+                {"subject_id": s, "seq": h.seq, "hash": h.hash, "updated_at_ms": now_ms}
+                for s, h in new_heads.items()
+            ],
+        )
         return written
+
+
+@functools.cache
+def _upsert_heads(dialect: str) -> Any:
+    """INSERT .. ON CONFLICT (subject_id) DO UPDATE, run with one parameter set per head."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(heads_t)
+    return stmt.on_conflict_do_update(
+        index_elements=[heads_t.c.subject_id],
+        set_={
+            "seq": stmt.excluded.seq,
+            "hash": stmt.excluded.hash,
+            "updated_at_ms": stmt.excluded.updated_at_ms,
+        },
+    )
 
 
 def _query(

@@ -30,6 +30,7 @@ from streams.store.errors import classify_db_error
 from streams.store.settings import StoreSettings, async_url
 
 _WRITE = "streams_write"
+POOL_RECYCLE_S = 300
 
 
 class Database:
@@ -114,7 +115,10 @@ def _create_engine(
         "pool_size": pool_size,
         "max_overflow": max_overflow,
         "pool_timeout": timeout_s,
-        "pool_pre_ping": True,
+        # no pre-ping (a round trip per transaction): a connection found dead fails its
+        # transaction as Retryable and is discarded; idle ones are recycled before servers
+        # and proxies drop them
+        "pool_recycle": POOL_RECYCLE_S,
     }
     if url.get_backend_name() == "sqlite":
         database = url.database or ""
