@@ -18,6 +18,8 @@ _COMMANDS = {
     "jobs": "streams.cli_jobs:jobs",
     "up": "streams.cli_up:up",
     "schemas": "streams.cli_schemas:schemas",
+    "audit": "streams.cli_audit:audit",
+    "store": "streams.cli_store:store",
 }
 
 

@@ -74,6 +74,7 @@ class Rig:
             worker_id=worker_id,
             extra_env=env,
             handlers="streams.jobs.registry",
+            builtin_jobs=True,
         )
         self.workers.append(w.start())
         w.wait_ready(90)

@@ -55,6 +55,8 @@ class WorkerProcess:
     loglevel: str | None = None  # None: $STREAMS_TEST_LOGLEVEL, else info
     python_args: tuple[str, ...] = ()  # e.g. ("-m", "cProfile", "-o", path) for bench
     process: processes.WorkerProcess | None = None
+    # the ledger handlers replace the built-in audit job (same event types)
+    builtin_jobs: bool = False
     port: int = 0
 
     def env(self) -> dict[str, str]:
@@ -82,6 +84,7 @@ class WorkerProcess:
             handlers=self.handlers,
             loglevel=loglevel,
             python_args=self.python_args,
+            builtin_jobs=self.builtin_jobs,
         )
         self.process = processes.WorkerProcess(
             cmd, self.env(), self.log_path, cwd=REPO, http_port=self.port

@@ -290,11 +290,15 @@ def worker_command(
     handlers: str | None = None,
     loglevel: str = "info",
     python_args: Sequence[str] = (),
+    builtin_jobs: bool = True,
 ) -> list[str]:
-    """``python [python_args] -m streams worker [--handlers H] --family F... --loglevel L``."""
+    """``python [python_args] -m streams worker [--handlers H] [--no-builtin-jobs]
+    --family F... --loglevel L``."""
     cmd = [sys.executable, *python_args, "-m", "streams", "worker"]
     if handlers is not None:
         cmd += ["--handlers", handlers]
+    if not builtin_jobs:
+        cmd.append("--no-builtin-jobs")
     for name in families:
         cmd += ["--family", name]
     return [*cmd, "--loglevel", loglevel]
