@@ -18,8 +18,14 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from tests.support.engine import WorkerProcess, provision, read_topic, record_headers, wait_for
-from tests.support.engine import write_catalog
+from tests.support.engine import (
+    WorkerProcess,
+    provision,
+    read_topic,
+    record_headers,
+    wait_for,
+    write_catalog,
+)
 
 from streams.blobs import FilesystemBlobStore
 from streams.core import headers as h
@@ -149,9 +155,10 @@ def test_a_photo_with_gps_and_hostile_uploads(rig: Rig) -> None:
         with Image.open(io.BytesIO(data)) as back:
             assert back.format == ("JPEG" if name.endswith(".jpg") else "WEBP")
             assert len(back.getexif()) == 0, name
-            assert max(back.size) == {"large": 1600, "medium": 800, "thumbnail": 200}[
-                name.split(".")[0]
-            ]
+            assert (
+                max(back.size)
+                == {"large": 1600, "medium": 800, "thumbnail": 200}[name.split(".")[0]]
+            )
         assert metadata_left(data) == [], name
 
     dlq = read_topic(rig.settings, f"{rig.settings.topic_prefix}image.dlq", IMAGE["partitions"])

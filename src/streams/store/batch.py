@@ -20,6 +20,7 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
+
 class GroupCommitter(Generic[T, R]):
     def __init__(
         self,
