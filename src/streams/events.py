@@ -291,6 +291,40 @@ class ImageUploaded(Event):
     sha256: Sha256Hex | None = None
 
 
+class ImageProcessed(Event):
+    EVENT_TYPE: ClassVar[str] = "image.processed"
+
+    image_id: Id
+    owner_id: Id
+    source_uri: Uri
+    sha256: Sha256Hex
+    width: Annotated[int, Field(ge=1, le=AVRO_INT_MAX)]
+    height: Annotated[int, Field(ge=1, le=AVRO_INT_MAX)]
+    outputs: Annotated[dict[FileName, Uri], Field(min_length=1)]
+
+
+class ImageQuarantined(Event):
+    EVENT_TYPE: ClassVar[str] = "image.quarantined"
+
+    image_id: Id
+    owner_id: Id
+    source_uri: Uri
+    quarantine_uri: Uri
+    reason: Name
+    detail: Text
+    sha256: Sha256Hex | None = None
+
+
+class ReviewSubmitted(Event):
+    EVENT_TYPE: ClassVar[str] = "review.submitted"
+
+    subject_id: Id
+    review_id: Id
+    user_id: Id
+    rating: Annotated[int, Field(ge=1, le=5)]
+    comment: str | None = None
+
+
 # --- audit ------------------------------------------------------------------------------
 
 
@@ -367,6 +401,9 @@ _MODELS: tuple[type[Event], ...] = (
     PaymentCaptured,
     RefundRequested,
     ImageUploaded,
+    ImageProcessed,
+    ImageQuarantined,
+    ReviewSubmitted,
     AuditClaimSubmitted,
     AuditClaimApproved,
     AuditClaimRejected,
@@ -506,6 +543,30 @@ EXAMPLE_PAYLOADS: dict[str, dict[str, Any]] = {
         "size_bytes": 48213,
         "storage_uri": "file:///var/uploads/img-1",
         "sha256": "0" * 64,
+    },
+    "image.processed": {
+        "image_id": "img-1",
+        "owner_id": "user-42",
+        "source_uri": "blob:uploads/img-1",
+        "sha256": "0" * 64,
+        "width": 1200,
+        "height": 800,
+        "outputs": {"thumbnail.webp": "blob:images/img-1/thumbnail.webp"},
+    },
+    "image.quarantined": {
+        "image_id": "img-2",
+        "owner_id": "user-42",
+        "source_uri": "blob:uploads/img-2",
+        "quarantine_uri": "blob:quarantine/img-2/e-1/cat.jpg",
+        "reason": "executable",
+        "detail": "the content is a Windows PE executable (MZ)",
+    },
+    "review.submitted": {
+        "subject_id": "product-7",
+        "review_id": "rev-1",
+        "user_id": "user-42",
+        "rating": 4,
+        "comment": "Solid.",
     },
     "audit.claim_submitted": {"subject_id": "claim-1", "actor_id": "user-42", "amount_minor": 5000},
     "audit.claim_approved": {
