@@ -19,5 +19,9 @@ def jobs() -> None:
         prefix = str(spec.settings_type.model_config.get("env_prefix", ""))
         for name, field in spec.settings_type.model_fields.items():
             secret = "SecretStr" in str(field.annotation)
-            default = "(secret)" if secret else field.default
+            default = field.default
+            if field.default_factory is not None:
+                default = "(computed)"
+            if secret:
+                default = "(secret)"
             click.echo(f"  {prefix}{name.upper()} = {default!s}")

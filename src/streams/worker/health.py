@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from streams.worker.runtime import Runtime
 
@@ -55,7 +55,11 @@ class HealthServer:
             self._runner = None
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        """The engine's bundle, then prometheus_client's default registry: the process
+        collectors and the metrics jobs register there (audit, emitter, ...)."""
         body = generate_latest(self._runtime.metrics.registry)
+        if self._runtime.metrics.registry is not REGISTRY:
+            body += generate_latest(REGISTRY)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _live(self, request: web.Request) -> web.Response:
