@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from sqlalchemy import select
-from tests.support.engine import WorkerProcess, provision, read_topic, wait_for, write_catalog
+from tests.support.engine import WorkerProcess, provision, read_topic, wait_for
 from tests.support.postgres import postgres_server, store_url  # noqa: F401 - fixtures
 
 from streams.jobs.analytics_tables import (
@@ -30,6 +30,7 @@ from streams.jobs.analytics_tables import (
 from streams.publish.publisher import Publisher
 from streams.settings import Settings
 from streams.store import Database
+from streams.testing.processes import write_catalog
 from streams.testing.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.kafka

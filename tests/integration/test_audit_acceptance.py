@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
-from tests.support.engine import REPO, TEST_AUDIT, WorkerProcess, provision, write_catalog
+from tests.support.engine import REPO, TEST_AUDIT, WorkerProcess, provision
 from tests.support.postgres import postgres_server, store_url  # noqa: F401 - fixtures
 
 from streams.errors import HandlerError
@@ -25,6 +25,7 @@ from streams.publish.publisher import Publisher
 from streams.settings import Settings
 from streams.store import Database
 from streams.store.schema import audit_records
+from streams.testing.processes import write_catalog
 
 pytestmark = pytest.mark.kafka
 

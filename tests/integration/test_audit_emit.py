@@ -17,17 +17,16 @@ import pytest
 from prometheus_client import CollectorRegistry
 from tests.support.engine import (
     TEST_AUDIT,
-    free_port,
     iter_event_ids,
     provision,
     read_topic,
     wait_for,
-    write_catalog,
 )
 
 from streams.publish.background import BackgroundEmitter, EmitFailure
 from streams.publish.publisher import Publisher
 from streams.settings import Settings
+from streams.testing.processes import free_port, write_catalog
 
 MEDIAN_EMIT_BOUND_S = 0.001  # generous: an emit is validation + encoding + an append
 

@@ -24,7 +24,6 @@ from tests.support.engine import (
     read_topic,
     record_headers,
     wait_for,
-    write_catalog,
 )
 
 from streams.blobs import FilesystemBlobStore
@@ -34,6 +33,7 @@ from streams.jobs.image_render import metadata_left
 from streams.publish.publisher import Publisher
 from streams.serde import SchemaStore
 from streams.settings import Settings
+from streams.testing.processes import write_catalog
 from streams.testing.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.kafka
