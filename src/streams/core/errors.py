@@ -11,6 +11,7 @@ from typing import Literal
 
 DeferralKind = Literal["rate_limited", "circuit_open", "other"]
 """What deferred an event: the ``reason`` label of ``streams_deferrals_total``."""
+DEFERRAL_KINDS: tuple[DeferralKind, ...] = ("rate_limited", "circuit_open", "other")
 
 
 class StreamsError(Exception):
@@ -71,6 +72,8 @@ class Deferred(HandlerError):
         kind: DeferralKind = "other",
         reserved: bool = False,
     ) -> None:
+        if kind not in DEFERRAL_KINDS:
+            raise ValueError(f"kind must be one of {DEFERRAL_KINDS}, got {kind!r}")
         super().__init__(f"deferred {delay_s:g}s: {reason}")
         self.delay_s = float(delay_s)
         self.reason = reason
