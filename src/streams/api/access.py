@@ -52,10 +52,10 @@ def unauthorized(failure: AuthFailure) -> Problem:
 
 
 def principal_of(request: web.Request) -> Principal:
-    principal = request.get(PRINCIPAL)
-    if principal is None:
-        raise RuntimeError("principal_of on a public route")
-    return principal
+    try:
+        return request[PRINCIPAL]
+    except KeyError:
+        raise RuntimeError("principal_of on a public route") from None
 
 
 @web.middleware
