@@ -20,6 +20,7 @@ _COMMANDS = {
     "schemas": "streams.cli_schemas:schemas",
     "audit": "streams.cli_audit:audit",
     "store": "streams.cli_store:store",
+    "api": "streams.cli_api:api",
 }
 
 

@@ -41,6 +41,9 @@ class _AnyTenant:
 ANY_TENANT = _AnyTenant()
 """``query_audit(tenant_id=ANY_TENANT)``: every tenant's rows (operators only)."""
 
+TenantFilter = str | _AnyTenant | None
+"""``query_audit``'s ``tenant_id``: a tenant, None (rows without one) or ``ANY_TENANT``."""
+
 
 @dataclass(frozen=True)
 class AuditRecord:
@@ -167,6 +170,7 @@ async def query_audit(
     since_ms: int | None = None,
     until_ms: int | None = None,
     after_id: int | None = None,
+    after: tuple[int, int] | None = None,
     limit: int = 100,
 ) -> list[AuditRecord]:
     """Audit records of one tenant, oldest first (by ``occurred_at_ms``, then id).
@@ -174,13 +178,22 @@ async def query_audit(
     ``tenant_id`` is required: a tenant's id, None for records without a tenant, or
     ``ANY_TENANT`` (operator tools only). ``since_ms``/``until_ms`` bound the event time
     (inclusive/exclusive, ms since the epoch); ``after_id`` continues after a record's
-    ``id`` (keyset paging); ``limit`` is 1..10,000. Raises ValueError for a bad limit.
+    ``id``; ``after=(occurred_at_ms, id)`` continues after that record in the result
+    order (keyset paging that stays exact when event times arrive out of id order);
+    ``limit`` is 1..10,000. Raises ValueError for a bad limit.
     """
     if not 1 <= limit <= MAX_QUERY_ROWS:
         raise ValueError(f"limit must be 1..{MAX_QUERY_ROWS}, got {limit}")
     q = _query(tenant_id, subject_id, actor_id, event_type, since_ms, until_ms)
     if after_id is not None:
         q = q.where(records_t.c.id > after_id)
+    if after is not None:
+        q = q.where(
+            or_(
+                records_t.c.occurred_at_ms > after[0],
+                and_(records_t.c.occurred_at_ms == after[0], records_t.c.id > after[1]),
+            )
+        )
     q = q.order_by(records_t.c.occurred_at_ms, records_t.c.id).limit(limit)
     async with db.transaction(write=False) as conn:
         rows = (await conn.execute(q)).mappings().all()
@@ -242,6 +255,7 @@ async def duplicate_event_ids(db: Database) -> int:
 __all__ = [
     "ANY_TENANT",
     "AuditRecord",
+    "TenantFilter",
     "append",
     "duplicate_event_ids",
     "query_audit",

@@ -1,0 +1,59 @@
+"""``GET /v1/audit``: the audit log for viewers, tenant-scoped (``tenancy``).
+
+Answers ``{"records": [...], "next": cursor | null}``, oldest first by event time; each
+record carries its hash-chain fields (``seq``, ``prev_hash``, ``hash``) so a client can
+check the chain of what it was shown. ``next`` is null on the last page.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from streams.api.access import principal_of, requires
+from streams.api.audit_params import cursor, parse_audit_query
+from streams.api.problems import Problem
+from streams.api.roles import Role
+from streams.api.state import API_SETTINGS, DATABASE
+from streams.api.tenancy import tenant_scope
+from streams.errors import HandlerError
+from streams.jobs.audit_store import query_audit
+
+log = logging.getLogger("streams.api")
+
+
+@requires(Role.VIEWER)
+async def get_audit(request: web.Request) -> web.Response:
+    settings = request.app[API_SETTINGS]
+    query = parse_audit_query(
+        {k: request.query.getall(k) for k in request.query}, max_limit=settings.api_audit_max_limit
+    )
+    tenant = tenant_scope(principal_of(request), query.tenant)
+    try:
+        records = await query_audit(
+            request.app[DATABASE],
+            tenant_id=tenant,
+            subject_id=query.subject,
+            actor_id=query.actor,
+            event_type=query.event_type,
+            since_ms=query.since_ms,
+            until_ms=query.until_ms,
+            after=query.after,
+            limit=query.limit + 1,
+        )
+    except HandlerError as exc:
+        log.warning("audit query failed: %s", type(exc).__name__)
+        raise Problem(503, "store-unavailable", "audit store unavailable") from None
+    page = records[: query.limit]
+    more = len(records) > query.limit
+    return web.json_response(
+        {
+            "records": [r.as_dict() for r in page],
+            "next": cursor(page[-1].occurred_at_ms, page[-1].id) if more else None,
+        }
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/audit", get_audit)

@@ -1,0 +1,54 @@
+"""``/health/live`` (the process answers), ``/health/startup`` (the store's schema was
+brought current once), ``/health/ready`` (started, and the store answers a query within
+``READY_TIMEOUT_S`` now). All public; none names a host, URL or error text."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlalchemy import text
+
+from streams.api.access import public
+from streams.api.state import DATABASE, LIFECYCLE
+from streams.errors import HandlerError
+
+READY_TIMEOUT_S = 2.0
+
+
+def _status(ok: bool, checks: dict[str, bool]) -> web.Response:
+    body = {"status": "ok" if ok else "unavailable", "checks": checks}
+    return web.json_response(body, status=200 if ok else 503)
+
+
+@public
+async def live(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@public
+async def startup(request: web.Request) -> web.Response:
+    started = request.app[LIFECYCLE].started
+    return _status(started, {"store_migrated": started})
+
+
+async def _store_answers(request: web.Request) -> bool:
+    try:
+        async with request.app[DATABASE].transaction(
+            write=False, timeout_s=READY_TIMEOUT_S
+        ) as conn:
+            await conn.execute(text("SELECT 1"))
+    except HandlerError:
+        return False
+    return True
+
+
+@public
+async def ready(request: web.Request) -> web.Response:
+    started = request.app[LIFECYCLE].started
+    reachable = started and await _store_answers(request)
+    return _status(reachable, {"started": started, "store_reachable": reachable})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/health/live", live)
+    app.router.add_get("/health/startup", startup)
+    app.router.add_get("/health/ready", ready)

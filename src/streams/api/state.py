@@ -1,0 +1,22 @@
+"""What the application holds (aiohttp ``AppKey``s), shared by its route modules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from streams.api.settings import ApiSettings
+from streams.store.database import Database
+
+
+@dataclass
+class Lifecycle:
+    """``started``: the store answered once (its schema is current); the startup probe."""
+
+    started: bool = False
+
+
+API_SETTINGS = web.AppKey("api_settings", ApiSettings)
+DATABASE = web.AppKey("database", Database)
+LIFECYCLE = web.AppKey("lifecycle", Lifecycle)

@@ -1,0 +1,58 @@
+"""``streams api``: serve the HTTP API on ``STREAMS_API_HOST``:``STREAMS_API_PORT``.
+
+Refuses to start (exit 1, naming the variables) without an authentication configuration.
+In dev mode the minted token is printed once on stdout (never logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import click
+from aiohttp import web
+from pydantic import ValidationError
+
+from streams.errors import ConfigError
+
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'  # no headers: credentials never reach the log
+
+
+async def _serve(app: web.Application, host: str, port: int) -> None:
+    runner = web.AppRunner(app, access_log_format=ACCESS_LOG_FORMAT)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        for address in runner.addresses:
+            click.echo(f"streams api: listening on http://{address[0]}:{address[1]}")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+@click.command("api")
+def api() -> None:
+    """Serve the HTTP API (audit queries, health) until SIGINT/SIGTERM."""
+    from streams.api.app import create_app
+    from streams.api.auth_setup import build_authenticator
+    from streams.api.settings import ApiSettings
+    from streams.store.settings import StoreSettings
+
+    try:
+        settings = ApiSettings()
+        store = StoreSettings()
+    except ValidationError as exc:
+        raise ConfigError(f"invalid STREAMS_* settings: {exc}") from None
+    authenticator, token = build_authenticator(settings)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app = create_app(settings, store, authenticator)
+    if token is not None:
+        click.echo("streams api: DEV MODE, a random token secret; viewer+admin token:")
+        click.echo(f"  Authorization: Bearer {token}")
+    asyncio.run(_serve(app, settings.api_host, settings.api_port))
