@@ -127,7 +127,7 @@ def test_a_days_rollup_matches_the_produced_events_and_is_idempotent(
     }
     worker = WorkerProcess(settings, list(FAMILIES), tmp_path / "unused.db",
                            tmp_path / "worker.log", extra_env=env,
-                           handlers="streams.jobs.registry")  # fmt: skip
+                           handlers="streams.jobs.registry", builtin_jobs=True)  # fmt: skip
     publisher = Publisher(settings, catalog=catalog)
     expected: Counter[tuple[str, str, str]] = Counter()
     days: set[str] = set()

@@ -73,7 +73,8 @@ class Rig:
             tmp / "unused.db",
             tmp / "worker.log",
             extra_env=env,
-            handlers="streams.jobs.registry",
+            handlers="streams.jobs.registry",  # nothing but the built-in jobs
+            builtin_jobs=True,
         )
 
     def start(self) -> None:

@@ -111,7 +111,7 @@ async def test_sqlite_writers_queue_instead_of_failing(tmp_path: object) -> None
 
 
 async def test_an_unreachable_server_is_retryable() -> None:
-    from tests.support.engine import free_port
+    from streams.testing.processes import free_port
 
     db = Database(f"postgresql://nobody@127.0.0.1:{free_port()}/none", timeout_s=5)
     try:
