@@ -14,6 +14,9 @@ the cluster reports and returns a ``Plan``. Rules (architecture.md, "Kafka 4.x d
 - every topic of a family must end up with the same partition count (co-partitioning).
 
 ``observed`` holds only the dynamic topic configs (the overrides set on the topic).
+
+Longer than ~400 lines on purpose: the rules above are one decision over one pair of inputs,
+and the plan's text rendering beside it is what ``topics plan`` prints.
 """
 
 from __future__ import annotations

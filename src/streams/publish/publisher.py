@@ -10,6 +10,9 @@ encoded, keyed, size-checked); a failure there raises and nothing reaches the br
 result is only returned for a record the broker acknowledged (``streams.publish.delivery``
 keeps the verdicts); otherwise ``DeliveryFailed`` (the broker refused it, naming the Kafka
 error) or ``BrokerUnavailable`` (no acknowledgement in time).
+
+Just over ~400 lines: the four send paths (one/batch x sync/async) stay beside the producer
+they drive, so the IO is in one place; the pure parts live in ``prepare``/``outgoing``.
 """
 
 from __future__ import annotations
