@@ -8,7 +8,6 @@ rollup a second time must leave every row as it was.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from sqlalchemy import select
 from tests.support.engine import WorkerProcess, provision, read_topic, wait_for
 from tests.support.postgres import postgres_server, store_url  # noqa: F401 - fixtures
+from tests.support.receiver import ThreadedReceiver
 
 from streams.jobs.analytics_tables import (
     daily_event_counts,
@@ -31,7 +31,6 @@ from streams.publish.publisher import Publisher
 from streams.settings import Settings
 from streams.store import Database
 from streams.testing.processes import write_catalog
-from streams.testing.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.kafka
 
@@ -43,24 +42,6 @@ FAMILIES = {"review": SHORT, "webhook": {**SHORT, "handler_timeout": "5s"}, "ana
 
 def utc_day(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).date().isoformat()
-
-
-class Receiver:
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.receiver = WebhookReceiver([SECRET])
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> WebhookReceiver:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.receiver.start(), self.loop).result(10)
-        return self.receiver
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.receiver.stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
 
 
 def all_committed(settings: Settings, families: list[str], partitions: int) -> bool:
@@ -135,7 +116,7 @@ def test_a_days_rollup_matches_the_produced_events_and_is_idempotent(
     try:
         worker.start()
         worker.wait_ready(120)
-        with Receiver() as receiver:
+        with ThreadedReceiver(SECRET) as receiver:
             reviews = [(f"rev-{i}", f"product-{i % 6}", 1 + i % 5) for i in range(30)]
             reviews += [
                 ("rev-0", "product-0", 5),

@@ -7,10 +7,8 @@ webhook family running on the same worker.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import statistics
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +23,7 @@ from tests.support.engine import (
     record_headers,
     wait_for,
 )
+from tests.support.receiver import ThreadedReceiver
 
 from streams.blobs import FilesystemBlobStore
 from streams.core import headers as h
@@ -169,26 +168,6 @@ def test_a_photo_with_gps_and_hostile_uploads(rig: Rig) -> None:
     assert reasons == sorted(f"quarantined ({r}" for _, _, r in hostile.values())
 
 
-class ThreadedReceiver:
-    """The aiohttp receiver on a loop of its own thread (the test is synchronous)."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.receiver = WebhookReceiver([SECRET])
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> WebhookReceiver:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.receiver.start(), self.loop).result(10)
-        return self.receiver
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.receiver.stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
-
-
 def _latencies(
     rig: Rig, receiver: WebhookReceiver, count: int, processed: Callable[[], int]
 ) -> list[tuple[float, int]]:
@@ -218,7 +197,7 @@ def test_fifty_images_do_not_block_webhooks_on_the_same_worker(rig: Rig) -> None
     def processed() -> int:
         return len(list(done_dir.glob("*/thumbnail.webp"))) if done_dir.exists() else 0
 
-    with ThreadedReceiver() as receiver:
+    with ThreadedReceiver(SECRET) as receiver:
         idle = [lat for lat, _ in _latencies(rig, receiver, 10, processed)]
         photos = [samples.photo_jpeg(1600, 1200) for _ in range(5)]
         for i in range(50):

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -15,13 +13,13 @@ from typing import Any
 import pytest
 from tests.support.engine import WorkerProcess, provision, read_topic, record_headers, wait_for
 from tests.support.engine import write_catalog as _write_catalog
+from tests.support.receiver import ThreadedReceiver
 
 from streams.core import headers as h
 from streams.jobs.mail_render import verify_unsubscribe_token
 from streams.publish.publisher import Publisher
 from streams.settings import Settings
 from streams.testing.smtp import RecordingSMTPServer
-from streams.testing.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.kafka
 
@@ -295,26 +293,6 @@ def test_email_across_a_worker_restart(
         server.stop()
 
 
-class ThreadedReceiver:
-    """The aiohttp receiver on a loop of its own thread (the tests are synchronous)."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.receiver = WebhookReceiver([SECRET])
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> WebhookReceiver:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.receiver.start(), self.loop).result(10)
-        return self.receiver
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.receiver.stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
-
-
 def webhook(url: str, sub: str) -> tuple[str, dict[str, Any]]:
     return (
         "webhook.requested",
@@ -336,7 +314,7 @@ def test_webhook_outcomes_through_the_engine(
         "handler_timeout": "5s",
         "retry": {"delays": ["1s", "2s"], "max_attempts": 3, "jitter": 0.0, "retention": "1d"},
     }
-    with ThreadedReceiver() as receiver:
+    with ThreadedReceiver(SECRET) as receiver:
         env = {"STREAMS_WEBHOOK_SIGNING_SECRET": SECRET, "STREAMS_WEBHOOK_ALLOW_HOSTS": "127.0.0.1"}
         rig = Rig(make_settings, tmp_path, "webhook", fam, env)
         try:
