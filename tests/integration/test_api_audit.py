@@ -54,7 +54,8 @@ def token(
 ) -> str:
     now = int(time.time())
     claims: dict[str, Any] = {"sub": "p", "roles": roles, "iss": ISS, "aud": AUD}
-    claims.update({"exp": now + 300, **overrides})
+    # the matrix below is built at import: a day's validity outlasts any run of the suite
+    claims.update({"exp": now + 86_400, **overrides})
     if tenant is not None:
         claims["tenant"] = tenant
     return jwt.encode(claims, key, "HS256")

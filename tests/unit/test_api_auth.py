@@ -31,8 +31,14 @@ SECRET = "s" * 40
 ISS, AUD = "https://issuer.test", "streams-api"
 
 
+class FromNow(int):
+    """A time claim given as seconds from the moment the token is made (parameters are
+    built at collection, which may be minutes before the test runs)."""
+
+
 def claims(**overrides: Any) -> dict[str, Any]:
     now = int(time.time())
+    overrides = {k: now + v if isinstance(v, FromNow) else v for k, v in overrides.items()}
     base: dict[str, Any] = {
         "sub": "ann",
         "roles": ["viewer"],
@@ -76,8 +82,8 @@ def test_a_valid_hs256_token_gives_its_principal() -> None:
 @pytest.mark.parametrize(
     ("overrides", "key", "reason"),
     [
-        ({"exp": int(time.time()) - 10}, SECRET, "token expired"),
-        ({"nbf": int(time.time()) + 60}, SECRET, "token not yet valid"),
+        ({"exp": FromNow(-10)}, SECRET, "token expired"),
+        ({"nbf": FromNow(60)}, SECRET, "token not yet valid"),
         ({"aud": "someone-else"}, SECRET, "token audience not accepted"),
         ({"iss": "https://evil.test"}, SECRET, "token issuer not accepted"),
         ({}, "x" * 40, "token signature invalid"),
