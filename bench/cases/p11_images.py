@@ -81,7 +81,8 @@ def run(ctx: BenchContext, state: _State) -> Sample:
     refs = [blobs.put(f"uploads/p{i}.jpg", photo) for i, photo in enumerate(state.photos)]
     env = {"STREAMS_BLOB_ROOT": str(blobs.root), "STREAMS_IMAGE_PROCESSES": str(PROCESSES)}
     worker = WorkerProcess(settings, ["image"], run_dir / "unused.db", run_dir / "worker.log",
-                           extra_env=env, handlers="streams.jobs.registry")  # fmt: skip
+                           extra_env=env, handlers="streams.jobs.registry",
+                           builtin_jobs=True)  # fmt: skip
     worker.start()
     publisher = Publisher(settings, catalog=catalog, producer_name="bench")
     try:
