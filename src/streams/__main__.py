@@ -1,5 +1,7 @@
-"""``python -m streams`` = the ``streams`` command."""
+"""``python -m streams`` = the ``streams`` command (its exit code included)."""
+
+import sys
 
 from streams.cli import main
 
-main()
+sys.exit(main())

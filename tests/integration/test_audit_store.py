@@ -94,7 +94,7 @@ async def test_queries_are_tenant_scoped_and_filtered(job: AuditJob) -> None:
     since = await query_audit(db, tenant_id=ANY_TENANT, since_ms=1_700_000_000_003)
     assert [r.event_id for r in since] == ["ev-3", "ev-4"]
     page = await query_audit(db, tenant_id=ANY_TENANT, limit=2)
-    rest = await query_audit(db, tenant_id=ANY_TENANT, after_id=page[-1].id)
+    rest = await query_audit(db, tenant_id=ANY_TENANT, after=(page[-1].occurred_at_ms, page[-1].id))
     assert [r.event_id for r in page + rest] == ["ev-1", "ev-2", "ev-3", "ev-4"]
 
 

@@ -169,7 +169,6 @@ async def query_audit(
     event_type: str | None = None,
     since_ms: int | None = None,
     until_ms: int | None = None,
-    after_id: int | None = None,
     after: tuple[int, int] | None = None,
     limit: int = 100,
 ) -> list[AuditRecord]:
@@ -177,16 +176,14 @@ async def query_audit(
 
     ``tenant_id`` is required: a tenant's id, None for records without a tenant, or
     ``ANY_TENANT`` (operator tools only). ``since_ms``/``until_ms`` bound the event time
-    (inclusive/exclusive, ms since the epoch); ``after_id`` continues after a record's
-    ``id``; ``after=(occurred_at_ms, id)`` continues after that record in the result
-    order (keyset paging that stays exact when event times arrive out of id order);
+    (inclusive/exclusive, ms since the epoch); ``after=(occurred_at_ms, id)`` continues
+    after that record in the result order (keyset paging that stays exact when event times
+    arrive out of id order);
     ``limit`` is 1..10,000. Raises ValueError for a bad limit.
     """
     if not 1 <= limit <= MAX_QUERY_ROWS:
         raise ValueError(f"limit must be 1..{MAX_QUERY_ROWS}, got {limit}")
     q = _query(tenant_id, subject_id, actor_id, event_type, since_ms, until_ms)
-    if after_id is not None:
-        q = q.where(records_t.c.id > after_id)
     if after is not None:
         q = q.where(
             or_(
