@@ -59,7 +59,6 @@ IDEMPOTENCY = web.AppKey("idempotency", IdempotencyStore)
 THROTTLE = web.AppKey("ingest_throttle", Throttle)
 JSON = "application/json"
 REPLAYED = "Idempotent-Replayed"
-_Id = Field(min_length=1, max_length=256)
 
 
 class EventIn(BaseModel):
@@ -70,7 +69,7 @@ class EventIn(BaseModel):
 
     event_type: str = Field(min_length=1, max_length=256)
     payload: dict[str, Any]
-    key: str | None = _Id
+    key: str | None = Field(default=None, min_length=1, max_length=256)
 
 
 class BatchIn(BaseModel):
