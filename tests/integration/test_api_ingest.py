@@ -115,7 +115,7 @@ async def post(
 async def test_one_event_is_acked_with_its_position_and_the_tenant_of_the_token(
     api: ApiProcess, http: aiohttp.ClientSession
 ) -> None:
-    status, body, response = await post(http, f"{api.url}/v1/events", admin_action("one"))
+    status, body, _ = await post(http, f"{api.url}/v1/events", admin_action("one"))
     assert status == 202, body
     assert set(body) == {"event_id", "topic", "partition", "offset"}
     assert body["topic"] == main_topic(api)
