@@ -92,7 +92,9 @@ def read_record(api: ApiProcess, partition: int, offset: int) -> dict[str, Any]:
         message = consumer.poll(30)
         assert message is not None and message.error() is None
         store = SchemaStore.load(REPO / "schemas")
-        return store.decode_event(message.value()).model_dump()
+        value = message.value()
+        assert value is not None
+        return store.decode_event(value).model_dump()
     finally:
         consumer.close()
 
