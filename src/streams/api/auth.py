@@ -2,9 +2,10 @@
 
 Keys: an HS256 secret, one PEM public key, or a JWKS file of public keys chosen by the
 token's ``kid`` (``JwksVerifier``). A JWT must carry ``sub``, ``exp``, ``iss`` and ``aud``
-(the configured issuer and audience); ``nbf`` and ``exp`` are checked with ``leeway_s`` of clock skew. One algorithm
-is accepted per configuration (HS256 for a secret, RS256 or ES256 from the public key's
-type), so a token cannot choose its own (no ``none``, no HS256-signed-with-the-public-key).
+(the configured issuer and audience); ``nbf`` and ``exp`` are checked with ``leeway_s`` of
+clock skew. One algorithm is accepted per key (HS256 for a secret, RS256 or ES256 from
+the public key's type), so a token cannot choose its own (no ``none``, no HS256 signed
+with the public key).
 An API key is looked up by its SHA-256 hash; every stored hash is compared in constant
 time (``hmac.compare_digest``), with no early exit. Failures are ``AuthFailure`` whose
 ``reason`` is safe to show the caller (it never contains the credential).
