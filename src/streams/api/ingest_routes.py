@@ -40,7 +40,7 @@ from streams.api.idempotency import (
 from streams.api.openapi import Param, Probe, operation
 from streams.api.problems import Problem
 from streams.api.roles import Principal, Role
-from streams.api.state import API_SETTINGS, PUBLISHER
+from streams.api.state import API_SETTINGS, publisher_of
 from streams.api.throttle import Throttle
 from streams.errors import (
     BatchPublishError,
@@ -211,7 +211,7 @@ async def _publish(
     ]
     try:
         timeout_s = request.app[API_SETTINGS].api_publish_timeout_s + ACK_GRACE_S
-        results = await request.app[PUBLISHER].publish_batch_async(items, timeout_s=timeout_s)
+        results = await publisher_of(request).publish_batch_async(items, timeout_s=timeout_s)
     except BatchPublishError as exc:
         if not exc.sent and not any(
             isinstance(e, BrokerUnavailable | DeliveryFailed) for e in exc.errors.values()
