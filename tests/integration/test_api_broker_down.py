@@ -157,6 +157,9 @@ async def test_stopped_broker_gives_503s_and_no_2xx_for_an_unacknowledged_event(
         if len(unavailable) == UNAVAILABLE_ANSWERS_WANTED:
             break
     assert len(unavailable) == UNAVAILABLE_ANSWERS_WANTED, "the broker is down, yet no 503s"
+    async with http.get(f"{api.url}/health/ready") as response:
+        ready = await response.json()
+        assert (response.status, ready["checks"]["broker_reachable"]) == (503, False), ready
 
     broker.start(timeout_s=BROKER_START_TIMEOUT_S)
     for _ in range(MAX_REQUESTS_TO_RECOVER):  # the producer reconnects on its own
