@@ -240,3 +240,17 @@ async def test_no_cors_headers_and_no_credentials_in_the_log(
     log = api.process.log_path.read_text()
     assert "POST /v1/events" in log  # the access log is there ...
     assert SECRET not in log and ACME["Authorization"].split()[1] not in log  # ... no secrets
+
+
+async def test_metrics_count_requests_by_route_template_method_and_status(
+    api: ApiProcess, http: aiohttp.ClientSession
+) -> None:
+    await post(http, f"{api.url}/v1/events", admin_action("metrics"))
+    async with http.get(f"{api.url}/v1/events/unknown-id", headers=ACME) as response:
+        assert response.status in (404, 405)
+    async with http.get(f"{api.url}/metrics") as response:
+        assert response.status == 200
+        text = await response.text()
+    assert 'streams_api_requests_total{method="POST",route="/v1/events",status="202"}' in text
+    assert 'streams_api_request_duration_seconds_count{method="POST",route="/v1/events"}' in text
+    assert "unknown-id" not in text  # the route's template, never the raw path
