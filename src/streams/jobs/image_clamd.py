@@ -74,21 +74,38 @@ async def _open(address: ClamdAddress) -> tuple[asyncio.StreamReader, asyncio.St
     return await asyncio.open_connection(address.host, address.port)
 
 
+async def _send(writer: asyncio.StreamWriter, data: bytes) -> ConnectionError | None:
+    """Write the INSTREAM request; a connection error is returned, not raised.
+
+    clamd answers a stream over its size limit with an ERROR reply and closes the socket
+    while the client is still sending, so a broken pipe may hide the reply worth reading.
+    """
+    try:
+        writer.write(b"zINSTREAM\0")
+        for frame in frames(data):
+            writer.write(frame)
+            await writer.drain()
+    except ConnectionError as exc:
+        return exc
+    return None
+
+
 async def scan(address: ClamdAddress, data: bytes, *, timeout_s: float) -> str | None:
     """Scan ``data``: None when clean, else the signature clamd found (see module doc)."""
     async with asyncio.timeout(timeout_s):
         reader, writer = await _open(address)
         try:
-            writer.write(b"zINSTREAM\0")
-            for frame in frames(data):
-                writer.write(frame)
-                await writer.drain()
+            sent_error = await _send(writer, data)
             try:
                 reply = await reader.readuntil(b"\0")
             except asyncio.IncompleteReadError as exc:
                 reply = exc.partial
             except asyncio.LimitOverrunError as exc:
                 raise ClamdError("clamd: reply too long") from exc
+            except ConnectionError:
+                reply = b""
+            if not reply and sent_error is not None:
+                raise sent_error
         finally:
             writer.close()
             with contextlib.suppress(OSError):

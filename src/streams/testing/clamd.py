@@ -76,6 +76,7 @@ class FakeClamd:
             sock.sendall(b"PONG\0")
         elif command == b"INSTREAM":
             sock.sendall(self._instream(sock) + b"\0")
+            _drain(sock)
         else:
             sock.sendall(b"UNKNOWN COMMAND\0")
 
@@ -110,3 +111,15 @@ class FakeClamd:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _drain(sock: socket.socket) -> None:
+    """Read what the client still sends until it closes (after an early ERROR reply).
+
+    Closing with unread bytes makes the kernel reset the connection, which can discard the
+    reply before the client reads it; real clamd may do that, the client copes (it reads
+    what arrived), but a test of the ERROR reply must see it every time.
+    """
+    sock.shutdown(socket.SHUT_WR)
+    while sock.recv(65536):
+        pass
