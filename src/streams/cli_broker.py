@@ -89,7 +89,21 @@ def status() -> None:
         click.echo(f"local broker (pid {current.pid}) is running but does not answer yet")
         sys.exit(1)
     click.echo(f"local broker running (pid {current.pid}, data {current.data_dir})")
+    click.echo(f"console: {kcat_command(current.bootstrap or '', settings)}")
     click.echo(current.bootstrap or "")
+
+
+def kcat_command(bootstrap: str, settings: Settings, topic: str = "email.dlq") -> str:
+    """The kcat line that reads ``topic`` (with headers) from ``bootstrap``, security included."""
+    parts = ["kcat", "-b", bootstrap]
+    for key, value in settings.kafka_security().items():
+        if key == "security.protocol" and value == "PLAINTEXT":
+            continue
+        shown = "$STREAMS_SASL_PASSWORD" if key == "sasl.password" else str(value)
+        parts += ["-X", f"{key}={shown}"]
+    parts += ["-t", f"{settings.topic_prefix}{topic}", "-C", "-o", "beginning", "-e"]
+    parts += ["-f", "'%h\\n%k\\n%s\\n'"]
+    return " ".join(parts)
 
 
 def _configured_status(settings: Settings) -> None:
@@ -105,4 +119,5 @@ def _configured_status(settings: Settings) -> None:
         click.echo(f"configured cluster {settings.kafka_bootstrap} does not answer: {exc}")
         sys.exit(1)
     click.echo("STREAMS_KAFKA_BOOTSTRAP is set: the configured cluster answers")
+    click.echo(f"console: {kcat_command(settings.kafka_bootstrap or '', settings)}")
     click.echo(settings.kafka_bootstrap or "")

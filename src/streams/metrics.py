@@ -64,10 +64,12 @@ class Metrics:
     retries: Counter
     deferrals: Counter
     dead_letters: Counter
+    dead_letter_fingerprints: Counter
     duplicates: Counter
     in_flight: Gauge
     waiting: Gauge
     consumer_lag: Gauge
+    oldest_unprocessed_age: Gauge
     breaker_state: Gauge
     breaker_transitions: Counter
     rate_limited: Counter
@@ -129,6 +131,14 @@ class Metrics:
                 namespace=ns,
                 registry=reg,
             ),
+            dead_letter_fingerprints=Counter(
+                "dead_letter_fingerprints",
+                "Events sent to the DLQ, by reason and error fingerprint (one series per "
+                "distinct error, as `streams dlq stats` groups them)",
+                ["family", "reason", "fingerprint"],
+                namespace=ns,
+                registry=reg,
+            ),
             duplicates=Counter(
                 "duplicates_skipped",
                 "Events skipped because their id was already done",
@@ -153,6 +163,14 @@ class Metrics:
             consumer_lag=Gauge(
                 "consumer_lag",
                 "High watermark minus next offset to read, per partition",
+                ["topic", "partition"],
+                namespace=ns,
+                registry=reg,
+            ),
+            oldest_unprocessed_age=Gauge(
+                "oldest_unprocessed_age_seconds",
+                "Seconds since the record timestamp of the oldest admitted, unfinished record, "
+                "per partition (0 when none)",
                 ["topic", "partition"],
                 namespace=ns,
                 registry=reg,
