@@ -51,6 +51,14 @@ _HANDLER_BUCKETS_S = (
 )
 
 BREAKER_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+NOT_ADMITTED_REASONS = (
+    "not_positioned",
+    "not_assigned",
+    "draining",
+    "redelivered",
+    "out_of_sequence",
+)
+RESEEK_REASONS = ("paused", "cleared", "stalled")
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,14 @@ class Metrics:
     route_failures: Counter
     not_admitted: Counter
     reseeks: Counter
+
+    def prime_topic(self, topic: str) -> None:
+        """Export the topic's admission and re-seek counters at 0 before any increment: a
+        series that appears at 1 hides its first increase from ``increase()`` and alerts."""
+        for reason in NOT_ADMITTED_REASONS:
+            self.not_admitted.labels(topic, reason)
+        for reason in RESEEK_REASONS:
+            self.reseeks.labels(topic, reason)
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
