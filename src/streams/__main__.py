@@ -1,5 +1,5 @@
-"""``python -m streams`` = the ``streams`` command."""
+"""``python -m streams`` = the ``streams`` command (same exit codes as the console script)."""
 
 from streams.cli import main
 
-main()
+raise SystemExit(main())

@@ -30,7 +30,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from streams.broker.clients import base_conf
+from streams.broker.clients import base_conf, check_security
 from streams.catalog import Catalog, TopicSpec, desired_topics
 from streams.core.topicdiff import ObservedTopic, Plan, diff
 from streams.errors import TopologyError
@@ -43,7 +43,9 @@ _NO_CHANGE = "no change was made to the cluster"
 
 
 def admin_client(settings: Settings) -> AdminClient:
-    """An AdminClient for the configured cluster."""
+    """An AdminClient for the configured cluster (a rejected password or an untrusted
+    certificate raises ConfigError first, saying which)."""
+    check_security(settings)
     return AdminClient(base_conf(settings))
 
 
