@@ -2,23 +2,29 @@
 
 Every client kind connects through it in one scenario: ``streams topics apply`` (the admin
 client), the SDK publisher (confluent-kafka), a worker (aiokafka under faust) running the
-webhook job, the worker's topology check, and ``streams dlq list``. Then a wrong password
-and a CA that did not sign the broker's certificate each fail within 10 s with a message
-saying which. The certificates are made by ``streams.broker.tls`` (``cryptography``) when
-the broker starts (conftest's session broker, or ``streams broker start --sasl-ssl``).
+webhook job, the worker's topology check, the HTTP API (``POST /v1/events`` publishes an
+event the worker then delivers; its readiness checks the broker) and ``streams dlq list``.
+Then a wrong password and a CA that did not sign the broker's certificate each fail within
+10 s with a message saying which (the CLI commands, a worker, the API, the SDK). The
+certificates are made by ``streams.broker.tls`` (``cryptography``) when the broker starts
+(conftest's session broker, or ``streams broker start --sasl-ssl``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.api import bearer, running_api, token
 from tests.support.engine import WorkerProcess, wait_for, write_catalog
 from tests.support.receiver import ThreadedReceiver
 
@@ -33,6 +39,12 @@ pytestmark = pytest.mark.kafka
 
 SECRET = "sasl-signing-secret"
 FAIL_FAST_S = 10.0
+API_AUTH = {  # `streams api` needs an auth configuration before it reaches the broker
+    "STREAMS_API_JWT_SECRET": "sasl-tests-secret-" + "s" * 32,
+    "STREAMS_API_JWT_ISSUER": "https://issuer.test",
+    "STREAMS_API_JWT_AUDIENCE": "streams-api",
+    "STREAMS_API_PORT": "0",
+}
 FAMILY = {
     "partitions": 2,
     "concurrency": 4,
@@ -59,6 +71,18 @@ def cli(env: dict[str, str], *args: str) -> tuple[int, str, float]:
         check=False,
     )
     return done.returncode, done.stdout + done.stderr, time.monotonic() - started
+
+
+def http(url: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    """GET ``url``, or POST ``body`` as JSON with a producer token; (status, JSON body)."""
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json", **bearer(token(["producer"], "acme"))}
+    request = urllib.request.Request(url, data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
 
 
 @pytest.fixture
@@ -130,6 +154,26 @@ def test_every_client_connects_through_sasl_ssl(
             )
             assert receiver.deliveries_to("/hooks/ok")[0].header("Idempotency-Key") == ok.event_id
             wait_for(lambda: worker.metric("streams_dead_letters_total") >= 1, 60, "a dead letter")
+            api_env = {k: v for k, v in env.items() if k.startswith("STREAMS_")}
+            with running_api(
+                settings, tmp_path / "api", families=("webhook",), extra=api_env
+            ) as api:
+                status, ready = http(f"{api.url}/health/ready")
+                assert status == 200 and ready["checks"]["broker_reachable"] is True, ready
+                event = {
+                    "event_type": "webhook.requested",
+                    "payload": webhook(receiver.url + "/hooks/api", "s3")[1],
+                }
+                status, answer = http(f"{api.url}/v1/events", event)
+                assert status == 202, answer
+            wait_for(
+                lambda: (
+                    [d.header("Idempotency-Key") for d in receiver.deliveries_to("/hooks/api")]
+                    == [answer["event_id"]]
+                ),
+                60,
+                "the worker to deliver the API's event",
+            )
         finally:
             publisher.close()
             worker.stop()
@@ -149,12 +193,14 @@ def test_bad_credentials_fail_fast_saying_which(
             update={"sasl_password": Settings(sasl_password="nope").sasl_password}
         )
         expected = "rejected the SASL credentials of user 'streams'"
+        env.update(API_AUTH)
     else:
         other_ca = make_local_tls(tmp_path / "other-ca").ca_file
         env["STREAMS_SSL_CAFILE"] = str(other_ca)
         bad = settings.model_copy(update={"ssl_cafile": other_ca})
         expected = f"is not trusted by {other_ca} (STREAMS_SSL_CAFILE)"
-    for args in (("topics", "apply"), ("dlq", "list", "webhook"), ("worker",)):
+        env.update(API_AUTH)
+    for args in (("topics", "apply"), ("dlq", "list", "webhook"), ("worker",), ("api",)):
         code, out, took_s = cli(env, *args)
         assert code == 1, (args, out)
         assert expected in out, (args, out)
