@@ -6,6 +6,7 @@
 #                  is set, topics, worker, SMTP + webhook catchers, a demo with live progress
 #   make bench     the benchmark suite (python -m bench)
 #   make lint      ruff check, ruff format --check, mypy
+#   make tools     helm (go install, pinned) into .tools/bin for the chart tests
 #   make clean     caches and build leftovers; `make distclean` also removes .venv and .streams
 
 SHELL := /bin/bash
@@ -17,11 +18,46 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# helm for the chart tests: a Go module built once per version into a cache outside the
+# clone (CI clones afresh), then copied into the git-ignored .tools/bin
+HELM_VERSION := v3.17.3
+TOOLS := .tools/bin
+TOOLS_CACHE ?= $(HOME)/.cache/streams-tools
+# CRD schemas of the chart's optional kinds, from the projects' Go modules (go mod download)
+PROMETHEUS_OPERATOR_MODULE := github.com/prometheus-operator/prometheus-operator@v0.79.2
+KEDA_MODULE := github.com/kedacore/keda/v2@v2.16.1
+CRDS := .tools/crds
 
-.PHONY: help install test run bench lint clean distclean
+.PHONY: help install test run bench lint tools clean distclean
 
 help:
-	@sed -n '3,10p' Makefile | sed 's/^# *//'
+	@sed -n '3,11p' Makefile | sed 's/^# *//'
+
+tools: $(TOOLS)/helm $(CRDS)/.stamp
+
+$(CRDS)/.stamp: Makefile
+	@command -v go >/dev/null 2>&1 || { echo "error: go not found (needed for the CRD schemas)" >&2; exit 1; }
+	@mkdir -p "$(CRDS)"
+	@po=$$(go mod download -json "$(PROMETHEUS_OPERATOR_MODULE)" | sed -n 's/^\t"Dir": "\(.*\)",$$/\1/p'); \
+	keda=$$(go mod download -json "$(KEDA_MODULE)" | sed -n 's/^\t"Dir": "\(.*\)",$$/\1/p'); \
+	test -n "$$po" && test -n "$$keda"; \
+	cp "$$po"/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml \
+	   "$$po"/example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml \
+	   "$$keda"/config/crd/bases/keda.sh_scaledobjects.yaml \
+	   "$$keda"/config/crd/bases/keda.sh_triggerauthentications.yaml "$(CRDS)/"
+	@chmod u+w "$(CRDS)"/*.yaml && touch "$@"
+
+$(TOOLS)/helm: Makefile
+	@mkdir -p "$(TOOLS)" "$(TOOLS_CACHE)/helm-$(HELM_VERSION)"
+	@if [ ! -x "$(TOOLS_CACHE)/helm-$(HELM_VERSION)/helm" ]; then \
+	  if ! command -v go >/dev/null 2>&1; then \
+	    echo "error: go not found: the chart tests build helm with 'go install' (install Go >= 1.22)" >&2; \
+	    exit 1; \
+	  fi; \
+	  echo "building helm $(HELM_VERSION) (go install, once per version)"; \
+	  GOBIN="$(TOOLS_CACHE)/helm-$(HELM_VERSION)" go install "helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)"; \
+	fi
+	@cp "$(TOOLS_CACHE)/helm-$(HELM_VERSION)/helm" "$(TOOLS)/helm"
 
 install: $(STAMP)
 
@@ -49,7 +85,7 @@ $(STAMP): pyproject.toml
 	@touch "$(STAMP)"
 
 # pytest exit 5 means no test was collected: a failure here.
-test: install
+test: install tools
 	@rc=0; "$(BIN)/pytest" $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; fi; \
 	exit $$rc
@@ -72,4 +108,4 @@ clean:
 # Stops the local broker first: its data lives in .streams.
 distclean: clean
 	@if [ -x "$(BIN)/streams" ]; then "$(BIN)/streams" broker stop || true; fi
-	rm -rf "$(VENV)" .streams
+	rm -rf "$(VENV)" .streams .tools

@@ -32,6 +32,7 @@ from typing import Any
 
 import pytest
 
+from streams.broker.tls import SaslSslListener
 from streams.settings import Settings
 
 DOCKER_PROBE_TIMEOUT_S = 2.0
@@ -172,10 +173,12 @@ def _local_broker(state_dir: Path) -> Iterator[str]:
     from streams.broker.local import LocalBroker
 
     cache_dir = Settings().home / "broker-cache"
-    broker = LocalBroker(state_dir, cache_dir=cache_dir, die_with_parent=True)
+    # with a SASL_SSL listener too (tests/integration/test_sasl_ssl.py)
+    broker = LocalBroker(state_dir, cache_dir=cache_dir, die_with_parent=True, sasl_ssl=True)
     started = time.monotonic()
     status = broker.start(timeout_s=BROKER_START_TIMEOUT_S)
     assert status.bootstrap is not None
+    _sasl_listeners[status.bootstrap] = status.sasl_ssl
     _broker_notes.append(
         f"kafka: local broker {status.bootstrap} ready in {time.monotonic() - started:.1f}s "
         f"(log {broker.log_file})"
@@ -184,6 +187,29 @@ def _local_broker(state_dir: Path) -> Iterator[str]:
         yield status.bootstrap
     finally:
         broker.stop()
+
+
+_sasl_listeners: dict[str, SaslSslListener | None] = {}
+
+
+@pytest.fixture(scope="session")
+def sasl_ssl_listener(kafka_bootstrap: str) -> SaslSslListener:
+    """The SASL_SSL listener of the session broker: the one this session started, or the
+    local broker of ``$STREAMS_HOME`` (``streams broker start --sasl-ssl``) when it is the
+    configured cluster; skipped for any other cluster (it has no listener we know of)."""
+    from streams.broker.local import LocalBroker
+
+    listener = _sasl_listeners.get(kafka_bootstrap)
+    if listener is None:
+        local = LocalBroker.from_settings(Settings()).status()
+        if local.running and local.bootstrap == kafka_bootstrap:
+            listener = local.sasl_ssl
+    if listener is None:
+        pytest.skip(
+            f"{kafka_bootstrap} has no SASL_SSL listener we know of: run the suite without "
+            "STREAMS_KAFKA_BOOTSTRAP, or `streams broker start --fresh --sasl-ssl`"
+        )
+    return listener
 
 
 def _container_broker() -> Iterator[str]:

@@ -7,6 +7,7 @@ import sys
 import click
 
 from streams.broker.local import DEFAULT_START_TIMEOUT_S, DEFAULT_STOP_TIMEOUT_S, LocalBroker
+from streams.broker.tls import SaslSslListener
 from streams.settings import Settings
 
 _PORT = click.IntRange(1, 65535)
@@ -37,8 +38,18 @@ def broker() -> None:
     help="how long to wait for the broker to answer",
 )
 @click.option("--fresh", is_flag=True, help="delete the local broker's data first")
+@click.option(
+    "--sasl-ssl",
+    is_flag=True,
+    help="also listen with SASL_SSL (SCRAM-SHA-512 over TLS, a local CA); needs a fresh data dir",
+)
 def start(
-    port: int | None, controller_port: int | None, heap_mb: int, timeout_s: float, fresh: bool
+    port: int | None,
+    controller_port: int | None,
+    heap_mb: int,
+    timeout_s: float,
+    fresh: bool,
+    sasl_ssl: bool,
 ) -> None:
     """Start the local broker; the last line printed is its host:port."""
     settings = Settings()
@@ -47,13 +58,19 @@ def start(
         click.echo(settings.kafka_bootstrap)
         return
     local = LocalBroker.from_settings(
-        settings, port=port, controller_port=controller_port, heap_mb=heap_mb, progress=_progress
+        settings,
+        port=port,
+        controller_port=controller_port,
+        heap_mb=heap_mb,
+        progress=_progress,
+        sasl_ssl=sasl_ssl,
     )
     before = local.status()
     status = local.start(timeout_s=timeout_s, fresh=fresh)
     verb = "already running" if before.running else "started"
     click.echo(f"local broker {verb} (pid {status.pid}, data {status.data_dir})")
     click.echo(f"log: {status.log_file}")
+    _echo_sasl_ssl(status.sasl_ssl)
     click.echo(status.bootstrap)
 
 
@@ -89,7 +106,31 @@ def status() -> None:
         click.echo(f"local broker (pid {current.pid}) is running but does not answer yet")
         sys.exit(1)
     click.echo(f"local broker running (pid {current.pid}, data {current.data_dir})")
+    click.echo(f"console: {kcat_command(current.bootstrap or '', settings)}")
+    _echo_sasl_ssl(current.sasl_ssl)
     click.echo(current.bootstrap or "")
+
+
+def _echo_sasl_ssl(listener: SaslSslListener | None) -> None:
+    if listener is None:
+        return
+    click.echo(f"SASL_SSL listener on {listener.bootstrap}; clients use:")
+    for name, value in listener.env().items():
+        shown = "<in .streams/broker/sasl-password>" if name == "STREAMS_SASL_PASSWORD" else value
+        click.echo(f"  {name}={shown}")
+
+
+def kcat_command(bootstrap: str, settings: Settings, topic: str = "email.dlq") -> str:
+    """The kcat line that reads ``topic`` (with headers) from ``bootstrap``, security included."""
+    parts = ["kcat", "-b", bootstrap]
+    for key, value in settings.kafka_security().items():
+        if key == "security.protocol" and value == "PLAINTEXT":
+            continue
+        shown = "$STREAMS_SASL_PASSWORD" if key == "sasl.password" else str(value)
+        parts += ["-X", f"{key}={shown}"]
+    parts += ["-t", f"{settings.topic_prefix}{topic}", "-C", "-o", "beginning", "-e"]
+    parts += ["-f", "'%h\\n%k\\n%s\\n'"]
+    return " ".join(parts)
 
 
 def _configured_status(settings: Settings) -> None:
@@ -105,4 +146,5 @@ def _configured_status(settings: Settings) -> None:
         click.echo(f"configured cluster {settings.kafka_bootstrap} does not answer: {exc}")
         sys.exit(1)
     click.echo("STREAMS_KAFKA_BOOTSTRAP is set: the configured cluster answers")
+    click.echo(f"console: {kcat_command(settings.kafka_bootstrap or '', settings)}")
     click.echo(settings.kafka_bootstrap or "")

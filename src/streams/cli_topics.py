@@ -120,8 +120,10 @@ def list_command(catalog_path: Path | None) -> None:
 
     try:
         settings, catalog = _load(catalog_path)
+        client = admin.admin_client(settings)
+        settings = admin.for_cluster(settings, client)
         specs = admin.catalog_topics(settings, catalog)
-        result = admin.plan(settings, catalog)
+        result = admin.plan(settings, catalog, admin=client)
     except StreamsError as exc:
         _fail(exc)
         return

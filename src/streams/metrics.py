@@ -51,6 +51,14 @@ _HANDLER_BUCKETS_S = (
 )
 
 BREAKER_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+NOT_ADMITTED_REASONS = (
+    "not_positioned",
+    "not_assigned",
+    "draining",
+    "redelivered",
+    "out_of_sequence",
+)
+RESEEK_REASONS = ("paused", "cleared", "stalled")
 
 
 @dataclass(frozen=True)
@@ -64,10 +72,12 @@ class Metrics:
     retries: Counter
     deferrals: Counter
     dead_letters: Counter
+    dead_letter_fingerprints: Counter
     duplicates: Counter
     in_flight: Gauge
     waiting: Gauge
     consumer_lag: Gauge
+    oldest_unprocessed_age: Gauge
     breaker_state: Gauge
     breaker_transitions: Counter
     rate_limited: Counter
@@ -77,6 +87,14 @@ class Metrics:
     route_failures: Counter
     not_admitted: Counter
     reseeks: Counter
+
+    def prime_topic(self, topic: str) -> None:
+        """Export the topic's admission and re-seek counters at 0 before any increment: a
+        series that appears at 1 hides its first increase from ``increase()`` and alerts."""
+        for reason in NOT_ADMITTED_REASONS:
+            self.not_admitted.labels(topic, reason)
+        for reason in RESEEK_REASONS:
+            self.reseeks.labels(topic, reason)
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -129,6 +147,14 @@ class Metrics:
                 namespace=ns,
                 registry=reg,
             ),
+            dead_letter_fingerprints=Counter(
+                "dead_letter_fingerprints",
+                "Events sent to the DLQ, by reason and error fingerprint (one series per "
+                "distinct error, as `streams dlq stats` groups them)",
+                ["family", "reason", "fingerprint"],
+                namespace=ns,
+                registry=reg,
+            ),
             duplicates=Counter(
                 "duplicates_skipped",
                 "Events skipped because their id was already done",
@@ -153,6 +179,14 @@ class Metrics:
             consumer_lag=Gauge(
                 "consumer_lag",
                 "High watermark minus next offset to read, per partition",
+                ["topic", "partition"],
+                namespace=ns,
+                registry=reg,
+            ),
+            oldest_unprocessed_age=Gauge(
+                "oldest_unprocessed_age_seconds",
+                "Seconds since the record timestamp of the oldest admitted, unfinished record, "
+                "per partition (0 when none)",
                 ["topic", "partition"],
                 namespace=ns,
                 registry=reg,

@@ -347,19 +347,51 @@ def test_check_topology_names_a_missing_topic(
     assert "streams topics apply" in str(info.value)
 
 
-def test_broker_rejection_in_validation_pass_changes_nothing(
+def test_too_few_brokers_names_the_variable_and_changes_nothing(
     admin: AdminClient,
     make_settings: Callable[..., Settings],
     env: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    # no RF override on a one-broker cluster: the catalog's RF 3 cannot be placed
+    # a configured cluster (STREAMS_KAFKA_BOOTSTRAP) of one broker, no RF override: the
+    # catalog's RF 3 cannot be placed. The broker would answer INVALID_REPLICATION_FACTOR
+    # without saying what to do; apply and plan refuse first and name the variable.
     unplaceable = make_settings(replication_factor_override=None)
+    assert unplaceable.kafka_bootstrap
     catalog = load_catalog(write_catalog(tmp_path / "topics.yaml", catalog_data()))
-    with pytest.raises(TopologyError) as info:
-        topics_admin.apply(unplaceable, catalog)
-    message = str(info.value)
-    assert f"cannot create topic {unplaceable.topic_prefix}" in message
-    assert "INVALID_REPLICATION_FACTOR" in message
-    assert message.endswith("no change was made to the cluster")
+    for attempt in (topics_admin.apply, topics_admin.plan):
+        with pytest.raises(TopologyError) as info:
+            attempt(unplaceable, catalog)
+        message = str(info.value)
+        assert "has 1 broker(s), fewer than the replication factor 3" in message
+        assert "set STREAMS_REPLICATION_FACTOR_OVERRIDE=1" in message
+        assert message.endswith("no change was made to the cluster")
     assert own_topics(admin, unplaceable) == []
+
+
+def test_apply_after_local_broker_start_needs_no_variable(
+    admin: AdminClient, settings: Settings, cluster_cleanup: None, tmp_path: Path
+) -> None:
+    # `streams broker start` then `streams topics apply` with no cluster variable: the address
+    # comes from the local broker's state file, so replication is capped at its one broker
+    home = tmp_path / "home"
+    (home / "broker").mkdir(parents=True)
+    (home / "broker" / "bootstrap").write_text(settings.bootstrap + "\n")
+    catalog = write_catalog(tmp_path / "topics.yaml", catalog_data())
+    env: dict[str, str | None] = {
+        "STREAMS_HOME": str(home),
+        "STREAMS_TOPIC_PREFIX": settings.topic_prefix,
+        "STREAMS_APP_ID": settings.app_id,
+        "STREAMS_KAFKA_BOOTSTRAP": None,
+        "STREAMS_REPLICATION_FACTOR_OVERRIDE": None,
+    }
+    runner = CliRunner()
+    applied = runner.invoke(cli, ["topics", "apply", "--catalog", str(catalog)], env=env)
+    assert applied.exit_code == 0, applied.output
+    assert "applied" in applied.output
+    created = own_topics(admin, settings)
+    assert created
+    metadata = admin.list_topics(timeout=10)
+    assert {len(metadata.topics[name].partitions[0].replicas) for name in created} == {1}
+    planned = runner.invoke(cli, ["topics", "plan", "--catalog", str(catalog)], env=env)
+    assert planned.exit_code == 0, planned.output

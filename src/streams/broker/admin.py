@@ -3,6 +3,12 @@
 ``plan`` reads the cluster and diffs it (``streams.core.topicdiff``); ``apply`` carries the
 plan out after checking all of it (a refused plan, or a change the broker rejects in a
 validate-only pass, changes nothing); ``check_topology`` is the worker's startup check.
+
+Replication: ``STREAMS_REPLICATION_FACTOR_OVERRIDE`` caps every topic's replication factor.
+Unset, the local broker (``streams broker start``, no ``STREAMS_KAFKA_BOOTSTRAP``) is capped
+at its own size, so ``topics apply`` works right after ``broker start``; against a configured
+cluster with fewer brokers than a topic's replication factor, ``plan`` and ``apply`` refuse
+before asking the broker and name the variable to set.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from streams.broker.clients import base_conf
+from streams.broker.clients import base_conf, check_security
 from streams.catalog import Catalog, TopicSpec, desired_topics
 from streams.core.topicdiff import ObservedTopic, Plan, diff
 from streams.errors import TopologyError
@@ -37,7 +43,9 @@ _NO_CHANGE = "no change was made to the cluster"
 
 
 def admin_client(settings: Settings) -> AdminClient:
-    """An AdminClient for the configured cluster."""
+    """An AdminClient for the configured cluster (a rejected password or an untrusted
+    certificate raises ConfigError first, saying which)."""
+    check_security(settings)
     return AdminClient(base_conf(settings))
 
 
@@ -126,6 +134,38 @@ def _is_topic_override(entry: ConfigEntry) -> bool:
 # --- plan, apply, check ---------------------------------------------------------------------
 
 
+def cluster_size(admin: AdminClient, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
+    """How many brokers the cluster's metadata lists; TopologyError when it does not answer."""
+    try:
+        metadata = admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise TopologyError(f"cannot read the cluster's brokers: {_kafka_reason(exc)}") from None
+    return len(metadata.brokers)
+
+
+def for_cluster(settings: Settings, admin: AdminClient) -> Settings:
+    """``settings`` with the replication override this cluster needs (module docstring)."""
+    if settings.replication_factor_override is not None or settings.kafka_bootstrap:
+        return settings
+    size = cluster_size(admin)  # the local broker: cap replication at its size
+    return settings.model_copy(update={"replication_factor_override": max(1, size)})
+
+
+def require_placeable(settings: Settings, specs: Sequence[TopicSpec], admin: AdminClient) -> None:
+    """TopologyError naming the variable when a topic's replication exceeds the broker count."""
+    wanted = max((s.replication_factor for s in specs), default=1)
+    size = cluster_size(admin)
+    if wanted <= size:
+        return
+    topics = [s.name for s in specs if s.replication_factor > size]
+    raise TopologyError(
+        f"the cluster at {settings.bootstrap} has {size} broker(s), fewer than the replication "
+        f"factor {wanted} that {len(topics)} topic(s) need (e.g. {topics[0]}): set "
+        f"STREAMS_REPLICATION_FACTOR_OVERRIDE={size} (it caps min.insync.replicas too) or lower "
+        f"replication_factor in the catalog; {_NO_CHANGE}"
+    )
+
+
 def plan(
     settings: Settings,
     catalog: Catalog,
@@ -135,7 +175,9 @@ def plan(
 ) -> Plan:
     """The differences between the catalog and the cluster; changes nothing."""
     client = admin or admin_client(settings)
+    settings = for_cluster(settings, client)
     specs = catalog_topics(settings, catalog)
+    require_placeable(settings, specs, client)
     observed = describe_cluster_topics(client, [s.name for s in specs])
     return diff(specs, observed, allow_repartition=allow_repartition)
 
@@ -156,7 +198,9 @@ def apply(
     reported in the returned plan, never changed.
     """
     client = admin or admin_client(settings)
+    settings = for_cluster(settings, client)
     specs = catalog_topics(settings, catalog)
+    require_placeable(settings, specs, client)
     observed = describe_cluster_topics(client, [s.name for s in specs], timeout_s=timeout_s)
     result = diff(specs, observed, allow_repartition=allow_repartition)
     if result.refused:
@@ -185,7 +229,7 @@ def check_topology(
     an empty list means the cluster matches. Raises CatalogError for an unknown family.
     """
     client = admin or admin_client(settings)
-    specs = catalog_topics(settings, catalog, families)
+    specs = catalog_topics(for_cluster(settings, client), catalog, families)
     observed = describe_cluster_topics(client, [s.name for s in specs])
     return diff(specs, observed, allow_repartition=False).problems()
 

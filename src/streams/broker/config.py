@@ -79,12 +79,24 @@ def _check_port(name: str, port: int) -> None:
         raise LocalBrokerError(f"{name} must be an integer in 1..65535, got {port!r}")
 
 
+SASL_SSL_HOST = "localhost"  # what the listener advertises: the name in its certificate
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+
+
 def render_server_properties(
-    *, port: int, controller_port: int, log_dir: Path, host: str = LOOPBACK
+    *,
+    port: int,
+    controller_port: int,
+    log_dir: Path,
+    host: str = LOOPBACK,
+    sasl_ssl_port: int | None = None,
+    server_pem: Path | None = None,
 ) -> str:
     """server.properties of a single-node KRaft broker+controller, auto topic creation off.
 
     ``log_dir`` must be absolute (Kafka resolves it against its own working directory).
+    With ``sasl_ssl_port`` (and ``server_pem``, key + certificate chain) a second client
+    listener speaks SASL_SSL with SCRAM-SHA-512 (users are added when formatting).
     """
     _check_port("port", port)
     _check_port("controller_port", controller_port)
@@ -92,15 +104,35 @@ def render_server_properties(
         raise LocalBrokerError(f"port and controller_port must differ, both are {port}")
     if not log_dir.is_absolute():
         raise LocalBrokerError(f"log_dir must be an absolute path, got {log_dir}")
+    listeners = f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}"
+    advertised = f"PLAINTEXT://{host}:{port}"
+    protocols = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+    secure: list[str] = []
+    if sasl_ssl_port is not None:
+        _check_port("sasl_ssl_port", sasl_ssl_port)
+        if sasl_ssl_port in (port, controller_port) or server_pem is None:
+            raise LocalBrokerError("sasl_ssl_port needs its own port and a server_pem")
+        listeners += f",SASL_SSL://{host}:{sasl_ssl_port}"
+        advertised += f",SASL_SSL://{SASL_SSL_HOST}:{sasl_ssl_port}"
+        protocols += ",SASL_SSL:SASL_SSL"
+        jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        secure = [
+            f"sasl.enabled.mechanisms={SCRAM_MECHANISM}",
+            f"listener.name.sasl_ssl.{SCRAM_MECHANISM.lower()}.sasl.jaas.config={jaas}",
+            "listener.name.sasl_ssl.ssl.keystore.type=PEM",
+            f"listener.name.sasl_ssl.ssl.keystore.location={server_pem}",
+            "listener.name.sasl_ssl.ssl.client.auth=none",
+        ]
     lines = [
         "process.roles=broker,controller",
         "node.id=1",
         f"controller.quorum.voters=1@{host}:{controller_port}",
-        f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
-        f"advertised.listeners=PLAINTEXT://{host}:{port}",
+        f"listeners={listeners}",
+        f"advertised.listeners={advertised}",
         "inter.broker.listener.name=PLAINTEXT",
         "controller.listener.names=CONTROLLER",
-        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        f"listener.security.protocol.map={protocols}",
+        *secure,
         f"log.dirs={log_dir}",
         "auto.create.topics.enable=false",
         "num.partitions=1",
@@ -160,11 +192,22 @@ def classpath(lib_dir: Path) -> str:
 
 
 def format_command(
-    java: str, lib_dir: Path, config: Path, cluster_id: str, heap_mb: int = FORMAT_HEAP_MB
+    java: str,
+    lib_dir: Path,
+    config: Path,
+    cluster_id: str,
+    heap_mb: int = FORMAT_HEAP_MB,
+    scram_users: dict[str, str] | None = None,
 ) -> list[str]:
-    """argv of ``StorageTool format`` for ``config`` with ``cluster_id`` (idempotent)."""
+    """argv of ``StorageTool format`` for ``config`` with ``cluster_id`` (idempotent), adding
+    SCRAM-SHA-512 credentials for ``scram_users`` (name -> password)."""
     if not is_valid_cluster_id(cluster_id):
         raise LocalBrokerError(f"invalid cluster id {cluster_id!r}: need 22 url-safe base64 chars")
+    scram: list[str] = []
+    for name, password in (scram_users or {}).items():
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", name + password):
+            raise LocalBrokerError("SCRAM user names and passwords: letters, digits, _ and -")
+        scram += ["--add-scram", f"{SCRAM_MECHANISM}=[name={name},password={password}]"]
     return [
         java,
         f"-Xmx{heap_mb}m",
@@ -177,6 +220,7 @@ def format_command(
         "-c",
         str(config),
         "--ignore-formatted",
+        *scram,
     ]
 
 

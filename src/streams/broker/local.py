@@ -28,6 +28,7 @@ from typing import Any
 from streams.broker.config import (
     DEFAULT_HEAP_MB,
     LOOPBACK,
+    SASL_SSL_HOST,
     BrokerToolMissing,
     LocalBrokerError,
     format_command,
@@ -41,6 +42,10 @@ from streams.broker.config import (
     tail,
 )
 from streams.broker.jars import default_pom_path, ensure_jars, read_kafka_version
+from streams.broker.liveness import metadata_answers as metadata_answers  # re-exported
+from streams.broker.liveness import pid_alive as _pid_alive
+from streams.broker.liveness import wait_ready as _wait_ready
+from streams.broker.tls import SCRAM_USER, SaslSslListener, make_local_tls, scram_password
 from streams.settings import Settings
 from streams.testing.processes import die_with_parent
 
@@ -61,6 +66,7 @@ class BrokerStatus:
     data_dir: Path | None = None
     log_file: Path | None = None
     answering: bool = False
+    sasl_ssl: SaslSslListener | None = None
 
 
 class LocalBroker:
@@ -78,6 +84,7 @@ class LocalBroker:
         heap_mb: int = DEFAULT_HEAP_MB,
         die_with_parent: bool = False,
         progress: Callable[[str], None] | None = None,
+        sasl_ssl: bool = False,
     ) -> None:
         self.state_dir = state_dir.resolve()
         self.cache_dir = cache_dir.resolve()
@@ -89,6 +96,7 @@ class LocalBroker:
         self.die_with_parent = die_with_parent
         self._progress = progress
         self._proc: subprocess.Popen[bytes] | None = None
+        self.sasl_ssl = sasl_ssl  # a SASL_SSL (SCRAM-SHA-512) listener besides PLAINTEXT
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> LocalBroker:
@@ -128,7 +136,20 @@ class LocalBroker:
         state = self._read_state()
         port = state.get("port")
         answering = isinstance(port, int) and port_accepts(LOOPBACK, port, timeout_s=1.0)
-        return BrokerStatus(True, pid, bootstrap, self.data_dir, self.log_file, answering)
+        return BrokerStatus(
+            True, pid, bootstrap, self.data_dir, self.log_file, answering, self._listener(state)
+        )
+
+    def _listener(self, state: dict[str, Any]) -> SaslSslListener | None:
+        port = state.get("sasl_ssl_port")
+        if not isinstance(port, int):
+            return None
+        return SaslSslListener(
+            bootstrap=f"{SASL_SSL_HOST}:{port}",
+            ca_file=self.data_dir / "tls" / "ca.crt",
+            username=SCRAM_USER,
+            password=scram_password(self.state_dir),
+        )
 
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the broker log and of the JVM output."""
@@ -163,11 +184,14 @@ class LocalBroker:
             if fresh:
                 shutil.rmtree(self.data_dir, ignore_errors=True)
             port, controller_port = self._choose_ports()
-            self._write_configs(port, controller_port)
+            sasl_port = self._sasl_port(port, controller_port)
+            self._write_configs(port, controller_port, sasl_port)
             self._format(java, lib_dir)
             self._say(f"starting Kafka on {LOOPBACK}:{port} (data {self.data_dir})")
             proc = self._spawn(java, lib_dir)
-            self._write_state(port=port, controller_port=controller_port, pid=proc.pid)
+            self._write_state(
+                port=port, controller_port=controller_port, pid=proc.pid, sasl_ssl_port=sasl_port
+            )
             bootstrap = f"{LOOPBACK}:{port}"
             try:
                 _wait_ready(proc, bootstrap, port, timeout_s, self.log_tail)
@@ -176,7 +200,18 @@ class LocalBroker:
                 self._clear_running_state()
                 raise
             self._write_text("bootstrap", bootstrap + "\n")
-            return BrokerStatus(True, proc.pid, bootstrap, self.data_dir, self.log_file, True)
+            listener = self._listener(self._read_state())
+            return BrokerStatus(
+                True, proc.pid, bootstrap, self.data_dir, self.log_file, True, listener
+            )
+
+    def _sasl_port(self, port: int, controller_port: int) -> int | None:
+        if not self.sasl_ssl:
+            return None
+        old = self._read_state().get("sasl_ssl_port")
+        if isinstance(old, int) and old not in (port, controller_port) and port_is_free(old):
+            return old
+        return next(p for p in free_ports(3) if p not in (port, controller_port))
 
     def _choose_ports(self) -> tuple[int, int]:
         previous = self._read_state()
@@ -196,11 +231,24 @@ class LocalBroker:
             raise LocalBrokerError(f"port and controller_port must differ, both are {port}")
         return port, controller_port
 
-    def _write_configs(self, port: int, controller_port: int) -> None:
+    def _write_configs(self, port: int, controller_port: int, sasl_port: int | None) -> None:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         kraft_dir = self.data_dir / "kraft"
+        server_pem = None
+        if sasl_port is not None:
+            tls_dir = self.data_dir / "tls"
+            server_pem = tls_dir / "server.pem"
+            if not server_pem.exists():
+                self._say("making a local CA and a certificate for localhost (SASL_SSL)")
+                make_local_tls(tls_dir, (SASL_SSL_HOST, LOOPBACK))
         self.config_path.write_text(
-            render_server_properties(port=port, controller_port=controller_port, log_dir=kraft_dir)
+            render_server_properties(
+                port=port,
+                controller_port=controller_port,
+                log_dir=kraft_dir,
+                sasl_ssl_port=sasl_port,
+                server_pem=server_pem,
+            )
         )
         (self.data_dir / "log4j2.properties").write_text(render_log4j2_properties(self.log_file))
 
@@ -208,7 +256,8 @@ class LocalBroker:
         if (self.data_dir / "kraft" / "meta.properties").exists():
             return
         self._say("formatting the KRaft data directory")
-        argv = format_command(java, lib_dir, self.config_path, new_cluster_id())
+        users = {SCRAM_USER: scram_password(self.state_dir)} if self.sasl_ssl else None
+        argv = format_command(java, lib_dir, self.config_path, new_cluster_id(), scram_users=users)
         try:
             done = subprocess.run(
                 argv,
@@ -333,10 +382,13 @@ class LocalBroker:
                 return data
         return {}
 
-    def _write_state(self, *, port: int, controller_port: int, pid: int) -> None:
+    def _write_state(
+        self, *, port: int, controller_port: int, pid: int, sasl_ssl_port: int | None
+    ) -> None:
         state = {
             "port": port,
             "controller_port": controller_port,
+            "sasl_ssl_port": sasl_ssl_port,
             "data_dir": str(self.data_dir),
             "log_file": str(self.log_file),
             "kafka_version": read_kafka_version(self.pom),
@@ -351,58 +403,3 @@ class LocalBroker:
     def _say(self, message: str) -> None:
         if self._progress:
             self._progress(message)
-
-
-def _pid_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rpartition(")")[2].split()[0] != "Z"
-    return True
-
-
-def metadata_answers(bootstrap: str, timeout_s: float) -> bool:
-    """True when an AdminClient metadata request to ``bootstrap`` answers within ``timeout_s``."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
-    try:
-        metadata = admin.list_topics(timeout=timeout_s)
-    except KafkaException:
-        return False
-    return bool(metadata.brokers)
-
-
-def _wait_ready(
-    proc: subprocess.Popen[bytes],
-    bootstrap: str,
-    port: int,
-    timeout_s: float,
-    log_tail: Callable[[], str],
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        code = proc.poll()
-        if code is not None:
-            raise LocalBrokerError(
-                f"the broker JVM exited with code {code} while starting (a damaged data dir "
-                f"can be wiped with `streams broker start --fresh`); log tail:\n{log_tail()}"
-            )
-        remaining_s = deadline - time.monotonic()
-        if remaining_s <= 0:
-            raise LocalBrokerError(
-                f"the broker did not answer on {bootstrap} within {timeout_s:g}s; "
-                f"log tail:\n{log_tail()}"
-            )
-        if port_accepts(LOOPBACK, port, timeout_s=0.5) and metadata_answers(
-            bootstrap, timeout_s=max(0.5, min(5.0, remaining_s))
-        ):
-            return
-        time.sleep(0.2)

@@ -16,7 +16,7 @@ from types import TracebackType
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from streams.broker.clients import base_conf
+from streams.broker.clients import base_conf, check_security
 from streams.dlq.records import DlqRecord, PartitionRange, latest
 from streams.errors import DlqError, TopologyError
 from streams.settings import Settings
@@ -42,6 +42,7 @@ def _consumer(settings: Settings) -> Consumer:
             "log_level": 0,
         },
     )
+    check_security(settings)  # a wrong password or CA fails here, saying which
     return Consumer(conf)
 
 

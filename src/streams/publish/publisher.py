@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from confluent_kafka import KafkaException, Producer
 
-from streams.broker.clients import base_conf
+from streams.broker.clients import base_conf, check_security
 from streams.catalog import Catalog, load_catalog
 from streams.errors import BatchPublishError, BrokerUnavailable, DeliveryFailed, PublishError
 from streams.publish.delivery import Health, Pending, error_for, poll_loop
@@ -96,6 +96,7 @@ class Publisher:
         self._verified_topics: set[str] = set()
         self._health = Health()
         self._closed = False
+        check_security(self.settings)  # a wrong password or CA fails here, saying which
         self._producer = Producer(self.producer_config(producer_conf))
         self._stop = threading.Event()
         # the thread holds the producer, not the publisher: a publisher dropped without

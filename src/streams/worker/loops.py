@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
@@ -94,9 +95,22 @@ class Watchdog:
         return [stall.tp for stall in stalled]
 
 
-def report_lag(logs: Mapping[TP, PartitionLog], consumer: WatchedConsumer, gauge: Gauge) -> None:
-    """Set the lag gauge of every partition with a log (records behind the high watermark)."""
+def report_lag(
+    logs: Mapping[TP, PartitionLog],
+    consumer: WatchedConsumer,
+    gauge: Gauge,
+    age_gauge: Gauge | None = None,
+    now_s: Callable[[], float] = time.time,
+) -> None:
+    """Set the lag gauge of every partition with a log (records behind the high watermark),
+    and ``age_gauge``: seconds since the timestamp of its oldest admitted, unfinished record
+    (0 when none; records not fetched yet show as lag, not age)."""
+    now = now_s()
     for tp, plog in list(logs.items()):
+        if age_gauge is not None and not plog.closed:
+            oldest = plog.oldest_timestamp_s
+            age = max(0.0, now - oldest) if oldest is not None else 0.0
+            age_gauge.labels(tp.topic, str(tp.partition)).set(age)
         try:
             highwater = consumer.highwater(tp)
         except Exception:
@@ -112,10 +126,11 @@ async def watch_lag(
     gauge: Gauge,
     watchdog: Watchdog,
     interval_s: float = LAG_INTERVAL_S,
+    age_gauge: Gauge | None = None,
 ) -> None:
     while True:
         await asyncio.sleep(interval_s)
-        report_lag(logs, consumer, gauge)
+        report_lag(logs, consumer, gauge, age_gauge)
         try:
             await watchdog.watch()
         except Exception:

@@ -68,6 +68,14 @@ class PartitionLog:
         return left
 
     @property
+    def oldest_timestamp_s(self) -> float | None:
+        """The record timestamp (epoch seconds) of the oldest unfinished entry, if any."""
+        if not self._entries:
+            return None
+        stamp = getattr(self._entries[0].message, "timestamp", None)
+        return float(stamp) if isinstance(stamp, (int, float)) else None
+
+    @property
     def acked_through(self) -> int | None:
         """The offset of the oldest unfinished entry, if any."""
         return self._entries[0].offset if self._entries else None

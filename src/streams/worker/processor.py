@@ -217,6 +217,8 @@ class Processor:
         m, fam = self._metrics, self._name
         if isinstance(plan, DeadLetter):
             m.dead_letters.labels(fam, plan.reason).inc()
+            fingerprint = plan.headers.get(h.ERROR_FINGERPRINT) or "none"
+            m.dead_letter_fingerprints.labels(fam, plan.reason, fingerprint).inc()
             m.events.labels(fam, "dead_lettered").inc()
         elif plan.deferred:
             m.deferrals.labels(fam, plan.deferred_by or "other").inc()

@@ -114,6 +114,7 @@ class Rebalancer:
         self.families.append(family)
         for name in (family.topics.main, *family.topics.retries):
             self.by_topic[name] = family
+            self.metrics.prime_topic(name)
 
     # --- admission ----------------------------------------------------------------------
 

@@ -135,7 +135,11 @@ class Runtime:
         self._spawn(loops.expire_ledgers(self._ledgers), "ledger.expiry")
         self._spawn(
             loops.watch_lag(
-                self.partitions.logs, self.consumer, self.metrics.consumer_lag, self.watchdog
+                self.partitions.logs,
+                self.consumer,
+                self.metrics.consumer_lag,
+                self.watchdog,
+                age_gauge=self.metrics.oldest_unprocessed_age,
             ),
             "consumer.lag",
         )
