@@ -121,3 +121,61 @@ def money_env(provider: PaymentProvider, smtp: RecordingSMTPServer, home: Path) 
         "STREAMS_UNSUBSCRIBE_BASE_URL": "https://example.com/unsubscribe",
         "STREAMS_DATABASE_URL": f"sqlite+aiosqlite:///{home / 'money.db'}",
     }
+
+
+class ThreadedApi:
+    """The provider webhook route on an aiohttp app of its own thread (the API's access and
+    problem middlewares, a real Publisher, a SQLite store)."""
+
+    def __init__(self, settings: Settings, publisher: Publisher, db_url: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.settings = settings
+        self.publisher = publisher
+        self.db_url = db_url
+        self.url = ""
+        self._runner: Any = None
+        self._db: Any = None
+
+    async def _start(self) -> None:
+        from aiohttp import web
+        from pydantic import SecretStr
+
+        from streams.api import provider_routes
+        from streams.api.access import AUTHENTICATOR, authorize
+        from streams.api.auth import Authenticator
+        from streams.api.problems import problems
+        from streams.store.database import Database
+
+        app = web.Application(middlewares=[problems, authorize])
+        app[AUTHENTICATOR] = Authenticator(jwt=None, keys=None)  # no credential accepted
+        app[provider_routes.WEBHOOK_SETTINGS] = provider_routes.ProviderWebhookSettings(
+            provider_webhook_secrets={"stripe": [SecretStr(WEBHOOK_SECRET)]},
+            provider_webhook_tolerance_s=300,
+        )
+        self._db = Database(self.db_url)
+        await self._db.migrate()
+        app[provider_routes.STORE] = self._db
+        app[provider_routes.PUBLISHER] = self.publisher
+        provider_routes.add_routes(app)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    def __enter__(self) -> ThreadedApi:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        async def stop() -> None:
+            await self._runner.cleanup()
+            await self._db.dispose()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()

@@ -107,15 +107,22 @@ class PaymentJob(MoneyJobBase):
             log.info("provider event %s (%s) needs no action", event.provider_event_id, kind)
 
 
-async def charge_once(job: MoneyJobBase, event: Any, idempotency_key: str, ctx: JobContext) -> str:
+async def charge_once(
+    job: MoneyJobBase,
+    event: Any,
+    idempotency_key: str,
+    ctx: JobContext,
+    dependency: str = DEPENDENCY,
+) -> str:
     """Charge through the provider with ``idempotency_key``; publish the capture and audit.
 
-    Returns the provider's payment id. ``event`` needs the ``payment.requested`` fields.
+    Returns the provider's payment id. ``event`` needs the ``payment.requested`` fields;
+    ``dependency`` names the breaker (one per family: a breaker's policy is its family's).
     """
     what = f"payment {event.payment_id}"
     method = event.payment_method or job.settings.payment_default_method
     failure: Exception | None = None
-    async with ctx.dependency(f"{DEPENDENCY}:{job.provider.base}"):
+    async with ctx.dependency(f"{dependency}:{job.provider.base}"):
         try:
             charge = await job.provider.charge(
                 idempotency_key=idempotency_key,

@@ -20,10 +20,11 @@ from typing import Any, ClassVar
 from streams.errors import Permanent, Retryable
 from streams.jobs.base import JobContext, JobSpec
 from streams.jobs.money import MoneyJobBase, amount_text
-from streams.jobs.payment import DEPENDENCY
 from streams.jobs.payment_stripe import PaymentSettings, classify
 
 log = logging.getLogger(__name__)
+
+DEPENDENCY = "refunds"  # the provider API's breaker for this family
 
 
 class RefundJob(MoneyJobBase):
@@ -36,6 +37,7 @@ class RefundJob(MoneyJobBase):
         await self.ensure_started()
         what = f"refund {event.refund_id} of {amount_text(event.amount_minor, event.currency, 'en')}"
         what += f" on payment {event.payment_id}"
+        source = f"refund:{event.refund_id}"  # the same refund published twice: same events
         failure: Permanent | None = None
         async with ctx.dependency(f"{DEPENDENCY}:{self.provider.base}"):
             try:
@@ -43,7 +45,7 @@ class RefundJob(MoneyJobBase):
                 refund_id = None
                 if intent_id is not None:
                     refund_id = await self.provider.refund(
-                        idempotency_key=f"refund:{event.refund_id}",
+                        idempotency_key=source,
                         intent_id=intent_id,
                         amount_minor=event.amount_minor,
                         metadata={"refund_id": event.refund_id, "payment_id": event.payment_id},
@@ -60,13 +62,13 @@ class RefundJob(MoneyJobBase):
                     f"amount_minor: {what} exceeds what remains refundable"
                     f" (refunds add up to at most the captured amount): {code}"
                 )
-            await self.audit(ctx.event_id, event.payment_id, "refund.refused",
+            await self.audit(source, event.payment_id, "refund.refused",
                              {"refund_id": event.refund_id, "reason": str(failure)})
             raise failure
         if intent_id is None:
             raise Retryable(f"{what}: the provider knows no captured payment {event.payment_id}")
         await self.audit(
-            ctx.event_id,
+            source,
             event.payment_id,
             "refund.succeeded",
             {"refund_id": event.refund_id, "amount_minor": event.amount_minor,
@@ -76,7 +78,7 @@ class RefundJob(MoneyJobBase):
             fr = event.locale == "fr"
             amount = amount_text(event.amount_minor, event.currency, event.locale)
             await self.notify(
-                ctx.event_id,
+                source,
                 "refund",
                 user_id=event.payment_id,
                 to=event.receipt_email,

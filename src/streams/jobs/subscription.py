@@ -32,7 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from streams.errors import Deferred, Permanent
 from streams.jobs.base import JobContext, JobSpec
 from streams.jobs.money import MoneyJobBase, amount_text, derived_id
-from streams.jobs.payment import DEPENDENCY, charge_once
+from streams.jobs.payment import charge_once
 from streams.jobs.payment_stripe import PaymentSettings
 from streams.jobs.subscription_dunning import Cancel, after_failure, parse_delays, wait_ms
 from streams.store.database import Database
@@ -50,6 +50,7 @@ cancellations = Table(
 )
 """Cancelled subscriptions (migration ``0003_subscriptions``)."""
 
+DEPENDENCY = "renewals"  # the provider API's breaker for this family
 MAX_DEFER_S = 400 * 86_400.0  # a dunning step may wait this long for its due time
 
 
@@ -162,7 +163,7 @@ class SubscriptionJob(MoneyJobBase):
             subscription_id=sub,
         )
         try:
-            await charge_once(self, payment, key, ctx)
+            await charge_once(self, payment, key, ctx, DEPENDENCY)
         except Permanent as refused:
             await self._dunning(event, ctx, str(refused))
             return
