@@ -67,9 +67,17 @@ def test_sigkill_while_paying_charges_each_payment_once(
             tmp_path,
             {
                 "payment": family(
-                    rate_limits=[{"name": "provider", "scope": "provider", "provider": "payments",
-                                  "limit": 400, "per": "1s", "on_exceed": "defer",
-                                  "max_defer": "1h"}],
+                    rate_limits=[
+                        {
+                            "name": "provider",
+                            "scope": "provider",
+                            "provider": "payments",
+                            "limit": 400,
+                            "per": "1s",
+                            "on_exceed": "defer",
+                            "max_defer": "1h",
+                        }
+                    ],
                 ),
                 "email": family(concurrency=32, rate_limits=[]),
                 "audit": family(),
@@ -85,8 +93,10 @@ def test_sigkill_while_paying_charges_each_payment_once(
 def run_acceptance(rig: MoneyRig, provider: Any, smtp: RecordingSMTPServer) -> None:
     items = [payment(i) for i in range(PAYMENTS)]
     items += [payment(PAYMENTS + j, declined=True) for j in range(DECLINED)]
-    produced = {r.event_id: fields["payment_id"]
-                for r, (_, fields) in zip(rig.publisher.publish_batch(items), items, strict=True)}
+    produced = {
+        r.event_id: fields["payment_id"]
+        for r, (_, fields) in zip(rig.publisher.publish_batch(items), items, strict=True)
+    }
     provider.fail_next(503, 3)  # 5xx: retried
     provider.fail_next(429, 2, retry_after_s=1)  # 429: retried after Retry-After
     worker = rig.start(["payment", "email"])
@@ -115,8 +125,11 @@ def run_acceptance(rig: MoneyRig, provider: Any, smtp: RecordingSMTPServer) -> N
     # exactly one charge per payment, whatever the kills and retries
     assert kills == 3
     assert provider.state.charges == PAYMENTS
-    charged = [i["metadata"]["payment_id"] for i in provider.state.intents.values()
-               if i["status"] == "succeeded"]
+    charged = [
+        i["metadata"]["payment_id"]
+        for i in provider.state.intents.values()
+        if i["status"] == "succeeded"
+    ]
     assert len(charged) == len(set(charged)) == PAYMENTS
     # every payment captured or dead-lettered, none both
     captured_ids = {h_[h.EVENT_ID] for h_ in captured}
@@ -141,8 +154,10 @@ def run_acceptance(rig: MoneyRig, provider: Any, smtp: RecordingSMTPServer) -> N
         assert f"Subtotal: {subtotal}" in text and f"Taxes: {taxes}" in text, (i, text)
         checked += 1
     assert checked >= PAYMENTS * 3 // 4
-    print(f"\nSIGKILL x{kills}: charges={provider.state.charges} replays="
-          f"{provider.state.replays} smtp_transactions={smtp.transactions} dlq={len(dlq)}")
+    print(
+        f"\nSIGKILL x{kills}: charges={provider.state.charges} replays="
+        f"{provider.state.replays} smtp_transactions={smtp.transactions} dlq={len(dlq)}"
+    )
 
 
 def msg_time_ms(msg: Any) -> float:

@@ -52,8 +52,10 @@ def rig(
     smtp: RecordingSMTPServer,
     threaded: ThreadedProvider,
 ) -> Iterator[MoneyRig]:
-    fams = {name: family(rate_limits=[]) for name in
-            ("payment", "refund", "subscription", "email", "audit")}
+    fams = {
+        name: family(rate_limits=[])
+        for name in ("payment", "refund", "subscription", "email", "audit")
+    }
     env = money_env(threaded.provider, smtp, tmp_path)
     env["STREAMS_SUBSCRIPTION_DUNNING_DELAYS"] = "1s,2s,1s"
     made = MoneyRig(make_settings, tmp_path, fams, env)
@@ -78,17 +80,32 @@ def test_partial_refunds_add_up_and_stop_at_the_captured_amount(
     rig: MoneyRig, threaded: ThreadedProvider, smtp: RecordingSMTPServer
 ) -> None:
     provider = threaded.provider
-    rig.publisher.publish("payment.requested", {
-        "payment_id": "p-r", "customer_id": "c-r", "amount_minor": 10_000, "currency": "CAD",
-        "provider": "payments"})
+    rig.publisher.publish(
+        "payment.requested",
+        {
+            "payment_id": "p-r",
+            "customer_id": "c-r",
+            "amount_minor": 10_000,
+            "currency": "CAD",
+            "provider": "payments",
+        },
+    )
     rig.start(["payment", "refund", "email"])
     wait_for(lambda: provider.state.charges == 1, 60, "the capture")
     intent = next(iter(provider.state.intents))
 
     def refund(refund_id: str, amount: int) -> str:
-        return rig.publisher.publish("refund.requested", {
-            "payment_id": "p-r", "refund_id": refund_id, "amount_minor": amount,
-            "currency": "CAD", "reason": "test", "receipt_email": "c-r@example.com"}).event_id
+        return rig.publisher.publish(
+            "refund.requested",
+            {
+                "payment_id": "p-r",
+                "refund_id": refund_id,
+                "amount_minor": amount,
+                "currency": "CAD",
+                "reason": "test",
+                "receipt_email": "c-r@example.com",
+            },
+        ).event_id
 
     def dlq() -> list[dict[str, str]]:
         return rig.events("refund.dlq")
@@ -138,11 +155,21 @@ def test_webhooks_bad_signature_replay_and_dispute(
     rig: MoneyRig, threaded: ThreadedProvider, smtp: RecordingSMTPServer, tmp_path: Path
 ) -> None:
     provider: PaymentProvider = threaded.provider
-    dispute = provider.webhook_event("charge.dispute.created", {
-        "id": "dp_1", "object": "dispute", "payment_intent": "pi_9", "status": "needs_response",
-        "amount": 5000, "metadata": {"payment_id": "p-d"}})
+    dispute = provider.webhook_event(
+        "charge.dispute.created",
+        {
+            "id": "dp_1",
+            "object": "dispute",
+            "payment_intent": "pi_9",
+            "status": "needs_response",
+            "amount": 5000,
+            "metadata": {"payment_id": "p-d"},
+        },
+    )
     body = json.dumps(dispute).encode()
-    with ThreadedApi(rig.settings, rig.publisher, f"sqlite+aiosqlite:///{tmp_path / 'api.db'}") as api:
+    with ThreadedApi(
+        rig.settings, rig.publisher, f"sqlite+aiosqlite:///{tmp_path / 'api.db'}"
+    ) as api:
         url = f"{api.url}/v1/providers/stripe/webhooks"
         now = int(__import__("time").time())
         status, problem = post(url, body, sign(body, "whsec_wrong", now))
@@ -165,8 +192,11 @@ def test_webhooks_bad_signature_replay_and_dispute(
     rig.start(["payment", "email"])
     wait_for(lambda: subjects(smtp, "admin@example.com"), 60, "the admin email")
     assert subjects(smtp, "admin@example.com") == ["Dispute opened on payment p-d"]
-    wait_for(lambda: derived_id(first["event_id"], "audit:dispute.opened") in audit_ids(rig),
-             30, "the dispute's audit event")
+    wait_for(
+        lambda: derived_id(first["event_id"], "audit:dispute.opened") in audit_ids(rig),
+        30,
+        "the dispute's audit event",
+    )
 
 
 # --- subscriptions ----------------------------------------------------------------------------
@@ -176,32 +206,56 @@ def test_failed_renewal_follows_dunning_to_cancellation_and_stops_renewals(
     rig: MoneyRig, threaded: ThreadedProvider, smtp: RecordingSMTPServer
 ) -> None:
     provider = threaded.provider
-    base = {"customer_id": "c-s", "amount_minor": 1130, "currency": "CAD",
-            "provider": "payments", "receipt_email": "c-s@example.com", "province": "ON"}
-    rig.publisher.publish("subscription.renewal_due", {
-        **base, "subscription_id": "s-ok", "period": "2026-12"})
-    rig.publisher.publish("subscription.renewal_due", {
-        **base, "subscription_id": "s-bad", "period": "2026-12",
-        "payment_method": DECLINED_METHOD})
+    base = {
+        "customer_id": "c-s",
+        "amount_minor": 1130,
+        "currency": "CAD",
+        "provider": "payments",
+        "receipt_email": "c-s@example.com",
+        "province": "ON",
+    }
+    rig.publisher.publish(
+        "subscription.renewal_due", {**base, "subscription_id": "s-ok", "period": "2026-12"}
+    )
+    rig.publisher.publish(
+        "subscription.renewal_due",
+        {
+            **base,
+            "subscription_id": "s-bad",
+            "period": "2026-12",
+            "payment_method": DECLINED_METHOD,
+        },
+    )
     rig.start(["subscription", "payment", "email"])
     cancelled = wait_for(
-        lambda: rig.events("subscription", "subscription.cancelled"), 90, "the cancellation")
+        lambda: rig.events("subscription", "subscription.cancelled"), 90, "the cancellation"
+    )
     # the good one renewed once, with a receipt; the bad one: 1 + 3 dunning attempts
-    wait_for(lambda: any("receipt" in s.lower() for s in subjects(smtp, "c-s@example.com")),
-             30, "the renewal receipt")
+    wait_for(
+        lambda: any("receipt" in s.lower() for s in subjects(smtp, "c-s@example.com")),
+        30,
+        "the renewal receipt",
+    )
     declined = [i for i in provider.state.intents.values() if i["status"] != "succeeded"]
     assert provider.state.charges == 1
     assert len(declined) == 4
     assert len(cancelled) == 1
-    wait_for(lambda: any("cancel" in s.lower() for s in subjects(smtp, "c-s@example.com")),
-             30, "the cancellation notice")
+    wait_for(
+        lambda: any("cancel" in s.lower() for s in subjects(smtp, "c-s@example.com")),
+        30,
+        "the cancellation notice",
+    )
     mails = subjects(smtp, "c-s@example.com")
     assert mails.count("Your subscription payment failed") == 3
     assert mails.count("Your subscription renews (11.30 CAD)") == 2
 
     # after the cancellation a renewal of s-bad charges nothing
-    later = rig.publisher.publish("subscription.renewal_due", {
-        **base, "subscription_id": "s-bad", "period": "2027-01"}).event_id
-    wait_for(lambda: derived_id(later, "audit:renewal.skipped") in audit_ids(rig), 30,
-             "the skipped renewal's audit event")
+    later = rig.publisher.publish(
+        "subscription.renewal_due", {**base, "subscription_id": "s-bad", "period": "2027-01"}
+    ).event_id
+    wait_for(
+        lambda: derived_id(later, "audit:renewal.skipped") in audit_ids(rig),
+        30,
+        "the skipped renewal's audit event",
+    )
     assert len(provider.state.intents) == 5

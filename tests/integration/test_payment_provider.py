@@ -38,13 +38,18 @@ async def client(provider: PaymentProvider) -> AsyncIterator[ProviderClient]:
 
 async def charge(client: ProviderClient, key: str, amount: int = 1130, **kw: str) -> object:
     return await client.charge(
-        idempotency_key=key, amount_minor=amount, currency="CAD",
-        payment_method=kw.get("method", "pm_card_visa"), metadata={"payment_id": kw.get("pid", "p")},
+        idempotency_key=key,
+        amount_minor=amount,
+        currency="CAD",
+        payment_method=kw.get("method", "pm_card_visa"),
+        metadata={"payment_id": kw.get("pid", "p")},
         description=None,
     )
 
 
-async def test_same_key_same_answer_one_charge(provider: PaymentProvider, client: ProviderClient) -> None:
+async def test_same_key_same_answer_one_charge(
+    provider: PaymentProvider, client: ProviderClient
+) -> None:
     first = await charge(client, "evt-1")
     again = await charge(client, "evt-1")
     assert first.intent_id == again.intent_id  # type: ignore[attr-defined]
@@ -90,8 +95,11 @@ async def test_unreachable_provider_is_retryable() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    c = ProviderClient(PaymentSettings(payment_api_base=f"http://127.0.0.1:{port}",
-                                       payment_api_key=KEY, payment_timeout_s=2))
+    c = ProviderClient(
+        PaymentSettings(
+            payment_api_base=f"http://127.0.0.1:{port}", payment_api_key=KEY, payment_timeout_s=2
+        )
+    )
     try:
         with pytest.raises(stripe.APIConnectionError) as caught:
             await charge(c, "evt-4")
@@ -127,13 +135,18 @@ def test_signature_matches_stripes_verifier() -> None:
 @pytest.fixture
 def stripe_mock() -> str:
     if not (STRIPE_MOCK.exists() and shutil.which(str(STRIPE_MOCK))):
-        pytest.skip(f"stripe-mock not built at {STRIPE_MOCK} (go install "
-                    "github.com/stripe/stripe-mock@latest with GOBIN=.tools/bin)")
+        pytest.skip(
+            f"stripe-mock not built at {STRIPE_MOCK} (go install "
+            "github.com/stripe/stripe-mock@latest with GOBIN=.tools/bin)"
+        )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([str(STRIPE_MOCK), "-http-addr", f"127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(STRIPE_MOCK), "-http-addr", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -155,8 +168,12 @@ async def test_request_shapes_against_stripe_mock(stripe_mock: str) -> None:
         charged = await charge(c, "evt-mock-1", pid="p-mock")
         assert charged.intent_id.startswith("pi_")  # type: ignore[attr-defined]
         await c.find_payment("p-mock")  # stripe-mock answers fixtures: the shape is the test
-        refund_id = await c.refund(idempotency_key="r-mock", intent_id=charged.intent_id,  # type: ignore[attr-defined]
-                                   amount_minor=100, metadata={"refund_id": "r-mock"})
+        refund_id = await c.refund(
+            idempotency_key="r-mock",
+            intent_id=charged.intent_id,  # type: ignore[attr-defined]
+            amount_minor=100,
+            metadata={"refund_id": "r-mock"},
+        )
         assert refund_id.startswith("re_")
     finally:
         await c.close()

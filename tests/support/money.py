@@ -9,14 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.support.engine import WorkerProcess, provision, read_topic, record_headers
-from tests.support.engine import write_catalog as _write_catalog
-
 from streams.core import headers as h
 from streams.publish.publisher import Publisher
 from streams.settings import Settings
 from streams.testing.payment_provider import PaymentProvider
 from streams.testing.smtp import RecordingSMTPServer
+from tests.support.engine import WorkerProcess, provision, read_topic, record_headers
+from tests.support.engine import write_catalog as _write_catalog
 
 API_KEY = "sk_test_money"
 WEBHOOK_SECRET = "whsec_test_money"
@@ -94,7 +93,8 @@ class MoneyRig:
     def topic(self, name: str) -> list[Any]:
         fam = name.split(".")[0]
         return read_topic(
-            self.settings, f"{self.settings.topic_prefix}{name}",
+            self.settings,
+            f"{self.settings.topic_prefix}{name}",
             self.catalog.family(fam).partitions,
         )
 

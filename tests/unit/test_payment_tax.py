@@ -104,8 +104,9 @@ def test_unknown_province_and_bad_table_are_named() -> None:
     with pytest.raises(TaxConfigError, match=r"^ZZ: not a Canadian province"):
         parse_table({"ZZ": []})
     with pytest.raises(TaxConfigError, match=r"^ON: entries must have increasing"):
-        parse_table({"ON": [{"from": "2020-01-01", "taxes": []},
-                            {"from": "2019-01-01", "taxes": []}]})
+        parse_table(
+            {"ON": [{"from": "2020-01-01", "taxes": []}, {"from": "2019-01-01", "taxes": []}]}
+        )
     with pytest.raises(TaxConfigError, match=r"^ON\[0\]"):
         parse_table({"ON": [{"from": "someday", "taxes": []}]})
     with pytest.raises(TaxConfigError, match="no rate for ON on 2000-01-01"):

@@ -93,7 +93,8 @@ def provider_event_payload(provider: str, event: Any, body: bytes) -> dict[str, 
         obj = event["data"]["object"]
         object_id = str(obj["id"])
     except (KeyError, TypeError):
-        raise Problem(400, "bad-event", "body: expected an event with id, type, data.object.id")
+        detail = "body: expected an event with id, type, data.object.id"
+        raise Problem(400, "bad-event", detail) from None
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     payment_id = meta.get("payment_id") or obj.get("payment_intent") or object_id
     status = obj.get("status")
@@ -120,8 +121,11 @@ async def _seen(db: Database, provider: str, event_id: str) -> bool:
 
 async def _record(db: Database, provider: str, event_id: str) -> None:
     insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
-    values = {"provider": provider, "provider_event_id": event_id,
-              "received_at_ms": time.time_ns() // 1_000_000}
+    values = {
+        "provider": provider,
+        "provider_event_id": event_id,
+        "received_at_ms": time.time_ns() // 1_000_000,
+    }
     async with db.transaction() as conn:
         await conn.execute(insert(seen_events).values(**values).on_conflict_do_nothing())
 
@@ -134,8 +138,12 @@ async def receive_webhook(request: web.Request) -> web.Response:
     if not secrets:
         raise Problem(404, "unknown-provider", f"provider: no webhook secret for {provider!r}")
     body = await request.read()
-    verify(body, request.headers.get("Stripe-Signature"), secrets,
-           settings.provider_webhook_tolerance_s)
+    verify(
+        body,
+        request.headers.get("Stripe-Signature"),
+        secrets,
+        settings.provider_webhook_tolerance_s,
+    )
     try:
         event = json.loads(body)
     except ValueError as exc:

@@ -36,7 +36,10 @@ log = logging.getLogger(__name__)
 
 DEPENDENCY = "payments"  # the circuit breaker of the provider API
 SYNCED_TYPES = ("payment_intent.succeeded", "payment_intent.payment_failed", "charge.refunded")
-DISPUTE_ACTIONS = {"charge.dispute.created": "dispute.opened", "charge.dispute.closed": "dispute.closed"}
+DISPUTE_ACTIONS = {
+    "charge.dispute.created": "dispute.opened",
+    "charge.dispute.closed": "dispute.closed",
+}
 
 
 class PaymentJob(MoneyJobBase):
@@ -150,17 +153,35 @@ async def charge_once(
         idempotency_key,
         event.payment_id,
         "payment.captured",
-        {"amount_minor": event.amount_minor, "currency": event.currency,
-         "provider_payment_id": charge.intent_id, "replayed": charge.replayed},
+        {
+            "amount_minor": event.amount_minor,
+            "currency": event.currency,
+            "provider_payment_id": charge.intent_id,
+            "replayed": charge.replayed,
+        },
     )
-    log.info("payment %s captured as %s (replayed=%s)", event.payment_id, charge.intent_id,
-             charge.replayed)
+    log.info(
+        "payment %s captured as %s (replayed=%s)",
+        event.payment_id,
+        charge.intent_id,
+        charge.replayed,
+    )
     return charge.intent_id
 
 
 PAYMENT_FIELDS = (
-    "payment_id", "customer_id", "amount_minor", "currency", "provider", "description",
-    "payment_method", "receipt_email", "locale", "province", "customer_name", "subscription_id",
+    "payment_id",
+    "customer_id",
+    "amount_minor",
+    "currency",
+    "provider",
+    "description",
+    "payment_method",
+    "receipt_email",
+    "locale",
+    "province",
+    "customer_name",
+    "subscription_id",
 )
 
 

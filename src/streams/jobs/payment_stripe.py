@@ -112,7 +112,7 @@ class ProviderClient:
         )
 
     async def close(self) -> None:
-        await self._http.close_async()
+        await self._http.close_async()  # type: ignore[no-untyped-call]
 
     async def charge(
         self,
@@ -151,7 +151,12 @@ class ProviderClient:
         return None
 
     async def refund(
-        self, *, idempotency_key: str, intent_id: str, amount_minor: int, metadata: Mapping[str, str]
+        self,
+        *,
+        idempotency_key: str,
+        intent_id: str,
+        amount_minor: int,
+        metadata: Mapping[str, str],
     ) -> str:
         refund = await self.client.v1.refunds.create_async(
             params={

@@ -110,8 +110,7 @@ def breakdown(total_minor: int, rates: tuple[TaxRate, ...]) -> Breakdown:
     combined = sum((r.rate_percent for r in rates), Decimal(0)) / 100
     base = Decimal(total_minor) / (1 + combined)
     lines = tuple(
-        TaxLine(r.name, r.rate_percent, _round_half_up(base * r.rate_percent / 100))
-        for r in rates
+        TaxLine(r.name, r.rate_percent, _round_half_up(base * r.rate_percent / 100)) for r in rates
     )
     return Breakdown(total_minor - sum(line.amount_minor for line in lines), lines, total_minor)
 

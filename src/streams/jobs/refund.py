@@ -35,7 +35,9 @@ class RefundJob(MoneyJobBase):
 
     async def handle(self, event: Any, ctx: JobContext) -> None:
         await self.ensure_started()
-        what = f"refund {event.refund_id} of {amount_text(event.amount_minor, event.currency, 'en')}"
+        what = (
+            f"refund {event.refund_id} of {amount_text(event.amount_minor, event.currency, 'en')}"
+        )
         what += f" on payment {event.payment_id}"
         source = f"refund:{event.refund_id}"  # the same refund published twice: same events
         failure: Permanent | None = None
@@ -62,8 +64,12 @@ class RefundJob(MoneyJobBase):
                     f"amount_minor: {what} exceeds what remains refundable"
                     f" (refunds add up to at most the captured amount): {code}"
                 )
-            await self.audit(source, event.payment_id, "refund.refused",
-                             {"refund_id": event.refund_id, "reason": str(failure)})
+            await self.audit(
+                source,
+                event.payment_id,
+                "refund.refused",
+                {"refund_id": event.refund_id, "reason": str(failure)},
+            )
             raise failure
         if intent_id is None:
             raise Retryable(f"{what}: the provider knows no captured payment {event.payment_id}")
@@ -71,8 +77,12 @@ class RefundJob(MoneyJobBase):
             source,
             event.payment_id,
             "refund.succeeded",
-            {"refund_id": event.refund_id, "amount_minor": event.amount_minor,
-             "currency": event.currency, "provider_refund_id": refund_id},
+            {
+                "refund_id": event.refund_id,
+                "amount_minor": event.amount_minor,
+                "currency": event.currency,
+                "provider_refund_id": refund_id,
+            },
         )
         if event.receipt_email:
             fr = event.locale == "fr"
@@ -84,9 +94,11 @@ class RefundJob(MoneyJobBase):
                 to=event.receipt_email,
                 locale=event.locale,
                 title=f"Remboursement de {amount}" if fr else f"Refund of {amount}",
-                message=(f"Votre remboursement de {amount} pour {event.payment_id} est effectué."
-                         if fr else
-                         f"Your refund of {amount} for {event.payment_id} has been issued."),
+                message=(
+                    f"Votre remboursement de {amount} pour {event.payment_id} est effectué."
+                    if fr
+                    else f"Your refund of {amount} for {event.payment_id} has been issued."
+                ),
             )
         log.info("%s done (%s)", what, refund_id)
 

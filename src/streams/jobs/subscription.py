@@ -127,8 +127,11 @@ class SubscriptionJob(MoneyJobBase):
             return row.first() is not None
 
     async def record_cancellation(self, subscription_id: str, reason: str) -> None:
-        values = {"subscription_id": subscription_id, "cancelled_at_ms": self.clock_ms(),
-                  "reason": reason[:1024]}
+        values = {
+            "subscription_id": subscription_id,
+            "cancelled_at_ms": self.clock_ms(),
+            "reason": reason[:1024],
+        }
         insert = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
         async with self.db.transaction() as conn:
             await conn.execute(insert(cancellations).values(**values).on_conflict_do_nothing())
@@ -138,28 +141,42 @@ class SubscriptionJob(MoneyJobBase):
     async def renew(self, event: Any, ctx: JobContext) -> None:
         sub = event.subscription_id
         if await self.is_cancelled(sub):
-            await self.audit(ctx.event_id, sub, "renewal.skipped",
-                             {"period": event.period, "why": "cancelled"})
+            await self.audit(
+                ctx.event_id, sub, "renewal.skipped", {"period": event.period, "why": "cancelled"}
+            )
             return
         delay_ms = wait_ms(event.due_at_ms, self.clock_ms())
         if delay_ms > 0:
-            raise Deferred(delay_ms / 1000, f"dunning step {event.dunning_step} not yet due",
-                           MAX_DEFER_S)
+            raise Deferred(
+                delay_ms / 1000, f"dunning step {event.dunning_step} not yet due", MAX_DEFER_S
+            )
         amount = amount_text(event.amount_minor, event.currency, event.locale)
         fr = event.locale == "fr"
         if event.dunning_step == 0:
-            await self._tell(event, ctx, "notice",
-                             f"Renouvellement de votre abonnement ({amount})" if fr
-                             else f"Your subscription renews ({amount})",
-                             f"Nous allons prélever {amount} pour la période {event.period}." if fr
-                             else f"We are charging {amount} for the period {event.period}.")
+            await self._tell(
+                event,
+                ctx,
+                "notice",
+                f"Renouvellement de votre abonnement ({amount})"
+                if fr
+                else f"Your subscription renews ({amount})",
+                f"Nous allons prélever {amount} pour la période {event.period}."
+                if fr
+                else f"We are charging {amount} for the period {event.period}.",
+            )
         key = f"renewal:{sub}:{event.period}:{event.dunning_step}"
         payment = SimpleNamespace(
-            payment_id=f"{sub}-{event.period}", customer_id=event.customer_id,
-            amount_minor=event.amount_minor, currency=event.currency, provider=event.provider,
+            payment_id=f"{sub}-{event.period}",
+            customer_id=event.customer_id,
+            amount_minor=event.amount_minor,
+            currency=event.currency,
+            provider=event.provider,
             description=f"subscription {sub} {event.period}",
-            payment_method=event.payment_method, receipt_email=event.receipt_email,
-            locale=event.locale, province=event.province, customer_name=None,
+            payment_method=event.payment_method,
+            receipt_email=event.receipt_email,
+            locale=event.locale,
+            province=event.province,
+            customer_name=None,
             subscription_id=sub,
         )
         try:
@@ -167,21 +184,33 @@ class SubscriptionJob(MoneyJobBase):
         except Permanent as refused:
             await self._dunning(event, ctx, str(refused))
             return
-        await self.audit(ctx.event_id, sub, "renewal.succeeded",
-                         {"period": event.period, "step": event.dunning_step})
+        await self.audit(
+            ctx.event_id,
+            sub,
+            "renewal.succeeded",
+            {"period": event.period, "step": event.dunning_step},
+        )
 
     async def _dunning(self, event: Any, ctx: JobContext, reason: str) -> None:
         sub = event.subscription_id
         fr = event.locale == "fr"
         plan = after_failure(event.dunning_step, self.clock_ms(), self.delays_s)
-        await self.audit(ctx.event_id, sub, "renewal.failed",
-                         {"period": event.period, "step": event.dunning_step, "reason": reason})
+        await self.audit(
+            ctx.event_id,
+            sub,
+            "renewal.failed",
+            {"period": event.period, "step": event.dunning_step, "reason": reason},
+        )
         if isinstance(plan, Cancel):
             await self.publish(
                 "subscription.cancelled",
-                {"subscription_id": sub, "customer_id": event.customer_id,
-                 "reason": plan.reason, "receipt_email": event.receipt_email,
-                 "locale": event.locale},
+                {
+                    "subscription_id": sub,
+                    "customer_id": event.customer_id,
+                    "reason": plan.reason,
+                    "receipt_email": event.receipt_email,
+                    "locale": event.locale,
+                },
                 derived_id(ctx.event_id, "cancelled"),
             )
             return
@@ -189,29 +218,45 @@ class SubscriptionJob(MoneyJobBase):
         payload.update(dunning_step=plan.step, due_at_ms=plan.due_at_ms)
         await self.publish("subscription.renewal_due", payload, derived_id(ctx.event_id, "dunning"))
         when = datetime.fromtimestamp(plan.due_at_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
-        await self._tell(event, ctx, f"dunning-{plan.step}",
-                         "Échec du paiement de votre abonnement" if fr
-                         else "Your subscription payment failed",
-                         f"Nouvel essai n° {plan.step} le {when}." if fr
-                         else f"We will retry (attempt {plan.step}) on {when}.")
+        await self._tell(
+            event,
+            ctx,
+            f"dunning-{plan.step}",
+            "Échec du paiement de votre abonnement" if fr else "Your subscription payment failed",
+            f"Nouvel essai n° {plan.step} le {when}."
+            if fr
+            else f"We will retry (attempt {plan.step}) on {when}.",
+        )
 
     async def _tell(self, event: Any, ctx: JobContext, what: str, title: str, message: str) -> None:
         if event.receipt_email:
-            await self.notify(ctx.event_id, what, user_id=event.customer_id,
-                              to=event.receipt_email, locale=event.locale,
-                              title=title, message=message)
+            await self.notify(
+                ctx.event_id,
+                what,
+                user_id=event.customer_id,
+                to=event.receipt_email,
+                locale=event.locale,
+                title=title,
+                message=message,
+            )
 
     # --- cancellation -----------------------------------------------------------------------
 
     async def cancel(self, event: Any, ctx: JobContext) -> None:
         await self.record_cancellation(event.subscription_id, event.reason)
-        await self.audit(ctx.event_id, event.subscription_id, "subscription.cancelled",
-                         {"reason": event.reason})
+        await self.audit(
+            ctx.event_id, event.subscription_id, "subscription.cancelled", {"reason": event.reason}
+        )
         fr = event.locale == "fr"
-        await self._tell(event, ctx, "cancelled",
-                         "Abonnement résilié" if fr else "Subscription cancelled",
-                         f"Votre abonnement est résilié : {event.reason}." if fr
-                         else f"Your subscription is cancelled: {event.reason}.")
+        await self._tell(
+            event,
+            ctx,
+            "cancelled",
+            "Abonnement résilié" if fr else "Subscription cancelled",
+            f"Votre abonnement est résilié : {event.reason}."
+            if fr
+            else f"Your subscription is cancelled: {event.reason}.",
+        )
 
 
 JOB = JobSpec(

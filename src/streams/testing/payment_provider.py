@@ -188,7 +188,9 @@ class PaymentProvider:
             self._tokens -= 1
         return None
 
-    async def _idempotent(self, request: web.Request, params: Mapping[str, Any], work: Any) -> web.Response:
+    async def _idempotent(
+        self, request: web.Request, params: Mapping[str, Any], work: Any
+    ) -> web.Response:
         key = request.headers.get("Idempotency-Key")
         fingerprint = json.dumps([request.path, params], sort_keys=True)
         if key is not None:
@@ -226,11 +228,21 @@ class PaymentProvider:
             amount = int(params["amount"])
             currency = str(params["currency"]).lower()
         except (KeyError, ValueError):
-            return 400, {"error": {"type": "invalid_request_error", "code": "parameter_missing",
-                                   "message": "amount and currency are required"}}
+            return 400, {
+                "error": {
+                    "type": "invalid_request_error",
+                    "code": "parameter_missing",
+                    "message": "amount and currency are required",
+                }
+            }
         if amount <= 0:
-            return 400, {"error": {"type": "invalid_request_error", "code": "amount_too_small",
-                                   "message": "Amount must be at least 1 minor unit."}}
+            return 400, {
+                "error": {
+                    "type": "invalid_request_error",
+                    "code": "amount_too_small",
+                    "message": "Amount must be at least 1 minor unit.",
+                }
+            }
         intent: dict[str, Any] = {
             "id": self._new_id("pi"),
             "object": "payment_intent",
@@ -244,9 +256,15 @@ class PaymentProvider:
         if params.get("payment_method") == DECLINED_METHOD:
             intent.update(status="requires_payment_method", amount_received=0)
             self.state.intents[intent["id"]] = intent
-            return 402, {"error": {
-                "type": "card_error", "code": "card_declined", "decline_code": "generic_decline",
-                "message": "Your card was declined.", "payment_intent": intent}}
+            return 402, {
+                "error": {
+                    "type": "card_error",
+                    "code": "card_declined",
+                    "decline_code": "generic_decline",
+                    "message": "Your card was declined.",
+                    "payment_intent": intent,
+                }
+            }
         charge = self._new_id("ch")
         intent.update(status="succeeded", amount_received=amount, latest_charge=charge)
         self.state.intents[intent["id"]] = intent
@@ -259,7 +277,9 @@ class PaymentProvider:
             return refused
         intent = self.state.intents.get(request.match_info["id"])
         if intent is None:
-            return _error(404, "invalid_request_error", "resource_missing", "No such payment_intent")
+            return _error(
+                404, "invalid_request_error", "resource_missing", "No such payment_intent"
+            )
         return web.json_response(intent)
 
     async def _search(self, request: web.Request) -> web.Response:
@@ -271,7 +291,8 @@ class PaymentProvider:
             return _error(400, "invalid_request_error", "parameter_invalid", "unsupported query")
         wanted = query[len(_SEARCH_PREFIX) : -1]
         found = [
-            i for i in self.state.intents.values()
+            i
+            for i in self.state.intents.values()
             if i["metadata"].get("payment_id") == wanted and i["status"] == "succeeded"
         ]
         return web.json_response(
@@ -287,16 +308,25 @@ class PaymentProvider:
     def _refund_for(self, params: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
         intent = self.state.intents.get(str(params.get("payment_intent", "")))
         if intent is None or intent["status"] != "succeeded":
-            return 400, {"error": {"type": "invalid_request_error", "code": "resource_missing",
-                                   "message": "No such payment_intent"}}
+            return 400, {
+                "error": {
+                    "type": "invalid_request_error",
+                    "code": "resource_missing",
+                    "message": "No such payment_intent",
+                }
+            }
         remaining = int(intent["amount_received"]) - int(intent["amount_refunded"])
         amount = int(params.get("amount", remaining))
         if amount > remaining:
             cur = str(intent["currency"]).upper()
-            return 400, {"error": {
-                "type": "invalid_request_error", "code": "amount_too_large",
-                "message": f"Refund amount ({amount / 100:.2f} {cur}) is greater than unrefunded"
-                           f" amount on charge ({remaining / 100:.2f} {cur})"}}
+            return 400, {
+                "error": {
+                    "type": "invalid_request_error",
+                    "code": "amount_too_large",
+                    "message": f"Refund amount ({amount / 100:.2f} {cur}) is greater than"
+                    f" unrefunded amount on charge ({remaining / 100:.2f} {cur})",
+                }
+            }
         refund = {
             "id": self._new_id("re"),
             "object": "refund",
@@ -313,8 +343,13 @@ class PaymentProvider:
     async def _state(self, request: web.Request) -> web.Response:
         s = self.state
         return web.json_response(
-            {"charges": s.charges, "refunds": len(s.refunds), "requests": s.requests,
-             "replays": s.replays, "idempotency_conflicts": s.idempotency_conflicts}
+            {
+                "charges": s.charges,
+                "refunds": len(s.refunds),
+                "requests": s.requests,
+                "replays": s.replays,
+                "idempotency_conflicts": s.idempotency_conflicts,
+            }
         )
 
     # --- webhooks it sends ---------------------------------------------------------------------
@@ -336,10 +371,14 @@ class PaymentProvider:
         """POST ``event`` to ``url`` signed with ``secret``; returns (status, body)."""
         payload = json.dumps(event).encode()
         header = sign(payload, secret, int(time.time()) if timestamp_s is None else timestamp_s)
-        async with aiohttp.ClientSession() as session, session.post(
-            url, data=payload,
-            headers={"Content-Type": "application/json", "Stripe-Signature": header},
-        ) as resp:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                url,
+                data=payload,
+                headers={"Content-Type": "application/json", "Stripe-Signature": header},
+            ) as resp,
+        ):
             return resp.status, await resp.text()
 
 

@@ -29,9 +29,7 @@ def upgrade() -> None:
         sa.Column("provider", sa.String(64), nullable=False),
         sa.Column("provider_event_id", sa.String(256), nullable=False),
         sa.Column("received_at_ms", sa.BigInteger, nullable=False),
-        sa.PrimaryKeyConstraint(
-            "provider", "provider_event_id", name="pk_provider_webhook_events"
-        ),
+        sa.PrimaryKeyConstraint("provider", "provider_event_id", name="pk_provider_webhook_events"),
     )
 
 
