@@ -145,6 +145,7 @@ class ThreadedApi:
         from streams.api.access import AUTHENTICATOR, authorize
         from streams.api.auth import Authenticator
         from streams.api.problems import problems
+        from streams.api.state import DATABASE, PUBLISHER
         from streams.store.database import Database
 
         app = web.Application(middlewares=[problems, authorize])
@@ -155,8 +156,8 @@ class ThreadedApi:
         )
         self._db = Database(self.db_url)
         await self._db.migrate()
-        app[provider_routes.STORE] = self._db
-        app[provider_routes.PUBLISHER] = self.publisher
+        app[DATABASE] = self._db
+        app[PUBLISHER] = self.publisher
         provider_routes.add_routes(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()

@@ -32,7 +32,10 @@ from sqlalchemy import BigInteger, Column, String, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from streams.api.access import provider_signed
+from streams.api.openapi import Param, Probe, operation
 from streams.api.problems import Problem
+from streams.api.state import DATABASE, PUBLISHER
+from streams.errors import HandlerError, PublishError
 from streams.store.database import Database
 from streams.store.schema import metadata
 
@@ -54,14 +57,24 @@ class ProviderWebhookSettings(BaseSettings):
 
 
 class WebhookReceipt(BaseModel):
+    """The answer to a verified delivery."""
+
     received: bool
-    replayed: bool
-    event_id: str | None = None
+    replayed: bool = Field(description="already received: nothing was published")
+    event_id: str | None = Field(default=None, description="the payment.provider_event id")
+
+
+class ProviderEventBody(BaseModel):
+    """A provider event as Stripe sends it (only what the route reads is described)."""
+
+    model_config = {"extra": "allow"}
+
+    id: str = Field(description="the provider's event id (evt_...)")
+    type: str = Field(description="e.g. charge.dispute.created")
+    data: dict[str, Any] = Field(description="``object``: the object the event is about")
 
 
 WEBHOOK_SETTINGS = web.AppKey("provider_webhook_settings", ProviderWebhookSettings)
-PUBLISHER = web.AppKey("provider_webhook_publisher", object)
-STORE = web.AppKey("provider_webhook_store", Database)
 
 
 def derived_event_id(provider: str, provider_event_id: str) -> str:
@@ -131,6 +144,29 @@ async def _record(db: Database, provider: str, event_id: str) -> None:
 
 
 @provider_signed
+@operation(
+    "Receive a payment provider's webhook",
+    ok=(200, WebhookReceipt),
+    tags=("providers",),
+    description="Authenticated by the provider's signature (Stripe-Signature: t=...,v1=...),"
+    " not by a bearer token or API key. Publishes one payment.provider_event per provider"
+    " event id; a replay is answered 200 with replayed=true and publishes nothing.",
+    params=(
+        Param("provider", "path", "the provider, e.g. stripe"),
+        Param("Stripe-Signature", "header", "t=<unix seconds>,v1=<HMAC-SHA256 hex>"),
+    ),
+    body=ProviderEventBody,
+    problems={
+        400: "signature missing, refused or outside the tolerance window; or not an event",
+        404: "no webhook secret configured for this provider",
+        503: "the broker or the store is unavailable (the provider retries)",
+    },
+    probe=Probe(
+        ok=404,
+        path={"provider": "no-such-provider"},
+        body={"id": "evt_1", "type": "charge.dispute.created", "data": {"object": {}}},
+    ),
+)
 async def receive_webhook(request: web.Request) -> web.Response:
     provider = request.match_info["provider"]
     settings = request.app[WEBHOOK_SETTINGS]
@@ -149,21 +185,24 @@ async def receive_webhook(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise Problem(400, "bad-event", f"body: not JSON ({exc})") from None
     payload = provider_event_payload(provider, event, body)
-    db = request.app[STORE]
-    if await _seen(db, provider, payload["provider_event_id"]):
-        return web.json_response(WebhookReceipt(received=True, replayed=True).model_dump())
+    db = request.app[DATABASE]
     event_id = derived_event_id(provider, payload["provider_event_id"])
-    publisher: Any = request.app[PUBLISHER]
-    await publisher.publish_async("payment.provider_event", payload, event_id=event_id)
-    await _record(db, provider, payload["provider_event_id"])
+    try:
+        if await _seen(db, provider, payload["provider_event_id"]):
+            return web.json_response(WebhookReceipt(received=True, replayed=True).model_dump())
+        publisher: Any = request.app[PUBLISHER]
+        await publisher.publish_async("payment.provider_event", payload, event_id=event_id)
+        await _record(db, provider, payload["provider_event_id"])
+    except (PublishError, HandlerError) as exc:  # the provider retries the delivery
+        raise Problem(503, "unavailable", f"not stored yet: {type(exc).__name__}") from None
     return web.json_response(
         WebhookReceipt(received=True, replayed=False, event_id=event_id).model_dump()
     )
 
 
 def add_routes(app: web.Application) -> None:
-    """The webhook route; the app must hold ``PUBLISHER`` and ``STORE`` (``create_app`` sets
-    them), and ``WEBHOOK_SETTINGS`` (default: from the environment)."""
+    """The webhook route; it uses the app's ``PUBLISHER`` and ``DATABASE`` (``create_app``
+    sets them) and ``WEBHOOK_SETTINGS`` (default: from the environment)."""
     if WEBHOOK_SETTINGS not in app:
         app[WEBHOOK_SETTINGS] = ProviderWebhookSettings()
     app.router.add_post("/v1/providers/{provider}/webhooks", receive_webhook)
