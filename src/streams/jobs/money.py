@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from streams.jobs.payment_stripe import PaymentSettings, ProviderClient
+from streams.jobs.payment_stripe import PaymentSettings, ProviderClient, api_key_of
 from streams.jobs.payment_tax import money
 
 
@@ -32,6 +32,8 @@ class MoneyJobBase:
         self, settings: PaymentSettings, *, publisher: Any = None, provider: Any = None
     ) -> None:
         self.settings = settings
+        if provider is None:
+            api_key_of(settings)  # ConfigError now, when the worker builds the job
         self._publisher = publisher
         self._owns_publisher = publisher is None
         self._provider: ProviderClient | None = provider
