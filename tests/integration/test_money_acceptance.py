@@ -15,6 +15,7 @@ from tests.support.money import MoneyRig, ThreadedProvider, family, money_env
 from tests.support.progress import wait_for_count
 
 from streams.core import headers as h
+from streams.jobs.money import derived_id
 from streams.jobs.payment_tax import PROVINCES, money, receipt_breakdown
 from streams.settings import Settings
 from streams.testing.payment_provider import DECLINED_METHOD
@@ -139,6 +140,12 @@ def run_acceptance(rig: MoneyRig, provider: Any, smtp: RecordingSMTPServer) -> N
     assert len(captured_ids) == PAYMENTS  # derived ids: a replayed capture is the same id
     assert dlq_sources == {f"p-{PAYMENTS + j}" for j in range(DECLINED)}
     assert not dlq_sources & set(charged)
+    # every state change is in the audit trail once (ids derived from the source event)
+    audits = {x[h.EVENT_ID] for x in rig.events("audit", "audit.payment_event")}
+    for event_id, payment_id in produced.items():
+        action = "payment.declined" if payment_id in dlq_sources else "payment.captured"
+        assert derived_id(event_id, f"audit:{action}") in audits, (payment_id, action)
+    assert len(audits) == PAYMENTS + DECLINED
     # each receipt once (one Message-ID per order), with its province's tax lines
     by_order = orders()
     assert set(by_order) == {f"p-{i}" for i in range(PAYMENTS)}
