@@ -36,8 +36,13 @@ def test_receipt_lists_gst_and_qst_in_english() -> None:
 
 def test_receipt_in_french_uses_decimal_commas() -> None:
     v = receipt_email_payload(captured(locale="fr", province="ON", amount_minor=11_300))
-    assert v["variables"]["tax_lines"] == "HST 13% : 13,00 CAD"
+    assert v["variables"]["tax_lines"] == "TVH 13 % : 13,00 CAD"
     assert v["variables"]["subtotal"] == "100,00 CAD" and v["locale"] == "fr"
+
+
+def test_french_quebec_receipt_names_tps_and_tvq() -> None:
+    v = receipt_email_payload(captured(locale="fr"))["variables"]
+    assert v["tax_lines"] == "TPS 5 % : 5,00 CAD; TVQ 9,975 % : 9,98 CAD"
 
 
 def test_receipt_without_province_has_no_tax_lines() -> None:

@@ -202,7 +202,7 @@ def receipt_email_payload(event: Any) -> dict[str, Any]:
             raise Permanent(str(exc)) from None
         sep = " : " if locale == "fr" else ": "
         lines = "; ".join(
-            f"{line.label()}{sep}{amount_text(line.amount_minor, event.currency, locale)}"
+            f"{line.label(locale)}{sep}{amount_text(line.amount_minor, event.currency, locale)}"
             for line in parts.lines
         )
         subtotal = parts.subtotal_minor

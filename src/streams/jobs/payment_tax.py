@@ -23,6 +23,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+FRENCH_NAMES = {"GST": "TPS", "HST": "TVH", "QST": "TVQ", "PST": "TVP", "RST": "TVD"}
 PROVINCES = ("AB", "BC", "MB", "NB", "NL", "NS", "NT", "NU", "ON", "PE", "QC", "SK", "YT")
 
 
@@ -42,8 +43,11 @@ class TaxLine:
     rate_percent: Decimal
     amount_minor: int
 
-    def label(self) -> str:
+    def label(self, locale: str = "en") -> str:
+        """``QST 9.975%``; in French ``TVQ 9,975 %`` (the tax's French name)."""
         rate = format(self.rate_percent.normalize(), "f")
+        if locale == "fr":
+            return f"{FRENCH_NAMES.get(self.name, self.name)} {rate.replace('.', ',')} %"
         return f"{self.name} {rate}%"
 
 
