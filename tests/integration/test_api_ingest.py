@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from tests.conftest import delete_topics_of
-from tests.support.api import ApiProcess, bearer, provision, running_api, token
+from tests.support.api import SECRET, ApiProcess, bearer, provision, running_api, token
 
 from streams.serde import SchemaStore
 from streams.settings import Settings
@@ -215,3 +215,42 @@ async def test_ten_thousand_events_in_batches_are_all_acknowledged(
     assert len({r["event_id"] for r in results}) == TOTAL
     assert len({(r["partition"], r["offset"]) for r in results}) == TOTAL
     assert records_on_topic(api) == before + TOTAL
+
+
+async def test_concurrent_requests_with_one_key_publish_once(
+    api: ApiProcess, http: aiohttp.ClientSession
+) -> None:
+    url = f"{api.url}/v1/events:batch"
+    key = {**ACME, "Idempotency-Key": f"burst-{uuid.uuid4().hex}"}
+    body = {"events": [admin_action("c1"), admin_action("c2")]}
+    before = records_on_topic(api)
+    answers = await asyncio.gather(*(post(http, url, body, key) for _ in range(5)))
+    assert {status for status, _, _ in answers} == {202}
+    assert len({json.dumps(b, sort_keys=True) for _, b, _ in answers}) == 1
+    assert records_on_topic(api) == before + 2
+
+
+async def test_no_cors_headers_and_no_credentials_in_the_log(
+    api: ApiProcess, http: aiohttp.ClientSession
+) -> None:
+    headers = {**ACME, "Origin": "https://evil.example"}
+    status, _, response = await post(http, f"{api.url}/v1/events", admin_action("cors"), headers)
+    assert status == 202
+    assert not [h for h in response.headers if h.lower().startswith("access-control-")]
+    log = api.process.log_path.read_text()
+    assert "POST /v1/events" in log  # the access log is there ...
+    assert SECRET not in log and ACME["Authorization"].split()[1] not in log  # ... no secrets
+
+
+async def test_metrics_count_requests_by_route_template_method_and_status(
+    api: ApiProcess, http: aiohttp.ClientSession
+) -> None:
+    await post(http, f"{api.url}/v1/events", admin_action("metrics"))
+    async with http.get(f"{api.url}/v1/events/unknown-id", headers=ACME) as response:
+        assert response.status in (404, 405)
+    async with http.get(f"{api.url}/metrics") as response:
+        assert response.status == 200
+        text = await response.text()
+    assert 'streams_api_requests_total{method="POST",route="/v1/events",status="202"}' in text
+    assert 'streams_api_request_duration_seconds_count{method="POST",route="/v1/events"}' in text
+    assert "unknown-id" not in text  # the route's template, never the raw path

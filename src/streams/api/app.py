@@ -23,7 +23,7 @@ from streams.api.observe import API_METRICS, ApiMetrics
 from streams.api.problems import problems
 from streams.api.settings import ApiSettings
 from streams.api.state import API_SETTINGS, DATABASE, LIFECYCLE, PUBLISHER, Lifecycle
-from streams.errors import HandlerError, PublishError
+from streams.errors import ConfigError, HandlerError, PublishError
 from streams.publish.publisher import Publisher
 from streams.settings import Settings
 from streams.store.database import Database
@@ -83,6 +83,12 @@ def create_app(
     )
 
     async def publisher(app: web.Application) -> AsyncIterator[None]:
+        try:
+            kafka_settings.bootstrap  # noqa: B018 - ConfigError when no cluster is named
+        except ConfigError as exc:  # `streams api` refuses this; an embedding app may not
+            log.warning("no publisher: %s (ingest and admin actions answer 503)", exc)
+            yield
+            return
         app[PUBLISHER] = Publisher(kafka_settings, producer_name="streams-api")
         try:
             yield
