@@ -1,5 +1,6 @@
 """``streams up``'s money step end to end: a payment, its receipt, a refund and a renewal
-against the local provider, through real workers and the SMTP catcher."""
+against the local provider, and a signed dispute webhook through the API, with real
+workers and the SMTP catcher."""
 
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ def test_up_money_step_pays_receipts_refunds_and_renews(
     assert "2 charges" in line.group(1) and "refunded 10.00 CAD" in line.group(1)
     for what in ("payment receipt", "renewal notice", "renewal receipt", "refund confirmation"):
         assert what in line.group(1), out
+    assert re.search(
+        r"signed dispute webhook -> http://\S+/v1/providers/stripe/webhooks: "
+        r"HTTP 200; admin email received",
+        out,
+    ), out
     mails = [json.loads(x) for x in (home / "logs" / "smtp.jsonl").read_text().splitlines()]
     subjects = {m["subject"] for m in mails}
     assert any("pay-" in s for s in subjects), subjects  # the receipt names the order

@@ -69,6 +69,7 @@ def run_money_demo(
     *,
     loglevel: str = "info",
     timeout_s: float = 60.0,
+    api_url: str | None = None,
 ) -> int:
     """Run the money step (see the module docstring); 0 when everything arrived, else 1."""
 
@@ -91,7 +92,10 @@ def run_money_demo(
     worker.start()
     try:
         worker.wait_healthy(READY_TIMEOUT_S, interval_s=0.2)
-        return _exercise(settings, provider.provider, smtp, run_id, say, timeout_s)
+        code = _exercise(settings, provider.provider, smtp, run_id, say, timeout_s)
+        if code == 0 and api_url is not None:
+            code = _dispute(provider, api_url, smtp, run_id, say, timeout_s)
+        return code
     except processes.NotReady:
         say("money", f"the money worker was not ready; see {log_path}")
         return 1
@@ -136,6 +140,32 @@ def _exercise(settings: Settings, provider: PaymentProvider, smtp: SMTPCatcher, 
         say("money", f"missing: {', '.join(missing)}")
         return 1
     return 0
+
+
+def _dispute(provider: _ProviderThread, api_url: str, smtp: SMTPCatcher, run_id: str,
+             say: Say, timeout_s: float) -> int:  # fmt: skip
+    """The provider sends a signed dispute webhook to the API; the payment job audits it
+    and emails the payments admin."""
+    import json
+    import os
+
+    from streams.api.provider_routes import derived_event_id
+
+    secrets = json.loads(os.environ.get("STREAMS_PROVIDER_WEBHOOK_SECRETS", "{}"))
+    if not secrets.get("stripe"):
+        return 0
+    event = provider.provider.webhook_event("charge.dispute.created", {
+        "id": f"dp_{run_id}", "object": "dispute", "status": "needs_response",
+        "amount": 1000, "metadata": {"payment_id": f"pay-{run_id}"}})  # fmt: skip
+    url = f"{api_url}/v1/providers/stripe/webhooks"
+    send = provider.provider.send_webhook(url, event, secrets["stripe"][0])
+    status, _ = asyncio.run_coroutine_threadsafe(send, provider.loop).result(30)
+    mail = derived_id(derived_event_id("stripe", event["id"]), "email:dispute.opened")
+    started = time.monotonic()
+    arrived = status == 200 and _wait(lambda: mail in smtp.accepted(), started, timeout_s)
+    say("money", f"signed dispute webhook -> {url}: HTTP {status}; admin email "
+                 f"{'received' if arrived else 'MISSING'}")  # fmt: skip
+    return 0 if arrived else 1
 
 
 def _wait(done: Callable[[], Any], started: float, timeout_s: float) -> bool:

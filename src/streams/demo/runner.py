@@ -264,6 +264,7 @@ class Up:
         return run_money_demo(
             self.settings, env, self._smtp, self.log_dir / "worker-money.log", self.run_id,
             self.say, loglevel=self.options.worker_loglevel, timeout_s=self.options.timeout_s,
+            api_url=self._api.url if self._api is not None else None,
         )  # fmt: skip
 
     def _demo(self) -> int:
