@@ -48,6 +48,11 @@ _PORT = click.IntRange(0, 65535)
 )
 @click.option("--no-demo", is_flag=True, help="start everything but publish no sample events")
 @click.option(
+    "--no-money",
+    is_flag=True,
+    help="skip the money step (payment, receipt, refund, renewal against a local provider)",
+)
+@click.option(
     "--worker-loglevel",
     default="info",
     show_default=True,
@@ -61,6 +66,7 @@ def up(
     webhook_port: int | None,
     http_port: int | None,
     no_demo: bool,
+    no_money: bool,
     worker_loglevel: str,
 ) -> None:
     """Run the pipeline locally and push a demo through it.
@@ -89,6 +95,7 @@ def up(
         webhook_port=webhook_port,
         http_port=http_port,
         demo=not no_demo,
+        money=not no_money,
         worker_loglevel=worker_loglevel,
     )
     try:

@@ -252,6 +252,9 @@ class PushRequested(Event):
 # --- payment, refund --------------------------------------------------------------------
 
 
+Province = Literal["AB", "BC", "MB", "NB", "NL", "NS", "NT", "NU", "ON", "PE", "QC", "SK", "YT"]
+
+
 class _Payment(Event):
     payment_id: Id
     customer_id: Id
@@ -259,6 +262,12 @@ class _Payment(Event):
     currency: Currency
     provider: Name
     description: str | None = None
+    payment_method: Id | None = None
+    receipt_email: EmailAddress | None = None
+    locale: Literal["en", "fr"] = "en"
+    province: Province | None = None
+    customer_name: Name | None = None
+    subscription_id: Id | None = None
 
 
 class PaymentRequested(_Payment):
@@ -267,6 +276,20 @@ class PaymentRequested(_Payment):
 
 class PaymentCaptured(_Payment):
     EVENT_TYPE: ClassVar[str] = "payment.captured"
+
+    provider_payment_id: Id | None = None
+
+
+class PaymentProviderEvent(Event):
+    EVENT_TYPE: ClassVar[str] = "payment.provider_event"
+
+    payment_id: Id
+    provider: Name
+    provider_event_id: Id
+    provider_event_type: Name
+    object_id: Id
+    status: Name | None = None
+    payload: JsonText
 
 
 class RefundRequested(Event):
@@ -277,6 +300,38 @@ class RefundRequested(Event):
     amount_minor: AmountMinor
     currency: Currency
     reason: Text
+    receipt_email: EmailAddress | None = None
+    locale: Literal["en", "fr"] = "en"
+
+
+# --- subscription -----------------------------------------------------------------------
+
+
+class SubscriptionRenewalDue(Event):
+    EVENT_TYPE: ClassVar[str] = "subscription.renewal_due"
+
+    subscription_id: Id
+    customer_id: Id
+    period: Id
+    amount_minor: AmountMinor
+    currency: Currency
+    provider: Name
+    payment_method: Id | None = None
+    receipt_email: EmailAddress | None = None
+    locale: Literal["en", "fr"] = "en"
+    province: Province | None = None
+    dunning_step: Annotated[int, Field(ge=0, le=100)] = 0
+    due_at_ms: TimestampMs | None = None
+
+
+class SubscriptionCancelled(Event):
+    EVENT_TYPE: ClassVar[str] = "subscription.cancelled"
+
+    subscription_id: Id
+    customer_id: Id
+    reason: Text
+    receipt_email: EmailAddress | None = None
+    locale: Literal["en", "fr"] = "en"
 
 
 # --- image ------------------------------------------------------------------------------
@@ -364,6 +419,15 @@ class AuditAdminAction(Event):
     details: StrMap = Field(default_factory=dict)
 
 
+class AuditPaymentEvent(Event):
+    EVENT_TYPE: ClassVar[str] = "audit.payment_event"
+
+    subject_id: Id
+    actor_id: Id
+    action: Name
+    details: StrMap = Field(default_factory=dict)
+
+
 # --- cleanup, analytics -----------------------------------------------------------------
 
 CleanupPolicy = Literal[
@@ -402,7 +466,10 @@ _MODELS: tuple[type[Event], ...] = (
     PushRequested,
     PaymentRequested,
     PaymentCaptured,
+    PaymentProviderEvent,
     RefundRequested,
+    SubscriptionRenewalDue,
+    SubscriptionCancelled,
     ImageUploaded,
     ImageProcessed,
     ImageQuarantined,
@@ -412,6 +479,7 @@ _MODELS: tuple[type[Event], ...] = (
     AuditClaimRejected,
     AuditClaimSettled,
     AuditAdminAction,
+    AuditPaymentEvent,
     CleanupDue,
     AnalyticsRollupRequested,
 )
@@ -586,6 +654,36 @@ EXAMPLE_PAYLOADS: dict[str, dict[str, Any]] = {
         "actor_id": "admin-1",
         "action": "dlq.replay",
         "details": {"count": "12"},
+    },
+    "audit.payment_event": {
+        "subject_id": "pay-1",
+        "actor_id": "payment-job",
+        "action": "payment.captured",
+        "details": {"amount_minor": "1250", "provider_payment_id": "pi_1"},
+    },
+    "payment.provider_event": {
+        "payment_id": "pay-1",
+        "provider": "stripe",
+        "provider_event_id": "evt_1",
+        "provider_event_type": "charge.dispute.created",
+        "object_id": "dp_1",
+        "status": "needs_response",
+        "payload": '{"id": "evt_1", "type": "charge.dispute.created"}',
+    },
+    "subscription.renewal_due": {
+        "subscription_id": "sub-1",
+        "customer_id": "cus-9",
+        "period": "2026-12",
+        "amount_minor": 1130,
+        "currency": "CAD",
+        "provider": "payments",
+        "receipt_email": "ada@example.com",
+        "province": "ON",
+    },
+    "subscription.cancelled": {
+        "subscription_id": "sub-1",
+        "customer_id": "cus-9",
+        "reason": "customer request",
     },
     "cleanup.due": {"policy": "sessions", "scheduled_for_ms": 1_767_232_800_000},
     "analytics.rollup_requested": {"scope": "global", "day": "2026-01-01", "kind": "daily_counts"},

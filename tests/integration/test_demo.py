@@ -49,6 +49,7 @@ def test_up_exit_when_done_settles_and_adds_up(
             "streams",
             "up",
             "--exit-when-done",
+            "--no-money",  # the money step has its own test (test_demo_money.py)
             "--timeout",
             "60",
             "--smtp-port",

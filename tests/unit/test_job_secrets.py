@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import SecretStr
 
@@ -95,9 +97,15 @@ def test_unsubscribe_secret_is_required_outside_dev_mode() -> None:
 def test_enter_dev_mode_keeps_set_secrets_and_draws_missing_ones() -> None:
     from streams.demo.services import enter_dev_mode
 
-    environ = {"STREAMS_UNSUBSCRIBE_SECRET": STRONG}
+    kept = '{"stripe": ["whsec_kept"]}'
+    environ = {"STREAMS_UNSUBSCRIBE_SECRET": STRONG, "STREAMS_PROVIDER_WEBHOOK_SECRETS": kept}
     enter_dev_mode(environ)
-    assert environ == {"STREAMS_UNSUBSCRIBE_SECRET": STRONG, "STREAMS_DEV_MODE": "true"}
+    assert environ == {
+        "STREAMS_UNSUBSCRIBE_SECRET": STRONG,
+        "STREAMS_PROVIDER_WEBHOOK_SECRETS": kept,
+        "STREAMS_DEV_MODE": "true",
+    }
     fresh: dict[str, str] = {}
     enter_dev_mode(fresh)
     assert fresh["STREAMS_DEV_MODE"] == "true" and len(fresh["STREAMS_UNSUBSCRIBE_SECRET"]) >= 24
+    assert json.loads(fresh["STREAMS_PROVIDER_WEBHOOK_SECRETS"])["stripe"][0].startswith("whsec_")

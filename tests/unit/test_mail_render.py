@@ -38,7 +38,13 @@ VARIABLES: dict[str, dict[str, str]] = {
         "reset_url": "https://app.example.com/reset?token=abc",
         "expires_minutes": "30",
     },
-    "receipt": {"name": "Alice", "order_id": "A-1001", "amount": "12.50 CAD"},
+    "receipt": {
+        "name": "Alice",
+        "order_id": "A-1001",
+        "amount": "12.50 CAD",
+        "subtotal": "11.06 CAD",
+        "tax_lines": "HST 13%: 1.44 CAD",
+    },
     "notification": {"name": "Alice", "title": "Your claim moved", "message": "It is approved."},
 }
 
@@ -187,7 +193,10 @@ def test_unknown_template_is_permanent(settings: EmailSettings, name: str) -> No
 
 
 def test_missing_variable_is_permanent_and_named(settings: EmailSettings) -> None:
-    ev = event("receipt", variables={"name": "Alice", "amount": "1.00 CAD"})
+    ev = event(
+        "receipt",
+        variables={"name": "Alice", "amount": "1.00 CAD", "subtotal": "1.00 CAD", "tax_lines": "-"},
+    )
 
     with pytest.raises(Permanent) as caught:
         render_email(ev, settings, EVENT_ID)

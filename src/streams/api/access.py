@@ -28,6 +28,16 @@ def public(handler: Handler) -> Handler:
     return handler
 
 
+PROVIDER_SIGNED = "provider-signature"
+
+
+def provider_signed(handler: Handler) -> Handler:
+    """No bearer token or API key: the handler itself verifies the provider's signature on
+    the raw body (incoming payment-provider webhooks, ``provider_routes``)."""
+    setattr(handler, _ACCESS, PROVIDER_SIGNED)
+    return handler
+
+
 def requires(role: Role) -> Callable[[Handler], Handler]:
     def mark(handler: Handler) -> Handler:
         setattr(handler, _ACCESS, role)
@@ -68,7 +78,7 @@ def principal_of(request: web.Request) -> Principal:
 async def authorize(request: web.Request, handler: Handler) -> web.StreamResponse:
     match = request.match_info
     access = getattr(match.handler, _ACCESS, None)
-    if access == _PUBLIC and match.http_exception is None:
+    if access in (_PUBLIC, PROVIDER_SIGNED) and match.http_exception is None:
         return await handler(request)
     try:
         principal = request.app[AUTHENTICATOR].authenticate(

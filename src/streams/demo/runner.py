@@ -75,6 +75,7 @@ class UpOptions:
     webhook_port: int | None = None  # None: DEFAULT_WEBHOOK_PORT when free, else any
     http_port: int | None = None
     demo: bool = True
+    money: bool = True  # the money step after the demo (demo/money.py)
     worker_loglevel: str = "info"
 
 
@@ -131,6 +132,8 @@ class Up:
             self._start_worker()
             self._start_api()
             result = code = self._demo() if self.options.demo else 0
+            if self.options.demo and self.options.money:
+                result = code = max(code, self._money())
             if not self.options.exit_when_done:
                 self._serve_until_stopped()
         except KeyboardInterrupt:
@@ -252,6 +255,17 @@ class Up:
         )
 
     # --- the demo -------------------------------------------------------------------------
+
+    def _money(self) -> int:
+        from streams.demo.money import run_money_demo
+
+        assert self._smtp is not None
+        env = stack.worker_env(self.settings, 0, self._smtp.port, self.secret)
+        return run_money_demo(
+            self.settings, env, self._smtp, self.log_dir / "worker-money.log", self.run_id,
+            self.say, loglevel=self.options.worker_loglevel, timeout_s=self.options.timeout_s,
+            api_url=self._api.url if self._api is not None else None,
+        )  # fmt: skip
 
     def _demo(self) -> int:
         from streams.core.topology import dlq_topic

@@ -104,8 +104,16 @@ def _variables(template: str, name: str, locale: str, n: int) -> dict[str, str]:
             "reset_url": f"https://app.example.com/reset?token=demo{n:04d}",
         }
     if template == "receipt":
-        amount = "42,50 €" if locale == "fr" else "$42.50"
-        return {"name": first, "order_id": f"O-{1000 + n}", "amount": amount}
+        amount = "48,03 CAD" if locale == "fr" else "48.03 CAD"
+        subtotal = "42,50 CAD" if locale == "fr" else "42.50 CAD"
+        taxes = "HST 13% : 5,53 CAD" if locale == "fr" else "HST 13%: 5.53 CAD"
+        return {
+            "name": first,
+            "order_id": f"O-{1000 + n}",
+            "amount": amount,
+            "subtotal": subtotal,
+            "tax_lines": taxes,
+        }
     title = "Nouveau message" if locale == "fr" else "You have a new message"
     message = (
         "Votre demande a été approuvée."

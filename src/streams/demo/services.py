@@ -29,6 +29,9 @@ def enter_dev_mode(environ: MutableMapping[str, str]) -> None:
     for name in DEV_MODE_SECRETS:
         if not environ.get(name):
             environ[name] = secrets.token_urlsafe(24)
+    if not environ.get("STREAMS_PROVIDER_WEBHOOK_SECRETS"):  # the API's webhook route
+        webhook_secret = "whsec_" + secrets.token_urlsafe(24)
+        environ["STREAMS_PROVIDER_WEBHOOK_SECRETS"] = json.dumps({"stripe": [webhook_secret]})
 
 
 class _JsonLines:

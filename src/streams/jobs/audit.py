@@ -39,6 +39,7 @@ AUDIT_EVENT_TYPES = (
     "audit.claim_rejected",
     "audit.claim_settled",
     "audit.admin_action",
+    "audit.payment_event",
 )
 DEPENDENCY_PREFIX = "auditdb"
 _BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
