@@ -10,6 +10,7 @@ delete one record; retention removes them). Each is published as an
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Any
 
@@ -142,7 +143,7 @@ def redrive_command(
     **kw: Any,
 ) -> None:
     """Send FAMILY's matching DLQ records through its main topic again (safely)."""
-    from streams.dlq.redrive import Options, Redrive
+    from streams.dlq.redrive import Options, Redrive, new_redrive_id
     from streams.dlq.tenants import TenantLookup
 
     who = actor(actor_name)

@@ -216,12 +216,19 @@ class Redrive:
 
     # --- running ------------------------------------------------------------------------
 
-    def start(self, selection: DlqFilter, options: Options, *, actor: str) -> Report:
+    def start(
+        self,
+        selection: DlqFilter,
+        options: Options,
+        *,
+        actor: str,
+        redrive_id: str | None = None,
+    ) -> Report:
         now_ms = self.clock_ms()
         ends = self._snapshot()
         watch = {t: high_watermarks(self.settings, t) for t in [*self.tier_topics, self.dlq_topic]}
         checkpoint = Checkpoint(
-            redrive_id=new_redrive_id(now_ms),
+            redrive_id=redrive_id or new_redrive_id(now_ms),
             family=self.family.name,
             dlq_topic=self.dlq_topic,
             main_topic=self.main_topic,
@@ -266,7 +273,7 @@ class Redrive:
                 tally=tally,
             )
         sender = ReplaySender(self.settings)
-        pacer = Pacer(options.rate_per_s, lambda: self.clock_ms() / 1000)
+        pacer = Pacer(options.rate_per_s, time.monotonic)
         canary: set[str] = set()
         canary_open = options.canary > 0 and not resumed and cp.counts.get("sent", 0) == 0
         total = sum(cp.end_offsets[p] - cp.next_offsets.get(p, 0) for p in cp.end_offsets)

@@ -1,7 +1,7 @@
 """The pure parts of a running redrive: pacing, outcome verdicts and the checkpoint.
 
-- ``Pacer``: the k-th record of a run is sent no earlier than ``start + k / rate``, so in
-  any window of ``t`` seconds at most ``rate * t + 1`` records go out (no burst beyond one).
+- ``Pacer``: a send at least ``1 / rate`` after the previous one, so in any window of
+  ``t`` seconds at most ``rate * t + 1`` records go out (no burst, no catching up).
 - ``Tally``: what came of the sent records (``done`` = the worker's done-marker, ``failed``
   = the replay came back to a retry tier or to the DLQ), and the two stop rules: a canary
   fails on its first renewed failure; a run stops once the renewed failure rate among the
@@ -25,27 +25,28 @@ __all__ = ["Checkpoint", "Pacer", "Tally"]
 
 
 class Pacer:
-    """``wait_s()`` before each send; ``rate_per_s`` None or 0 = unlimited."""
+    """``wait_s()`` before each send, ``sent()`` after; ``rate_per_s`` None or 0 = unlimited.
+
+    Each send is at least ``1 / rate`` after the previous one, with no catching up after a
+    pause (a checkpoint, a slow broker), so no window ever sees more than ``rate * t + 1``.
+    """
 
     def __init__(self, rate_per_s: float | None, clock_s: Callable[[], float]) -> None:
         if rate_per_s is not None and rate_per_s < 0:
             raise DlqError(f"--rate must be positive, got {rate_per_s}")
         self.rate_per_s = rate_per_s or None
         self._clock_s = clock_s
-        self._start_s: float | None = None
-        self._sent = 0
+        self._next_s: float | None = None
 
     def wait_s(self) -> float:
         """Seconds to wait before the next send may go (0 = now)."""
-        if self.rate_per_s is None:
+        if self.rate_per_s is None or self._next_s is None:
             return 0.0
-        now = self._clock_s()
-        if self._start_s is None:
-            self._start_s = now
-        return max(0.0, self._start_s + self._sent / self.rate_per_s - now)
+        return max(0.0, self._next_s - self._clock_s())
 
     def sent(self) -> None:
-        self._sent += 1
+        if self.rate_per_s is not None:
+            self._next_s = self._clock_s() + 1 / self.rate_per_s
 
 
 @dataclass
