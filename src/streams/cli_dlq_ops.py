@@ -180,11 +180,14 @@ def redrive_command(
             elif resume_id:
                 report = engine.resume(resume_id)
             else:
-                if not as_json:
-                    click.echo(
-                        f"redriving {family} (a checkpoint is kept; resume with --resume)", err=True
-                    )
-                report = engine.start(selection, options, actor=who)
+                redrive_id = new_redrive_id(int(time.time() * 1000))
+                click.echo(
+                    f"redrive {redrive_id} of {family} started "
+                    f"(if interrupted: --resume {redrive_id})",
+                    err=True,
+                )
+                sys.stderr.flush()
+                report = engine.start(selection, options, actor=who, redrive_id=redrive_id)
     except StreamsError as exc:
         fail(exc)
         return

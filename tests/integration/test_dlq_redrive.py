@@ -247,16 +247,17 @@ def test_killed_redrive_resumes_without_sending_twice(rig: Rig) -> None:
         [sys.executable, "-m", "streams", "dlq", "redrive", "webhook", "--rate", "150/s"],
         env=env,
         cwd=REPO,
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     try:
         assert proc.stderr is not None
-        first = ""
+        first, seen = "", []
         while not first.startswith("redrive "):
             line = proc.stderr.readline().decode()
-            assert line, "the redrive exited before it started"
+            assert line, f"the redrive exited before it started: {seen}"
             first = line
+            seen.append(line)
         redrive_id = first.split()[1]
         assert redrive_id.startswith("rd-"), first
         wait_for(lambda: len(rig.replays(redrive_id)) >= 250, 60, "250 replays before the kill")
@@ -266,6 +267,8 @@ def test_killed_redrive_resumes_without_sending_twice(rig: Rig) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()
     sent_before_kill = len(rig.replays(redrive_id))
     assert sent_before_kill < 600
 
