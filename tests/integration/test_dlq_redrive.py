@@ -188,9 +188,7 @@ def test_dry_run_then_rate_limited_redrive_delivers_each_once(rig: Rig) -> None:
     # the same redrive again: the idempotency ledger skips them all, no new side effect
     again = rig.cli_json("redrive", "webhook")
     assert again["sent"] == 1000
-    wait_for(
-        lambda: len(rig.replays(again["redrive_id"])) == 1000, 30, "the second run's replays"
-    )
+    wait_for(lambda: len(rig.replays(again["redrive_id"])) == 1000, 30, "the second run's replays")
     wait_for(
         lambda: rig.worker.metric("streams_duplicates_skipped_total") >= 1000,
         60,
@@ -227,9 +225,7 @@ def test_max_failure_rate_stops_a_run_that_starts_failing(rig: Rig) -> None:
     rig.dead_letter(400)
     rig.receiver.script(HOOK, [200] * 100 + [500])  # fixed... then failing again
     rig.receiver.clear()
-    result = rig.cli(
-        "redrive", "webhook", "--rate", "100/s", "--max-failure-rate", "0.2", "--json"
-    )
+    result = rig.cli("redrive", "webhook", "--rate", "100/s", "--max-failure-rate", "0.2", "--json")
     assert result.exit_code == 3, result.output
     report = json.loads(result.stdout)
     assert report["state"] == "stopped" and "--max-failure-rate 0.2" in report["outcome"]
