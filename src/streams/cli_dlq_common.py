@@ -177,28 +177,18 @@ def scan(
     progress: bool | None = None,
     hidden: list[int] | None = None,
 ) -> Iterator[tuple[Any, str | None, str | None]]:
-    """(record, tenant, state) of every selected record, streamed."""
-    from streams.dlq.kafka_io import StateStore
-    from streams.dlq.replay import source_of
-    from streams.dlq.tenants import TenantLookup
+    """(record, tenant, state) of every selected record, streamed, with a progress bar."""
+    from streams.dlq.selection import select
 
-    states = StateStore(opened.settings).load(opened.topic)
-    tenants = TenantLookup(opened.store)
-    ranges = opened.reader.partitions()
-    total = sum(r.count for r in ranges)
+    total = sum(r.count for r in opened.reader.partitions())
     with progress_bar(progress, total, f"reading {opened.topic}") as advance:
-        pending = 0
-        for record in opened.reader.scan(ranges):
-            pending += 1
-            if pending >= 500:
-                advance(pending)
-                pending = 0
-            state = states.get(source_of(record))
-            if state is not None and not include_resolved:
-                if hidden is not None:
-                    hidden[0] += 1
-                continue
-            tenant = tenants.of(record) if (want_tenant or selection.needs_tenant) else None
-            if selection.matches(record, tenant):
-                yield record, tenant, state
-        advance(pending)
+        yield from select(
+            opened.settings,
+            opened.reader,
+            opened.store,
+            selection,
+            include_resolved=include_resolved,
+            want_tenant=want_tenant,
+            on_read=advance,
+            hidden=hidden,
+        )
