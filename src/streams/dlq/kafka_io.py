@@ -1,7 +1,7 @@
 """The Kafka side of DLQ operations: the resolved-state and redrives topics, replay sends.
 
-Two small compacted topics (created on first use, one partition, replication from the
-settings' override or 3):
+Two small compacted topics (created on first use, one partition, replication 3 or as many
+brokers as there are, or the settings' override):
 
 - ``<prefix>streams.dlq-state``: key ``<dlq topic>/<partition>:<offset>``, value JSON
   ``{state: resolved|parked, actor, at_ms, note}``; a tombstone un-resolves. ``list``,
@@ -44,14 +44,16 @@ _CREATE_TIMEOUT_S = 15.0
 
 
 def ensure_compacted(settings: Settings, name: str) -> None:
-    """Create compacted topic ``name`` (1 partition) unless it exists."""
+    """Create compacted topic ``name`` (1 partition) unless it exists; replication 3, or
+    the settings' override, or fewer when the cluster has fewer brokers."""
     admin = AdminClient(base_conf(settings))
     try:
-        if name in admin.list_topics(timeout=10).topics:
-            return
+        metadata = admin.list_topics(timeout=10)
     except KafkaException as exc:
         raise DlqError(f"cannot read the cluster's metadata: {exc}") from None
-    rf = settings.replication_factor_override or 3
+    if name in metadata.topics:
+        return
+    rf = settings.replication_factor_override or min(3, max(1, len(metadata.brokers)))
     topic = NewTopic(
         name,
         num_partitions=1,
