@@ -48,7 +48,6 @@ def setup(ctx: BenchContext) -> _State:
     from confluent_kafka import Producer
 
     from streams.core import headers as h
-
     from streams.dlq.kafka_io import REDRIVES_TOPIC, STATE_TOPIC
 
     fam = eng.family(ctx, "redrive", eng.PIPE_AUDIT)
