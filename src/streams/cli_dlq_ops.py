@@ -147,6 +147,8 @@ def redrive_command(
     from streams.dlq.tenants import TenantLookup
 
     who = actor(actor_name)
+    opened = None
+    redrive_id = resume_id
     try:
         selection = build_filter(kw)
         if resume_id and selection.describe():
@@ -189,6 +191,8 @@ def redrive_command(
                 sys.stderr.flush()
                 report = engine.start(selection, options, actor=who, redrive_id=redrive_id)
     except StreamsError as exc:
+        if opened is not None and redrive_id and not dry_run:  # a run that began and failed
+            _audit(opened, who, "dlq.redrive", redrive_id, {"state": "failed", "outcome": str(exc)})
         fail(exc)
         return
     body = report.as_json()

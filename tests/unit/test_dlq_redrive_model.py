@@ -168,3 +168,53 @@ def test_filter_round_trip_and_time_parsing() -> None:
     assert parse_age_ms("2h") == 7_200_000
     assert parse_time_ms("1970-01-01T00:00:01Z", 0) == 1000
     assert parse_time_ms("30m", 3_600_000) == 1_800_000
+
+
+def test_writers_stream_one_row_per_record_and_breakdown_buckets() -> None:
+    import csv
+    import io
+    import json
+
+    from streams.dlq.records import DlqStats
+    from streams.dlq.views import Breakdown, RecordWriter
+
+    for fmt in ("jsonl", "csv", "table"):
+        out = io.StringIO()
+        writer = RecordWriter(out, fmt)
+        writer.write(record(), "acme", None)
+        writer.write(record(offset=8), None, "resolved")
+        lines = out.getvalue().splitlines()
+        assert len(lines) == (2 if fmt == "jsonl" else 3) and writer.count == 2
+    rows = list(csv.DictReader(io.StringIO(_csv_of(record()))))
+    assert rows[0]["tenant_id"] == "acme" and rows[0]["position"] == "1:7"
+    assert json.loads(_jsonl_of(record()))["state"] == "open"
+
+    breakdown = Breakdown(DlqStats("webhook.dlq"))
+    day_ms = 20_000 * 86_400_000  # 2024-10-04
+    breakdown.add(record(**{h.FAILED_AT_MS: str(day_ms + 3_600_000 + 5)}), "acme")
+    breakdown.add(record(**{h.FAILED_AT_MS: str(day_ms + 3_600_000 + 9)}), None)
+    breakdown.add(record(**{h.FAILED_AT_MS: str(day_ms + 7_200_000)}), "acme")
+    body = breakdown.as_json()
+    assert body["by_tenant"] == {"acme": 2, "(none)": 1}
+    assert body["per_hour"] == {"2024-10-04T01:00:00.000Z": 2, "2024-10-04T02:00:00.000Z": 1}
+    assert body["per_day"] == {"2024-10-04": 3}
+
+
+def _csv_of(rec: DlqRecord) -> str:
+    import io
+
+    from streams.dlq.views import RecordWriter
+
+    out = io.StringIO()
+    RecordWriter(out, "csv").write(rec, "acme")
+    return out.getvalue()
+
+
+def _jsonl_of(rec: DlqRecord) -> str:
+    import io
+
+    from streams.dlq.views import RecordWriter
+
+    out = io.StringIO()
+    RecordWriter(out, "jsonl").write(rec)
+    return out.getvalue()

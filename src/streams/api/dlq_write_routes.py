@@ -63,16 +63,15 @@ def _start(
     failure: list[BaseException] = []
 
     def run() -> None:
-        original = engine.checkpoints.save
-
-        def save(cp: Any) -> None:
-            original(cp)
-            started.set()
-
-        engine.checkpoints.save = save
         try:
-            engine.start(selection, options, actor=actor, redrive_id=redrive_id)
-        except BaseException as exc:  # reported through the checkpoint's state
+            engine.start(
+                selection,
+                options,
+                actor=actor,
+                redrive_id=redrive_id,
+                on_started=lambda _id: started.set(),
+            )
+        except BaseException as exc:  # after the start: reported through the checkpoint
             failure.append(exc)
         finally:
             started.set()

@@ -223,7 +223,10 @@ class Redrive:
         *,
         actor: str,
         redrive_id: str | None = None,
+        on_started: Callable[[str], None] = lambda redrive_id: None,
     ) -> Report:
+        """Plan nothing, checkpoint, then send (the run); ``on_started(id)`` is called once
+        the first checkpoint is durable (the redrive can be resumed from then on)."""
         now_ms = self.clock_ms()
         ends = self._snapshot()
         watch = {t: high_watermarks(self.settings, t) for t in [*self.tier_topics, self.dlq_topic]}
@@ -243,6 +246,7 @@ class Redrive:
             updated_at_ms=now_ms,
         )
         self.checkpoints.save(checkpoint)  # before anything is sent: a kill can resume
+        on_started(checkpoint.redrive_id)
         return self._run(checkpoint, resumed=False)
 
     def resume(self, redrive_id: str) -> Report:
