@@ -222,14 +222,14 @@ def test_canary_stops_on_renewed_failure_then_parking(rig: Rig) -> None:
 
 
 def test_max_failure_rate_stops_a_run_that_starts_failing(rig: Rig) -> None:
-    rig.dead_letter(400)
+    rig.dead_letter(300)
     rig.receiver.script(HOOK, [200] * 100 + [500])  # fixed... then failing again
     rig.receiver.clear()
-    result = rig.cli("redrive", "webhook", "--rate", "100/s", "--max-failure-rate", "0.2", "--json")
+    result = rig.cli("redrive", "webhook", "--rate", "50/s", "--max-failure-rate", "0.2", "--json")
     assert result.exit_code == 3, result.output
     report = json.loads(result.stdout)
     assert report["state"] == "stopped" and "--max-failure-rate 0.2" in report["outcome"]
-    assert 100 < report["sent"] < 400
+    assert 100 < report["sent"] < 300
     assert report["outcomes"]["failed"] > 0
 
 
@@ -240,7 +240,7 @@ def test_killed_redrive_resumes_without_sending_twice(rig: Rig) -> None:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("STREAMS_")}, **rig.env}
     env["PYTHONPATH"] = str(REPO / "src")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streams", "dlq", "redrive", "webhook", "--rate", "150/s"],
+        [sys.executable, "-m", "streams", "dlq", "redrive", "webhook", "--rate", "100/s"],
         env=env,
         cwd=REPO,
         stdout=subprocess.DEVNULL,
