@@ -127,3 +127,29 @@ def test_dlq_routes_are_tenant_scoped_audited_and_redrive(api: ApiProcess) -> No
     with DlqReader(settings, f"{settings.topic_prefix}audit") as reader:
         actions = [r for r in reader.scan() if r.event_type == "audit.admin_action"]
     assert len(actions) >= 4  # dry run, two deletes (one refused), the run
+
+    # a canary with no worker to give it an outcome stops; resuming it finishes the run
+    status, canary = call(
+        api,
+        "POST",
+        "/v1/dlq/webhook/redrive",
+        ACME_OPERATOR,
+        {"canary": 1, "outcome_timeout_s": 1},
+    )
+    assert status == 202, canary
+    stopped = wait_for(lambda: finished_at(api, canary["status"]), 60, "the canary to stop")
+    assert stopped["state"] == "stopped" and "no outcome" in stopped["outcome"]
+    resume = f"/v1/dlq/webhook/redrives/{canary['redrive_id']}/resume"
+    status, _ = call(api, "POST", resume, bearer(token(["operator"], "globex")))
+    assert status == 404  # another tenant's redrive
+    status, resumed = call(api, "POST", resume, ACME_OPERATOR)
+    assert status == 202, resumed
+    done = wait_for(lambda: finished_at(api, canary["status"]), 60, "the resumed run")
+    assert done["state"] == "done" and done["counts"]["sent"] == 1
+    status, _ = call(api, "POST", resume, ACME_OPERATOR)
+    assert status == 409  # done: nothing to resume
+
+
+def finished_at(api: ApiProcess, path: str) -> Any:
+    code, body = call(api, "GET", path, ACME_OPERATOR)
+    return body if code == 200 and body["state"] != "running" and not body["running"] else None

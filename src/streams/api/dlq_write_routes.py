@@ -52,25 +52,37 @@ def _options(body: RedriveRequest) -> Any:
 
 
 def _start(
-    settings: Any, catalog: Any, family: str, selection: Any, options: Any, actor: str
+    settings: Any,
+    catalog: Any,
+    family: str,
+    selection: Any,
+    options: Any,
+    actor: str,
+    resume_id: str | None = None,
 ) -> str:
-    """Start the redrive in a thread once its checkpoint exists; returns its id."""
+    """Start (or resume) the redrive in a thread once its checkpoint exists; its id."""
     from streams.dlq.redrive import new_redrive_id
 
     engine = _engine(settings, catalog, family)
-    redrive_id = new_redrive_id(int(time.time() * 1000))
+    redrive_id = resume_id or new_redrive_id(int(time.time() * 1000))
+    if redrive_id in _running:
+        raise Problem(409, "redrive-running", f"redrive {redrive_id} is running in this process")
     started = threading.Event()
     failure: list[BaseException] = []
 
     def run() -> None:
         try:
-            engine.start(
-                selection,
-                options,
-                actor=actor,
-                redrive_id=redrive_id,
-                on_started=lambda _id: started.set(),
-            )
+            if resume_id:
+                started.set()
+                engine.resume(resume_id)
+            else:
+                engine.start(
+                    selection,
+                    options,
+                    actor=actor,
+                    redrive_id=redrive_id,
+                    on_started=lambda _id: started.set(),
+                )
         except BaseException as exc:  # after the start: reported through the checkpoint
             failure.append(exc)
         finally:
@@ -145,6 +157,53 @@ async def get_redrive(request: web.Request) -> web.Response:
         raise Problem(404, "not-found", "no such redrive")
     body = json.loads(found.to_json()) | {"running": found.redrive_id in _running}
     return web.json_response(body)
+
+
+def _resumable(settings: Any, family: str, redrive_id: str, tenant: Any) -> Any:
+    from streams.jobs.audit_store import ANY_TENANT
+
+    found = _checkpoint(settings, redrive_id)
+    if found is None or found.family != family:
+        raise Problem(404, "not-found", "no such redrive")
+    if tenant != ANY_TENANT and found.selection.get("tenants") != [tenant]:
+        raise Problem(404, "not-found", "no such redrive in this tenant")
+    if found.state == "done":
+        raise Problem(409, "redrive-done", f"redrive {redrive_id} is done; nothing to resume")
+    return found
+
+
+@requires(Role.OPERATOR)
+@operation(
+    "Resume a stopped or interrupted redrive (202; it never sends a record twice)",
+    ok=(202, JsonBody),
+    tags=("dlq",),
+    params=(
+        _FAMILY,
+        Param("redrive_id", "path", "the redrive id", required=True),
+        Param("tenant", "query", "tenant (a platform admin must name one, or *)"),
+    ),
+    problems={
+        **_MISSING,
+        409: "the redrive is done or running",
+        503: "broker or audit unavailable",
+    },
+    probe=Probe(ok=404, path={"family": "nosuchfamily", "redrive_id": "rd-none"}),
+)
+async def resume_redrive(request: web.Request) -> web.Response:
+    from streams.api.tenancy import tenant_scope
+
+    settings, catalog = _kafka(request)
+    family = request.match_info["family"]
+    redrive_id = request.match_info["redrive_id"]
+    tenant = tenant_scope(principal_of(request), request.query.get("tenant"))
+    await _off_loop(catalog.family, family)
+    async with admin_action(request, "dlq.redrive.resume", target=redrive_id):
+        await _off_loop(_resumable, settings, family, redrive_id, tenant)
+        await _off_loop(_start, settings, catalog, family, None, None, "", redrive_id)
+    return web.json_response(
+        {"redrive_id": redrive_id, "status": f"/v1/dlq/{family}/redrives/{redrive_id}"},
+        status=202,
+    )
 
 
 def _delete(
@@ -254,5 +313,6 @@ async def purge(request: web.Request) -> web.Response:
 def add_write_routes(app: web.Application) -> None:
     app.router.add_post("/v1/dlq/{family}/redrive", redrive)
     app.router.add_get("/v1/dlq/{family}/redrives/{redrive_id}", get_redrive)
+    app.router.add_post("/v1/dlq/{family}/redrives/{redrive_id}/resume", resume_redrive)
     app.router.add_post("/v1/dlq/{family}/delete", delete)
     app.router.add_post("/v1/dlq/{family}/purge", purge)
