@@ -125,6 +125,11 @@ def register(dlq: click.Group) -> None:
     help="seconds to wait for the canary's outcomes",
 )
 @click.option("--resume", "resume_id", help="continue the redrive with this id")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="resume even if the redrive's last checkpoint is recent (its process is known dead)",
+)
 @click.option("--actor", "actor_name", help="who is acting (default: cli:<user>)")
 @click.option("--json", "as_json", is_flag=True, help="the report as one JSON object")
 @progress_option
@@ -137,6 +142,7 @@ def redrive_command(
     max_replays: int,
     outcome_timeout_s: float,
     resume_id: str | None,
+    force: bool,
     actor_name: str | None,
     as_json: bool,
     progress: bool | None,
@@ -180,7 +186,7 @@ def redrive_command(
             if dry_run:
                 report = engine.plan(selection, options)
             elif resume_id:
-                report = engine.resume(resume_id)
+                report = engine.resume(resume_id, force=force)
             else:
                 redrive_id = new_redrive_id(int(time.time() * 1000))
                 click.echo(

@@ -268,7 +268,9 @@ def test_killed_redrive_resumes_without_sending_twice(rig: Rig) -> None:
     sent_before_kill = len(rig.replays(redrive_id))
     assert sent_before_kill < 600
 
-    report = rig.cli_json("redrive", "webhook", "--resume", redrive_id)
+    busy = rig.cli("redrive", "webhook", "--resume", redrive_id)
+    assert busy.exit_code == 1 and "may still be running" in busy.output  # recent checkpoint
+    report = rig.cli_json("redrive", "webhook", "--resume", redrive_id, "--force")  # it is dead
     assert report["state"] == "done"
     assert report["sent"] == 600 - sent_before_kill, report
     sources = Counter(r.headers[REPLAY_SOURCE] for r in rig.replays(redrive_id))

@@ -164,6 +164,8 @@ async def _off_loop(fn: Any, *args: Any, **kwargs: Any) -> Any:
     except (CatalogError, TopologyError) as exc:
         raise Problem(404, "not-found", str(exc)) from None
     except DlqError as exc:
+        if type(exc).__name__ == "RedriveBusy":
+            raise Problem(409, "redrive-running", str(exc)) from None
         raise Problem(400, "invalid-request", str(exc)) from None
     except StreamsError as exc:
         raise Problem(503, "broker-unavailable", str(exc)) from None

@@ -169,6 +169,10 @@ def _resumable(settings: Any, family: str, redrive_id: str, tenant: Any) -> Any:
         raise Problem(404, "not-found", "no such redrive in this tenant")
     if found.state == "done":
         raise Problem(409, "redrive-done", f"redrive {redrive_id} is done; nothing to resume")
+    from streams.dlq.redrive import LIVE_AFTER_MS
+
+    if found.state == "running" and time.time() * 1000 - found.updated_at_ms < LIVE_AFTER_MS:
+        raise Problem(409, "redrive-running", f"redrive {redrive_id} may still be running")
     return found
 
 

@@ -42,7 +42,17 @@ from streams.dlq.tenants import TenantLookup
 from streams.errors import DlqError
 from streams.settings import Settings
 
-__all__ = ["Options", "Redrive", "Report", "new_redrive_id"]
+__all__ = ["Options", "Redrive", "RedriveBusy", "Report", "new_redrive_id"]
+
+
+HEARTBEAT_S = 5.0
+"""A running redrive writes its checkpoint at least this often (even while it waits)."""
+LIVE_AFTER_MS = 15_000
+"""A 'running' checkpoint younger than this belongs to a live run: resume refuses it."""
+
+
+class RedriveBusy(DlqError):
+    """The redrive to resume may still be running in another process."""
 
 
 def new_redrive_id(now_ms: int) -> str:
@@ -249,15 +259,29 @@ class Redrive:
         on_started(checkpoint.redrive_id)
         return self._run(checkpoint, resumed=False)
 
-    def resume(self, redrive_id: str) -> Report:
+    def resume(self, redrive_id: str, *, force: bool = False) -> Report:
+        """Continue ``redrive_id``. A redrive whose last checkpoint says running and is
+        younger than LIVE_AFTER_MS may still be running elsewhere: RedriveBusy unless
+        ``force`` (two live runs of one id could both send a record)."""
         checkpoint = self.checkpoints.load(redrive_id)
         if checkpoint is None:
             raise DlqError(f"no redrive {redrive_id!r} in {self.checkpoints.topic}")
         if checkpoint.family != self.family.name:
             raise DlqError(f"redrive {redrive_id} is of family {checkpoint.family}")
+        age_ms = self.clock_ms() - checkpoint.updated_at_ms
+        if checkpoint.state == "running" and age_ms < LIVE_AFTER_MS and not force:
+            raise RedriveBusy(
+                f"redrive {redrive_id} may still be running: its last checkpoint is "
+                f"{age_ms / 1000:.1f}s old (a live run writes one at least every "
+                f"{HEARTBEAT_S:g}s); if its process is gone, wait "
+                f"{LIVE_AFTER_MS / 1000:g}s or pass --force"
+            )
         return self._run(checkpoint, resumed=True)
 
     def _run(self, cp: Checkpoint, *, resumed: bool) -> Report:
+        if resumed:  # claim it: a concurrent resume now sees a live run
+            cp.state, cp.outcome, cp.updated_at_ms = "running", "", self.clock_ms()
+            self.checkpoints.save(cp)
         selection = DlqFilter.from_description(cp.selection)
         options = Options.from_json(cp.options)
         report = Report(cp.redrive_id, cp.family, dry_run=False)
@@ -284,6 +308,13 @@ class Redrive:
         last_cp_s = time.monotonic()
         since_cp = 0
         stop: str | None = None
+        last_beat_s = [time.monotonic()]
+
+        def beat() -> None:  # the liveness checkpoint while waiting (see resume)
+            if time.monotonic() - last_beat_s[0] >= HEARTBEAT_S:
+                self._checkpoint(cp, sender, report)
+                last_beat_s[0] = time.monotonic()
+
         try:
             with DlqReader(self.settings, self.dlq_topic) as reader:
                 ranges = {r.partition: r for r in reader.partitions()}
@@ -309,7 +340,7 @@ class Redrive:
                         report.matched += 1
                         report.skipped["sent before the resume"] += 1
                     elif decision.action == "send" and decision.replay is not None:
-                        self._pace(pacer, watcher)
+                        self._pace(pacer, watcher, beat)
                         sender.send(decision.replay)
                         pacer.sent()
                         tally.note_sent(source)
@@ -335,7 +366,7 @@ class Redrive:
                     if canary_open and len(canary) >= options.canary:
                         canary_open = False
                         self._checkpoint(cp, sender, report)
-                        stop = self._await_canary(tally, canary, watcher, options)
+                        stop = self._await_canary(tally, canary, watcher, options, beat)
                         if stop:
                             break
                     if watcher is not None:
@@ -355,7 +386,7 @@ class Redrive:
                     cp.next_offsets[p] = max(cp.next_offsets.get(p, 0), end)
                 if canary_open and canary:  # fewer records than the canary size
                     self._checkpoint(cp, sender, report)
-                    stop = self._await_canary(tally, canary, watcher, options)
+                    stop = self._await_canary(tally, canary, watcher, options, beat)
             report.state = "stopped" if stop else "done"
             report.outcome = stop or f"sent {report.sent + report.sent_before}"
         except BaseException as exc:
@@ -376,8 +407,9 @@ class Redrive:
                     watcher.close()
         return report
 
-    def _pace(self, pacer: Pacer, watcher: OutcomeWatcher | None) -> None:
+    def _pace(self, pacer: Pacer, watcher: OutcomeWatcher | None, beat: Callable[[], None]) -> None:
         while (wait_s := pacer.wait_s()) > 0:
+            beat()
             if watcher is not None:
                 watcher.poll(min(wait_s, 0.05))
             else:
@@ -399,11 +431,13 @@ class Redrive:
         canary: set[str],
         watcher: OutcomeWatcher | None,
         options: Options,
+        beat: Callable[[], None],
     ) -> str | None:
         """None when every canary record is done; the reason to stop otherwise."""
         assert watcher is not None
         deadline = time.monotonic() + options.outcome_timeout_s
         while time.monotonic() < deadline:
+            beat()
             watcher.poll(0.2)
             verdict = tally.canary_verdict(canary)
             if verdict == "passed":
