@@ -6,6 +6,7 @@
   = the replay came back to a retry tier or to the DLQ), and the two stop rules: a canary
   fails on its first renewed failure; a run stops once the renewed failure rate among the
   records with an outcome passes ``max_failure_rate`` (after ``min_outcomes`` of them).
+- ``Options`` (what the operator asked) and ``Report`` (what a plan or run found and did).
 - ``Checkpoint``: the redrive's id, options and progress as one JSON record, the value of
   its key in the redrives topic. ``next_offsets[p]``: every DLQ position of partition p
   below it is dealt with; ``main_marks[p]``: no record this redrive sent after that
@@ -15,13 +16,16 @@
 from __future__ import annotations
 
 import json
+import secrets
+import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from streams.errors import DlqError
 
-__all__ = ["Checkpoint", "Pacer", "Tally"]
+__all__ = ["Checkpoint", "Options", "Pacer", "Report", "Tally", "new_redrive_id"]
 
 
 class Pacer:
@@ -142,3 +146,76 @@ class Checkpoint:
             return cls(**body)
         except (ValueError, TypeError, KeyError) as exc:
             raise DlqError(f"malformed redrive checkpoint: {exc}") from None
+
+
+def new_redrive_id(now_ms: int) -> str:
+    return f"rd-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(now_ms / 1000))}-{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True)
+class Options:
+    rate_per_s: float | None = None
+    canary: int = 0
+    max_failure_rate: float | None = None
+    min_outcomes: int = 10
+    max_replays: int = 3
+    outcome_timeout_s: float = 120.0
+    checkpoint_every: int = 1000
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "rate_per_s": self.rate_per_s,
+            "canary": self.canary,
+            "max_failure_rate": self.max_failure_rate,
+            "min_outcomes": self.min_outcomes,
+            "max_replays": self.max_replays,
+            "outcome_timeout_s": self.outcome_timeout_s,
+        }
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Options:
+        return cls(**{k: v for k, v in body.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class Report:
+    """What a plan or a run found and did (``as_json`` for --json, the API and the audit)."""
+
+    redrive_id: str
+    family: str
+    dry_run: bool
+    state: str = "done"
+    outcome: str = ""
+    matched: int = 0
+    sent: int = 0
+    sent_before: int = 0  # by earlier runs of a resumed redrive
+    parked: int = 0
+    parked_before: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    by_event_type: Counter[str] = field(default_factory=Counter)
+    by_fingerprint: Counter[str] = field(default_factory=Counter)
+    by_tenant: Counter[str] = field(default_factory=Counter)
+    first: str | None = None
+    last: str | None = None
+    done: int = 0
+    failed: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "redrive_id": self.redrive_id,
+            "family": self.family,
+            "dry_run": self.dry_run,
+            "state": self.state,
+            "outcome": self.outcome,
+            "matched": self.matched,
+            "sent": self.sent,
+            "sent_before": self.sent_before,
+            "parked": self.parked,
+            "skipped": dict(self.skipped),
+            "by_event_type": dict(self.by_event_type.most_common()),
+            "by_fingerprint": dict(self.by_fingerprint.most_common()),
+            "by_tenant": dict(self.by_tenant.most_common()),
+            "first": self.first,
+            "last": self.last,
+            "outcomes": {"done": self.done, "failed": self.failed},
+        }
