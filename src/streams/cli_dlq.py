@@ -1,53 +1,33 @@
-"""``streams dlq list|show|stats``: read a family's dead-letter topic.
+"""``streams dlq list|export|show|stats``: read a family's dead-letter topic.
 
 Reads with ``assign()`` and never commits (see ``streams.dlq.reader``), so it can run
-beside the workers at any time. Exit codes: 0 done (an empty DLQ included), 1 error
-(unknown family, bad position, missing topic, unreachable cluster).
+beside the workers at any time. Records marked resolved (``streams dlq delete|purge``) are
+hidden unless ``--include-resolved``. The write side (redrive, delete, purge) is
+``streams.cli_dlq_ops``. Exit codes: 0 done (an empty DLQ included), 1 error (unknown
+family, bad position or filter, missing topic, unreachable cluster).
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import shutil
+import sys
 from typing import Any
 
 import click
-from pydantic import ValidationError
 
-from streams.core.headers import DLQ_REASONS
-from streams.errors import ConfigError, StreamsError
-from streams.settings import Settings
+from streams.cli_dlq_common import (
+    build_filter,
+    fail,
+    filter_options,
+    open_family,
+    progress_option,
+    scan,
+)
+from streams.errors import StreamsError
 
 _MESSAGE_WIDTH = 72
-
-
-def _fail(exc: StreamsError | str) -> Any:
-    click.echo(f"error: {exc}", err=True)
-    raise click.exceptions.Exit(1)
-
-
-def _open(family: str) -> tuple[Settings, str, Any]:
-    """Settings, the family's DLQ topic and a reader; errors for an unknown family."""
-    from streams.catalog import load_catalog
-    from streams.dlq.reader import DlqReader
-    from streams.dlq.records import dlq_topic_for
-
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        raise ConfigError(f"invalid STREAMS_* settings: {exc}") from None
-    catalog = load_catalog(settings.catalog_path)
-    topic = dlq_topic_for(settings, catalog, family)
-    return settings, topic, DlqReader(settings, topic)
-
-
-def _store(settings: Settings) -> Any:
-    from streams.serde import SchemaStore
-
-    try:
-        return SchemaStore.load(settings.schemas_dir)
-    except StreamsError:
-        return None  # values are then shown as hex, marked undecodable
 
 
 def _short_class(name: str) -> str:
@@ -61,11 +41,16 @@ def _clip(text: str, width: int) -> str:
 
 @click.group()
 def dlq() -> None:
-    """Inspect a family's dead-letter topic (<prefix><family>.dlq).
+    """Inspect and operate a family's dead-letter topic (<prefix><family>.dlq).
 
-    Records are addressed as PARTITION:OFFSET. Nothing here joins a consumer group or
-    commits offsets.
+    Records are addressed as PARTITION:OFFSET. Reading joins no consumer group and
+    commits nothing.
     """
+
+
+_include_resolved = click.option(
+    "--include-resolved", is_flag=True, help="also records marked resolved or parked"
+)
 
 
 @dlq.command("list")
@@ -76,59 +61,140 @@ def dlq() -> None:
     type=click.IntRange(min=1),
     default=20,
     show_default=True,
-    help="show at most this many records (the most recent ones)",
+    help="show at most this many matching records (the most recent ones)",
 )
-@click.option(
-    "--reason",
-    type=click.Choice(DLQ_REASONS, case_sensitive=False),
-    default=None,
-    help="only records dead-lettered for this reason (scans the whole topic)",
-)
+@filter_options
+@_include_resolved
+@click.option("--format", "fmt", type=click.Choice(["table", "jsonl", "csv"]), default="table")
 @click.option("--json", "as_json", is_flag=True, help="a JSON array, one object per record")
-def list_command(family: str, limit: int, reason: str | None, as_json: bool) -> None:
-    """The most recent DLQ records of FAMILY, oldest first."""
-    from streams.dlq.records import iso_ms, latest, with_reason
+@progress_option
+def list_command(
+    family: str,
+    limit: int,
+    include_resolved: bool,
+    fmt: str,
+    as_json: bool,
+    progress: bool | None,
+    **kw: Any,
+) -> None:
+    """The most recent matching DLQ records of FAMILY, oldest first (memory: --limit)."""
+    from streams.dlq.records import iso_ms
+    from streams.dlq.views import RecordWriter
 
     try:
-        _settings, topic, reader = _open(family)
-        with reader:
-            ranges = reader.partitions()
+        selection = build_filter(kw)
+        opened = open_family(family)
+        with opened.reader:
+            ranges = opened.reader.partitions()
             total = sum(r.count for r in ranges)
-            if reason is None:
-                records = reader.newest(limit, ranges)
-                matching = total
-            else:
-                found = with_reason(reader.scan(ranges), reason)
-                matching = len(found)
-                records = latest(found, limit)
+            matching = 0
+            heap: list[tuple[tuple[int, int, int], Any]] = []
+            for record, tenant, state in scan(
+                opened, selection, include_resolved=include_resolved, progress=progress
+            ):
+                matching += 1
+                order = (record.failed_at_ms or 0, record.partition, record.offset)
+                item = (order, (record, tenant, state))
+                if len(heap) < limit:
+                    heapq.heappush(heap, item)
+                elif order > heap[0][0]:
+                    heapq.heapreplace(heap, item)
+            rows = [row for _order, row in sorted(heap, key=lambda i: i[0])]
     except StreamsError as exc:
-        _fail(exc)
+        fail(exc)
         return
     if as_json:
-        click.echo(json.dumps([r.summary() for r in records], indent=2, ensure_ascii=False))
+        out = [r.summary() | {"tenant_id": t, "state": s or "open"} for r, t, s in rows]
+        click.echo(json.dumps(out, indent=2, ensure_ascii=False))
         return
+    if fmt != "table":
+        writer = RecordWriter(sys.stdout, fmt)
+        for r, t, s in rows:
+            writer.write(r, t, s)
+        return
+    described = selection.describe()
     noun = f"{matching} record{'s' if matching != 1 else ''}"
-    what = f"{noun} with reason {reason} (of {total})" if reason else noun
+    if not described:
+        what = noun
+    elif list(described) == ["reasons"] and len(described["reasons"]) == 1:
+        what = f"{noun} with reason {described['reasons'][0]} (of {total})"
+    else:
+        what = f"{noun} matching {json.dumps(described)} (of {total})"
     parts = f"{len(ranges)} partition{'s' if len(ranges) != 1 else ''}"
-    shown = f", showing the latest {len(records)}" if len(records) < matching else ""
-    click.echo(f"{topic}: {what} in {parts}{shown}")
-    if not records:
+    shown = f", showing the latest {len(rows)}" if len(rows) < matching else ""
+    click.echo(f"{opened.topic}: {what} in {parts}{shown}")
+    if not rows:
         return
     width = max(_MESSAGE_WIDTH, shutil.get_terminal_size((160, 24)).columns - 70)
-    pos_w = max(8, *(len(r.position) for r in records))
+    pos_w = max(8, *(len(r.position) for r, _t, _s in rows))
     click.echo(
         f"{'POSITION':<{pos_w}}  {'FAILED AT (UTC)':<24}  {'REASON':<11}  {'ATT':>3}  "
         f"{'EVENT ID':<36}  ERROR"
     )
-    for r in records:
+    for r, _tenant, state in rows:
         error = f"{_short_class(r.error_class)}: {r.error_message}" if r.error_class else "-"
         attempt = str(r.attempt) if r.attempt is not None else "-"
-        event_id = _clip(r.event_id or "-", 36)
+        marker = f" [{state}]" if state else ""
         click.echo(
             f"{r.position:<{pos_w}}  {iso_ms(r.failed_at_ms) or '-':<24}  {r.reason:<11}  "
-            f"{attempt:>3}  {event_id:<36}  {_clip(error, width)}"
+            f"{attempt:>3}  {_clip(r.event_id or '-', 36):<36}  {_clip(error, width)}{marker}"
         )
-    click.echo(f"details: streams dlq show {family} {records[-1].position}")
+    click.echo(f"details: streams dlq show {family} {rows[-1][0].position}")
+
+
+@dlq.command("export")
+@click.argument("family")
+@filter_options
+@_include_resolved
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv", "table"]),
+    default="jsonl",
+    show_default=True,
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    default="-",
+    help="file to write (default: stdout)",
+)
+@progress_option
+def export_command(
+    family: str,
+    include_resolved: bool,
+    fmt: str,
+    output: str,
+    progress: bool | None,
+    **kw: Any,
+) -> None:
+    """Every matching DLQ record of FAMILY in DLQ order, streamed (one record in memory)."""
+    from streams.dlq.views import RecordWriter
+
+    try:
+        selection = build_filter(kw)
+        opened = open_family(family)
+        out = sys.stdout if output == "-" else open(output, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        try:
+            writer = RecordWriter(out, fmt)
+            with opened.reader:
+                for record, tenant, state in scan(
+                    opened,
+                    selection,
+                    include_resolved=include_resolved,
+                    want_tenant=True,
+                    progress=progress,
+                ):
+                    writer.write(record, tenant, state)
+        finally:
+            if out is not sys.stdout:
+                out.close()
+    except StreamsError as exc:
+        fail(exc)
+        return
+    if output != "-":
+        click.echo(f"exported {writer.count} records of {opened.topic} to {output}", err=True)
 
 
 @dlq.command("show")
@@ -136,72 +202,31 @@ def list_command(family: str, limit: int, reason: str | None, as_json: bool) -> 
 @click.argument("position", metavar="PARTITION:OFFSET")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object")
 def show_command(family: str, position: str, as_json: bool) -> None:
-    """One DLQ record of FAMILY: every failure header and the decoded value."""
-    from streams.core import headers as h
-    from streams.dlq.records import describe_value, iso_ms, parse_position
+    """One DLQ record of FAMILY: every header and the decoded value."""
+    from streams.cli_dlq_show import render_show
+    from streams.dlq.kafka_io import StateStore
+    from streams.dlq.records import describe_value, parse_position
+    from streams.dlq.replay import source_of
 
     try:
         partition, offset = parse_position(position)
-        settings, topic, reader = _open(family)
-        with reader:
-            record = reader.get(partition, offset)
+        opened = open_family(family)
+        with opened.reader:
+            record = opened.reader.get(partition, offset)
+        state = StateStore(opened.settings).load(opened.topic).get(source_of(record))
     except StreamsError as exc:
-        _fail(exc)
+        fail(exc)
         return
-    value = describe_value(_store(settings), record.value)
+    value = describe_value(opened.store, record.value)
     if as_json:
-        body = record.summary() | {"headers": record.headers, "value": value.as_json()}
+        body = record.summary() | {
+            "headers": record.headers,
+            "value": value.as_json(),
+            "state": state or "open",
+        }
         click.echo(json.dumps(body, indent=2, ensure_ascii=False))
         return
-    rows: list[tuple[str, str]] = [
-        ("reason", record.reason),
-        ("error class", record.error_class or "-"),
-        ("error message", record.error_message or "-"),
-        ("fingerprint", record.fingerprint),
-        ("attempt", str(record.attempt) if record.attempt is not None else "-"),
-        ("event", f"{record.event_type or '-'}  id {record.event_id or '-'}"),
-        (
-            "original",
-            f"{record.original_topic or '-'} "
-            f"{record.original_partition if record.original_partition is not None else '-'}:"
-            f"{record.original_offset if record.original_offset is not None else '-'}",
-        ),
-        ("first failure", iso_ms(record.first_failure_at_ms) or "-"),
-        ("dead-lettered", iso_ms(record.failed_at_ms) or "-"),
-        ("key", record.summary()["key"] or "-"),
-    ]
-    shown = {
-        h.DLQ_REASON,
-        h.ERROR_CLASS,
-        h.ERROR_MESSAGE,
-        h.ERROR_FINGERPRINT,
-        h.ATTEMPT,
-        h.EVENT_TYPE,
-        h.EVENT_ID,
-        h.ORIGINAL_TOPIC,
-        h.ORIGINAL_PARTITION,
-        h.ORIGINAL_OFFSET,
-        h.FIRST_FAILURE_AT_MS,
-        h.FAILED_AT_MS,
-    }
-    click.echo(f"{topic} {record.position}")
-    for name, text in rows:
-        click.echo(f"  {name:<14} {text}")
-    others = {k: v for k, v in record.headers.items() if k not in shown}
-    if others:
-        click.echo("  other headers:")
-        for name, text in others.items():
-            if name.endswith("-at-ms") or name.endswith("timestamp-ms"):
-                with_time = iso_ms(int(text)) if text.isdigit() else None
-                text = f"{text} ({with_time})" if with_time else text
-            click.echo(f"    {name}: {text}")
-    if value.decoded is not None:
-        click.echo(f"value ({value.schema}, {value.size} bytes):")
-        for line in json.dumps(value.decoded, indent=2, ensure_ascii=False).splitlines():
-            click.echo(f"  {line}")
-    else:
-        click.echo(f"value: UNDECODABLE ({value.size} bytes): {value.error}")
-        click.echo(f"  hex: {value.hex_preview}")
+    render_show(opened.topic, record, value, state)
 
 
 @dlq.command("stats")
@@ -213,44 +238,48 @@ def show_command(family: str, position: str, as_json: bool) -> None:
     show_default=True,
     help="how many error groups to show",
 )
+@filter_options
+@_include_resolved
 @click.option("--json", "as_json", is_flag=True, help="one JSON object")
-def stats_command(family: str, top: int, as_json: bool) -> None:
-    """Counts of FAMILY's DLQ by reason, event type and error (fingerprint)."""
-    from streams.dlq.records import iso_ms, summarize
+@progress_option
+def stats_command(
+    family: str,
+    top: int,
+    include_resolved: bool,
+    as_json: bool,
+    progress: bool | None,
+    **kw: Any,
+) -> None:
+    """Counts of FAMILY's DLQ by reason, event type, tenant, error (fingerprint) and age."""
+    from streams.cli_dlq_show import render_stats
+    from streams.dlq.records import DlqStats
+    from streams.dlq.views import Breakdown
 
     try:
-        _settings, topic, reader = _open(family)
-        with reader:
-            stats = summarize(topic, reader.scan())
+        selection = build_filter(kw)
+        opened = open_family(family)
+        hidden = [0]
+        with opened.reader:
+            breakdown = Breakdown(DlqStats(opened.topic))
+            for record, tenant, _state in scan(
+                opened,
+                selection,
+                include_resolved=include_resolved,
+                want_tenant=True,
+                progress=progress,
+                hidden=hidden,
+            ):
+                breakdown.add(record, tenant)
+            breakdown.resolved = hidden[0]
     except StreamsError as exc:
-        _fail(exc)
+        fail(exc)
         return
     if as_json:
-        click.echo(json.dumps(stats.as_json(top), indent=2, ensure_ascii=False))
+        click.echo(json.dumps(breakdown.as_json(top), indent=2, ensure_ascii=False))
         return
-    click.echo(f"{topic}: {stats.total} record{'s' if stats.total != 1 else ''}")
-    if not stats.total:
-        return
-    click.echo(
-        f"  oldest {iso_ms(stats.oldest_ms) or '-'}   newest {iso_ms(stats.newest_ms) or '-'}"
-    )
-    click.echo("by reason:")
-    for reason, count in stats.by_reason.most_common():
-        click.echo(f"  {count:>7}  {reason}")
-    click.echo("by event type:")
-    for event_type, count in stats.by_event_type.most_common():
-        click.echo(f"  {count:>7}  {event_type}")
-    groups = stats.top_groups(top)
-    more = len(stats.groups) - len(groups)
-    click.echo(
-        f"by error ({len(stats.groups)} distinct fingerprint"
-        f"{'s' if len(stats.groups) != 1 else ''}{f', top {len(groups)}' if more > 0 else ''}):"
-    )
-    click.echo(f"  {'COUNT':>7}  {'FINGERPRINT':<16}  {'REASONS':<18}  {'EXAMPLE':<9}  ERROR")
-    for g in groups:
-        reasons = ",".join(g.reasons)
-        error = f"{_short_class(g.error_class)}: {g.sample_message}"
-        click.echo(
-            f"  {g.count:>7}  {g.fingerprint:<16}  {_clip(reasons, 18):<18}  {g.example:<9}  "
-            f"{_clip(error, _MESSAGE_WIDTH)}"
-        )
+    render_stats(breakdown, top)
+
+
+from streams.cli_dlq_ops import register  # noqa: E402  (the write side adds its commands)
+
+register(dlq)
