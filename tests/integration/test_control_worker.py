@@ -111,3 +111,40 @@ def test_pause_across_two_workers_and_a_restart(rig: dict[str, Any]) -> None:
     assert rig["ledger"].ids() == set(ids)
     for w in workers:
         wait_for(lambda w=w: w.health()[1].get("paused_families") == [], 5, "resume ack")
+
+
+def test_cancel_of_a_running_webhook_delivery_stops_it(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    from tests.integration.test_jobs_engine import SECRET, Rig, webhook
+    from tests.support.receiver import ThreadedReceiver
+
+    fam = {
+        "partitions": 3,
+        "concurrency": 4,
+        "handler_timeout": "60s",
+        "retry": {"delays": ["1s"], "max_attempts": 3, "jitter": 0.0, "retention": "1d"},
+    }
+    env = {"STREAMS_WEBHOOK_SIGNING_SECRET": SECRET, "STREAMS_WEBHOOK_ALLOW_HOSTS": "127.0.0.1"}
+    with ThreadedReceiver(SECRET) as receiver:
+        rig = Rig(make_settings, tmp_path, "webhook", fam, env)
+        control = ControlRig(rig.settings)
+        try:
+            rig.start()
+            held = rig.publisher.publish_batch([webhook(receiver.url + "/slow/45", "s1")])[0]
+            # the receiver holds the request: the handler is running
+            wait_for(lambda: receiver.deliveries_to("/slow/45"), 20, "the delivery to start")
+            control.wait_state(held.event_id, "running", 2)
+            control.issue("cancel", held.event_id)
+            control.wait_state(held.event_id, "cancelled", 5)  # long before the 45 s reply
+            worker = rig.workers[0]
+            assert worker.metric("streams_events_total", outcome="cancelled") == 1
+            assert worker.metric("streams_retries_total") == 0
+            worker.stop()  # restarted, the worker does not deliver it again
+            worker = rig.start()
+            after = rig.publisher.publish_batch([webhook(receiver.url + "/ok", "s2")])[0]
+            control.wait_state(after.event_id, "done", 20)
+            assert len(receiver.deliveries_to("/slow/45")) == 1
+        finally:
+            control.close()
+            rig.close()
