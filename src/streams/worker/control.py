@@ -59,7 +59,7 @@ class WorkerControl:
         self._open = {family: asyncio.Event() for family in topics_of}
         self._loaded = follower is None
         self._released = False
-        self._running: dict[str, list[CancelSignal]] = {}
+        self._running: dict[str, list[tuple[CancelSignal, str | None]]] = {}
         self.applied: dict[str, bool] = {}  # family -> paused, as applied here
         view.listen(self._from_thread)
 
@@ -133,19 +133,26 @@ class WorkerControl:
 
     # --- cancel -------------------------------------------------------------------------
 
-    def cancelled(self, event_id: str) -> Command | None:
-        return self.view.cancelled(event_id)
+    def cancelled(self, event_id: str, tenant_id: str | None) -> Command | None:
+        """The active cancel of ``event_id`` if it applies to an event of ``tenant_id``: a
+        cancel issued for a tenant (``args.tenant``, set by the API from the caller's token)
+        never touches another tenant's event of the same id."""
+        command = self.view.cancelled(event_id)
+        if command is None or not _same_tenant(command, tenant_id):
+            return None
+        return command
 
     @contextmanager
-    def signal_for(self, event_id: str) -> Iterator[CancelSignal]:
+    def signal_for(self, event_id: str, tenant_id: str | None) -> Iterator[CancelSignal]:
         """A cancel signal for the handler of ``event_id``, set if a cancel arrives."""
         signal = CancelSignal()
         signals = self._running.setdefault(event_id, [])
-        signals.append(signal)
+        entry = (signal, tenant_id)
+        signals.append(entry)
         try:
             yield signal
         finally:
-            signals.remove(signal)
+            signals.remove(entry)
             if not signals:
                 self._running.pop(event_id, None)
 
@@ -161,5 +168,11 @@ class WorkerControl:
         if kind == PAUSE.name and target in self._open and self._loaded:
             self._apply_pause(target)
         elif kind == CANCEL.name and command is not None and command.active(self._clock_ms()):
-            for signal in self._running.get(target, ()):
-                signal.set(f"cancelled by {command.actor or 'an operator'}")
+            for signal, tenant_id in self._running.get(target, ()):
+                if _same_tenant(command, tenant_id):
+                    signal.set(f"cancelled by {command.actor or 'an operator'}")
+
+
+def _same_tenant(command: Command, tenant_id: str | None) -> bool:
+    tenant = command.args.get("tenant")
+    return tenant is None or tenant == tenant_id

@@ -141,7 +141,7 @@ class Processor:
             entry.finish()
             return
         control = self._control
-        if control is not None and control.cancelled(envelope.event_id) is not None:
+        if control is not None and control.cancelled(envelope.event_id, envelope.tenant_id):
             self._finish(entry, envelope, digest, "cancelled", reason="cancel requested")
             return
         try:
@@ -218,7 +218,7 @@ class Processor:
         if self._control is None:
             await self._call(handler, event, entry, headers, attempt, NEVER_CANCELLED)
             return
-        with self._control.signal_for(envelope.event_id) as signal:
+        with self._control.signal_for(envelope.event_id, envelope.tenant_id) as signal:
             try:
                 await self._call(handler, event, entry, headers, attempt, signal)
             except (asyncio.CancelledError, Cancelled):
