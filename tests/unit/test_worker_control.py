@@ -24,11 +24,11 @@ class FakeConsumer:
     def pause(self, tps: Any) -> None:
         self.paused |= set(tps)
 
-    def resume_tp(self, tp: TP) -> None:
+    def resume_tp(self, tp: Any) -> None:
         self.paused.discard(tp)
         self.resumed.append(tp)
 
-    def assignment(self) -> set[TP]:
+    def assignment(self) -> set[Any]:
         return set(self.tps)
 
 

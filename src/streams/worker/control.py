@@ -61,6 +61,7 @@ class WorkerControl:
         self._released = False
         self._running: dict[str, list[tuple[CancelSignal, str | None]]] = {}
         self.applied: dict[str, bool] = {}  # family -> paused, as applied here
+        self._on_cancel: list[Callable[[str], None]] = []
         view.listen(self._from_thread)
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -77,6 +78,11 @@ class WorkerControl:
         self._loaded = True
         for family in self._open:
             self._apply_pause(family)
+
+    def on_cancel(self, callback: Callable[[str], None]) -> None:
+        """``callback(event_id)`` on the loop when a cancel arrives (schedulers expedite
+        the held retry record so its status turns ``cancelled`` now)."""
+        self._on_cancel.append(callback)
 
     def release_all(self) -> None:
         """Shutdown: wake everything waiting on a gate (it then leaves its record unacked)."""
@@ -171,6 +177,8 @@ class WorkerControl:
             for signal, tenant_id in self._running.get(target, ()):
                 if _same_tenant(command, tenant_id):
                     signal.set(f"cancelled by {command.actor or 'an operator'}")
+            for callback in self._on_cancel:
+                callback(target)
 
 
 def _same_tenant(command: Command, tenant_id: str | None) -> bool:

@@ -20,6 +20,7 @@ import faust
 from streams.catalog import Catalog, Family
 from streams.control.reader import ControlView, TopicFollower
 from streams.control.topics import control_topic, status_topic
+from streams.core import headers as h
 from streams.jobs.registry import HandlerRegistry
 from streams.metrics import Metrics
 from streams.settings import Settings
@@ -89,6 +90,7 @@ class Runtime:
         )
         if self.control is not None:
             self.partitions.holds = self.control.holds
+            self.control.on_cancel(self._expedite)
         builder = FamilyBuilder(
             app=self.app,
             settings=settings,
@@ -198,6 +200,16 @@ class Runtime:
             "partitions_in_sequence": self.sequencer.in_sequence(),
             "control_loaded": self.control is None or self.control.loaded,
         }
+
+    def _expedite(self, event_id: str) -> None:
+        """A cancelled event held in a retry tier runs now (and is acked as cancelled)."""
+
+        def match(entry: Any) -> bool:
+            return bool(h.decode(entry.message.headers).get(h.EVENT_ID) == event_id)
+
+        for fr in self.families.values():
+            for scheduler in fr.schedulers:
+                scheduler.expedite(match)
 
     def paused_families(self) -> list[str]:
         return self.control.paused_families() if self.control is not None else []
