@@ -25,6 +25,8 @@ from streams.store.settings import StoreSettings
 
 pytestmark = pytest.mark.kafka
 
+# the second retry waits an hour: a cancel must not wait for it
+AUDIT = {**TEST_AUDIT, "retry": {**TEST_AUDIT["retry"], "delays": ["1s", "1h"]}}  # type: ignore[dict-item]
 SECRET = "control-api-secret-" + "x" * 32
 ISS, AUD = "https://issuer.test", "streams-api"
 
@@ -79,7 +81,7 @@ class Client:
 async def stack(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> AsyncIterator[dict[str, Any]]:
-    with audit_rig(make_settings, tmp_path, TEST_AUDIT) as rig:
+    with audit_rig(make_settings, tmp_path, AUDIT) as rig:
         worker = rig["start"]()
         api_settings = ApiSettings(
             api_jwt_secret=SecretStr(SECRET),
@@ -113,11 +115,15 @@ async def test_status_and_cancel_over_http(stack: dict[str, Any]) -> None:
     assert status == 409 and body["final"]["state"] == "done"
 
     doomed = await api.claim(fail="always")
-    await api.states_until(doomed, "retrying", 20)
+    while len(stack["ledger"].attempts(doomed)) < 2:  # now held in the 1 h tier
+        assert time.monotonic() < deadline + 40, "the second attempt never ran"
+        await asyncio.sleep(0.1)
+    await api.states_until(doomed, "retrying", 5)
     status, body = await api.call("DELETE", f"/v1/events/{doomed}", PRODUCER)
     assert status == 202 and body["state"] == "cancel_requested", body
-    assert (await api.states_until(doomed, "cancelled", 20))[-1] == "cancelled"
-    assert len(stack["ledger"].attempts(doomed)) == 1, "a cancelled event ran again"
+    # acked as cancelled now, not in an hour
+    assert (await api.states_until(doomed, "cancelled", 10))[-1] == "cancelled"
+    assert len(stack["ledger"].attempts(doomed)) == 2, "a cancelled event ran again"
 
 
 async def test_pause_and_resume_over_http_are_audited(stack: dict[str, Any]) -> None:

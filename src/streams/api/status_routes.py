@@ -142,6 +142,8 @@ async def cancel(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise Problem(400, "bad-event-id", f"event_id: {exc}") from None
     await cp.issue(command)
+    for stale in cp.control.expired(CANCEL.name, limit=20):  # the topic is compacted only
+        await cp.revoke(CANCEL.name, stale)
     answer = CancelAccepted(
         event_id=event_id,
         state="cancel_requested",

@@ -109,6 +109,10 @@ class WorkerControl:
             await gate.wait()
         return not self._released
 
+    def gate(self, family: str) -> FamilyGate:
+        """What the family's lanes check before admitting a record."""
+        return FamilyGate(self, self._open[family], family)
+
     def holds(self, tp: TP) -> bool:
         """``tp`` belongs to a family paused here (the consumer must not resume it)."""
         family = self._family_of.get(tp.topic)
@@ -148,19 +152,34 @@ class WorkerControl:
             return None
         return command
 
+    def register(self, event_id: str, tenant_id: str | None) -> CancelSignal:
+        """A cancel signal for the handler of ``event_id`` about to run, set if a cancel
+        arrives while it runs; ``unregister`` it when the handler ends."""
+        signal = CancelSignal()
+        signals = self._running.get(event_id)
+        if signals is None:
+            self._running[event_id] = [(signal, tenant_id)]
+        else:
+            signals.append((signal, tenant_id))
+        return signal
+
+    def unregister(self, event_id: str, signal: CancelSignal) -> None:
+        signals = self._running.get(event_id)
+        if signals is None:
+            return
+        if len(signals) == 1:
+            del self._running[event_id]
+        else:
+            signals[:] = [s for s in signals if s[0] is not signal]
+
     @contextmanager
     def signal_for(self, event_id: str, tenant_id: str | None) -> Iterator[CancelSignal]:
-        """A cancel signal for the handler of ``event_id``, set if a cancel arrives."""
-        signal = CancelSignal()
-        signals = self._running.setdefault(event_id, [])
-        entry = (signal, tenant_id)
-        signals.append(entry)
+        """``register`` .. ``unregister`` as a context (tests, slow paths)."""
+        signal = self.register(event_id, tenant_id)
         try:
             yield signal
         finally:
-            signals.remove(entry)
-            if not signals:
-                self._running.pop(event_id, None)
+            self.unregister(event_id, signal)
 
     # --- commands from the follower's thread ---------------------------------------------
 
@@ -179,6 +198,24 @@ class WorkerControl:
                     signal.set(f"cancelled by {command.actor or 'an operator'}")
             for callback in self._on_cancel:
                 callback(target)
+
+
+class FamilyGate:
+    """One family's gate: ``open`` is the hot path's check; ``wait`` when it is closed."""
+
+    __slots__ = ("_control", "_event", "_family")
+
+    def __init__(self, control: WorkerControl, event: asyncio.Event, family: str) -> None:
+        self._control = control
+        self._event = event
+        self._family = family
+
+    @property
+    def open(self) -> bool:
+        return self._event.is_set() and not self._control._released
+
+    async def wait(self) -> bool:
+        return await self._control.wait_open(self._family)
 
 
 def _same_tenant(command: Command, tenant_id: str | None) -> bool:

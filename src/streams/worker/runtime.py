@@ -251,11 +251,20 @@ def _control_plane(
     control = WorkerControl(view=view, follower=follower, topics_of=topics_of, clock_ms=clock_ms)
     status = None
     if settings.status_tracking:
-        producer = Producer({**conf, "acks": "all", "linger.ms": 20, "compression.type": "lz4"})
         status = StatusRecorder(
-            producer=producer,
+            producer=None,
             topic=status_topic(settings.topic_prefix),
             clock_ms=clock_ms,
             linger_s=settings.status_linger_ms / 1000,
+        )
+        status.producer = Producer(
+            {
+                **conf,
+                "acks": "all",
+                "linger.ms": 20,
+                "compression.type": "lz4",
+                "delivery.report.only.error": True,  # no Python callback per record
+                "on_delivery": status.delivered,
+            }
         )
     return control, status
