@@ -95,6 +95,11 @@ class WorkerControl:
             self._follower.stop()
 
     @property
+    def released(self) -> bool:
+        """Shutdown released the gates."""
+        return self._released
+
+    @property
     def loaded(self) -> bool:
         return self._loaded
 
@@ -212,7 +217,7 @@ class FamilyGate:
 
     @property
     def open(self) -> bool:
-        return self._event.is_set() and not self._control._released
+        return self._event.is_set() and not self._control.released
 
     async def wait(self) -> bool:
         return await self._control.wait_open(self._family)
