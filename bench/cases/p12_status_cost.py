@@ -6,7 +6,8 @@ alternates between rounds). With it on, every event's transitions are coalesced 
 over ``STREAMS_STATUS_LINGER_MS`` and one status record per event is produced (the no-op
 handler finishes within the window, so "running" is folded into "done"). The value is the
 slowdown with it on, in percent, ``100 * (1 - on / off)``; target <= 10 % (issue 13). Run
-it beside P0 and P1: ``--only P0,P1,P12``.
+it beside P0 and P1: ``--only P0,P1,P12``, with an even ``--repeat``: on the shared
+machines the second drain of a round was repeatedly the slower one, whichever it was.
 """
 
 from __future__ import annotations
