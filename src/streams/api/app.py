@@ -23,7 +23,9 @@ from streams.api import (
     ingest_routes,
     observe,
     openapi,
+    pause_routes,
     provider_routes,
+    status_routes,
 )
 from streams.api.access import AUTHENTICATOR, authorize, check_declared
 from streams.api.auth import Authenticator
@@ -85,6 +87,8 @@ def create_app(
     ingest_routes.add_routes(app)
     provider_routes.add_routes(app)
     dlq_routes.add_routes(app)
+    status_routes.add_routes(app)
+    pause_routes.add_routes(app)
     check_declared(app)
     openapi.routes(app)  # RuntimeError now for a route without @operation
     kafka_settings = (kafka or Settings()).model_copy(
