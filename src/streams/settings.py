@@ -86,6 +86,9 @@ class Settings(BaseSettings):
         default=20, ge=0, description="retries run this long after their due time, at least"
     )
     families: str | None = Field(default=None, description="comma list; unset = all families")
+    heartbeat_interval_s: float = Field(
+        default=2.0, gt=0, le=60, description="how often a worker publishes to streams.workers"
+    )
 
     @field_validator("topic_prefix")
     @classmethod

@@ -18,6 +18,7 @@ from typing import Any, cast
 import faust
 
 from streams.catalog import Catalog
+from streams.core import topology
 from streams.jobs.registry import HandlerRegistry
 from streams.metrics import Metrics
 from streams.settings import Settings
@@ -27,11 +28,13 @@ from streams.worker.compat import FaustConsumer
 from streams.worker.composition import (
     FamilyBuilder,
     FamilyRuntime,
+    LazyProducer,
     breaker_policy,
     start_jobs,
     stop_jobs,
 )
 from streams.worker.factory import create_app
+from streams.worker.heartbeat import HeartbeatLoop, worker_identity
 from streams.worker.ledger import Ledger
 from streams.worker.processor import Decoder
 from streams.worker.rebalance import Rebalancer
@@ -101,6 +104,16 @@ class Runtime:
             on_withheld=self.partitions.on_withheld,
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
         )
+        self.heartbeat = HeartbeatLoop(
+            worker_id=worker_identity(settings.worker_id),
+            topic=topology.workers_topic(settings.topic_prefix),
+            interval_s=settings.heartbeat_interval_s,
+            sender=LazyProducer(self.app),
+            families=self.families,
+            assignment=self.consumer.assignment,
+            breakers=self.breakers.registry.states,
+            clock_ms=clock_ms,
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self.started = False
         # faust's signal type wants a ``signal`` keyword; our handlers take it in **kwargs
@@ -139,6 +152,7 @@ class Runtime:
             ),
             "consumer.lag",
         )
+        self._spawn(self.heartbeat.run(), "heartbeat")
         self.started = True
 
     def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
@@ -153,6 +167,7 @@ class Runtime:
         await stop_jobs(self.registry)
         for task in self._tasks:
             task.cancel()
+        await self.heartbeat.leave()
         for fr in self.families.values():
             for writer in fr.writers:
                 await writer.stop()

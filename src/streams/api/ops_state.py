@@ -1,0 +1,148 @@
+"""What the operator routes hold: the Kafka settings and catalog, the cluster reader
+(``broker.offsets``), and two views the API process builds by following topics from the
+beginning: the live workers (``streams.workers`` heartbeats) and the statistics of the
+status records (``streams.status``, ``core.stats``).
+
+``Ops.start`` runs at application start; without Kafka settings (an API serving only the
+audit store) the operator routes answer 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from streams.api.problems import Problem
+from streams.broker.offsets import ClusterOffsets
+from streams.broker.tail import TopicTail
+from streams.catalog import Catalog
+from streams.core import heartbeat, topology
+from streams.core.stats import StatusStats
+from streams.settings import Settings
+
+log = logging.getLogger("streams.api")
+T = TypeVar("T")
+STATUS_TOPIC = "streams.status"  # owner: helper control (CONTRACTS.md)
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class WorkersView:
+    """The last heartbeat of every worker, from ``streams.workers`` (tombstone: gone)."""
+
+    def __init__(self, expire_after: int = heartbeat.DEFAULT_EXPIRE_AFTER) -> None:
+        self.expire_after = expire_after
+        self._beats: dict[str, heartbeat.Heartbeat] = {}
+        self._lock = threading.Lock()
+
+    def apply(self, key: bytes | None, value: bytes | None, _timestamp_ms: int) -> None:
+        if key is None:
+            return
+        if value is None:
+            with self._lock:
+                self._beats.pop(key.decode(errors="replace"), None)
+            return
+        try:
+            beat = heartbeat.decode(value)
+        except heartbeat.BadHeartbeat as exc:
+            log.warning("ignoring a heartbeat of %r: %s", key, exc)
+            return
+        with self._lock:
+            self._beats[beat.worker_id] = beat
+
+    def live(self, now_ms: int) -> list[heartbeat.Heartbeat]:
+        with self._lock:
+            beats = dict(self._beats)
+        return heartbeat.live(beats, now_ms, self.expire_after)
+
+
+@dataclass
+class Ops:
+    settings: Settings
+    catalog: Catalog
+    clock_ms: Callable[[], int] = _wall_ms
+    workers: WorkersView = field(default_factory=WorkersView)
+    stats: StatusStats = field(default_factory=StatusStats)
+    offsets: ClusterOffsets | None = None
+    _tails: list[TopicTail] = field(default_factory=list)
+
+    @property
+    def group(self) -> str:
+        return self.settings.app_id
+
+    def start(self) -> None:
+        self.offsets = ClusterOffsets(self.settings, self.group)
+        prefix = self.settings.topic_prefix
+        stats_lock = threading.Lock()
+
+        def on_status(key: bytes | None, value: bytes | None, ts_ms: int) -> None:
+            with stats_lock:
+                self.stats.apply_raw(value)
+
+        self.stats_lock = stats_lock
+        self._tails = [
+            TopicTail(self.settings, topology.workers_topic(prefix), self.workers.apply),
+            TopicTail(self.settings, topology.with_prefix(prefix, STATUS_TOPIC), on_status),
+        ]
+        for tail in self._tails:
+            tail.start()
+
+    def stop(self) -> None:
+        for tail in self._tails:
+            tail.stop()
+        if self.offsets is not None:
+            self.offsets.close()
+
+    def family(self, name: str) -> Any:
+        fam = self.catalog.families.get(name)
+        if fam is None:
+            raise Problem(404, "unknown-family", f"no family {name!r} in the catalog")
+        return fam
+
+    async def cluster(self, call: Callable[[ClusterOffsets], T]) -> T:
+        """``call(offsets)`` in a thread; a cluster that does not answer is a 503."""
+        from streams.errors import TopologyError
+
+        offsets = self.offsets
+        if offsets is None:
+            raise Problem(503, "kafka-unavailable", "the operator views are not started")
+        try:
+            return await asyncio.to_thread(call, offsets)
+        except TopologyError as exc:
+            raise Problem(503, "kafka-unavailable", str(exc)) from None
+
+
+OPS = web.AppKey("ops", Ops)
+
+
+def install(app: web.Application, settings: Settings | None, catalog: Catalog | None) -> None:
+    """Start the operator views with the application (nothing when Kafka is not configured)."""
+    if settings is None or catalog is None:
+        return
+
+    ops = app[OPS] = Ops(settings, catalog)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await asyncio.to_thread(ops.start)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(ops.stop)
+
+    app.cleanup_ctx.append(lifecycle)
+
+
+def ops_of(request: web.Request) -> Ops:
+    ops = request.app.get(OPS)
+    if ops is None:
+        raise Problem(503, "kafka-unavailable", "this API runs without Kafka settings")
+    return ops
