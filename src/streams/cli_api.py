@@ -42,16 +42,21 @@ def api() -> None:
     from streams.api.app import create_app
     from streams.api.auth_setup import build_authenticator
     from streams.api.settings import ApiSettings
+    from streams.catalog import load_catalog
+    from streams.settings import Settings
     from streams.store.settings import StoreSettings
 
     try:
         settings = ApiSettings()
         store = StoreSettings()
+        kafka = Settings()
     except ValidationError as exc:
         raise ConfigError(f"invalid STREAMS_* settings: {exc}") from None
     authenticator, token = build_authenticator(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    app = create_app(settings, store, authenticator)
+    app = create_app(
+        settings, store, authenticator, kafka=kafka, catalog=load_catalog(kafka.catalog_path)
+    )
     if token is not None:
         click.echo("streams api: DEV MODE, a random token secret; viewer+admin token:")
         click.echo(f"  Authorization: Bearer {token}")

@@ -15,13 +15,15 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from streams.api import audit_routes, health
+from streams.api import audit_routes, health, ops_routes, ops_state
 from streams.api.access import AUTHENTICATOR, authorize, check_declared
 from streams.api.auth import Authenticator
 from streams.api.problems import problems
 from streams.api.settings import ApiSettings
 from streams.api.state import API_SETTINGS, DATABASE, LIFECYCLE, Lifecycle
+from streams.catalog import Catalog
 from streams.errors import HandlerError
+from streams.settings import Settings
 from streams.store.database import Database
 from streams.store.settings import StoreSettings
 
@@ -47,9 +49,15 @@ async def _migrate_until_done(db: Database, lifecycle: Lifecycle) -> None:
 
 
 def create_app(
-    settings: ApiSettings, store: StoreSettings, authenticator: Authenticator
+    settings: ApiSettings,
+    store: StoreSettings,
+    authenticator: Authenticator,
+    *,
+    kafka: Settings | None = None,
+    catalog: Catalog | None = None,
 ) -> web.Application:
-    """The API application over the store ``store`` describes (ConfigError for a bad URL)."""
+    """The API application over the store ``store`` describes (ConfigError for a bad URL);
+    the operator routes need ``kafka`` and ``catalog`` (without them they answer 503)."""
     app = web.Application(middlewares=[problems, authorize], client_max_size=MAX_REQUEST_BYTES)
     app[API_SETTINGS] = settings
     app[AUTHENTICATOR] = authenticator
@@ -57,6 +65,8 @@ def create_app(
     app[LIFECYCLE] = Lifecycle()
     health.add_routes(app)
     audit_routes.add_routes(app)
+    ops_state.install(app, kafka, catalog)
+    ops_routes.add_routes(app)
     check_declared(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

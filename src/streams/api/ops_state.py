@@ -18,13 +18,16 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiohttp import web
+from confluent_kafka import Producer
 
 from streams.api.problems import Problem
+from streams.broker.clients import base_conf
 from streams.broker.offsets import ClusterOffsets
 from streams.broker.tail import TopicTail
 from streams.catalog import Catalog
 from streams.core import heartbeat, topology
 from streams.core.stats import StatusStats
+from streams.publish.publisher import Publisher
 from streams.settings import Settings
 
 log = logging.getLogger("streams.api")
@@ -73,7 +76,10 @@ class Ops:
     workers: WorkersView = field(default_factory=WorkersView)
     stats: StatusStats = field(default_factory=StatusStats)
     offsets: ClusterOffsets | None = None
+    stats_lock: threading.Lock = field(default_factory=threading.Lock)
     _tails: list[TopicTail] = field(default_factory=list)
+    _publisher: Publisher | None = None
+    _producer: Producer | None = None
 
     @property
     def group(self) -> str:
@@ -82,13 +88,11 @@ class Ops:
     def start(self) -> None:
         self.offsets = ClusterOffsets(self.settings, self.group)
         prefix = self.settings.topic_prefix
-        stats_lock = threading.Lock()
 
         def on_status(key: bytes | None, value: bytes | None, ts_ms: int) -> None:
-            with stats_lock:
+            with self.stats_lock:
                 self.stats.apply_raw(value)
 
-        self.stats_lock = stats_lock
         self._tails = [
             TopicTail(self.settings, topology.workers_topic(prefix), self.workers.apply),
             TopicTail(self.settings, topology.with_prefix(prefix, STATUS_TOPIC), on_status),
@@ -101,6 +105,42 @@ class Ops:
             tail.stop()
         if self.offsets is not None:
             self.offsets.close()
+        if self._publisher is not None:
+            self._publisher.close()
+        if self._producer is not None:
+            self._producer.flush(5.0)
+
+    def produce_sync(self, topic: str, key: bytes, value: bytes) -> int:
+        """Write one record (acks=all) and wait for it; its offset. TopologyError if refused."""
+        from streams.errors import TopologyError
+
+        with self.stats_lock:
+            if self._producer is None:
+                self._producer = Producer(
+                    base_conf(self.settings, **{"acks": "all", "enable.idempotence": True})
+                )
+        producer = self._producer
+        result: dict[str, Any] = {}
+
+        def delivered(err: Any, msg: Any) -> None:
+            result["err"], result["offset"] = err, None if err else msg.offset()
+
+        producer.produce(topic, key=key, value=value, on_delivery=delivered)
+        producer.flush(self.settings.publish_timeout_s)
+        if "err" not in result:
+            raise TopologyError(f"no acknowledgement from {topic} in time")
+        if result["err"] is not None:
+            raise TopologyError(f"{topic} refused the record: {result['err']}")
+        return int(result["offset"])
+
+    async def produce(self, topic: str, key: bytes, value: bytes) -> int:
+        return await self.cluster(lambda _offsets: self.produce_sync(topic, key, value))
+
+    def publisher(self) -> Publisher:
+        """The SDK publisher (acks=all) of audit events and control commands, made on first use."""
+        if self._publisher is None:
+            self._publisher = Publisher(self.settings, catalog=self.catalog)
+        return self._publisher
 
     def family(self, name: str) -> Any:
         fam = self.catalog.families.get(name)

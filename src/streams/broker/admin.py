@@ -44,7 +44,8 @@ def admin_client(settings: Settings) -> AdminClient:
 def catalog_topics(
     settings: Settings, catalog: Catalog, families: Iterable[str] | None = None
 ) -> list[TopicSpec]:
-    """The desired topics for this environment; ``families`` narrows them (plus the leader and heartbeat topics).
+    """The desired topics for this environment; ``families`` narrows them (plus the leader
+    and heartbeat topics).
 
     Raises CatalogError for an unknown family name.
     """

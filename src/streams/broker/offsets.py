@@ -130,6 +130,34 @@ class ClusterOffsets:
             return None
         return int(msg.timestamp()[1])
 
+    def last_values(
+        self, topic: str, partition: int, keys: set[bytes]
+    ) -> dict[bytes, tuple[bytes | None, int]]:
+        """The latest (value, offset) of each of ``keys`` in one partition, read from the low to
+        the high watermark (a compacted changelog: a scan of one partition's live keys)."""
+        found: dict[bytes, tuple[bytes | None, int]] = {}
+        with self._lock:
+            low, high = self._watermarks(topic, partition)
+            if high <= low:
+                return found
+            self._consumer.assign([TopicPartition(topic, partition, low)])
+            try:
+                position = low
+                while position < high:
+                    batch = self._consumer.consume(500, timeout=self.timeout_s)
+                    if not batch:
+                        raise TopologyError(f"reading {topic}[{partition}] stalled at {position}")
+                    for msg in batch:
+                        if msg.error() is not None:
+                            continue
+                        position = _offset(msg) + 1
+                        key = msg.key()
+                        if key in keys:
+                            found[key] = (msg.value(), _offset(msg))
+            finally:
+                self._consumer.unassign()
+        return found
+
     def members(self) -> int:
         """How many members the group has now (0: empty or unknown to the cluster)."""
         futures = self._admin.describe_consumer_groups([self.group], request_timeout=self.timeout_s)
@@ -146,7 +174,14 @@ class ClusterOffsets:
         result = _wait(futures[self.group], self.timeout_s, f"move group {self.group}'s offsets")
         failed = [tp for tp in result.topic_partitions if tp.error is not None]
         if failed:
-            raise TopologyError(f"cannot move {failed[0].topic}[{failed[0].partition}]: {failed[0].error}")
+            raise TopologyError(
+                f"cannot move {failed[0].topic}[{failed[0].partition}]: {failed[0].error}"
+            )
+
+
+def _offset(msg: Any) -> int:
+    offset = msg.offset()
+    return int(offset) if offset is not None else -1
 
 
 def _wait(future: Any, timeout_s: float, what: str) -> Any:

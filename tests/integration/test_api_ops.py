@@ -1,0 +1,253 @@
+"""Operator endpoints on real parts: the session broker, two real worker processes sending
+heartbeats, the API over real HTTP.
+
+One scenario (workers are slow to start, so the steps share them): heartbeats list both
+workers; a failing dependency opens its circuit and ``/v1/breakers`` shows it; a clear is
+refused while workers run; with the workers stopped a backlog shows as lag and oldest age;
+the clear records the skipped ranges, moves the group past them (a restarted worker does not
+run them) and the replay runs them; every admin action is in the audit family's topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jwt
+import pytest
+from aiohttp.test_utils import TestServer
+from tests.support.engine import WorkerProcess, provision, read_topic, write_catalog
+
+from streams.api.app import create_app
+from streams.api.auth_setup import build_authenticator
+from streams.api.settings import ApiSettings
+from streams.broker.offsets import ClusterOffsets
+from streams.broker.skipped import read_clears, replay
+from streams.catalog import Catalog
+from streams.core import topology
+from streams.events import build_event
+from streams.publish.publisher import Publisher
+from streams.settings import Settings
+from streams.store.settings import StoreSettings
+
+SECRET = "ops-integration-secret-" + "x" * 32
+ISS, AUD = "https://issuer.test", "streams-api"
+AUDIT = {
+    "partitions": 2,
+    "concurrency": 8,
+    "handler_timeout": "10s",
+    "retry": {"delays": ["1s"], "max_attempts": 2, "jitter": 0.0, "retention": "1d"},
+    "circuit_breaker": {"failure_threshold": 2, "cooldown": "1h"},
+    "rate_limits": [],
+}
+
+
+def auth(roles: list[str], sub: str = "ops-admin") -> dict[str, str]:
+    claims = {"sub": sub, "roles": roles, "iss": ISS, "aud": AUD, "exp": int(time.time()) + 3600}
+    return {"Authorization": "Bearer " + jwt.encode(claims, SECRET, "HS256")}
+
+
+ADMIN, VIEWER = auth(["admin"]), auth(["viewer"], "ops-viewer")
+
+
+@dataclass
+class Rig:
+    url: str
+    http: aiohttp.ClientSession
+    settings: Settings
+    catalog: Catalog
+    publisher: Publisher
+    runs: Path
+    start: Callable[[str], WorkerProcess]
+
+    async def call(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, Any]:
+        async with self.http.request(method, self.url + path, headers=headers) as response:
+            return response.status, await response.json(content_type=None)
+
+    def ran(self) -> list[str]:
+        return self.runs.read_text().split() if self.runs.exists() else []
+
+    def publish(self, subject: str, n: int, **details: str) -> list[str]:
+        ids = []
+        for i in range(n):
+            payload = {
+                "subject_id": subject,
+                "actor_id": f"a{i}",
+                "amount_minor": i,
+                "details": details,
+            }
+            ids.append(self.publisher.publish("audit.claim_submitted", payload).event_id)
+        return ids
+
+
+async def until(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+@pytest.fixture
+async def rig(make_settings: Callable[..., Settings], tmp_path: Path) -> AsyncIterator[Rig]:
+    settings = make_settings(
+        catalog_path=write_catalog(tmp_path, {"audit": AUDIT}), heartbeat_interval_s=0.5
+    )
+    catalog = provision(settings)
+    runs = tmp_path / "runs.txt"
+    workers: list[WorkerProcess] = []
+
+    def start(name: str) -> WorkerProcess:
+        w = WorkerProcess(
+            settings,
+            ["audit"],
+            runs,
+            tmp_path / f"{name}.log",
+            worker_id=name,
+            handlers="tests.support.ops_handlers",
+            extra_env={"STREAMS_WORKER_ID": "", "STREAMS_HEARTBEAT_INTERVAL_S": "0.5"},
+        )
+        workers.append(w.start())
+        return w
+
+    api_settings = ApiSettings(api_jwt_secret=SECRET, api_jwt_issuer=ISS, api_jwt_audience=AUD)
+    authenticator, _ = build_authenticator(api_settings)
+    store = StoreSettings(database_url=f"sqlite:///{tmp_path / 'store.db'}", home=tmp_path)
+    app = create_app(api_settings, store, authenticator, kafka=settings, catalog=catalog)
+    publisher = Publisher(settings, catalog=catalog)
+    try:
+        async with TestServer(app) as server, aiohttp.ClientSession() as http:
+            yield Rig(
+                str(server.make_url("")).rstrip("/"),
+                http,
+                settings,
+                catalog,
+                publisher,
+                runs,
+                start,
+            )
+    finally:
+        publisher.close()
+        for w in workers:
+            w.stop()
+
+
+def audit_actions(settings: Settings) -> list[dict[str, Any]]:
+    from streams.serde.store import SchemaStore
+
+    store = SchemaStore.load(settings.schemas_dir)
+    out = []
+    for msg in read_topic(settings, topology.main_topic(settings.topic_prefix, "audit"), 2):
+        event = store.decode_event(msg.value())
+        if event.EVENT_TYPE == "audit.admin_action":
+            out.append(event.model_dump())
+    return out
+
+
+async def test_heartbeats_breakers_backlog_clear_and_replay(rig: Rig) -> None:
+    w1, w2 = rig.start("w1"), rig.start("w2")
+    await asyncio.gather(asyncio.to_thread(w1.wait_ready), asyncio.to_thread(w2.wait_ready))
+
+    async def both_workers() -> bool:
+        status, body = await rig.call("GET", "/v1/families/audit", VIEWER)
+        return status == 200 and len(body["workers"]) == 2
+
+    await until(both_workers, 30, "both workers' heartbeats holding audit partitions")
+    status, body = await rig.call("GET", "/v1/families", VIEWER)
+    assert status == 200 and [f["family"] for f in body["families"]] == ["audit"]
+    assert set(body["families"][0]["owners"]) == {"0", "1"}
+
+    # a failing dependency: two failures in one worker open its circuit
+    rig.publish("dep-subject", 3, dep="ledgerdb:5432")
+
+    async def open_circuit() -> dict[str, str] | None:
+        _, body = await rig.call("GET", "/v1/breakers", VIEWER)
+        for row in body["breakers"]:
+            if row["dependency"] == "ledgerdb:5432" and "open" in row["workers"].values():
+                return dict(row["workers"])
+        return None
+
+    states = await until(open_circuit, 30, "an open circuit in /v1/breakers")
+    assert list(states.values()).count("open") == 1  # state is per worker: one key, one owner
+
+    # a clear while workers run: refused by the empty-group rule, and audited
+    status, body = await rig.call("POST", "/v1/families/audit:clear", ADMIN)
+    assert status == 409 and body["type"].endswith("group-active"), body
+    assert (await rig.call("POST", "/v1/families/audit:clear", VIEWER))[0] == 403
+
+    w1.stop()
+    w2.stop()
+    offsets = ClusterOffsets(rig.settings, rig.settings.app_id)
+    try:
+        await until(lambda: offsets.members() == 0, 30, "the worker group to be empty")
+    finally:
+        offsets.close()
+    first_publish_ms = int(time.time() * 1000)
+    backlog = rig.publish("backlog", 5)
+    published_by_ms = int(time.time() * 1000)
+
+    asked_ms = int(time.time() * 1000)
+    status, family = await rig.call("GET", "/v1/families/audit", VIEWER)
+    answered_ms = int(time.time() * 1000)
+    assert status == 200
+    main = next(t for t in family["topics"] if t["role"] == "main")
+    assert main["lag"] >= 5  # and any admin_action event the stopped workers had not read
+    age = main["oldest_unprocessed_age_ms"]
+    # the oldest pending record was created between the first publish and the last one
+    assert age is not None
+    assert asked_ms - published_by_ms <= age <= answered_ms - first_publish_ms
+    assert family["in_flight"] == 0 and family["workers"] == []  # tombstones on clean stop
+
+    status, cleared = await rig.call("POST", "/v1/families/audit:clear", ADMIN)
+    assert status == 200, cleared
+    main_ranges = [r for r in cleared["ranges"] if r["topic"] == main["topic"]]
+    assert sum(r["to"] - r["from"] for r in main_ranges) == main["lag"]
+    assert cleared["skipped"] == family["lag"]
+    _, after = await rig.call("GET", "/v1/families/audit", VIEWER)
+    committed = {
+        (t["topic"], p["partition"]): p["committed"]
+        for t in after["topics"]
+        for p in t["partitions"]
+    }
+    # the group now stands at the end of every skipped range (the clear's own audit event,
+    # published to this same audit family afterwards, is the only thing pending)
+    assert all(committed[(r["topic"], r["partition"])] == r["to"] for r in cleared["ranges"])
+    assert after["lag"] <= 1
+
+    recorded = read_clears(rig.settings, topology.skipped_topic(rig.settings.topic_prefix))
+    assert [c.clear_id for c in recorded] == [cleared["clear_id"]]
+    assert recorded[0].skipped == cleared["skipped"] and recorded[0].actor == "ops-admin"
+
+    # a restarted worker does not run the skipped events: a marker published after them runs
+    w3 = rig.start("w3")
+    await asyncio.to_thread(w3.wait_ready)
+    marker = rig.publish("marker", 1)
+    await until(lambda: set(marker) <= set(rig.ran()), 30, "the marker event to run")
+    assert not set(backlog) & set(rig.ran())
+
+    replayed = await asyncio.to_thread(
+        replay,
+        rig.settings,
+        recorded[0],
+        marker_topic=topology.skipped_topic(rig.settings.topic_prefix),
+    )
+    assert replayed == cleared["skipped"]
+    await until(lambda: set(backlog) <= set(rig.ran()), 30, "the replayed backlog to run")
+    [again] = read_clears(rig.settings, topology.skipped_topic(rig.settings.topic_prefix))
+    assert again.outcome == "replayed"
+
+    actions = [
+        (a["action"], a["subject_id"], a["actor_id"], a["details"]["outcome"])
+        for a in audit_actions(rig.settings)
+    ]
+    assert ("family.clear", "family/audit", "ops-admin", "refused:409") in actions
+    assert ("family.clear", "family/audit", "ops-admin", "ok") in actions
