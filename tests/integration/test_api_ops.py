@@ -30,7 +30,6 @@ from streams.broker.offsets import ClusterOffsets
 from streams.broker.skipped import read_clears, replay
 from streams.catalog import Catalog
 from streams.core import topology
-from streams.events import build_event
 from streams.publish.publisher import Publisher
 from streams.settings import Settings
 from streams.store.settings import StoreSettings
