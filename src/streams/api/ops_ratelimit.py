@@ -15,30 +15,22 @@ applies to its own table (``worker/ratelimit_reset.py``), which writes the chang
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
-
-from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 
 from streams.broker.offsets import ClusterOffsets
 from streams.catalog import Family
+from streams.control.model import Command
 from streams.core import topology
 from streams.core.policies import RateLimit
 from streams.core.ratelimit import bucket_key, bucket_params
 from streams.settings import Settings
-from streams.worker.ratelimit import unpack_state
+from streams.worker.ratelimit import key_partition, unpack_state
+from streams.worker.ratelimit_reset import RATELIMIT_RESET
 
 if TYPE_CHECKING:
     from streams.api.ops_state import Ops
 
-CONTROL_TOPIC = "streams.control"  # owner: helper control (CONTRACTS.md)
-RESET_KIND = "ratelimit-reset"
 RESET_TTL_MS = 3_600_000
-
-
-def key_partition(key: str, partitions: int) -> int:
-    """The partition of record key ``key``: Kafka's default (murmur2) partitioner."""
-    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 def _buckets(family: Family, key: str) -> list[tuple[RateLimit, int, bytes]]:
@@ -98,30 +90,23 @@ def status(
     return {"family": family.name, "key": key, "at_ms": now_ms, "buckets": buckets}
 
 
-def reset_command(family: str, key: str, *, actor: str, now_ms: int) -> tuple[bytes, bytes]:
-    """The (key, value) of the control record asking the owning worker to refill ``key``."""
-    target = f"{family}/{key}"
-    value = {
-        "kind": RESET_KIND,
-        "target": target,
-        "issued_at_ms": now_ms,
-        "expires_at_ms": now_ms + RESET_TTL_MS,
-        "actor": actor,
-        "args": {},
-    }
-    return f"{RESET_KIND}/{target}".encode(), json.dumps(value).encode()
-
-
-async def reset(ops: Ops, family: Family, key: str, *, principal: str) -> dict[str, Any]:
+async def reset(ops: Ops, family: Family, key: str, *, actor: str) -> dict[str, Any]:
+    """Issue ``ratelimit-reset/<family>/<key>`` (acks=all); the owning worker applies it."""
     now_ms = ops.clock_ms()
-    record_key, value = reset_command(family.name, key, actor=principal, now_ms=now_ms)
-    topic = topology.with_prefix(ops.settings.topic_prefix, CONTROL_TOPIC)
-    offset = await ops.produce(topic, record_key, value)
+    command = Command(
+        kind=RATELIMIT_RESET.name,
+        target=f"{family.name}/{key}",
+        issued_at_ms=now_ms,
+        expires_at_ms=now_ms + RESET_TTL_MS,
+        actor=actor,
+    )
+    offset = await ops.cluster(lambda _offsets: ops.control_writer().issue(command))
     return {
         "family": family.name,
         "key": key,
-        "command": record_key.decode(),
+        "command": command.key,
         "issued_at_ms": now_ms,
+        "expires_at_ms": now_ms + RESET_TTL_MS,
         "control_offset": offset,
         "state": "issued",
     }

@@ -25,14 +25,14 @@ from streams.broker.clients import base_conf
 from streams.broker.offsets import ClusterOffsets
 from streams.broker.tail import TopicTail
 from streams.catalog import Catalog
+from streams.control.topics import control_topic, status_topic
+from streams.control.writer import ControlWriter
 from streams.core import heartbeat, topology
 from streams.core.stats import StatusStats
-from streams.publish.publisher import Publisher
 from streams.settings import Settings
 
 log = logging.getLogger("streams.api")
 T = TypeVar("T")
-STATUS_TOPIC = "streams.status"  # owner: helper control (CONTRACTS.md)
 
 
 def _wall_ms() -> int:
@@ -78,7 +78,7 @@ class Ops:
     offsets: ClusterOffsets | None = None
     stats_lock: threading.Lock = field(default_factory=threading.Lock)
     _tails: list[TopicTail] = field(default_factory=list)
-    _publisher: Publisher | None = None
+    _control: ControlWriter | None = None
     _producer: Producer | None = None
 
     @property
@@ -95,7 +95,7 @@ class Ops:
 
         self._tails = [
             TopicTail(self.settings, topology.workers_topic(prefix), self.workers.apply),
-            TopicTail(self.settings, topology.with_prefix(prefix, STATUS_TOPIC), on_status),
+            TopicTail(self.settings, status_topic(prefix), on_status),
         ]
         for tail in self._tails:
             tail.start()
@@ -105,8 +105,8 @@ class Ops:
             tail.stop()
         if self.offsets is not None:
             self.offsets.close()
-        if self._publisher is not None:
-            self._publisher.close()
+        if self._control is not None:
+            self._control.close()
         if self._producer is not None:
             self._producer.flush(5.0)
 
@@ -136,11 +136,14 @@ class Ops:
     async def produce(self, topic: str, key: bytes, value: bytes) -> int:
         return await self.cluster(lambda _offsets: self.produce_sync(topic, key, value))
 
-    def publisher(self) -> Publisher:
-        """The SDK publisher (acks=all) of audit events and control commands, made on first use."""
-        if self._publisher is None:
-            self._publisher = Publisher(self.settings, catalog=self.catalog)
-        return self._publisher
+    def control_writer(self) -> ControlWriter:
+        """The writer of control commands (acks=all), made on first use."""
+        with self.stats_lock:
+            if self._control is None:
+                self._control = ControlWriter(
+                    base_conf(self.settings), control_topic(self.settings.topic_prefix)
+                )
+            return self._control
 
     def family(self, name: str) -> Any:
         fam = self.catalog.families.get(name)
@@ -150,14 +153,14 @@ class Ops:
 
     async def cluster(self, call: Callable[[ClusterOffsets], T]) -> T:
         """``call(offsets)`` in a thread; a cluster that does not answer is a 503."""
-        from streams.errors import TopologyError
+        from streams.errors import BrokerUnavailable, TopologyError
 
         offsets = self.offsets
         if offsets is None:
             raise Problem(503, "kafka-unavailable", "the operator views are not started")
         try:
             return await asyncio.to_thread(call, offsets)
-        except TopologyError as exc:
+        except (TopologyError, BrokerUnavailable) as exc:
             raise Problem(503, "kafka-unavailable", str(exc)) from None
 
 

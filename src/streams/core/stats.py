@@ -27,6 +27,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+ALL_TENANTS = "*"  # ``summary(tenant=...)``: every tenant's records, and those without one
 BUCKET_MS = 60_000
 WINDOWS_MS = {"1h": 3_600_000, "1d": 86_400_000}
 ENDS_ATTEMPT = frozenset({"done", "retrying", "dead_lettered", "cancelled"})
@@ -62,7 +63,7 @@ class _Event:
 class StatusStats:
     bucket_ms: int = BUCKET_MS
     keep_ms: int = WINDOWS_MS["1d"] + BUCKET_MS
-    buckets: dict[tuple[str, str, int], Counts] = field(default_factory=dict)
+    buckets: dict[tuple[str, str, str, int], Counts] = field(default_factory=dict)
     events: dict[str, _Event] = field(default_factory=dict)
     ignored: int = 0
     latest_ms: int = 0
@@ -95,7 +96,8 @@ class StatusStats:
             self.ignored += 1
             return
         self.latest_ms = max(self.latest_ms, at_ms)
-        counts = self._bucket(family, event_type, at_ms)
+        tenant = record.get("tenant_id")
+        counts = self._bucket(family, event_type, tenant if isinstance(tenant, str) else "", at_ms)
         track = self.events.get(event_id)
         if track is None:
             track = self.events[event_id] = _Event(first_ms=at_ms)
@@ -128,8 +130,8 @@ class StatusStats:
             self.events.pop(event_id, None)
         self._expire(at_ms)
 
-    def _bucket(self, family: str, event_type: str, at_ms: int) -> Counts:
-        key = (family, event_type, at_ms - at_ms % self.bucket_ms)
+    def _bucket(self, family: str, event_type: str, tenant: str, at_ms: int) -> Counts:
+        key = (family, event_type, tenant, at_ms - at_ms % self.bucket_ms)
         counts = self.buckets.get(key)
         if counts is None:
             counts = self.buckets[key] = Counts()
@@ -145,14 +147,19 @@ class StatusStats:
         minute = now_ms - now_ms % self.bucket_ms
         if minute > self._expired_at:  # buckets: once per new minute, not per record
             self._expired_at = minute
-            for key in [k for k in self.buckets if k[2] < horizon - self.bucket_ms]:
+            for key in [k for k in self.buckets if k[3] < horizon - self.bucket_ms]:
                 del self.buckets[key]
 
-    def summary(self, now_ms: int, window_ms: int) -> list[dict[str, Any]]:
-        """One row per (family, event type) with records in the window ending at ``now_ms``."""
+    def summary(
+        self, now_ms: int, window_ms: int, tenant: str = ALL_TENANTS
+    ) -> list[dict[str, Any]]:
+        """One row per (family, event type) with records of ``tenant`` (``ALL_TENANTS``:
+        every record) in the minute buckets overlapping the window ending at ``now_ms``."""
         since = now_ms - window_ms
         totals: dict[tuple[str, str], Counts] = {}
-        for (family, event_type, start), counts in self.buckets.items():
+        for (family, event_type, owner, start), counts in self.buckets.items():
+            if tenant != ALL_TENANTS and owner != tenant:
+                continue
             if start + self.bucket_ms > since and start <= now_ms:
                 totals.setdefault((family, event_type), Counts()).add(counts)
         minutes = window_ms / 60_000

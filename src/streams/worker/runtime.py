@@ -10,6 +10,7 @@ the assignment, revoke and shutdown protocol, and ``loops`` runs the background 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Collection, Coroutine, Iterator
 from functools import partial
@@ -40,10 +41,13 @@ from streams.worker.factory import create_app
 from streams.worker.heartbeat import HeartbeatLoop, worker_identity
 from streams.worker.ledger import Ledger
 from streams.worker.processor import Decoder
+from streams.worker.ratelimit_reset import RateLimitResets
 from streams.worker.rebalance import Rebalancer
 from streams.worker.sequencer import Sequencer
 from streams.worker.status import StatusRecorder
 from streams.worker.tp import TP
+
+log = logging.getLogger(__name__)
 
 
 def wall_ms() -> int:
@@ -130,6 +134,15 @@ class Runtime:
             clock_ms=clock_ms,
             paused=lambda family: family in self.paused_families(),
         )
+        self.resets = RateLimitResets(
+            gates={n: fr.gate for n, fr in self.families.items() if fr.gate is not None},
+            main_topic={n: fr.topics.main for n, fr in self.families.items()},
+            assignment=self.consumer.assignment,
+            tombstone=self._revoke_command,
+            clock_ms=clock_ms,
+        )
+        if self.control is not None:
+            self.control.view.listen(self.resets.from_thread)
         self._tasks: list[asyncio.Task[None]] = []
         self.started = False
         # faust's signal type wants a ``signal`` keyword; our handlers take it in **kwargs
@@ -170,10 +183,20 @@ class Runtime:
             ),
             "consumer.lag",
         )
+        self.resets.attach(asyncio.get_running_loop())
         if self.control is not None:  # the whole control topic read: families open
             await self.control.start(_PauseSide(self))
         self._spawn(self.heartbeat.run(), "heartbeat")
         self.started = True
+
+    async def _revoke_command(self, key: str) -> None:
+        """Tombstone control command ``key`` (a one-shot command this worker applied)."""
+        topic = control_topic(self.settings.topic_prefix)
+        try:
+            sent = await LazyProducer(self.app).send(topic, key.encode(), None, None, None, None)
+            await sent
+        except Exception as exc:  # it then expires with its TTL
+            log.warning("could not revoke control command %s: %s", key, exc)
 
     def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(coro, name=name))
