@@ -365,7 +365,6 @@ def desired_topics(
                     fam.name,
                 )
             )
-    specs.extend(_operator_topics(prefix, max_rf, max_isr))
     specs.append(
         TopicSpec(
             topology.leader_topic(app_id),
@@ -376,6 +375,7 @@ def desired_topics(
         )
     )
     specs.extend(control_plane_topics(catalog, prefix=prefix, rf=max_rf))
+    specs.extend(_operator_topics(prefix, max_rf, max_isr))
     return specs
 
 
