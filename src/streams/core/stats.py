@@ -9,10 +9,12 @@ event's records:
 - **retries**: ``retrying`` records (a failed attempt that will run again);
 - **dead_lettered**: ``dead_lettered`` records; **failures** = retries + dead_lettered
   (every failed attempt); **cancelled** and **deferred** are counted as they come;
-- **wait**: from the event's acceptance (its ``accepted`` record, or the record's
-  ``published_at_ms`` when present) to its first ``running``;
-- **processing**: from a ``running`` record to the next record of that event that ends the
-  attempt (done, retrying, dead_lettered, cancelled), averaged over attempts.
+- **wait**: from the event's acceptance (its ``accepted`` record, or ``published_at_ms``:
+  the worker puts the first attempt's record timestamp there) to its first start;
+- **processing**: from an attempt's start to the record that ends it (done, retrying,
+  dead_lettered, cancelled), averaged over attempts. The start is the ``running`` record's
+  ``at_ms`` or, as the worker coalesces a short "running" away, the ending record's
+  ``started_at_ms``.
 
 Counts are kept in one-minute buckets, attributed to the minute of the record's ``at_ms``,
 for ``keep_ms`` (a day and a bucket). What it cannot know: transitions compacted away
@@ -56,7 +58,7 @@ class _Event:
     first_ms: int
     accepted_ms: int | None = None
     running_ms: int | None = None
-    ran: bool = False
+    waited: bool = False
 
 
 @dataclass
@@ -101,19 +103,23 @@ class StatusStats:
         track = self.events.get(event_id)
         if track is None:
             track = self.events[event_id] = _Event(first_ms=at_ms)
-        published = record.get("published_at_ms")
+        published, started = record.get("published_at_ms"), record.get("started_at_ms")
         if state == "accepted":
             track.accepted_ms = at_ms
         elif track.accepted_ms is None and isinstance(published, int):
             track.accepted_ms = published
         if state == "running":
-            if not track.ran and track.accepted_ms is not None:
-                counts.wait_ms_total += max(0, at_ms - track.accepted_ms)
-                counts.waits += 1
-            track.ran = True
+            started = at_ms
+        elif not isinstance(started, int):  # the attempt's "running" record, if seen
+            started = track.running_ms
+        if started is not None and not track.waited and track.accepted_ms is not None:
+            counts.wait_ms_total += max(0, started - track.accepted_ms)
+            counts.waits += 1
+            track.waited = True
+        if state == "running":
             track.running_ms = at_ms
-        elif state in ENDS_ATTEMPT and track.running_ms is not None:
-            counts.processing_ms_total += max(0, at_ms - track.running_ms)
+        elif state in ENDS_ATTEMPT and started is not None:
+            counts.processing_ms_total += max(0, at_ms - started)
             counts.attempts += 1
             track.running_ms = None
         if state == "done":
