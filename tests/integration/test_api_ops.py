@@ -21,6 +21,7 @@ import aiohttp
 import jwt
 import pytest
 from aiohttp.test_utils import TestServer
+from pydantic import SecretStr
 from tests.support.engine import WorkerProcess, provision, read_topic, write_catalog
 
 from streams.api.app import create_app
@@ -36,7 +37,7 @@ from streams.store.settings import StoreSettings
 
 SECRET = "ops-integration-secret-" + "x" * 32
 ISS, AUD = "https://issuer.test", "streams-api"
-AUDIT = {
+AUDIT: dict[str, Any] = {
     "partitions": 2,
     "concurrency": 8,
     "handler_timeout": "10s",
@@ -97,9 +98,16 @@ async def until(predicate: Callable[[], Any], timeout_s: float, what: str) -> An
 
 
 @pytest.fixture
-async def rig(make_settings: Callable[..., Settings], tmp_path: Path) -> AsyncIterator[Rig]:
+def audit_family() -> dict[str, Any]:
+    return AUDIT
+
+
+@pytest.fixture
+async def rig(
+    make_settings: Callable[..., Settings], tmp_path: Path, audit_family: dict[str, Any]
+) -> AsyncIterator[Rig]:
     settings = make_settings(
-        catalog_path=write_catalog(tmp_path, {"audit": AUDIT}), heartbeat_interval_s=0.5
+        catalog_path=write_catalog(tmp_path, {"audit": audit_family}), heartbeat_interval_s=0.5
     )
     catalog = provision(settings)
     runs = tmp_path / "runs.txt"
@@ -118,7 +126,9 @@ async def rig(make_settings: Callable[..., Settings], tmp_path: Path) -> AsyncIt
         workers.append(w.start())
         return w
 
-    api_settings = ApiSettings(api_jwt_secret=SECRET, api_jwt_issuer=ISS, api_jwt_audience=AUD)
+    api_settings = ApiSettings(
+        api_jwt_secret=SecretStr(SECRET), api_jwt_issuer=ISS, api_jwt_audience=AUD
+    )
     authenticator, _ = build_authenticator(api_settings)
     store = StoreSettings(database_url=f"sqlite:///{tmp_path / 'store.db'}", home=tmp_path)
     app = create_app(api_settings, store, authenticator, kafka=settings, catalog=catalog)
@@ -250,3 +260,83 @@ async def test_heartbeats_breakers_backlog_clear_and_replay(rig: Rig) -> None:
     ]
     assert ("family.clear", "family/audit", "ops-admin", "refused:409") in actions
     assert ("family.clear", "family/audit", "ops-admin", "ok") in actions
+
+
+PER_SUBJECT = {
+    "name": "per_subject",
+    "scope": "key",
+    "limit": 2,
+    "per": "1h",
+    "on_exceed": "defer",
+    "max_defer": "2h",
+}
+
+
+@pytest.mark.parametrize(
+    "audit_family",
+    [{**AUDIT, "retry": {**AUDIT["retry"], "retention": "1d"}, "rate_limits": [PER_SUBJECT]}],
+)
+async def test_rate_limit_status_reset_and_stats_of_a_known_workload(rig: Rig) -> None:
+    worker = rig.start("w1")
+    await asyncio.to_thread(worker.wait_ready)
+    limited = rig.publish("rl-1", 3)  # 2 run, the third is deferred (and reserves a token)
+    failing = rig.publish("dep-1", 1, dep="ledgerdb:5432")  # retried once, then dead-lettered
+    await until(lambda: len(set(limited) & set(rig.ran())) == 2, 30, "two rl-1 events to run")
+    await until(lambda: rig.ran().count(failing[0]) == 2, 30, "both attempts of the failing one")
+
+    async def bucket(key: str) -> dict[str, Any]:
+        status, body = await rig.call("GET", f"/v1/ratelimits/audit/{key}", VIEWER)
+        assert status == 200, body
+        [b] = body["buckets"]
+        return dict(b)
+
+    async def in_debt() -> bool:
+        return bool((await bucket("rl-1"))["tokens"] <= -0.99)  # 2 spent + 1 reserved, of 2
+
+    await until(in_debt, 30, "the spent bucket in the changelog")
+    b = await bucket("rl-1")
+    assert b["limited"] and b["capacity"] == 2 and b["next_token_in_ms"] > 0
+    fresh = await bucket("rl-unused")
+    assert fresh["tokens"] == 2 and fresh["updated_ms"] is None and not fresh["limited"]
+
+    tenant_claims = {
+        "sub": "acme-admin",
+        "roles": ["admin"],
+        "tenant": "acme",
+        "iss": ISS,
+        "aud": AUD,
+        "exp": int(time.time()) + 3600,
+    }
+    tenant_admin = {"Authorization": "Bearer " + jwt.encode(tenant_claims, SECRET, "HS256")}
+    assert (await rig.call("POST", "/v1/ratelimits/audit/rl-1:reset", tenant_admin))[0] == 403
+    assert (await rig.call("POST", "/v1/ratelimits/audit/rl-1:reset", VIEWER))[0] == 403
+    status, issued = await rig.call("POST", "/v1/ratelimits/audit/rl-1:reset", ADMIN)
+    assert status == 202 and issued["command"] == "ratelimit-reset/audit/rl-1", issued
+
+    async def refilled() -> bool:
+        return bool((await bucket("rl-1"))["tokens"] == 2)
+
+    await until(refilled, 30, "the owning worker to refill the bucket")
+
+    def claim_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+        return next((r for r in rows if r["event_type"] == "audit.claim_submitted"), None)
+
+    async def settled() -> dict[str, Any] | None:
+        status, body = await rig.call("GET", "/v1/stats?window=1h&tenant=*", ADMIN)
+        assert status == 200, body
+        row = claim_row(body["by_type"])
+        return row if row and row["completed"] == 2 and row["dead_lettered"] == 1 else None
+
+    row = await until(settled, 30, "the statistics of the workload")
+    assert (row["retries"], row["failures"], row["deferred"]) == (1, 2, 1)
+    assert row["avg_wait_ms"] is not None and row["avg_processing_ms"] is not None
+    status, day = await rig.call("GET", "/v1/stats?window=1d&tenant=*", ADMIN)
+    day_row = claim_row(day["by_type"])
+    assert status == 200 and day_row is not None
+    same = ("completed", "retries", "dead_lettered", "deferred", "avg_wait_ms")
+    assert {k: day_row[k] for k in same} == {k: row[k] for k in same}  # the same records
+    assert (await rig.call("GET", "/v1/stats?window=2h&tenant=*", ADMIN))[0] == 400
+    actions = [
+        (a["action"], a["subject_id"], a["details"]["outcome"]) for a in audit_actions(rig.settings)
+    ]
+    assert ("ratelimit.reset", "ratelimit/audit/rl-1", "ok") in actions

@@ -274,7 +274,7 @@ def test_control_plane_topics() -> None:
 
 def test_control_plane_section_is_validated() -> None:
     data = catalog_data() | {"control_plane": {"status_partitions": 0}}
-    with pytest.raises(CatalogError, match="control_plane.status_partitions"):
+    with pytest.raises(CatalogError, match=r"control_plane\.status_partitions"):
         parse_catalog(data)
 
 
