@@ -21,6 +21,7 @@ import aiohttp
 import jwt
 import pytest
 from aiohttp.test_utils import TestServer
+from click.testing import CliRunner
 from pydantic import SecretStr
 from tests.support.engine import WorkerProcess, provision, read_topic, write_catalog
 
@@ -28,8 +29,9 @@ from streams.api.app import create_app
 from streams.api.auth_setup import build_authenticator
 from streams.api.settings import ApiSettings
 from streams.broker.offsets import ClusterOffsets
-from streams.broker.skipped import read_clears, replay
+from streams.broker.skipped import read_clears
 from streams.catalog import Catalog
+from streams.cli import cli
 from streams.core import topology
 from streams.publish.publisher import Publisher
 from streams.settings import Settings
@@ -243,13 +245,18 @@ async def test_heartbeats_breakers_backlog_clear_and_replay(rig: Rig) -> None:
     await until(lambda: set(marker) <= set(rig.ran()), 30, "the marker event to run")
     assert not set(backlog) & set(rig.ran())
 
-    replayed = await asyncio.to_thread(
-        replay,
-        rig.settings,
-        recorded[0],
-        marker_topic=topology.skipped_topic(rig.settings.topic_prefix),
-    )
-    assert replayed == cleared["skipped"]
+    s = rig.settings
+    env = {
+        "STREAMS_KAFKA_BOOTSTRAP": s.bootstrap,
+        "STREAMS_TOPIC_PREFIX": s.topic_prefix,
+        "STREAMS_APP_ID": s.app_id,
+        "STREAMS_CATALOG_PATH": str(s.catalog_path),
+        "STREAMS_HOME": str(s.home),
+    }
+    args = ["families", "replay-skipped", "audit", "--actor", "ops-cli"]
+    result = await asyncio.to_thread(CliRunner().invoke, cli, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert f"{cleared['skipped']} record(s) published again" in result.output
     await until(lambda: set(backlog) <= set(rig.ran()), 30, "the replayed backlog to run")
     [again] = read_clears(rig.settings, topology.skipped_topic(rig.settings.topic_prefix))
     assert again.outcome == "replayed"
@@ -260,6 +267,7 @@ async def test_heartbeats_breakers_backlog_clear_and_replay(rig: Rig) -> None:
     ]
     assert ("family.clear", "family/audit", "ops-admin", "refused:409") in actions
     assert ("family.clear", "family/audit", "ops-admin", "ok") in actions
+    assert ("family.replay_skipped", "family/audit", "ops-cli", "ok") in actions
 
 
 PER_SUBJECT = {

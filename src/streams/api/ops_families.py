@@ -13,14 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from streams.broker.clear import consumed_topics
 from streams.broker.offsets import ClusterOffsets, PartitionOffsets
 from streams.catalog import Family
 from streams.core import heartbeat
 
-
-def topic_roles(family: Family, prefix: str) -> list[tuple[str, str]]:
-    names = family.topics(prefix)
-    return [(names.main, "main"), *((t, "retry") for t in names.retries)]
+topic_roles = consumed_topics
 
 
 def read_family(

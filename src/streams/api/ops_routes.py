@@ -12,8 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
-from streams.api import ops_clear, ops_ratelimit
 from streams.api import ops_models as m
+from streams.api import ops_ratelimit
 from streams.api.access import principal_of, requires
 from streams.api.admin_audit import admin_action
 from streams.api.openapi import Param, Probe, operation
@@ -22,6 +22,7 @@ from streams.api.ops_state import ops_of
 from streams.api.problems import Problem, bad_parameter
 from streams.api.roles import Role
 from streams.api.tenancy import tenant_scope
+from streams.broker.clear import GroupActive, clear_backlog
 from streams.core.stats import ALL_TENANTS, WINDOWS_MS
 
 FAMILY = "{family:[a-z][a-z0-9_]*}"
@@ -212,16 +213,19 @@ async def clear_family(request: web.Request) -> web.Response:
     _platform(request, "a backlog clear")
     async with admin_action(request, "family.clear", target=f"family/{family.name}") as audit:
         now_ms = ops.clock_ms()
-        record = await ops.cluster(
-            lambda offsets: ops_clear.clear(
-                offsets,
-                ops.settings,
-                family,
-                actor=audit.principal.id,
-                now_ms=now_ms,
-                produce=ops.produce_sync,
+        try:
+            record = await ops.cluster(
+                lambda offsets: clear_backlog(
+                    offsets,
+                    ops.settings,
+                    family,
+                    actor=audit.principal.id,
+                    now_ms=now_ms,
+                    produce=ops.produce_sync,
+                )
             )
-        )
+        except GroupActive as exc:
+            raise Problem(409, "group-active", str(exc)) from None
         audit.details["clear_id"] = record.clear_id
         audit.details["skipped"] = str(record.skipped)
     return _json(record.as_dict())

@@ -1,14 +1,15 @@
-"""``POST /v1/families/{family}:clear``: skip a family's backlog, recording what was skipped.
+"""Clearing a family's backlog (``POST /v1/families/{family}:clear``, ``streams families
+clear``): skip what is pending, recording what was skipped.
 
 Safety with live workers: the clear moves the worker group's committed offsets, which the
 broker allows **only while the group has no members** (AlterConsumerGroupOffsets is refused
-for an active group). A clear therefore answers 409 while any worker runs, and a worker
-that joins between the check and the move makes the broker refuse the move: there is no
-window in which a live worker commits over the moved offsets or keeps running records the
-clear claims skipped. (A control command applied by live workers would avoid the stop, but
-every worker would have to drop exactly the offsets below the clear point from its
-in-memory retry schedules and partition logs; the empty-group rule gets the same guarantee
-from the broker.)
+for an active group). A clear is therefore refused (``GroupActive``; HTTP 409) while any
+worker runs, and a worker that joins between the check and the move makes the broker
+refuse the move: no live worker can commit over the moved offsets, or be running records
+the clear claims skipped. (A control command applied by live workers would avoid stopping
+them, but every worker would have to drop exactly the offsets below the clear point from
+its in-memory retry schedules and partition logs; the empty-group rule gets the guarantee
+from the broker. The cost: the whole group stops, every family of it.)
 
 Order: the ranges (per topic and partition of the main topic and retry tiers: from the
 group's next offset to the high watermark) are written to ``streams.skipped`` and
@@ -23,19 +24,28 @@ import json
 import uuid
 from collections.abc import Callable
 
-from streams.api.ops_families import topic_roles
-from streams.api.problems import Problem
 from streams.broker.offsets import ClusterOffsets
 from streams.broker.skipped import ClearRecord, SkippedRange
 from streams.catalog import Family
 from streams.core import topology
-from streams.errors import TopologyError
+from streams.errors import StreamsError, TopologyError
 from streams.settings import Settings
+
+
+class GroupActive(StreamsError):
+    """The worker group has members: the broker would refuse to move its offsets."""
+
+
+def consumed_topics(family: Family, prefix: str) -> list[tuple[str, str]]:
+    """(topic, role) of what the worker group consumes of ``family``: main and retry tiers."""
+    names = family.topics(prefix)
+    return [(names.main, "main"), *((t, "retry") for t in names.retries)]
+
 
 Produce = Callable[[str, bytes, bytes], int]  # (topic, key, value) -> offset, acks=all
 
 
-def clear(
+def clear_backlog(
     offsets: ClusterOffsets,
     settings: Settings,
     family: Family,
@@ -47,13 +57,11 @@ def clear(
     """Record, then skip, ``family``'s pending records (blocking: run it in a thread)."""
     members = offsets.members()
     if members:
-        raise Problem(
-            409,
-            "group-active",
+        raise GroupActive(
             f"consumer group {offsets.group} has {members} member(s): stop the workers "
             "first (the broker moves a group's offsets only while it is empty)",
         )
-    parts = offsets.offsets([t for t, _ in topic_roles(family, settings.topic_prefix)])
+    parts = offsets.offsets([t for t, _ in consumed_topics(family, settings.topic_prefix)])
     record = ClearRecord(
         clear_id=uuid.uuid4().hex,
         family=family.name,
@@ -79,7 +87,5 @@ def clear(
             "reason": str(exc),
         }
         produce(topic, key, json.dumps(aborted).encode())
-        raise Problem(
-            409, "group-active", f"the broker refused to move the offsets: {exc}"
-        ) from None
+        raise GroupActive(f"the broker refused to move the offsets: {exc}") from None
     return record
