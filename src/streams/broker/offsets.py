@@ -144,11 +144,14 @@ class ClusterOffsets:
             try:
                 position = low
                 while position < high:
-                    batch = self._consumer.consume(500, timeout=self.timeout_s)
+                    # no more than remain: consume() waits its whole timeout for a batch
+                    want = min(500, high - position)
+                    batch = self._consumer.consume(want, timeout=self.timeout_s)
                     if not batch:
                         raise TopologyError(f"reading {topic}[{partition}] stalled at {position}")
                     for msg in batch:
-                        if msg.error() is not None:
+                        if msg.error() is not None:  # end of partition (compaction gaps)
+                            position = high
                             continue
                         position = _offset(msg) + 1
                         key = msg.key()

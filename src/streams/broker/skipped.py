@@ -103,7 +103,14 @@ def read_clears(settings: Settings, topic: str, family: str | None = None) -> li
 
 def _read_all(settings: Settings, topic: str) -> list[bytes]:
     consumer = Consumer(
-        base_conf(settings, **{"group.id": "streams.skipped-reader", "enable.auto.commit": False})
+        base_conf(
+            settings,
+            **{
+                "group.id": "streams.skipped-reader",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+            },
+        )
     )
     try:
         meta = consumer.list_topics(topic, timeout=READ_TIMEOUT_S).topics.get(topic)
@@ -133,7 +140,8 @@ def _read_range(
     position = first
     try:
         while position < stop:
-            batch = consumer.consume(500, timeout=READ_TIMEOUT_S)
+            # no more than remain: consume() waits its whole timeout for a full batch
+            batch = consumer.consume(min(500, stop - position), timeout=READ_TIMEOUT_S)
             if not batch:
                 raise TopologyError(f"reading {topic}[{partition}] stalled at offset {position}")
             for msg in batch:
@@ -141,6 +149,7 @@ def _read_range(
                 if err is not None:
                     if err.code() != KafkaError._PARTITION_EOF:
                         raise TopologyError(f"reading {topic}[{partition}]: {err}")
+                    position = stop  # the end: offsets up to stop were compacted away
                     continue
                 position = _offset(msg) + 1
                 value = msg.value()
@@ -166,7 +175,14 @@ def replay(
     """Publish every still-retained record of ``record``'s ranges again to its topic;
     returns how many. The clear is then marked ``replayed`` on ``marker_topic``."""
     consumer = Consumer(
-        base_conf(settings, **{"group.id": "streams.skipped-reader", "enable.auto.commit": False})
+        base_conf(
+            settings,
+            **{
+                "group.id": "streams.skipped-reader",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+            },
+        )
     )
     producer = Producer(base_conf(settings, **{"acks": "all", "enable.idempotence": True}))
     count = 0
