@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,7 @@ from streams.settings import Settings
 
 pytestmark = pytest.mark.kafka
 
-# delays 1s, 2s; three attempts
-AUDIT = {**TEST_AUDIT, "retry": {**TEST_AUDIT["retry"], "delays": ["1s", "2s"]}}
+AUDIT = TEST_AUDIT  # retry delays 1s, 2s; three attempts
 
 
 @pytest.fixture
@@ -88,6 +88,10 @@ def test_cancel_of_a_retrying_event_across_a_restart(rig: dict[str, Any]) -> Non
     assert attempts(rig, doomed) == 1
 
 
+def paused_at(worker: WorkerProcess, families: list[str]) -> bool:
+    return bool(worker.health()[1].get("paused_families") == families)
+
+
 def test_pause_across_two_workers_and_a_restart(rig: dict[str, Any]) -> None:
     control: ControlRig = rig["control"]
     workers = [rig["start"]("w1"), rig["start"]("w2")]
@@ -95,7 +99,7 @@ def test_pause_across_two_workers_and_a_restart(rig: dict[str, Any]) -> None:
         w.wait_ready(90)
     control.issue("pause", "audit", ttl_ms=None)
     for w in workers:
-        wait_for(lambda w=w: w.health()[1].get("paused_families") == ["audit"], 5, "pause ack")
+        wait_for(partial(paused_at, w, ["audit"]), 5, "pause ack")
     ids = [claim(rig, seq=str(i)) for i in range(10)]
     # an absence can only be watched over a window: both workers keep fetching nothing
     time.sleep(2.0)
@@ -110,7 +114,7 @@ def test_pause_across_two_workers_and_a_restart(rig: dict[str, Any]) -> None:
     wait_for_count(rig["ledger"].count, len(ids), 30, "the backlog after resume")
     assert rig["ledger"].ids() == set(ids)
     for w in workers:
-        wait_for(lambda w=w: w.health()[1].get("paused_families") == [], 5, "resume ack")
+        wait_for(partial(paused_at, w, []), 5, "resume ack")
 
 
 def test_cancel_of_a_running_webhook_delivery_stops_it(

@@ -16,7 +16,17 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from streams.api import audit_routes, health, ingest_routes, observe, openapi, ops_routes, ops_state
+from streams.api import (
+    audit_routes,
+    health,
+    ingest_routes,
+    observe,
+    openapi,
+    ops_routes,
+    ops_state,
+    pause_routes,
+    status_routes,
+)
 from streams.api.access import AUTHENTICATOR, authorize, check_declared
 from streams.api.auth import Authenticator
 from streams.api.observe import API_METRICS, ApiMetrics
@@ -78,6 +88,8 @@ def create_app(
     openapi.add_routes(app)
     audit_routes.add_routes(app)
     ingest_routes.add_routes(app)
+    status_routes.add_routes(app)
+    pause_routes.add_routes(app)
     ops_routes.add_routes(app)
     check_declared(app)
     openapi.routes(app)  # RuntimeError now for a route without @operation

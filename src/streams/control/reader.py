@@ -50,6 +50,7 @@ class ControlView:
         self._commands: dict[str, Command] = {}
         self._lock = threading.Lock()
         self._listeners: list[Callable[[str, str, Command | None], None]] = []
+        self._per_kind: dict[str, int] = {}  # kind -> commands held (a cheap "none" check)
         self.malformed = 0
 
     def listen(self, callback: Callable[[str, str, Command | None], None]) -> None:
@@ -60,6 +61,8 @@ class ControlView:
         if value is None:
             with self._lock:
                 old = self._commands.pop(text, None)
+                if old is not None:
+                    self._per_kind[old.kind] -= 1
             if old is not None:
                 self._notify(old.kind, old.target, None)
             return
@@ -70,6 +73,8 @@ class ControlView:
             log.warning("control: skipping a malformed record: %s", exc)
             return
         with self._lock:
+            if self._commands.get(text) is None:
+                self._per_kind[command.kind] = self._per_kind.get(command.kind, 0) + 1
             self._commands[text] = command
         self._notify(command.kind, command.target, command)
 
@@ -94,7 +99,21 @@ class ControlView:
             items = list(self._commands.values())
         return {c.target: c for c in items if c.kind == kind and c.active(now)}
 
+    def expired(self, kind: str, limit: int = 100) -> list[str]:
+        """Targets of up to ``limit`` expired commands of ``kind`` still held: the topic is
+        compacted only, so an issuer tombstones these (``ControlWriter.revoke``)."""
+        now = self._clock_ms()
+        with self._lock:
+            items = list(self._commands.values())
+        return [c.target for c in items if c.kind == kind and not c.active(now)][:limit]
+
+    def holds(self, kind: str) -> bool:
+        """Any command of ``kind`` held (expired ones included): the hot path's shortcut."""
+        return self._per_kind.get(kind, 0) > 0
+
     def cancelled(self, event_id: str) -> Command | None:
+        if not self._per_kind.get(CANCEL.name):
+            return None
         return self.get(CANCEL.name, event_id)
 
     def paused(self, family: str) -> bool:

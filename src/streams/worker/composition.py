@@ -167,7 +167,7 @@ class FamilyBuilder:
             processor,
             concurrency=family.concurrency,
             on_in_flight=self.metrics.in_flight.labels(family.name),
-            gate=partial(self.control.wait_open, family.name) if self.control else None,
+            gate=self.control.gate(family.name) if self.control else None,
         )
         fr = FamilyRuntime(family, topics, processor, lanes, ledger, [done_writer, bucket_writer])
         fr.gate = gate

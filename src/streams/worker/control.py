@@ -59,8 +59,9 @@ class WorkerControl:
         self._open = {family: asyncio.Event() for family in topics_of}
         self._loaded = follower is None
         self._released = False
-        self._running: dict[str, list[CancelSignal]] = {}
+        self._running: dict[str, list[tuple[CancelSignal, str | None]]] = {}
         self.applied: dict[str, bool] = {}  # family -> paused, as applied here
+        self._on_cancel: list[Callable[[str], None]] = []
         view.listen(self._from_thread)
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -77,6 +78,11 @@ class WorkerControl:
         self._loaded = True
         for family in self._open:
             self._apply_pause(family)
+
+    def on_cancel(self, callback: Callable[[str], None]) -> None:
+        """``callback(event_id)`` on the loop when a cancel arrives (schedulers expedite
+        the held retry record so its status turns ``cancelled`` now)."""
+        self._on_cancel.append(callback)
 
     def release_all(self) -> None:
         """Shutdown: wake everything waiting on a gate (it then leaves its record unacked)."""
@@ -102,6 +108,10 @@ class WorkerControl:
         while not gate.is_set():
             await gate.wait()
         return not self._released
+
+    def gate(self, family: str) -> FamilyGate:
+        """What the family's lanes check before admitting a record."""
+        return FamilyGate(self, self._open[family], family)
 
     def holds(self, tp: TP) -> bool:
         """``tp`` belongs to a family paused here (the consumer must not resume it)."""
@@ -133,21 +143,43 @@ class WorkerControl:
 
     # --- cancel -------------------------------------------------------------------------
 
-    def cancelled(self, event_id: str) -> Command | None:
-        return self.view.cancelled(event_id)
+    def cancelled(self, event_id: str, tenant_id: str | None) -> Command | None:
+        """The active cancel of ``event_id`` if it applies to an event of ``tenant_id``: a
+        cancel issued for a tenant (``args.tenant``, set by the API from the caller's token)
+        never touches another tenant's event of the same id."""
+        command = self.view.cancelled(event_id)
+        if command is None or not _same_tenant(command, tenant_id):
+            return None
+        return command
+
+    def register(self, event_id: str, tenant_id: str | None) -> CancelSignal:
+        """A cancel signal for the handler of ``event_id`` about to run, set if a cancel
+        arrives while it runs; ``unregister`` it when the handler ends."""
+        signal = CancelSignal()
+        signals = self._running.get(event_id)
+        if signals is None:
+            self._running[event_id] = [(signal, tenant_id)]
+        else:
+            signals.append((signal, tenant_id))
+        return signal
+
+    def unregister(self, event_id: str, signal: CancelSignal) -> None:
+        signals = self._running.get(event_id)
+        if signals is None:
+            return
+        if len(signals) == 1:
+            del self._running[event_id]
+        else:
+            signals[:] = [s for s in signals if s[0] is not signal]
 
     @contextmanager
-    def signal_for(self, event_id: str) -> Iterator[CancelSignal]:
-        """A cancel signal for the handler of ``event_id``, set if a cancel arrives."""
-        signal = CancelSignal()
-        signals = self._running.setdefault(event_id, [])
-        signals.append(signal)
+    def signal_for(self, event_id: str, tenant_id: str | None) -> Iterator[CancelSignal]:
+        """``register`` .. ``unregister`` as a context (tests, slow paths)."""
+        signal = self.register(event_id, tenant_id)
         try:
             yield signal
         finally:
-            signals.remove(signal)
-            if not signals:
-                self._running.pop(event_id, None)
+            self.unregister(event_id, signal)
 
     # --- commands from the follower's thread ---------------------------------------------
 
@@ -161,5 +193,31 @@ class WorkerControl:
         if kind == PAUSE.name and target in self._open and self._loaded:
             self._apply_pause(target)
         elif kind == CANCEL.name and command is not None and command.active(self._clock_ms()):
-            for signal in self._running.get(target, ()):
-                signal.set(f"cancelled by {command.actor or 'an operator'}")
+            for signal, tenant_id in self._running.get(target, ()):
+                if _same_tenant(command, tenant_id):
+                    signal.set(f"cancelled by {command.actor or 'an operator'}")
+            for callback in self._on_cancel:
+                callback(target)
+
+
+class FamilyGate:
+    """One family's gate: ``open`` is the hot path's check; ``wait`` when it is closed."""
+
+    __slots__ = ("_control", "_event", "_family")
+
+    def __init__(self, control: WorkerControl, event: asyncio.Event, family: str) -> None:
+        self._control = control
+        self._event = event
+        self._family = family
+
+    @property
+    def open(self) -> bool:
+        return self._event.is_set() and not self._control._released
+
+    async def wait(self) -> bool:
+        return await self._control.wait_open(self._family)
+
+
+def _same_tenant(command: Command, tenant_id: str | None) -> bool:
+    tenant = command.args.get("tenant")
+    return tenant is None or tenant == tenant_id

@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from streams.core import headers as h
 from streams.core.planner import is_due
@@ -25,6 +25,12 @@ from streams.worker.processor import Processor
 from streams.worker.scheduler import DueScheduler
 
 log = logging.getLogger(__name__)
+
+
+class Gate(Protocol):
+    @property
+    def open(self) -> bool: ...
+    async def wait(self) -> bool: ...
 
 
 class Lanes:
@@ -36,10 +42,11 @@ class Lanes:
         *,
         concurrency: int,
         on_in_flight: Any,
-        gate: Callable[[], Awaitable[bool]] | None = None,
+        gate: Gate | None = None,
     ) -> None:
-        """``gate``: awaited before each record; False = leave it unacked (a paused family
-        released at shutdown, ``worker/control.py``)."""
+        """``gate``: checked before each record, waited on while closed; a wait that ends
+        False leaves the record unacked (a paused family released at shutdown,
+        ``worker/control.py``)."""
         self.processor = processor
         self._gate = gate
         self.family = processor.family.name
@@ -59,7 +66,8 @@ class Lanes:
 
     async def admit(self, entry: Entry) -> None:
         """Run ``entry`` when a slot is free, after earlier records of its key."""
-        if self._gate is not None and not await self._gate():
+        gate = self._gate
+        if gate is not None and not gate.open and not await gate.wait():
             return
         await self._sem.acquire()
         if entry.log.closed:

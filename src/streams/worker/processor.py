@@ -141,7 +141,7 @@ class Processor:
             entry.finish()
             return
         control = self._control
-        if control is not None and control.cancelled(envelope.event_id) is not None:
+        if control is not None and control.cancelled(envelope.event_id, envelope.tenant_id):
             self._finish(entry, envelope, digest, "cancelled", reason="cancel requested")
             return
         try:
@@ -226,15 +226,18 @@ class Processor:
         if self._control is None:
             await self._call(handler, event, entry, headers, attempt, NEVER_CANCELLED)
             return
-        with self._control.signal_for(envelope.event_id) as signal:
-            try:
-                await self._call(handler, event, entry, headers, attempt, signal)
-            except (asyncio.CancelledError, Cancelled):
-                raise
-            except Exception as exc:
-                if signal.is_set:  # failed because it was told to stop
-                    raise Cancelled(signal.reason) from exc
-                raise
+        control = self._control
+        signal = control.register(envelope.event_id, envelope.tenant_id)
+        try:
+            await self._call(handler, event, entry, headers, attempt, signal)
+        except (asyncio.CancelledError, Cancelled):
+            raise
+        except Exception as exc:
+            if signal.is_set:  # failed because it was told to stop
+                raise Cancelled(signal.reason) from exc
+            raise
+        finally:
+            control.unregister(envelope.event_id, signal)
 
     async def _call(
         self,

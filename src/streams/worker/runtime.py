@@ -21,6 +21,7 @@ import faust
 from streams.catalog import Catalog, Family
 from streams.control.reader import ControlView, TopicFollower
 from streams.control.topics import control_topic, status_topic
+from streams.core import headers as h
 from streams.core import topology
 from streams.jobs.registry import HandlerRegistry
 from streams.metrics import Metrics
@@ -96,6 +97,7 @@ class Runtime:
         )
         if self.control is not None:
             self.partitions.holds = self.control.holds
+            self.control.on_cancel(self._expedite)
         builder = FamilyBuilder(
             app=self.app,
             settings=settings,
@@ -238,6 +240,16 @@ class Runtime:
             "control_loaded": self.control is None or self.control.loaded,
         }
 
+    def _expedite(self, event_id: str) -> None:
+        """A cancelled event held in a retry tier runs now (and is acked as cancelled)."""
+
+        def match(entry: Any) -> bool:
+            return bool(h.decode(entry.message.headers).get(h.EVENT_ID) == event_id)
+
+        for fr in self.families.values():
+            for scheduler in fr.schedulers:
+                scheduler.expedite(match)
+
     def paused_families(self) -> list[str]:
         return self.control.paused_families() if self.control is not None else []
 
@@ -278,11 +290,20 @@ def _control_plane(
     control = WorkerControl(view=view, follower=follower, topics_of=topics_of, clock_ms=clock_ms)
     status = None
     if settings.status_tracking:
-        producer = Producer({**conf, "acks": "all", "linger.ms": 20, "compression.type": "lz4"})
         status = StatusRecorder(
-            producer=producer,
+            producer=None,
             topic=status_topic(settings.topic_prefix),
             clock_ms=clock_ms,
             linger_s=settings.status_linger_ms / 1000,
+        )
+        status.producer = Producer(
+            {
+                **conf,
+                "acks": "all",
+                "linger.ms": 20,
+                "compression.type": "lz4",
+                "delivery.report.only.error": True,  # no Python callback per record
+                "on_delivery": status.delivered,
+            }
         )
     return control, status

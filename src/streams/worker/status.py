@@ -37,7 +37,7 @@ class StatusRecorder:
         clock_ms: Callable[[], int],
         linger_s: float = 0.05,
     ) -> None:
-        self._producer = producer  # confluent_kafka.Producer
+        self.producer = producer  # confluent_kafka.Producer
         self._topic = topic
         self._clock_ms = clock_ms
         self._linger_s = linger_s
@@ -97,7 +97,7 @@ class StatusRecorder:
                 await self._task
             self._task = None
         self.flush()
-        await asyncio.to_thread(self._producer.flush, 5.0)
+        await asyncio.to_thread(self.producer.flush, 5.0)
 
     async def _run(self) -> None:
         while True:
@@ -109,7 +109,7 @@ class StatusRecorder:
     def flush(self) -> int:
         """Hand every pending transition to the producer; returns how many."""
         pending, self._pending = self._pending, {}
-        produce = self._producer.produce
+        produce = self.producer.produce
         topic = self._topic
         for event_id, p in pending.items():
             value = status_value(
@@ -128,17 +128,18 @@ class StatusRecorder:
                 published_at_ms=p[10][1] if p[10] else None,
             )
             try:
-                produce(topic, value, event_id.encode(), on_delivery=self._delivered)
+                produce(topic, value, event_id.encode())
             except BufferError:
-                self._producer.poll(0.1)
+                self.producer.poll(0.1)
                 try:
-                    produce(topic, value, event_id.encode(), on_delivery=self._delivered)
+                    produce(topic, value, event_id.encode())
                 except BufferError:
                     self.failed += 1
-        self._producer.poll(0)
+        self.producer.poll(0)
         return len(pending)
 
-    def _delivered(self, err: Any, msg: Any) -> None:
+    def delivered(self, err: Any, msg: Any) -> None:
+        """The producer's ``on_delivery`` (with ``delivery.report.only.error``: failures)."""
         if err is not None:
             self.failed += 1
             if self.failed % 1000 == 1:
