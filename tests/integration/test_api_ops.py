@@ -164,6 +164,16 @@ def audit_actions(settings: Settings) -> list[dict[str, Any]]:
     return out
 
 
+def cli_env(s: Settings) -> dict[str, str]:
+    return {
+        "STREAMS_KAFKA_BOOTSTRAP": s.bootstrap,
+        "STREAMS_TOPIC_PREFIX": s.topic_prefix,
+        "STREAMS_APP_ID": s.app_id,
+        "STREAMS_CATALOG_PATH": str(s.catalog_path),
+        "STREAMS_HOME": str(s.home),
+    }
+
+
 async def test_heartbeats_breakers_backlog_clear_and_replay(rig: Rig) -> None:
     w1, w2 = rig.start("w1"), rig.start("w2")
     await asyncio.gather(asyncio.to_thread(w1.wait_ready), asyncio.to_thread(w2.wait_ready))
@@ -194,6 +204,10 @@ async def test_heartbeats_breakers_backlog_clear_and_replay(rig: Rig) -> None:
     status, body = await rig.call("POST", "/v1/families/audit:clear", ADMIN)
     assert status == 409 and body["type"].endswith("group-active"), body
     assert (await rig.call("POST", "/v1/families/audit:clear", VIEWER))[0] == 403
+    env = cli_env(rig.settings)
+    args = ["families", "clear", "audit", "--actor", "ops-cli", "--yes"]
+    refused = await asyncio.to_thread(CliRunner().invoke, cli, args, env=env)
+    assert refused.exit_code == 1 and "member(s)" in refused.output, refused.output
 
     w1.stop()
     w2.stop()
@@ -245,14 +259,6 @@ async def test_heartbeats_breakers_backlog_clear_and_replay(rig: Rig) -> None:
     await until(lambda: set(marker) <= set(rig.ran()), 30, "the marker event to run")
     assert not set(backlog) & set(rig.ran())
 
-    s = rig.settings
-    env = {
-        "STREAMS_KAFKA_BOOTSTRAP": s.bootstrap,
-        "STREAMS_TOPIC_PREFIX": s.topic_prefix,
-        "STREAMS_APP_ID": s.app_id,
-        "STREAMS_CATALOG_PATH": str(s.catalog_path),
-        "STREAMS_HOME": str(s.home),
-    }
     args = ["families", "replay-skipped", "audit", "--actor", "ops-cli"]
     result = await asyncio.to_thread(CliRunner().invoke, cli, args, env=env)
     assert result.exit_code == 0, result.output
@@ -268,6 +274,7 @@ async def test_heartbeats_breakers_backlog_clear_and_replay(rig: Rig) -> None:
     assert ("family.clear", "family/audit", "ops-admin", "refused:409") in actions
     assert ("family.clear", "family/audit", "ops-admin", "ok") in actions
     assert ("family.replay_skipped", "family/audit", "ops-cli", "ok") in actions
+    assert ("family.clear", "family/audit", "ops-cli", "refused:GroupActive") in actions
 
 
 PER_SUBJECT = {

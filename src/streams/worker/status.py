@@ -23,6 +23,7 @@ from streams.control.model import status_value
 
 log = logging.getLogger(__name__)
 
+MAX_STARTED = 100_000  # attempts whose start is remembered for the record that ends them
 # (family, event_type, tenant_id, state, attempt, at_ms, due_at_ms, error_class, reason, dlq,
 #  (started_at_ms, published_at_ms) | None)
 Pending = tuple[Any, ...]
@@ -66,6 +67,8 @@ class StatusRecorder:
         statistics' wait and processing times survive the coalescing of "running")."""
         now_ms = self._clock_ms()
         if state == "running":
+            if len(self._started) >= MAX_STARTED:  # runs revoked mid-way never end here
+                self._started.clear()
             self._started[event_id] = (now_ms, published_at_ms)
             started = None
         else:
