@@ -200,6 +200,18 @@ async def test_heartbeats_breakers_backlog_clear_and_replay(rig: Rig) -> None:
     states = await until(open_circuit, 30, "an open circuit in /v1/breakers")
     assert list(states.values()).count("open") == 1  # state is per worker: one key, one owner
 
+    # a pause (helper control's route) shows in the heartbeats of both workers, and leaves
+    OPERATOR = auth(["operator"], "ops-operator")
+    assert (await rig.call("POST", "/v1/families/audit:pause", OPERATOR))[0] == 200
+
+    async def paused(flag: bool) -> bool:
+        _, body = await rig.call("GET", "/v1/families/audit", VIEWER)
+        return bool(body["paused"] is flag)
+
+    await until(lambda: paused(True), 30, "the pause in the heartbeats")
+    assert (await rig.call("POST", "/v1/families/audit:resume", OPERATOR))[0] == 200
+    await until(lambda: paused(False), 30, "the resume in the heartbeats")
+
     # a clear while workers run: refused by the empty-group rule, and audited
     status, body = await rig.call("POST", "/v1/families/audit:clear", ADMIN)
     assert status == 409 and body["type"].endswith("group-active"), body

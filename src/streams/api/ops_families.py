@@ -88,6 +88,7 @@ def with_workers(
     return {
         **view,
         "in_flight": heartbeat.in_flight(beats, family.name),
+        "waiting": heartbeat.waiting(beats, family.name),
         "paused": any(b.families[family.name].paused for b in beats if family.name in b.families),
         "workers": holding,
         "owners": {str(p): w for p, w in sorted(heartbeat.owners(beats, main).items())},

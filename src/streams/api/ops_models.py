@@ -30,6 +30,7 @@ class FamilyView(BaseModel):
     dlq_depth: int
     topics: list[TopicView]
     in_flight: int
+    waiting: int
     paused: bool
     workers: list[str]
     owners: dict[str, str]

@@ -1,8 +1,9 @@
 """Worker heartbeats: the record each worker publishes to ``streams.workers`` and the view
 an operator reads from them. Pure (JSON in, dataclasses out).
 
-A heartbeat says what one worker process holds *now*: per family its in-flight count, its
-assigned partitions (by topic) and whether it paused the family; per dependency its circuit
+A heartbeat says what one worker process holds *now*: per family its in-flight count, the
+retry records it holds until due, its assigned partitions (by topic) and whether it
+paused the family; per dependency its circuit
 breaker state. The topic is compacted by worker id; a worker that stops cleanly publishes a
 tombstone, one that dies just stops beating and ``live`` drops it after ``expire_after``
 missed intervals.
@@ -24,6 +25,7 @@ class FamilyBeat:
     in_flight: int = 0
     paused: bool = False
     partitions: dict[str, list[int]] = field(default_factory=dict)  # topic -> partitions
+    waiting: int = 0  # retry records held in memory until due
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Heartbeat:
                     "in_flight": fam.in_flight,
                     "paused": fam.paused,
                     "partitions": {t: sorted(ps) for t, ps in sorted(fam.partitions.items())},
+                    "waiting": fam.waiting,
                 }
                 for name, fam in sorted(self.families.items())
             },
@@ -95,13 +98,14 @@ def _family(name: str, raw: Any) -> FamilyBeat:
         isinstance(ps, list) and all(isinstance(p, int) for p in ps) for ps in parts.values()
     ):
         raise BadHeartbeat(f"families.{name}.partitions: topic -> list of integers")
-    in_flight = raw.get("in_flight", 0)
-    if not isinstance(in_flight, int):
-        raise BadHeartbeat(f"families.{name}.in_flight: an integer is required")
+    in_flight, waiting = raw.get("in_flight", 0), raw.get("waiting", 0)
+    if not isinstance(in_flight, int) or not isinstance(waiting, int):
+        raise BadHeartbeat(f"families.{name}.in_flight and waiting: integers are required")
     return FamilyBeat(
         in_flight=in_flight,
         paused=bool(raw.get("paused", False)),
         partitions={str(t): list(ps) for t, ps in parts.items()},
+        waiting=waiting,
     )
 
 
@@ -117,6 +121,10 @@ def live(
 
 def in_flight(beats: Iterable[Heartbeat], family: str) -> int:
     return sum(b.families[family].in_flight for b in beats if family in b.families)
+
+
+def waiting(beats: Iterable[Heartbeat], family: str) -> int:
+    return sum(b.families[family].waiting for b in beats if family in b.families)
 
 
 def owners(beats: Iterable[Heartbeat], topic: str) -> dict[int, str]:

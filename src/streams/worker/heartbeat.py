@@ -43,6 +43,9 @@ class FamilyView(Protocol):
     @property
     def lanes(self) -> Any: ...  # Lanes: .in_flight
 
+    @property
+    def schedulers(self) -> Any: ...  # DueSchedulers: len() = records held until due
+
 
 def worker_identity(configured: str | None) -> str:
     """The configured worker id, else ``<host>-<pid>``."""
@@ -84,7 +87,10 @@ class HeartbeatLoop:
                 if tp.topic in topics:
                     parts.setdefault(tp.topic, []).append(tp.partition)
             families[name] = FamilyBeat(
-                in_flight=int(fr.lanes.in_flight), paused=self._paused(name), partitions=parts
+                in_flight=int(fr.lanes.in_flight),
+                paused=self._paused(name),
+                partitions=parts,
+                waiting=sum(len(s) for s in fr.schedulers),
             )
         return Heartbeat(
             worker_id=self.worker_id,
