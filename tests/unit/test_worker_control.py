@@ -108,3 +108,21 @@ def test_status_transitions_coalesce_per_event() -> None:
     assert values["e1"]["state"] == "done" and values["e1"]["tenant_id"] == "acme"
     assert values["e2"]["state"] == "running" and values["e2"]["at_ms"] == 5
     assert recorder.flush() == 0
+
+
+async def test_cancel_signal_race() -> None:
+    import pytest
+
+    from streams.errors import Cancelled
+    from streams.jobs.base import NEVER_CANCELLED, CancelSignal
+
+    assert await NEVER_CANCELLED.race(asyncio.sleep(0, "done")) == "done"
+    signal = CancelSignal()
+    assert await signal.race(asyncio.sleep(0, "fast")) == "fast"
+    slow = asyncio.ensure_future(signal.race(asyncio.sleep(30)))
+    await asyncio.sleep(0.01)
+    signal.set("stop")
+    with pytest.raises(Cancelled, match="stop"):
+        await asyncio.wait_for(slow, 1)
+    with pytest.raises(Cancelled):
+        signal.raise_if_set()

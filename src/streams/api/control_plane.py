@@ -9,6 +9,7 @@ it to a handler, or answers 503 while the views are still catching up with the t
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 
@@ -22,7 +23,9 @@ from streams.control.model import Command
 from streams.control.reader import ControlView, StatusView, TopicFollower
 from streams.control.topics import control_topic, status_topic
 from streams.control.writer import ControlWriter
-from streams.errors import BrokerUnavailable
+from streams.errors import BrokerUnavailable, ConfigError
+
+log = logging.getLogger("streams.api")
 
 
 @dataclass
@@ -70,7 +73,11 @@ def install(app: web.Application) -> None:
     async def start(app: web.Application) -> None:
         publisher = app[PUBLISHER]
         settings, catalog = publisher.settings, publisher.catalog
-        conf = base_conf(settings)
+        try:
+            conf = base_conf(settings)
+        except ConfigError as exc:  # no cluster configured: these routes answer 503
+            log.warning("control plane unavailable: %s", exc)
+            return
         status = StatusView(catalog.control_plane.status_ttl_ms)
         control = ControlView()
         followers = (

@@ -83,7 +83,23 @@ class CancelSignal:
         return task.result()
 
 
-NEVER_CANCELLED = CancelSignal()
+class _Never(CancelSignal):
+    """A signal nothing sets: shared, so it holds no event (an asyncio.Event binds to the
+    first loop that waits on it)."""
+
+    __slots__ = ()
+
+    def set(self, reason: str = "cancelled") -> None:
+        raise RuntimeError("NEVER_CANCELLED cannot be set")
+
+    async def wait(self) -> None:
+        await asyncio.get_running_loop().create_future()  # forever (until cancelled)
+
+    async def race(self, work: Awaitable[T]) -> T:
+        return await work
+
+
+NEVER_CANCELLED: CancelSignal = _Never()
 """The default signal (unit tests, callers without a control plane): never set."""
 
 
