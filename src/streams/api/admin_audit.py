@@ -31,7 +31,7 @@ from aiohttp import web
 from streams.api.access import principal_of
 from streams.api.problems import Problem
 from streams.api.roles import Principal
-from streams.api.state import PUBLISHER
+from streams.api.state import API_SETTINGS, publisher_of
 from streams.errors import PublishError
 from streams.publish.outgoing import PublishResult
 from streams.publish.publisher import Publisher
@@ -39,6 +39,7 @@ from streams.publish.publisher import Publisher
 log = logging.getLogger("streams.api")
 EVENT_TYPE = "audit.admin_action"
 AUDIT_TIMEOUT_S = 10.0
+ACK_GRACE_S = 1.0  # past the producer's message timeout, for librdkafka's own verdict
 
 
 @dataclass
@@ -117,8 +118,9 @@ async def _publish_or_503(
     request: web.Request, record: AdminAction, outcome: str, *, failed: bool
 ) -> None:
     try:
-        await publish_admin_action(request.app[PUBLISHER], record, outcome)
-    except PublishError as exc:
+        timeout_s = request.app[API_SETTINGS].api_publish_timeout_s + ACK_GRACE_S
+        await publish_admin_action(publisher_of(request), record, outcome, timeout_s=timeout_s)
+    except (PublishError, Problem) as exc:  # Problem: no publisher configured
         log.warning("audit of %s %s not acknowledged: %s", record.action, record.target, exc)
         if failed:  # the action's own error stays the answer; the audit gap is logged
             return

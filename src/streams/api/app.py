@@ -34,7 +34,7 @@ from streams.api.problems import problems
 from streams.api.settings import ApiSettings
 from streams.api.state import API_SETTINGS, DATABASE, LIFECYCLE, PUBLISHER, Lifecycle
 from streams.catalog import Catalog, load_catalog
-from streams.errors import HandlerError, PublishError
+from streams.errors import ConfigError, HandlerError, PublishError
 from streams.publish.publisher import Publisher
 from streams.settings import Settings
 from streams.store.database import Database
@@ -99,6 +99,12 @@ def create_app(
     ops_state.install(app, kafka_settings, catalog or load_catalog(kafka_settings.catalog_path))
 
     async def publisher(app: web.Application) -> AsyncIterator[None]:
+        try:
+            kafka_settings.bootstrap  # noqa: B018 - ConfigError when no cluster is named
+        except ConfigError as exc:  # `streams api` refuses this; an embedding app may not
+            log.warning("no publisher: %s (ingest and admin actions answer 503)", exc)
+            yield
+            return
         app[PUBLISHER] = Publisher(kafka_settings, producer_name="streams-api")
         try:
             yield

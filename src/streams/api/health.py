@@ -1,9 +1,11 @@
 """``/health/live`` (the process answers), ``/health/startup`` (the store's schema was
-brought current once), ``/health/ready`` (started, and the store answers a query within
-``READY_TIMEOUT_S`` now). All public; none names a host, URL or error text."""
+brought current once), ``/health/ready`` (started, and now the store answers a query and
+the broker a metadata request, each within ``READY_TIMEOUT_S``). All public; none names a
+host, URL or error text."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -12,7 +14,7 @@ from sqlalchemy import text
 
 from streams.api.access import public
 from streams.api.openapi import Probe, operation
-from streams.api.state import DATABASE, LIFECYCLE
+from streams.api.state import DATABASE, LIFECYCLE, PUBLISHER
 from streams.errors import HandlerError
 
 READY_TIMEOUT_S = 2.0
@@ -64,7 +66,11 @@ async def _store_answers(request: web.Request) -> bool:
 async def ready(request: web.Request) -> web.Response:
     started = request.app[LIFECYCLE].started
     reachable = started and await _store_answers(request)
-    return _status(reachable, {"started": started, "store_reachable": reachable})
+    checks = {"started": started, "store_reachable": reachable}
+    if PUBLISHER in request.app:  # `streams api` always has one (it needs a cluster)
+        publisher = request.app[PUBLISHER]
+        checks["broker_reachable"] = await asyncio.to_thread(publisher.reachable, READY_TIMEOUT_S)
+    return _status(all(checks.values()), checks)
 
 
 def add_routes(app: web.Application) -> None:

@@ -29,6 +29,7 @@ from streams.control.topics import control_topic, status_topic
 from streams.control.writer import ControlWriter
 from streams.core import heartbeat, topology
 from streams.core.stats import StatusStats
+from streams.errors import ConfigError
 from streams.settings import Settings
 
 log = logging.getLogger("streams.api")
@@ -175,6 +176,12 @@ def install(app: web.Application, settings: Settings | None, catalog: Catalog | 
     ops = app[OPS] = Ops(settings, catalog)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        try:
+            settings.bootstrap  # noqa: B018 - ConfigError when no cluster is named
+        except ConfigError as exc:
+            log.warning("no operator views: %s (the operator routes answer 503)", exc)
+            yield
+            return
         await asyncio.to_thread(ops.start)
         try:
             yield

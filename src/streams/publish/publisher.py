@@ -367,6 +367,14 @@ class Publisher:
 
     # --- lifecycle -------------------------------------------------------------------------------
 
+    def reachable(self, timeout_s: float) -> bool:
+        """True when the cluster answers a metadata request within ``timeout_s`` (blocks)."""
+        try:
+            self._producer.list_topics(timeout=timeout_s)
+        except KafkaException:
+            return False
+        return True
+
     def flush(self, timeout_s: float | None = None) -> int:
         """Wait until queued records are delivered or failed; returns how many are left."""
         return int(self._producer.flush(self.timeout_s if timeout_s is None else timeout_s))
