@@ -3,7 +3,7 @@
 Viewers read (``GET /v1/families``, ``/v1/families/{family}``, ``/v1/breakers``,
 ``/v1/ratelimits/{family}/{key}``, ``/v1/stats``); admins act (``POST
 /v1/families/{family}:clear``, ``POST /v1/ratelimits/{family}/{key}:reset``), and every
-action is published as ``audit.admin_action`` before it is answered (``ops_audit``).
+action is published as ``audit.admin_action`` before it is answered (``admin_audit``).
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def workers_topic(prefix: str) -> str:
 
 
 def skipped_topic(prefix: str) -> str:
-    """The record of cleared backlogs: the offset ranges an admin skipped (``api/ops_clear``)."""
+    """The record of cleared backlogs: the offset ranges an admin skipped (``broker/clear``)."""
     return with_prefix(prefix, "streams.skipped")
 
 
