@@ -309,10 +309,10 @@ def desired_topics(
 ) -> list[TopicSpec]:
     """Every topic streams needs, in a stable order."""
     specs: list[TopicSpec] = []
-    max_rf = 1
+    max_rf = max_isr = 1
     for fam in catalog.families.values():
         rf, min_isr = fam.replication(rf_override)
-        max_rf = max(max_rf, rf)
+        max_rf, max_isr = max(max_rf, rf), max(max_isr, min_isr)
         names = fam.topics(prefix)
         base = {"min.insync.replicas": str(min_isr), "cleanup.policy": "delete"}
         specs.append(
@@ -375,7 +375,31 @@ def desired_topics(
         )
     )
     specs.extend(control_plane_topics(catalog, prefix=prefix, rf=max_rf))
+    specs.extend(_operator_topics(prefix, max_rf, max_isr))
     return specs
+
+
+def _operator_topics(prefix: str, rf: int, min_isr: int) -> list[TopicSpec]:
+    """Worker heartbeats (compacted, a day) and cleared-backlog records (a year: the ranges
+    must outlive the records they point at)."""
+    isr = {"min.insync.replicas": str(min_isr)}
+    return [
+        TopicSpec(
+            topology.workers_topic(prefix),
+            1,
+            rf,
+            isr
+            | {"cleanup.policy": "compact,delete", "retention.ms": str(parse_duration_ms("1d"))},
+            "workers",
+        ),
+        TopicSpec(
+            topology.skipped_topic(prefix),
+            1,
+            rf,
+            isr | {"cleanup.policy": "delete", "retention.ms": str(parse_duration_ms("365d"))},
+            "skipped",
+        ),
+    ]
 
 
 def control_plane_topics(catalog: Catalog, *, prefix: str, rf: int) -> list[TopicSpec]:

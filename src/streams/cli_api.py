@@ -71,6 +71,7 @@ def serve() -> None:
     from streams.api.app import create_app
     from streams.api.auth_setup import build_authenticator
     from streams.api.settings import ApiSettings
+    from streams.catalog import load_catalog
     from streams.settings import Settings
     from streams.store.settings import StoreSettings
 
@@ -83,7 +84,9 @@ def serve() -> None:
     authenticator, token = build_authenticator(settings)
     kafka.bootstrap  # noqa: B018 - ConfigError now (exit 1) when no cluster is configured
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    app = create_app(settings, store, authenticator, kafka=kafka)
+    app = create_app(
+        settings, store, authenticator, kafka=kafka, catalog=load_catalog(kafka.catalog_path)
+    )
     if token is not None:
         click.echo("streams api: DEV MODE, a random token secret; viewer+admin token:")
         click.echo(f"  Authorization: Bearer {token}")

@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     status_linger_ms: int = Field(
         default=50, ge=0, le=1000, description="status transitions coalesce this long"
     )
+    heartbeat_interval_s: float = Field(
+        default=2.0, gt=0, le=60, description="how often a worker publishes to streams.workers"
+    )
 
     @field_validator("topic_prefix")
     @classmethod

@@ -291,6 +291,8 @@ def test_desired_topics_of_one_family() -> None:
         ("app-__assignor-__leader", "leader", None),
         ("dev.streams.control", "control", None),
         ("dev.streams.status", "status", None),
+        ("dev.streams.workers", "workers", None),
+        ("dev.streams.skipped", "skipped", None),
     ]
     by_name = {s.name: s for s in specs}
     main, tier, dlq = by_name["dev.email"], by_name["dev.email.retry.10s"], by_name["dev.email.dlq"]

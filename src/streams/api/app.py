@@ -23,6 +23,8 @@ from streams.api import (
     ingest_routes,
     observe,
     openapi,
+    ops_routes,
+    ops_state,
     pause_routes,
     provider_routes,
     status_routes,
@@ -33,6 +35,7 @@ from streams.api.observe import API_METRICS, ApiMetrics
 from streams.api.problems import problems
 from streams.api.settings import ApiSettings
 from streams.api.state import API_SETTINGS, DATABASE, LIFECYCLE, PUBLISHER, Lifecycle
+from streams.catalog import Catalog, load_catalog
 from streams.errors import ConfigError, HandlerError, PublishError
 from streams.publish.publisher import Publisher
 from streams.settings import Settings
@@ -66,11 +69,13 @@ def create_app(
     authenticator: Authenticator,
     *,
     kafka: Settings | None = None,
+    catalog: Catalog | None = None,
     registry: CollectorRegistry | None = None,
 ) -> web.Application:
     """The API application over the store ``store`` describes (ConfigError for a bad URL)
     and the broker ``kafka`` names (default ``Settings()``; its publisher is made at
-    startup, so building the app, e.g. for its OpenAPI document, needs no broker)."""
+    startup, so building the app, e.g. for its OpenAPI document, needs no broker); the
+    operator routes also read ``catalog`` (default: the settings' catalog file)."""
     app = web.Application(
         middlewares=[observe.observe, problems, authorize],
         client_max_size=settings.api_max_body_bytes,
@@ -89,11 +94,13 @@ def create_app(
     dlq_routes.add_routes(app)
     status_routes.add_routes(app)
     pause_routes.add_routes(app)
+    ops_routes.add_routes(app)
     check_declared(app)
     openapi.routes(app)  # RuntimeError now for a route without @operation
     kafka_settings = (kafka or Settings()).model_copy(
         update={"publish_timeout_s": settings.api_publish_timeout_s}
     )
+    ops_state.install(app, kafka_settings, catalog or load_catalog(kafka_settings.catalog_path))
 
     async def publisher(app: web.Application) -> AsyncIterator[None]:
         try:

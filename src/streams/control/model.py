@@ -168,6 +168,8 @@ def status_value(
     error_class: str | None = None,
     reason: str | None = None,
     dlq: tuple[str, int, int] | None = None,
+    started_at_ms: int | None = None,
+    published_at_ms: int | None = None,
 ) -> bytes:
     """A status record's JSON, built without the model (the worker's hot path: a dict and
     ``json.dumps``); ``parse_status`` reads it back as a validated ``StatusRecord``."""
@@ -188,6 +190,10 @@ def status_value(
         record["reason"] = reason
     if dlq is not None:
         record["dlq"] = {"topic": dlq[0], "partition": dlq[1], "offset": dlq[2]}
+    if started_at_ms is not None:  # the attempt this record ends started then (statistics)
+        record["started_at_ms"] = started_at_ms
+    if published_at_ms is not None:
+        record["published_at_ms"] = published_at_ms
     return json.dumps(record, separators=(",", ":")).encode()
 
 

@@ -66,6 +66,16 @@ def leader_topic(app_id: str) -> str:
     return f"{app_id}-__assignor-__leader"
 
 
+def workers_topic(prefix: str) -> str:
+    """The compacted heartbeat topic: one record per worker id (``worker/heartbeat.py``)."""
+    return with_prefix(prefix, "streams.workers")
+
+
+def skipped_topic(prefix: str) -> str:
+    """The record of cleared backlogs: the offset ranges an admin skipped (``broker/clear``)."""
+    return with_prefix(prefix, "streams.skipped")
+
+
 def family_of_event_type(event_type: str) -> str:
     """``email.requested`` -> ``email``: an event type's family is its first dotted part."""
     family, sep, rest = event_type.partition(".")

@@ -47,6 +47,7 @@ class FamilyRuntime:
     ledger: Ledger | None
     writers: list[ChangelogWriter]
     schedulers: list[DueScheduler] = field(default_factory=list)
+    gate: RateGate | None = None  # the family's rate limits (reset by an operator)
 
     @property
     def name(self) -> str:
@@ -169,6 +170,7 @@ class FamilyBuilder:
             gate=self.control.gate(family.name) if self.control else None,
         )
         fr = FamilyRuntime(family, topics, processor, lanes, ledger, [done_writer, bucket_writer])
+        fr.gate = gate
         waiting = self.metrics.waiting.labels(family.name)
         for name in topics.all[:-1]:  # the DLQ is read by operators, not processed
             scheduler = None

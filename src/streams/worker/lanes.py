@@ -59,6 +59,11 @@ class Lanes:
         self._gauge = on_in_flight
         self._in_flight = 0
 
+    @property
+    def in_flight(self) -> int:
+        """Records admitted and not yet finished (the heartbeat reports it)."""
+        return self._in_flight
+
     async def admit(self, entry: Entry) -> None:
         """Run ``entry`` when a slot is free, after earlier records of its key."""
         gate = self._gate

@@ -212,8 +212,16 @@ class Processor:
         envelope = event.envelope
         attempt = h.attempt_of(headers)
         if self._status is not None:
+            stamp_s = entry.message.timestamp  # the first attempt's: when it was published
+            published_ms = int(stamp_s * 1000) if attempt == 1 and stamp_s else None
             self._status.note(
-                envelope.event_id, self._name, event_type, envelope.tenant_id, "running", attempt
+                envelope.event_id,
+                self._name,
+                event_type,
+                envelope.tenant_id,
+                "running",
+                attempt,
+                published_at_ms=published_ms,
             )
         if self._control is None:
             await self._call(handler, event, entry, headers, attempt, NEVER_CANCELLED)

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
+
+from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 
 from streams.catalog import Family
 from streams.core import headers as h
@@ -119,3 +121,27 @@ class RateGate:
             self._writer.put(entry.partition, table_key, pack_state(new_state))
         if deferral is not None:
             raise deferral
+
+    def reset(self, key: str, partitions: Collection[int]) -> int:
+        """Refill every bucket of ``key`` that lives in one of ``partitions`` (this worker's
+        share): the table entry is deleted (a missing bucket is full) and the deletion
+        written through to the changelog. Returns how many buckets were reset."""
+        count = 0
+        for limit in self._limits:
+            if limit.scope == "key":
+                owners = [key_partition(key, self._family.partitions)]
+            elif limit.provider == key:
+                owners = list(range(self._family.partitions))
+            else:
+                continue
+            for p in owners:
+                if p in partitions:
+                    self._writer.put(p, bucket_key(limit, key=key, partition=p).encode(), None)
+                    count += 1
+        return count
+
+
+def key_partition(key: str, partitions: int) -> int:
+    """The partition of record key ``key``: Kafka's default (murmur2) partitioner, where the
+    SDK, aiokafka and Java clients put it; a key-scoped bucket lives there."""
+    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions

@@ -10,6 +10,7 @@ the assignment, revoke and shutdown protocol, and ``loops`` runs the background 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Collection, Coroutine, Iterator
 from functools import partial
@@ -21,6 +22,7 @@ from streams.catalog import Catalog, Family
 from streams.control.reader import ControlView, TopicFollower
 from streams.control.topics import control_topic, status_topic
 from streams.core import headers as h
+from streams.core import topology
 from streams.jobs.registry import HandlerRegistry
 from streams.metrics import Metrics
 from streams.settings import Settings
@@ -30,18 +32,23 @@ from streams.worker.compat import FaustConsumer
 from streams.worker.composition import (
     FamilyBuilder,
     FamilyRuntime,
+    LazyProducer,
     breaker_policy,
     start_jobs,
     stop_jobs,
 )
 from streams.worker.control import WorkerControl
 from streams.worker.factory import create_app
+from streams.worker.heartbeat import HeartbeatLoop, worker_identity
 from streams.worker.ledger import Ledger
 from streams.worker.processor import Decoder
+from streams.worker.ratelimit_reset import RateLimitResets
 from streams.worker.rebalance import Rebalancer
 from streams.worker.sequencer import Sequencer
 from streams.worker.status import StatusRecorder
 from streams.worker.tp import TP
+
+log = logging.getLogger(__name__)
 
 
 def wall_ms() -> int:
@@ -118,6 +125,26 @@ class Runtime:
             on_withheld=self.partitions.on_withheld,
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
         )
+        self.heartbeat = HeartbeatLoop(
+            worker_id=worker_identity(settings.worker_id),
+            topic=topology.workers_topic(settings.topic_prefix),
+            interval_s=settings.heartbeat_interval_s,
+            sender=LazyProducer(self.app),
+            families=self.families,
+            assignment=self.consumer.assignment,
+            breakers=self.breakers.registry.states,
+            clock_ms=clock_ms,
+            paused=lambda family: family in self.paused_families(),
+        )
+        self.resets = RateLimitResets(
+            gates={n: fr.gate for n, fr in self.families.items() if fr.gate is not None},
+            main_topic={n: fr.topics.main for n, fr in self.families.items()},
+            assignment=self.consumer.assignment,
+            tombstone=self._revoke_command,
+            clock_ms=clock_ms,
+        )
+        if self.control is not None:
+            self.control.view.listen(self.resets.from_thread)
         self._tasks: list[asyncio.Task[None]] = []
         self.started = False
         # faust's signal type wants a ``signal`` keyword; our handlers take it in **kwargs
@@ -162,9 +189,20 @@ class Runtime:
             ),
             "consumer.lag",
         )
+        self.resets.attach(asyncio.get_running_loop())
         if self.control is not None:  # the whole control topic read: families open
             await self.control.start(_PauseSide(self))
+        self._spawn(self.heartbeat.run(), "heartbeat")
         self.started = True
+
+    async def _revoke_command(self, key: str) -> None:
+        """Tombstone control command ``key`` (a one-shot command this worker applied)."""
+        topic = control_topic(self.settings.topic_prefix)
+        try:
+            sent = await LazyProducer(self.app).send(topic, key.encode(), None, None, None, None)
+            await sent
+        except Exception as exc:  # it then expires with its TTL
+            log.warning("could not revoke control command %s: %s", key, exc)
 
     def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(coro, name=name))
@@ -180,6 +218,7 @@ class Runtime:
         await stop_jobs(self.registry)
         for task in self._tasks:
             task.cancel()
+        await self.heartbeat.leave()
         for fr in self.families.values():
             for writer in fr.writers:
                 await writer.stop()

@@ -23,7 +23,9 @@ from streams.control.model import status_value
 
 log = logging.getLogger(__name__)
 
-# (family, event_type, tenant_id, state, attempt, at_ms, due_at_ms, error_class, reason, dlq)
+MAX_STARTED = 100_000  # attempts whose start is remembered for the record that ends them
+# (family, event_type, tenant_id, state, attempt, at_ms, due_at_ms, error_class, reason, dlq,
+#  (started_at_ms, published_at_ms) | None)
 Pending = tuple[Any, ...]
 
 
@@ -41,6 +43,7 @@ class StatusRecorder:
         self._clock_ms = clock_ms
         self._linger_s = linger_s
         self._pending: dict[str, Pending] = {}
+        self._started: dict[str, tuple[int, int | None]] = {}  # running: (at_ms, published)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.failed = 0
@@ -57,18 +60,31 @@ class StatusRecorder:
         error_class: str | None = None,
         reason: str | None = None,
         dlq: tuple[str, int, int] | None = None,
+        published_at_ms: int | None = None,
     ) -> None:
+        """``published_at_ms`` (with "running"): when the record was published; the record
+        that ends the attempt then carries ``started_at_ms`` and ``published_at_ms`` (the
+        statistics' wait and processing times survive the coalescing of "running")."""
+        now_ms = self._clock_ms()
+        if state == "running":
+            if len(self._started) >= MAX_STARTED:  # runs revoked mid-way never end here
+                self._started.clear()
+            self._started[event_id] = (now_ms, published_at_ms)
+            started = None
+        else:
+            started = self._started.pop(event_id, None)
         self._pending[event_id] = (
             family,
             event_type,
             tenant_id,
             state,
             attempt,
-            self._clock_ms(),
+            now_ms,
             due_at_ms,
             error_class,
             reason,
             dlq,
+            started,
         )
         if not self._wake.is_set():
             self._wake.set()
@@ -111,6 +127,8 @@ class StatusRecorder:
                 error_class=p[7],
                 reason=p[8],
                 dlq=p[9],
+                started_at_ms=p[10][0] if p[10] else None,
+                published_at_ms=p[10][1] if p[10] else None,
             )
             try:
                 produce(topic, value, event_id.encode())
