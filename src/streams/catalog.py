@@ -297,10 +297,11 @@ def desired_topics(
 ) -> list[TopicSpec]:
     """Every topic streams needs, in a stable order."""
     specs: list[TopicSpec] = []
-    max_rf = 1
+    max_rf, state_isr = 1, 1
     for fam in catalog.families.values():
         rf, min_isr = fam.replication(rf_override)
-        max_rf = max(max_rf, rf)
+        if rf >= max_rf:
+            max_rf, state_isr = rf, min_isr
         names = fam.topics(prefix)
         base = {"min.insync.replicas": str(min_isr), "cleanup.policy": "delete"}
         specs.append(
@@ -360,6 +361,15 @@ def desired_topics(
             max_rf,
             {"cleanup.policy": "delete", "retention.ms": str(parse_duration_ms("1d"))},
             "leader",
+        )
+    )
+    specs.append(  # schedules (issue 11): its consumer group elects the firing leader
+        TopicSpec(
+            topology.schedules_topic(prefix),
+            1,
+            max_rf,
+            {"cleanup.policy": "compact", "min.insync.replicas": str(state_isr)},
+            "schedules",
         )
     )
     return specs

@@ -268,6 +268,7 @@ def test_desired_topics_of_one_family() -> None:
         ("app-email.done-changelog", "changelog", "email"),
         ("app-email.buckets-changelog", "changelog", "email"),
         ("app-__assignor-__leader", "leader", None),
+        ("dev.streams.schedules", "schedules", None),
     ]
     by_name = {s.name: s for s in specs}
     main, tier, dlq = by_name["dev.email"], by_name["dev.email.retry.10s"], by_name["dev.email.dlq"]

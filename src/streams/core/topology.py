@@ -66,6 +66,11 @@ def leader_topic(app_id: str) -> str:
     return f"{app_id}-__assignor-__leader"
 
 
+def schedules_topic(prefix: str) -> str:
+    """The schedules' state (compacted): last fired tick and pause flag per schedule."""
+    return f"{prefix}streams.schedules"
+
+
 def family_of_event_type(event_type: str) -> str:
     """``email.requested`` -> ``email``: an event type's family is its first dotted part."""
     family, sep, rest = event_type.partition(".")
