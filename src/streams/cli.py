@@ -21,6 +21,7 @@ _COMMANDS = {
     "audit": "streams.cli_audit:audit",
     "store": "streams.cli_store:store",
     "api": "streams.cli_api:api",
+    "schedules": "streams.schedules.cli:schedules",
 }
 
 

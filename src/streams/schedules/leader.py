@@ -2,7 +2,8 @@
 
 Leadership follows Kafka's group protocol: every worker joins the consumer group
 ``<app_id>.schedules`` on the one-partition state topic; the member assigned partition 0 is
-the leader. On assignment it reads the state topic from the beginning up to the end it saw
+the leader. Ticks of a paused schedule are passed over (the cursor moves, nothing fires).
+On assignment it reads the state topic from the beginning up to the end it saw
 at that moment (the cursors every earlier leader acknowledged), then fires: for each
 enabled, unpaused schedule, ``plan_due`` gives the ticks due since its cursor; each tick's
 event is published with the deterministic id ``schedule:<name>:<tick_ms>`` and, once
@@ -154,13 +155,17 @@ class ScheduleLeader:
         for schedule in self.schedules:
             if not self.leader or self._stop.is_set():
                 return
-            if not schedule.enabled or schedule.name in self.state.paused:
+            if not schedule.enabled:
                 continue
             now = self.clock_ms()
             cursor = self.state.cursors.get(schedule.name)
             plan = plan_due(schedule.cron, schedule.zone, cursor_ms=cursor, now_ms=now,
                             catch_up=schedule.catch_up, max_catch_up=schedule.max_catch_up,
                             grace_ms=schedule.grace_ms)  # fmt: skip
+            if schedule.name in self.state.paused:  # ticks while paused are passed over
+                if plan.cursor_ms != cursor:
+                    self._write_cursor(producer, schedule.name, plan.cursor_ms)
+                continue
             if plan.dropped:
                 log.warning("schedules: %s: %d missed ticks not fired (catch_up=%s)",
                             schedule.name, plan.dropped, schedule.catch_up)  # fmt: skip
