@@ -17,6 +17,8 @@ they drive, so the IO is in one place; the pure parts live in ``prepare``/``outg
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import asyncio
 import contextlib
 import logging
@@ -152,6 +154,8 @@ class Publisher:
         headers: HeadersArg = None,
         trace_parent: str | None = None,
         trace_state: str | None = None,
+        not_before: datetime | None = None,
+        delay_s: float | None = None,
     ) -> PreparedRecord:
         """Validate, encode, key, size-check one event without sending it.
 
@@ -165,6 +169,8 @@ class Publisher:
             headers=headers,
             trace_parent=trace_parent,
             trace_state=trace_state,
+            not_before=not_before,
+            delay_s=delay_s,
         )
         return PreparedRecord(topic, record_key, value, list(header_tuple), eid)
 
@@ -276,12 +282,15 @@ class Publisher:
         trace_parent: str | None = None,
         trace_state: str | None = None,
         timeout_s: float | None = None,
+        not_before: datetime | None = None,
+        delay_s: float | None = None,
     ) -> PublishResult:
         """Publish one event and wait for the broker's acknowledgement.
 
         ``key`` is optional: the key is the family's key field, and an explicit key must
         equal it. ``timeout_s`` defaults to ``settings.publish_timeout_s`` (the producer's
-        message timeout) plus a short grace. Raises UnknownEventType, InvalidPayload,
+        message timeout) plus a short grace. ``not_before`` (aware datetime) or ``delay_s``
+        delays the event: it runs no earlier than that, up to 30 days ahead. Raises UnknownEventType, InvalidPayload,
         EventTooLarge (nothing sent), DeliveryFailed or BrokerUnavailable.
         """
         self._check_open()
@@ -293,6 +302,8 @@ class Publisher:
             headers=headers,
             trace_parent=trace_parent,
             trace_state=trace_state,
+            not_before=not_before,
+            delay_s=delay_s,
         )
         wait_s = self._timeout(timeout_s)
         if rec[0] not in self._verified_topics:
@@ -330,6 +341,8 @@ class Publisher:
         trace_parent: str | None = None,
         trace_state: str | None = None,
         timeout_s: float | None = None,
+        not_before: datetime | None = None,
+        delay_s: float | None = None,
     ) -> PublishResult:
         """``publish`` for asyncio: awaits the acknowledgement without blocking the loop."""
         self._check_open()
@@ -341,6 +354,8 @@ class Publisher:
             headers=headers,
             trace_parent=trace_parent,
             trace_state=trace_state,
+            not_before=not_before,
+            delay_s=delay_s,
         )
         wait_s = self._timeout(timeout_s)
         if rec[0] not in self._verified_topics:
