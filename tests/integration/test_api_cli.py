@@ -46,8 +46,13 @@ def _get(url: str, token: str | None = None) -> tuple[int, dict[str, object]]:
         return error.code, json.loads(error.read())
 
 
-def test_dev_mode_serves_with_the_printed_token(tmp_path: Path) -> None:
-    env = _env(tmp_path, STREAMS_DEV_MODE="true", STREAMS_API_PORT="0")
+def test_dev_mode_serves_with_the_printed_token(tmp_path: Path, kafka_bootstrap: str) -> None:
+    env = _env(
+        tmp_path,
+        STREAMS_DEV_MODE="true",
+        STREAMS_API_PORT="0",
+        STREAMS_KAFKA_BOOTSTRAP=kafka_bootstrap,  # ingest and admin audit publish
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "streams", "api"],
         env=env,

@@ -4,14 +4,30 @@ brought current once), ``/health/ready`` (started, and the store answers a query
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from streams.api.access import public
+from streams.api.openapi import Probe, operation
 from streams.api.state import DATABASE, LIFECYCLE
 from streams.errors import HandlerError
 
 READY_TIMEOUT_S = 2.0
+
+
+class HealthStatus(BaseModel):
+    """``ok`` or ``unavailable``, with the named checks behind it."""
+
+    status: str
+    checks: dict[str, bool] = {}
+
+
+_OK = (200, HealthStatus)
+_PROBE_ARGS: dict[str, Any] = {"tags": ("health",), "probe": Probe(ok=200)}
+_NOT_YET = {503: "not (yet) healthy; `checks` names the failed check"}
 
 
 def _status(ok: bool, checks: dict[str, bool]) -> web.Response:
@@ -20,11 +36,13 @@ def _status(ok: bool, checks: dict[str, bool]) -> web.Response:
 
 
 @public
+@operation("Liveness: the process answers", ok=_OK, **_PROBE_ARGS)
 async def live(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
 @public
+@operation("Startup: the store schema is current", ok=_OK, problems=_NOT_YET, **_PROBE_ARGS)
 async def startup(request: web.Request) -> web.Response:
     started = request.app[LIFECYCLE].started
     return _status(started, {"store_migrated": started})
@@ -42,6 +60,7 @@ async def _store_answers(request: web.Request) -> bool:
 
 
 @public
+@operation("Readiness: started, the store answers", ok=_OK, problems=_NOT_YET, **_PROBE_ARGS)
 async def ready(request: web.Request) -> web.Response:
     started = request.app[LIFECYCLE].started
     reachable = started and await _store_answers(request)

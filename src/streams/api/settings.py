@@ -41,6 +41,15 @@ class ApiSettings(BaseSettings):
     )
     api_audit_max_limit: int = Field(default=1000, ge=1, le=10_000)
     dev_mode: bool = Field(default=False, description="random HS256 secret, token printed")
+    api_publish_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="broker ack wait per request, then 503"
+    )
+    api_batch_max_events: int = Field(default=500, ge=1, le=10_000)
+    api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    api_rate_limit_per_min: int = Field(
+        default=60, ge=1, le=1_000_000, description="ingest requests per principal"
+    )
+    api_idempotency_max_keys: int = Field(default=100_000, ge=1, le=10_000_000)
 
     def check_auth(self) -> None:
         """Raise ConfigError unless exactly a usable authentication configuration is set."""

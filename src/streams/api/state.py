@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from streams.api.settings import ApiSettings
+from streams.publish.publisher import Publisher
 from streams.store.database import Database
 
 
@@ -20,3 +21,5 @@ class Lifecycle:
 API_SETTINGS = web.AppKey("api_settings", ApiSettings)
 DATABASE = web.AppKey("database", Database)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
+PUBLISHER = web.AppKey("publisher", Publisher)
+"""The SDK publisher every route publishes with (ingest, admin audit): created at startup."""

@@ -54,11 +54,21 @@ HeadersArg = Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]] | Non
 
 BatchItem = tuple[str, Mapping[str, Any]] | Mapping[str, Any]
 """``(event_type, payload)`` or a dict with ``event_type``, ``payload`` and optionally
-``key``, ``event_id``, ``headers``, ``trace_parent``, ``trace_state``."""
+``key``, ``event_id``, ``headers``, ``trace_parent``, ``trace_state``, ``tenant_id``."""
 
 _ITEM_KEYS = frozenset(
-    {"event_type", "payload", "key", "event_id", "headers", "trace_parent", "trace_state",
-     "not_before", "delay_s"}
+    {
+        "event_type",
+        "payload",
+        "key",
+        "event_id",
+        "headers",
+        "trace_parent",
+        "trace_state",
+        "tenant_id",
+        "not_before",
+        "delay_s",
+    }
 )
 MIN_DELAY_MS = 1  # any positive delay is held (a due time <= now runs at once)
 MAX_DELAY_MS = 30 * 86_400_000
@@ -189,6 +199,7 @@ class Preparer:
         headers: HeadersArg = None,
         trace_parent: str | None = None,
         trace_state: str | None = None,
+        tenant_id: str | None = None,
         not_before: datetime | None = None,
         delay_s: float | None = None,
         now_ms: int | None = None,
@@ -208,6 +219,7 @@ class Preparer:
             payload,
             event_id=new_event_id() if event_id is None else event_id,
             producer=self.producer_name,
+            tenant_id=tenant_id,
         )
         route = self._route(event_type)
         record_key = partition_key(
@@ -265,6 +277,7 @@ class Preparer:
             headers=item.get("headers"),
             trace_parent=item.get("trace_parent"),
             trace_state=item.get("trace_state"),
+            tenant_id=item.get("tenant_id"),
             not_before=item.get("not_before"),
             delay_s=item.get("delay_s"),
         )

@@ -281,6 +281,7 @@ class Publisher:
         headers: HeadersArg = None,
         trace_parent: str | None = None,
         trace_state: str | None = None,
+        tenant_id: str | None = None,
         timeout_s: float | None = None,
         not_before: datetime | None = None,
         delay_s: float | None = None,
@@ -302,6 +303,7 @@ class Publisher:
             headers=headers,
             trace_parent=trace_parent,
             trace_state=trace_state,
+            tenant_id=tenant_id,
             not_before=not_before,
             delay_s=delay_s,
         )
@@ -340,6 +342,7 @@ class Publisher:
         headers: HeadersArg = None,
         trace_parent: str | None = None,
         trace_state: str | None = None,
+        tenant_id: str | None = None,
         timeout_s: float | None = None,
         not_before: datetime | None = None,
         delay_s: float | None = None,
@@ -354,6 +357,7 @@ class Publisher:
             headers=headers,
             trace_parent=trace_parent,
             trace_state=trace_state,
+            tenant_id=tenant_id,
             not_before=not_before,
             delay_s=delay_s,
         )

@@ -30,8 +30,18 @@ log = logging.getLogger(__name__)
 class Lanes:
     """Shared state of one family's lanes: concurrency, key chains, running tasks."""
 
-    def __init__(self, processor: Processor, *, concurrency: int, on_in_flight: Any) -> None:
+    def __init__(
+        self,
+        processor: Processor,
+        *,
+        concurrency: int,
+        on_in_flight: Any,
+        gate: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
+        """``gate``: awaited before each record; False = leave it unacked (a paused family
+        released at shutdown, ``worker/control.py``)."""
         self.processor = processor
+        self._gate = gate
         self.family = processor.family.name
         self._sem = asyncio.Semaphore(concurrency)
         self._concurrency = concurrency
@@ -44,6 +54,8 @@ class Lanes:
 
     async def admit(self, entry: Entry) -> None:
         """Run ``entry`` when a slot is free, after earlier records of its key."""
+        if self._gate is not None and not await self._gate():
+            return
         await self._sem.acquire()
         if entry.log.closed:
             self._sem.release()
