@@ -99,3 +99,22 @@ def test_bad_delays_name_the_field(rig: dict[str, Any]) -> None:
         submit(rig, "x", not_before=datetime(2030, 1, 1))
     with pytest.raises(InvalidPayload, match="give not_before or delay_s, not both"):
         submit(rig, "x", delay_s=5, not_before=datetime.now(UTC))
+
+
+def test_a_cancelled_delayed_event_never_runs(rig: dict[str, Any]) -> None:
+    from tests.support.control import ControlRig
+
+    control = ControlRig(rig["settings"])
+    try:
+        worker = rig["start"]()
+        worker.wait_ready()
+        doomed = submit(rig, "s-cancel", delay_s=3)
+        control.issue("cancel", doomed)  # while it waits on its tier
+        marker = submit(rig, "s-cancel", delay_s=4)  # same key, due later: progress marker
+        control.wait_state(doomed, "cancelled", 30)
+        control.wait_state(marker, "done", 30)
+        ledger: Ledger = rig["ledger"]
+        assert not ledger.attempts(doomed), "a cancelled delayed event ran"
+        assert marker in ledger.ids()
+    finally:
+        control.close()
