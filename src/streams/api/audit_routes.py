@@ -14,7 +14,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from streams.api.access import principal_of, requires
-from streams.api.audit_params import cursor, parse_audit_query
+from streams.api.audit_params import MAX_FILTER_CHARS, cursor, parse_audit_query
 from streams.api.openapi import Param, Probe, operation
 from streams.api.problems import Problem
 from streams.api.roles import Role
@@ -51,15 +51,21 @@ class AuditPage(BaseModel):
 
 
 _TIME = "ISO-8601 time or epoch milliseconds"
+_FILTER = {"type": "string", "minLength": 1, "maxLength": MAX_FILTER_CHARS}
 _PARAMS = (
-    Param("subject", "query", "only this subject id"),
-    Param("actor", "query", "only this actor id"),
-    Param("event_type", "query", "only this event type, e.g. audit.admin_action"),
-    Param("tenant", "query", "tenant (a platform admin must name one, or *)"),
-    Param("since", "query", f"occurred at or after ({_TIME})"),
-    Param("until", "query", f"occurred before ({_TIME})"),
-    Param("after", "query", "the `next` value of the previous page"),
-    Param("limit", "query", "page size", {"type": "string", "pattern": "^[0-9]+$"}),
+    Param("subject", "query", "only this subject id", _FILTER),
+    Param("actor", "query", "only this actor id", _FILTER),
+    Param("event_type", "query", "only this event type, e.g. audit.admin_action", _FILTER),
+    Param("tenant", "query", "tenant (a platform admin must name one, or *)", _FILTER),
+    Param("since", "query", f"occurred at or after ({_TIME})", {"type": "string", "minLength": 1}),
+    Param("until", "query", f"occurred before ({_TIME})", {"type": "string", "minLength": 1}),
+    Param(
+        "after",
+        "query",
+        "the `next` value of the previous page",
+        {"type": "string", "pattern": r"^[0-9]{1,16}\.[0-9]{1,19}$"},
+    ),
+    Param("limit", "query", "page size", {"type": "integer", "minimum": 1}),
 )
 
 

@@ -12,8 +12,8 @@ was acknowledged. Otherwise:
   reason}], and then nothing of the request was sent;
 - 409 the ``Idempotency-Key`` was used with another body (``idempotency``);
 - 429 over the principal's rate limit (``throttle``), with ``Retry-After``;
-- 503 the broker did not acknowledge within ``STREAMS_API_PUBLISH_TIMEOUT_S`` (plus the
-  SDK's grace) or refused: ``reason``, and for a batch ``results`` where acknowledged
+- 503 the broker did not acknowledge within ``STREAMS_API_PUBLISH_TIMEOUT_S`` (plus
+  ``ACK_GRACE_S``) or refused: ``reason``, and for a batch ``results`` where acknowledged
   events have their position and the others their error (never a hang, never a 2xx).
 
 The envelope's ``tenant_id`` is the principal's tenant (from the token or API key): the
@@ -59,7 +59,9 @@ IDEMPOTENCY = web.AppKey("idempotency", IdempotencyStore)
 THROTTLE = web.AppKey("ingest_throttle", Throttle)
 JSON = "application/json"
 REPLAYED = "Idempotent-Replayed"
-_Id = Field(min_length=1, max_length=256)
+ACK_GRACE_S = 1.0
+"""Waited past the producer's ``message.timeout.ms`` (= the publish timeout) for
+librdkafka's own verdict: an answer comes within publish timeout + this, never a hang."""
 
 
 class EventIn(BaseModel):
@@ -70,7 +72,7 @@ class EventIn(BaseModel):
 
     event_type: str = Field(min_length=1, max_length=256)
     payload: dict[str, Any]
-    key: str | None = _Id
+    key: str | None = Field(default=None, min_length=1, max_length=256)
 
 
 class BatchIn(BaseModel):
@@ -208,7 +210,8 @@ async def _publish(
         for i, e in enumerate(events)
     ]
     try:
-        results = await request.app[PUBLISHER].publish_batch_async(items)
+        timeout_s = request.app[API_SETTINGS].api_publish_timeout_s + ACK_GRACE_S
+        results = await request.app[PUBLISHER].publish_batch_async(items, timeout_s=timeout_s)
     except BatchPublishError as exc:
         if not exc.sent and not any(
             isinstance(e, BrokerUnavailable | DeliveryFailed) for e in exc.errors.values()

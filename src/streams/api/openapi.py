@@ -265,8 +265,8 @@ def document(
     }
 
 
-def served_document() -> dict[str, Any]:
-    """The document of the application ``streams api`` serves (built, never started)."""
+def served_app() -> web.Application:
+    """The application ``streams api`` serves, built (never started: no broker, no store)."""
     from pydantic import SecretStr
 
     from streams.api.app import create_app
@@ -277,8 +277,12 @@ def served_document() -> dict[str, Any]:
     settings = ApiSettings(
         api_jwt_secret=SecretStr("x" * 32), api_jwt_issuer="i", api_jwt_audience="a"
     )
-    app = create_app(settings, StoreSettings(), Authenticator(None, None))
-    return document(app)
+    return create_app(settings, StoreSettings(), Authenticator(None, None))
+
+
+def served_document() -> dict[str, Any]:
+    """The document of the application ``streams api`` serves."""
+    return document(served_app())
 
 
 def render(doc: Mapping[str, Any]) -> str:
