@@ -51,8 +51,7 @@ async def _run(url: str, rows: int) -> tuple[int, float, float, int]:
         await generate(db, TICK_MS, rows)
         engine = RetentionEngine(db, load_retention(REPO / "retention.yaml"))
         started = time.perf_counter()
-        report = await engine.run("chat_messages", run_id="bench", tick_ms=TICK_MS,
-                                  batch_size=1000)  # fmt: skip
+        report = await engine.run("chat_messages", run_id="bench", tick_ms=TICK_MS, batch_size=1000)
         elapsed = time.perf_counter() - started
         (rule,) = report.rules
         return rule.counts["deleted"], elapsed, rule.longest_batch_s, rule.batches
@@ -64,15 +63,19 @@ def run(ctx: BenchContext, state: _State) -> Sample:
     url = state.server.create_database("p13")
     deleted, elapsed_s, longest_s, batches = asyncio.run(_run(url, ctx.events))
     rate = deleted / elapsed_s if elapsed_s > 0 else 0.0
-    return Sample(rate, {"rows_deleted": deleted, "batches": batches,
-                         "longest_transaction_ms": longest_s * 1000})  # fmt: skip
+    return Sample(
+        rate,
+        {"rows_deleted": deleted, "batches": batches, "longest_transaction_ms": longest_s * 1000},
+    )
 
 
 def _note(summary: Summary) -> str:
     longest = summary.detail("longest_transaction_ms")
     deleted = summary.detail("rows_deleted")
-    return (f"retention delete, PostgreSQL, batches of 1,000: {summary.median:,.0f} rows/s "
-            f"({deleted[0]:,.0f} rows); longest single transaction {longest[2]:,.1f} ms")  # fmt: skip
+    return (
+        f"retention delete, PostgreSQL, batches of 1,000: {summary.median:,.0f} rows/s "
+        f"({deleted[0]:,.0f} rows); longest single transaction {longest[2]:,.1f} ms"
+    )
 
 
 CASE = Case(

@@ -224,8 +224,9 @@ async def test_a_delayed_event_waits_on_a_retry_tier_with_its_due_time(
     from streams.core import headers as h
 
     before_ms = int(__import__("time").time() * 1000)
-    status, body, _ = await post(http, f"{api.url}/v1/events", {**admin_action("later"),
-                                                                 "delay_s": 3600})  # fmt: skip
+    status, body, _ = await post(
+        http, f"{api.url}/v1/events", {**admin_action("later"), "delay_s": 3600}
+    )
     assert status == 202, body
     assert body["topic"] != main_topic(api) and ".retry." in body["topic"]
     consumer = _consumer(api)
@@ -237,9 +238,11 @@ async def test_a_delayed_event_waits_on_a_retry_tier_with_its_due_time(
     finally:
         consumer.close()
     assert due_ms >= before_ms + 3_600_000
-    status, body, _ = await post(http, f"{api.url}/v1/events", {**admin_action("x"),
-                                                                 "not_before": "2020-01-01T00:00:00"})  # fmt: skip
+    status, body, _ = await post(
+        http, f"{api.url}/v1/events", {**admin_action("x"), "not_before": "2020-01-01T00:00:00"}
+    )
     assert status == 422 and "not_before" in json.dumps(body), body
-    status, body, _ = await post(http, f"{api.url}/v1/events", {**admin_action("x"),
-                                                                 "delay_s": 40 * 86_400})  # fmt: skip
+    status, body, _ = await post(
+        http, f"{api.url}/v1/events", {**admin_action("x"), "delay_s": 40 * 86_400}
+    )
     assert status == 422 and "delay_s" in json.dumps(body), body

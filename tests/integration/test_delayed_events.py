@@ -11,10 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from streams.core import headers as h
-from streams.errors import InvalidPayload
-from streams.settings import Settings
 from tests.support.engine import (
     REPO,
     TEST_AUDIT,
@@ -24,6 +20,10 @@ from tests.support.engine import (
     record_headers,
     wait_for,
 )
+
+from streams.core import headers as h
+from streams.errors import InvalidPayload
+from streams.settings import Settings
 
 pytestmark = pytest.mark.kafka
 SHIFT_PATH = f"{REPO}:{REPO / 'tests' / 'support' / 'clock_shift'}"

@@ -66,33 +66,66 @@ def expected(data: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     def keep(table: str, gone: Any) -> set[Any]:
         return {r["id"] for r in data[table] if not gone(r)}
 
-    notified = {a["id"] for a in data["accounts"] if a["last_active_at_ms"] < TICK - 700 * DAY_MS
-                and a["deletion_notice_at_ms"] is None and a["id"] not in held}  # fmt: skip
+    notified = {
+        a["id"]
+        for a in data["accounts"]
+        if a["last_active_at_ms"] < TICK - 700 * DAY_MS
+        and a["deletion_notice_at_ms"] is None
+        and a["id"] not in held
+    }
     deleted_accounts = {
-        a["id"] for a in data["accounts"]
-        if a["last_active_at_ms"] < TICK - 730 * DAY_MS and a["deletion_notice_at_ms"] is not None
-        and a["deletion_notice_at_ms"] < TICK - 30 * DAY_MS and a["id"] not in held
-    }  # fmt: skip
-    critical = {r["id"] for r in data["audit_logs"] if r["severity"] == "critical"
-                and r["created_at_ms"] < TICK - 365 * DAY_MS and r["actor_id"] not in held}  # fmt: skip
+        a["id"]
+        for a in data["accounts"]
+        if a["last_active_at_ms"] < TICK - 730 * DAY_MS
+        and a["deletion_notice_at_ms"] is not None
+        and a["deletion_notice_at_ms"] < TICK - 30 * DAY_MS
+        and a["id"] not in held
+    }
+    critical = {
+        r["id"]
+        for r in data["audit_logs"]
+        if r["severity"] == "critical"
+        and r["created_at_ms"] < TICK - 365 * DAY_MS
+        and r["actor_id"] not in held
+    }
     return {
-        "chat_messages": keep("chat_messages", lambda r: r["created_at_ms"] < TICK - 90 * DAY_MS
-                              and r["is_read"] and r["sender_id"] not in held),
-        "sessions": keep("sessions", lambda r: r["last_activity_at_ms"] < TICK - 7 * DAY_MS
-                         and r["user_id"] not in held),
-        "refresh_tokens": keep("refresh_tokens", lambda r: r["expires_at_ms"] < TICK
-                               and r["user_id"] not in held),
-        "audit_logs": keep("audit_logs", lambda r: r["created_at_ms"] < TICK - 365 * DAY_MS
-                           and r["actor_id"] not in held),
+        "chat_messages": keep(
+            "chat_messages",
+            lambda r: (
+                r["created_at_ms"] < TICK - 90 * DAY_MS
+                and r["is_read"]
+                and r["sender_id"] not in held
+            ),
+        ),
+        "sessions": keep(
+            "sessions",
+            lambda r: r["last_activity_at_ms"] < TICK - 7 * DAY_MS and r["user_id"] not in held,
+        ),
+        "refresh_tokens": keep(
+            "refresh_tokens", lambda r: r["expires_at_ms"] < TICK and r["user_id"] not in held
+        ),
+        "audit_logs": keep(
+            "audit_logs",
+            lambda r: r["created_at_ms"] < TICK - 365 * DAY_MS and r["actor_id"] not in held,
+        ),
         "critical_archived": critical,
-        "notifications": keep("notifications", lambda r: r["created_at_ms"] < TICK - 90 * DAY_MS
-                              and r["is_read"] and r["user_id"] not in held),
-        "payments_archived": {r["id"] for r in data["payment_records"]
-                              if r["created_at_ms"] < TICK - 730 * DAY_MS},
+        "notifications": keep(
+            "notifications",
+            lambda r: (
+                r["created_at_ms"] < TICK - 90 * DAY_MS
+                and r["is_read"]
+                and r["user_id"] not in held
+            ),
+        ),
+        "payments_archived": {
+            r["id"] for r in data["payment_records"] if r["created_at_ms"] < TICK - 730 * DAY_MS
+        },
         "notified": notified,
         "deleted_accounts": deleted_accounts,
-        "anonymized_orders": {o["id"] for o in data["orders"] if o["account_id"] in deleted_accounts},
-    }  # fmt: skip
+        "anonymized_orders": {
+            o["id"] for o in data["orders"] if o["account_id"] in deleted_accounts
+        },
+    }
 
 
 def archived_ids(root: Path, policy: str) -> tuple[list[Any], int]:
@@ -136,12 +169,16 @@ async def test_each_policy_removes_exactly_what_it_should(sample_db: Any, tmp_pa
 
     # dry-run first: reports counts, touches nothing (tables, files, the runs table)
     before = await snapshot(db)
-    dry = {p: await engine.run(p, run_id=f"dry-{p}", tick_ms=TICK, dry_run=True)
-           for p in config.policies}  # fmt: skip
+    dry = {
+        p: await engine.run(p, run_id=f"dry-{p}", tick_ms=TICK, dry_run=True)
+        for p in config.policies
+    }
     assert await snapshot(db) == before
     assert len(list(tmp.iterdir())) == 20 and not archive.exists()
     async with db.transaction(write=False) as conn:
-        assert (await conn.execute(sa.select(sa.func.count()).select_from(retention_runs))).scalar() == 0
+        assert (
+            await conn.execute(sa.select(sa.func.count()).select_from(retention_runs))
+        ).scalar() == 0
     by_rule = {r.rule: r.matched for rep in dry.values() for r in rep.rules}
     assert by_rule["old_read_messages"] == len(data["chat_messages"]) - len(want["chat_messages"])
     assert by_rule["archive_critical"] == len(want["critical_archived"])
@@ -156,7 +193,9 @@ async def test_each_policy_removes_exactly_what_it_should(sample_db: Any, tmp_pa
     assert reports["audit_logs"].rules[0].counts["archived"] == len(want["critical_archived"])
     # payments: none deleted; the old ones archived to files and marked
     assert await ids(db, "payment_records") == {r["id"] for r in data["payment_records"]}
-    assert await ids(db, "payment_records", "archived_at_ms IS NOT NULL") == want["payments_archived"]
+    assert (
+        await ids(db, "payment_records", "archived_at_ms IS NOT NULL") == want["payments_archived"]
+    )
     assert sorted(archived_ids(archive, "payment_records")[0]) == sorted(want["payments_archived"])
     # inactive accounts: notices sent, deletions only 30 days after a notice, orders anonymised
     assert sorted(notices) == sorted(want["notified"])
@@ -168,7 +207,9 @@ async def test_each_policy_removes_exactly_what_it_should(sample_db: Any, tmp_pa
     assert await ids(db, "orders", "customer_email IS NULL") == want["anonymized_orders"]
     assert want["anonymized_orders"], "the sample has orders of deleted accounts"
     # temp files: the 10 older than 24 h are gone
-    assert sorted(p.name for p in tmp.iterdir()) == sorted(f"upload-{i}.part" for i in range(0, 20, 2))
+    assert sorted(p.name for p in tmp.iterdir()) == sorted(
+        f"upload-{i}.part" for i in range(0, 20, 2)
+    )
     # counts are exact and a second delivery of the same runs changes nothing
     assert reports["chat_messages"].totals()["deleted"] == by_rule["old_read_messages"]
     after = await snapshot(db)
@@ -184,8 +225,18 @@ async def test_a_run_killed_midway_and_delivered_again_ends_the_same(
     path = config_for(tmp_path, [HELD])
     archive = tmp_path / "archive"
     want = expected(data)
-    cmd = [sys.executable, "-m", "tests.support.retention_run", store_url, str(path),
-           str(archive), "audit_logs", "run-1", str(TICK), "20"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "tests.support.retention_run",
+        store_url,
+        str(path),
+        str(archive),
+        "audit_logs",
+        "run-1",
+        str(TICK),
+        "20",
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     r = retention_runs
     try:
@@ -193,8 +244,11 @@ async def test_a_run_killed_midway_and_delivered_again_ends_the_same(
         batches = 0
         while batches < 5 and time.monotonic() < deadline and proc.poll() is None:
             async with db.transaction(write=False) as conn:
-                batches = int((await conn.execute(
-                    sa.select(sa.func.coalesce(sa.func.sum(r.c.batches), 0)))).scalar_one())  # fmt: skip
+                batches = int(
+                    (
+                        await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(r.c.batches), 0)))
+                    ).scalar_one()
+                )
         proc.send_signal(signal.SIGKILL)  # after 5 committed batches, whatever it is doing
     finally:
         proc.wait(10)
@@ -217,9 +271,22 @@ def test_bad_config_names_rule_and_field() -> None:
     from streams.errors import ConfigError
     from streams.retention.rules import parse_retention
 
-    bad = {"policies": {"p": {"rules": [{"name": "r", "why": "x", "action": "archive",
-                                         "table": "t", "timestamp_column": "ts",
-                                         "older_than": "1d"}]}}}  # fmt: skip
+    bad = {
+        "policies": {
+            "p": {
+                "rules": [
+                    {
+                        "name": "r",
+                        "why": "x",
+                        "action": "archive",
+                        "table": "t",
+                        "timestamp_column": "ts",
+                        "older_than": "1d",
+                    }
+                ]
+            }
+        }
+    }
     with pytest.raises(ConfigError, match=r"policies\.p\.rules\.0: .*mark_column"):
         parse_retention(bad, "retention.yaml")
     assert isinstance(load_retention(REPO / "retention.yaml"), RetentionConfig)

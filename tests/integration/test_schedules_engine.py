@@ -16,8 +16,6 @@ from typing import Any
 
 import pytest
 import yaml
-
-from streams.schedules.state import read_state
 from tests.support.engine import (
     TEST_AUDIT,
     Ledger,
@@ -28,6 +26,8 @@ from tests.support.engine import (
     wait_for,
     write_catalog,
 )
+
+from streams.schedules.state import read_state
 
 pytestmark = pytest.mark.kafka
 
@@ -40,28 +40,55 @@ def tick_of(event_id: str) -> int:
 
 @pytest.fixture
 def rig(make_settings: Any, tmp_path: Path) -> Any:
-    settings = make_settings(catalog_path=write_catalog(tmp_path, {"audit": TEST_AUDIT}),
-                             session_timeout_s=6)  # fmt: skip
+    settings = make_settings(
+        catalog_path=write_catalog(tmp_path, {"audit": TEST_AUDIT}), session_timeout_s=6
+    )
     catalog = provision(settings)
     schedules = tmp_path / "schedules.yaml"
-    schedules.write_text(yaml.safe_dump({"version": 1, "schedules": {SCHEDULE: {
-        "cron": "* * * * * *", "event_type": "audit.claim_submitted",
-        "payload": {"subject_id": "schedule-test", "actor_id": "scheduler",
-                    "details": {"kind": "tick"}},
-        "catch_up": "all", "max_catch_up": 100}}}))  # fmt: skip
+    schedules.write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "schedules": {
+                    SCHEDULE: {
+                        "cron": "* * * * * *",
+                        "event_type": "audit.claim_submitted",
+                        "payload": {
+                            "subject_id": "schedule-test",
+                            "actor_id": "scheduler",
+                            "details": {"kind": "tick"},
+                        },
+                        "catch_up": "all",
+                        "max_catch_up": 100,
+                    }
+                },
+            }
+        )
+    )
     workers: list[WorkerProcess] = []
 
     def start(worker_id: str) -> WorkerProcess:
-        w = WorkerProcess(settings, ["audit"], tmp_path / "ledger.db",
-                          tmp_path / f"{worker_id}-{len(workers)}.log", worker_id=worker_id,
-                          extra_env={"STREAMS_SCHEDULES_ENABLED": "1",
-                                     "STREAMS_SCHEDULES_PATH": str(schedules),
-                                     "STREAMS_SESSION_TIMEOUT_S": "6"})  # fmt: skip
+        w = WorkerProcess(
+            settings,
+            ["audit"],
+            tmp_path / "ledger.db",
+            tmp_path / f"{worker_id}-{len(workers)}.log",
+            worker_id=worker_id,
+            extra_env={
+                "STREAMS_SCHEDULES_ENABLED": "1",
+                "STREAMS_SCHEDULES_PATH": str(schedules),
+                "STREAMS_SESSION_TIMEOUT_S": "6",
+            },
+        )
         workers.append(w.start())
         return w
 
-    yield {"settings": settings, "catalog": catalog, "start": start,
-           "ledger": Ledger(tmp_path / "ledger.db")}  # fmt: skip
+    yield {
+        "settings": settings,
+        "catalog": catalog,
+        "start": start,
+        "ledger": Ledger(tmp_path / "ledger.db"),
+    }
     for w in workers:
         w.stop()
 
@@ -78,8 +105,9 @@ def test_every_tick_runs_once_across_a_leader_sigkill_and_rejoin(rig: dict[str, 
     workers[leader_id].kill()
     at_kill = ledger.count()
     survivor = "b" if leader_id == "a" else "a"
-    wait_for(lambda: read_state(settings).fired_by.get(SCHEDULE) == survivor, 60,
-             "the survivor leading")  # fmt: skip
+    wait_for(
+        lambda: read_state(settings).fired_by.get(SCHEDULE) == survivor, 60, "the survivor leading"
+    )
     wait_for(lambda: ledger.count() >= at_kill + 12, 60, "12 ticks after the kill")
     back = rig["start"](leader_id)  # rejoins: a second rebalance
     back.wait_ready(90)
@@ -96,10 +124,12 @@ def test_every_tick_runs_once_across_a_leader_sigkill_and_rejoin(rig: dict[str, 
     published = Counter(iter_event_ids(read_topic(settings, f"{settings.topic_prefix}audit", 3)))
     refired = {e: n for e, n in published.items() if n > 1}
     reran = {e: n for e, n in runs.items() if n > 1}
-    print(f"\n{len(ticks)} ticks over {(ticks[-1] - ticks[0]) / 1000:.0f} s; killed leader "
-          f"{leader_id} after {at_kill}; ticks fired twice (deduplicated): {len(refired)}; "
-          f"handler re-runs (crash before the done marker): {len(reran)}, "
-          f"duplicate effects dropped by the unique table: {ledger.duplicates()}")  # fmt: skip
+    print(
+        f"\n{len(ticks)} ticks over {(ticks[-1] - ticks[0]) / 1000:.0f} s; killed leader "
+        f"{leader_id} after {at_kill}; ticks fired twice (deduplicated): {len(refired)}; "
+        f"handler re-runs (crash before the done marker): {len(reran)}, "
+        f"duplicate effects dropped by the unique table: {ledger.duplicates()}"
+    )
     assert set(published) >= {f"schedule:{SCHEDULE}:{t}" for t in ticks}
     # a second firing is skipped by the idempotency ledger: it never runs the handler again,
     # except a record whose done marker the SIGKILL lost (at most the ticks around the kill)

@@ -1,6 +1,6 @@
 """Run one retention policy in a process of its own (the kill-midway test SIGKILLs it).
 
-    python -m tests.support.retention_run URL RETENTION_YAML ARCHIVE_DIR POLICY RUN_ID TICK_MS BATCH
+python -m tests.support.retention_run URL RETENTION_YAML ARCHIVE_DIR POLICY RUN_ID TICK_MS BATCH
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from streams.retention.rules import load_retention
 from streams.store.database import Database
 
 
-async def main(url: str, config: str, archive_dir: str, policy: str, run_id: str,
-               tick_ms: str, batch: str) -> None:  # fmt: skip
+async def main(
+    url: str, config: str, archive_dir: str, policy: str, run_id: str, tick_ms: str, batch: str
+) -> None:
     db = Database(url)
     try:
         engine = RetentionEngine(db, load_retention(Path(config)), archive_dir=Path(archive_dir))

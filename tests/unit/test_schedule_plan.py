@@ -91,33 +91,39 @@ NOW = ms("2026-06-04T09:00:00-04:00")  # ticks missed: 06-02, 06-03, 06-04 at 02
 
 
 def test_catch_up_all_fires_every_missed_tick_oldest_first() -> None:
-    plan = plan_due(DAILY_2AM, TORONTO, cursor_ms=CURSOR, now_ms=NOW, catch_up="all",
-                    max_catch_up=10)  # fmt: skip
+    plan = plan_due(
+        DAILY_2AM, TORONTO, cursor_ms=CURSOR, now_ms=NOW, catch_up="all", max_catch_up=10
+    )
     assert [iso(t)[:16] for t in plan.fire] == [
-        "2026-06-02T02:00", "2026-06-03T02:00", "2026-06-04T02:00",
-    ]  # fmt: skip
+        "2026-06-02T02:00",
+        "2026-06-03T02:00",
+        "2026-06-04T02:00",
+    ]
     assert plan.dropped == 0
     assert plan.cursor_ms == plan.fire[-1]
     assert plan.next_ms is not None and iso(plan.next_ms).startswith("2026-06-05T02:00")
 
 
 def test_catch_up_all_is_bounded_keeping_the_newest() -> None:
-    plan = plan_due(DAILY_2AM, TORONTO, cursor_ms=CURSOR, now_ms=NOW, catch_up="all",
-                    max_catch_up=2)  # fmt: skip
+    plan = plan_due(
+        DAILY_2AM, TORONTO, cursor_ms=CURSOR, now_ms=NOW, catch_up="all", max_catch_up=2
+    )
     assert [iso(t)[:10] for t in plan.fire] == ["2026-06-03", "2026-06-04"]
     assert plan.dropped == 1
 
 
 def test_catch_up_latest_fires_only_the_newest_missed_tick() -> None:
-    plan = plan_due(DAILY_2AM, TORONTO, cursor_ms=CURSOR, now_ms=NOW, catch_up="latest",
-                    max_catch_up=10)  # fmt: skip
+    plan = plan_due(
+        DAILY_2AM, TORONTO, cursor_ms=CURSOR, now_ms=NOW, catch_up="latest", max_catch_up=10
+    )
     assert [iso(t)[:10] for t in plan.fire] == ["2026-06-04"]
     assert plan.dropped == 2
 
 
 def test_catch_up_skip_fires_nothing_missed_but_moves_the_cursor() -> None:
-    plan = plan_due(DAILY_2AM, TORONTO, cursor_ms=CURSOR, now_ms=NOW, catch_up="skip",
-                    max_catch_up=10)  # fmt: skip
+    plan = plan_due(
+        DAILY_2AM, TORONTO, cursor_ms=CURSOR, now_ms=NOW, catch_up="skip", max_catch_up=10
+    )
     assert plan.fire == ()
     assert plan.dropped == 3
     assert iso(plan.cursor_ms).startswith("2026-06-04T02:00")  # not reconsidered
@@ -125,22 +131,35 @@ def test_catch_up_skip_fires_nothing_missed_but_moves_the_cursor() -> None:
 
 def test_skip_still_fires_an_on_time_tick() -> None:
     on_time = ms("2026-06-04T02:00:00.500-04:00")
-    plan = plan_due(DAILY_2AM, TORONTO, cursor_ms=CURSOR, now_ms=on_time, catch_up="skip",
-                    max_catch_up=10, grace_ms=60_000)  # fmt: skip
+    plan = plan_due(
+        DAILY_2AM,
+        TORONTO,
+        cursor_ms=CURSOR,
+        now_ms=on_time,
+        catch_up="skip",
+        max_catch_up=10,
+        grace_ms=60_000,
+    )
     assert [iso(t)[:10] for t in plan.fire] == ["2026-06-04"]
 
 
 def test_a_schedule_never_fired_starts_now_and_fires_nothing_from_the_past() -> None:
-    plan = plan_due(DAILY_2AM, TORONTO, cursor_ms=None, now_ms=NOW, catch_up="all",
-                    max_catch_up=10)  # fmt: skip
+    plan = plan_due(DAILY_2AM, TORONTO, cursor_ms=None, now_ms=NOW, catch_up="all", max_catch_up=10)
     assert plan.fire == () and plan.cursor_ms == NOW
 
 
 def test_nothing_due_twice() -> None:
-    first = plan_due(DAILY_2AM, TORONTO, cursor_ms=CURSOR, now_ms=NOW, catch_up="all",
-                     max_catch_up=10)  # fmt: skip
-    again = plan_due(DAILY_2AM, TORONTO, cursor_ms=first.cursor_ms, now_ms=NOW + 1000,
-                     catch_up="all", max_catch_up=10)  # fmt: skip
+    first = plan_due(
+        DAILY_2AM, TORONTO, cursor_ms=CURSOR, now_ms=NOW, catch_up="all", max_catch_up=10
+    )
+    again = plan_due(
+        DAILY_2AM,
+        TORONTO,
+        cursor_ms=first.cursor_ms,
+        now_ms=NOW + 1000,
+        catch_up="all",
+        max_catch_up=10,
+    )
     assert again.fire == ()
 
 
@@ -153,8 +172,11 @@ def test_the_shipped_schedules_load() -> None:
 
 
 def body(**overrides: Any) -> dict[str, Any]:
-    spec = {"cron": "0 2 * * *", "event_type": "cleanup.due",
-            "payload": {"policy": "sessions", "scheduled_for_ms": "{tick_ms}"}}  # fmt: skip
+    spec = {
+        "cron": "0 2 * * *",
+        "event_type": "cleanup.due",
+        "payload": {"policy": "sessions", "scheduled_for_ms": "{tick_ms}"},
+    }
     spec.update(overrides)
     return {"version": 1, "schedules": {"nightly": spec}}
 

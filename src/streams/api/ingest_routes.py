@@ -79,8 +79,10 @@ class EventIn(BaseModel):
         "at most 30 days ahead",
     )
     delay_s: float | None = Field(
-        default=None, ge=0, le=30 * 86_400, description="delayed event: run this many seconds "
-        "from now (not with not_before)",
+        default=None,
+        ge=0,
+        le=30 * 86_400,
+        description="delayed event: run this many seconds from now (not with not_before)",
     )
 
 

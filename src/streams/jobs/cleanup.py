@@ -42,8 +42,11 @@ class CleanupSettings(StoreSettings):
 
 
 def audit_payload(report: RunReport) -> dict[str, Any]:
-    details: dict[str, str] = {"run_id": report.run_id, "dry_run": str(report.dry_run).lower(),
-                               "tick": datetime.fromtimestamp(report.tick_ms / 1000, UTC).isoformat()}  # fmt: skip
+    details: dict[str, str] = {
+        "run_id": report.run_id,
+        "dry_run": str(report.dry_run).lower(),
+        "tick": datetime.fromtimestamp(report.tick_ms / 1000, UTC).isoformat(),
+    }
     for r in report.rules:
         details[f"{r.rule}.why"] = r.why
         if report.dry_run:

@@ -89,8 +89,10 @@ def due_at(
         raise InvalidPayload(event_type, [("delay_s", "give not_before or delay_s, not both")])
     if delay_s is not None:
         field = "delay_s"
-        if isinstance(delay_s, bool) or not isinstance(delay_s, int | float) or not (
-            math.isfinite(delay_s) and delay_s >= 0
+        if (
+            isinstance(delay_s, bool)
+            or not isinstance(delay_s, int | float)
+            or not (math.isfinite(delay_s) and delay_s >= 0)
         ):
             raise InvalidPayload(event_type, [(field, "must be a number of seconds >= 0")])
         due_ms = now_ms + math.ceil(delay_s * 1000)
@@ -102,6 +104,7 @@ def due_at(
     if due_ms - now_ms > MAX_DELAY_MS:
         raise InvalidPayload(event_type, [(field, "must be at most 30 days ahead")])
     return due_ms if due_ms - now_ms >= MIN_DELAY_MS else None
+
 
 Record = tuple[str, bytes, bytes, tuple[tuple[str, bytes], ...], str]
 """(topic, key, value, headers, event_id): what the send path keeps per event.
@@ -212,8 +215,9 @@ class Preparer:
         retry tier that fits the delay with a ``streams-due-at-ms`` header instead of the
         main topic (README, "Delayed events").
         """
-        due_ms = due_at(event_type, not_before, delay_s,
-                        int(time.time() * 1000) if now_ms is None else now_ms)  # fmt: skip
+        due_ms = due_at(
+            event_type, not_before, delay_s, int(time.time() * 1000) if now_ms is None else now_ms
+        )
         event = build_event(
             event_type,
             payload,

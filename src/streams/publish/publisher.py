@@ -17,8 +17,6 @@ they drive, so the IO is in one place; the pure parts live in ``prepare``/``outg
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import asyncio
 import contextlib
 import logging
@@ -26,6 +24,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -291,8 +290,9 @@ class Publisher:
         ``key`` is optional: the key is the family's key field, and an explicit key must
         equal it. ``timeout_s`` defaults to ``settings.publish_timeout_s`` (the producer's
         message timeout) plus a short grace. ``not_before`` (aware datetime) or ``delay_s``
-        delays the event: it runs no earlier than that, up to 30 days ahead. Raises UnknownEventType, InvalidPayload,
-        EventTooLarge (nothing sent), DeliveryFailed or BrokerUnavailable.
+        delays the event: it runs no earlier than that, up to 30 days ahead. Raises
+        UnknownEventType, InvalidPayload, EventTooLarge (nothing sent), DeliveryFailed or
+        BrokerUnavailable.
         """
         self._check_open()
         rec = self._preparer.record(

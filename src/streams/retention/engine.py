@@ -179,18 +179,22 @@ class RetentionEngine:
         r = retention_runs
         async with self.db.transaction() as conn:
             row = (
-                await conn.execute(
-                    sa.select(r).where(r.c.run_id == run_id, r.c.rule == rr.rule)
-                )
-            ).mappings().first()
+                (await conn.execute(sa.select(r).where(r.c.run_id == run_id, r.c.rule == rr.rule)))
+                .mappings()
+                .first()
+            )
             if row is None:
                 await conn.execute(
                     sa.insert(r).values(
-                        run_id=run_id, rule=rr.rule, policy=policy, status="running",
-                        batches=0, started_at_ms=int(self.wall_s() * 1000),
+                        run_id=run_id,
+                        rule=rr.rule,
+                        policy=policy,
+                        status="running",
+                        batches=0,
+                        started_at_ms=int(self.wall_s() * 1000),
                         **dict.fromkeys(COUNTS, 0),
                     )
-                )  # fmt: skip
+                )
                 return False
         rr.counts = {k: int(row[k]) for k in COUNTS}
         rr.batches = int(row["batches"])
@@ -210,9 +214,15 @@ class RetentionEngine:
         )
 
     async def _batch(
-        self, t: sa.Table, rule: Rule, rr: RuleReport, run_id: str, policy: str,
-        tick_ms: int, size: int,
-    ) -> bool:  # fmt: skip
+        self,
+        t: sa.Table,
+        rule: Rule,
+        rr: RuleReport,
+        run_id: str,
+        policy: str,
+        tick_ms: int,
+        size: int,
+    ) -> bool:
         """One bounded batch; False once the rule has no candidates left (marked done)."""
         key = self._col(t, rule.key, rule)
         pick = sa.select(t).where(*self._candidates(t, rule, tick_ms)).order_by(key).limit(size)
@@ -225,12 +235,31 @@ class RetentionEngine:
         started = time.perf_counter()
         async with self.db.transaction() as conn:
             if prepared is None:
-                keys = list((await conn.execute(sa.select(key).where(
-                    *self._candidates(t, rule, tick_ms)).order_by(key).limit(size))).scalars())
+                keys = list(
+                    (
+                        await conn.execute(
+                            sa.select(key)
+                            .where(*self._candidates(t, rule, tick_ms))
+                            .order_by(key)
+                            .limit(size)
+                        )
+                    ).scalars()
+                )
             else:  # only rows still candidates (and archived/noticed above)
                 wanted = [r[rule.key] for r in prepared]
-                keys = list((await conn.execute(sa.select(key).where(
-                    key.in_(wanted), *self._candidates(t, rule, tick_ms)))).scalars()) if wanted else []  # fmt: skip
+                keys = (
+                    list(
+                        (
+                            await conn.execute(
+                                sa.select(key).where(
+                                    key.in_(wanted), *self._candidates(t, rule, tick_ms)
+                                )
+                            )
+                        ).scalars()
+                    )
+                    if wanted
+                    else []
+                )
             if not keys:
                 await self._record(conn, rr, run_id, {}, done=True)
                 return False
@@ -243,9 +272,14 @@ class RetentionEngine:
         return True
 
     async def _before_commit(
-        self, rule: Rule, rows: list[dict[str, Any]], run_id: str, policy: str,
-        rr: RuleReport, tick_ms: int,
-    ) -> None:  # fmt: skip
+        self,
+        rule: Rule,
+        rows: list[dict[str, Any]],
+        run_id: str,
+        policy: str,
+        rr: RuleReport,
+        tick_ms: int,
+    ) -> None:
         if rule.action == "notice":
             await self.notify(rule, rows, tick_ms)
             return
@@ -255,9 +289,14 @@ class RetentionEngine:
         archive.write_verified(path, rows, rule.key)
 
     async def _apply(
-        self, conn: AsyncConnection, t: sa.Table, rule: Rule, key: Any, keys: list[Any],
+        self,
+        conn: AsyncConnection,
+        t: sa.Table,
+        rule: Rule,
+        key: Any,
+        keys: list[Any],
         tick_ms: int,
-    ) -> dict[str, int]:  # fmt: skip
+    ) -> dict[str, int]:
         n = len(keys)
         if rule.action == "delete":
             add = {"deleted": n}
@@ -274,7 +313,9 @@ class RetentionEngine:
                 await conn.execute(sa.delete(t).where(key.in_(keys)))
                 return {"archived": n, "deleted": n}
             assert rule.mark_column
-            await conn.execute(sa.update(t).where(key.in_(keys)).values({rule.mark_column: tick_ms}))
+            await conn.execute(
+                sa.update(t).where(key.in_(keys)).values({rule.mark_column: tick_ms})
+            )
             return {"archived": n}
         values = {c: _value(v, tick_ms) for c, v in rule.set.items()}
         assert rule.mark_column
@@ -296,9 +337,15 @@ class RetentionEngine:
     # --- files -------------------------------------------------------------------------------
 
     async def _files(
-        self, rule: Rule, rr: RuleReport, run_id: str, policy: str, tick_ms: int,
-        dry_run: bool, size: int,
-    ) -> None:  # fmt: skip
+        self,
+        rule: Rule,
+        rr: RuleReport,
+        run_id: str,
+        policy: str,
+        tick_ms: int,
+        dry_run: bool,
+        size: int,
+    ) -> None:
         assert rule.directory is not None
         cutoff_s = (tick_ms - rule.older_than_ms) / 1000
         old: list[Path] = []
@@ -307,9 +354,12 @@ class RetentionEngine:
         except FileNotFoundError:
             entries = []
         for entry in entries:
-            if entry.is_file(follow_symlinks=False) and fnmatch.fnmatch(entry.name, rule.pattern):
-                if entry.stat(follow_symlinks=False).st_mtime < cutoff_s:
-                    old.append(Path(entry.path))
+            if (
+                entry.is_file(follow_symlinks=False)
+                and fnmatch.fnmatch(entry.name, rule.pattern)
+                and entry.stat(follow_symlinks=False).st_mtime < cutoff_s
+            ):
+                old.append(Path(entry.path))
         if dry_run:
             rr.matched = len(old)
             return

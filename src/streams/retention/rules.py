@@ -155,8 +155,9 @@ class RetentionConfig(_Model):
             raise ConfigError(f"unknown retention policy {name!r}; known: {known}") from None
 
 
-def parse_retention(data: Any, source: Path | str = "<retention>", *, base: Path | None = None
-                    ) -> RetentionConfig:  # fmt: skip
+def parse_retention(
+    data: Any, source: Path | str = "<retention>", *, base: Path | None = None
+) -> RetentionConfig:
     """Validate parsed YAML; relative ``directory`` paths are resolved against ``base``."""
     try:
         parsed = _File.model_validate(data)

@@ -43,9 +43,15 @@ def _audit(settings: Any, action: str, name: str, outcome: str) -> None:
     from streams.publish.publisher import Publisher
 
     with Publisher(settings, producer_name="streams.cli") as pub:
-        pub.publish("audit.admin_action", {
-            "subject_id": f"schedule/{name}", "actor_id": getpass.getuser() or "unknown",
-            "action": action, "details": {"outcome": outcome}})  # fmt: skip
+        pub.publish(
+            "audit.admin_action",
+            {
+                "subject_id": f"schedule/{name}",
+                "actor_id": getpass.getuser() or "unknown",
+                "action": action,
+                "details": {"outcome": outcome},
+            },
+        )
 
 
 @click.group("schedules")
@@ -69,20 +75,29 @@ def list_(as_json: bool) -> None:
     rows = []
     for s in items:
         nxt = next_ticks(s.cron, s.zone, now, 1)
-        rows.append({
-            "name": s.name, "cron": s.cron, "timezone": s.timezone, "event_type": s.event_type,
-            "catch_up": s.catch_up, "enabled": s.enabled, "paused": s.name in state.paused,
-            "last_tick": _fmt(state.cursors.get(s.name), s.zone),
-            "fired_by": state.fired_by.get(s.name, "-"),
-            "next_tick": _fmt(nxt[0] if nxt else None, s.zone),
-        })  # fmt: skip
+        rows.append(
+            {
+                "name": s.name,
+                "cron": s.cron,
+                "timezone": s.timezone,
+                "event_type": s.event_type,
+                "catch_up": s.catch_up,
+                "enabled": s.enabled,
+                "paused": s.name in state.paused,
+                "last_tick": _fmt(state.cursors.get(s.name), s.zone),
+                "fired_by": state.fired_by.get(s.name, "-"),
+                "next_tick": _fmt(nxt[0] if nxt else None, s.zone),
+            }
+        )
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     for r in rows:
         flags = ("" if r["enabled"] else " disabled") + (" PAUSED" if r["paused"] else "")
-        click.echo(f"{r['name']:<26} {r['cron']:<14} {r['timezone']:<16} next {r['next_tick']}"
-                   f"  last {r['last_tick']} ({r['fired_by']}){flags}")  # fmt: skip
+        click.echo(
+            f"{r['name']:<26} {r['cron']:<14} {r['timezone']:<16} next {r['next_tick']}"
+            f"  last {r['last_tick']} ({r['fired_by']}){flags}"
+        )
 
 
 @schedules.command("next")
@@ -117,8 +132,9 @@ def trigger(name: str) -> None:
         s = find(items, name)
         now = int(time.time() * 1000)
         with Publisher(settings, producer_name="streams.cli") as pub:
-            res = pub.publish(s.event_type, s.payload_for(now),
-                              event_id=f"schedule:{s.name}:manual:{now}")  # fmt: skip
+            res = pub.publish(
+                s.event_type, s.payload_for(now), event_id=f"schedule:{s.name}:manual:{now}"
+            )
         _audit(settings, "schedule.trigger", name, "published")
     except StreamsError as exc:
         _fail(exc)

@@ -28,8 +28,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from streams.core.durations import parse_duration_ms
 from streams.errors import ConfigError, InvalidPayload, UnknownEventType
 from streams.events import build_event
-from streams.settings import _default_path
 from streams.schedules.plan import DEFAULT_GRACE_MS, event_id
+from streams.settings import _default_path
 
 _NAME = r"^[a-z][a-z0-9_-]{0,63}$"
 PLACEHOLDERS = ("{tick_ms}", "{tick_day}", "{previous_day}")

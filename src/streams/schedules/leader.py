@@ -112,8 +112,14 @@ class ScheduleLeader:
 
     def _run(self) -> None:
         consumer = self._consumer()
-        producer = Producer({"bootstrap.servers": self.settings.bootstrap, "acks": "all",
-                             "enable.idempotence": True, **self.settings.kafka_security()})  # fmt: skip
+        producer = Producer(
+            {
+                "bootstrap.servers": self.settings.bootstrap,
+                "acks": "all",
+                "enable.idempotence": True,
+                **self.settings.kafka_security(),
+            }
+        )
         consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         try:
             while not self._stop.is_set():
@@ -124,11 +130,14 @@ class ScheduleLeader:
                             log.warning("schedules: consumer error %s", err)
                         continue
                     self.state.apply(msg.key(), msg.value())
-                    if self._loading_until is not None and msg.offset() + 1 >= self._loading_until:
+                    if (
+                        self._loading_until is not None
+                        and (msg.offset() or 0) + 1 >= self._loading_until
+                    ):
                         self._become_leader()
-                if self._loading_until is not None and not self.leader:
-                    if self._loading_until == 0 or self._caught_up(consumer):
-                        self._become_leader()
+                loading = self._loading_until is not None and not self.leader
+                if loading and (self._loading_until == 0 or self._caught_up(consumer)):
+                    self._become_leader()
                 if self.leader:
                     self._fire_due(producer)
         except Exception:
@@ -143,13 +152,18 @@ class ScheduleLeader:
             (pos,) = consumer.position([TopicPartition(self.topic, 0)])
         except Exception:
             return False
-        return pos.offset >= 0 and self._loading_until is not None and pos.offset >= self._loading_until
+        return (
+            pos.offset >= 0
+            and self._loading_until is not None
+            and pos.offset >= self._loading_until
+        )
 
     def _become_leader(self) -> None:
         if not self.leader:
             self.leader = True
-            log.info("schedules: %s is the leader (cursors: %s)", self.worker_id,
-                     self.state.cursors)  # fmt: skip
+            log.info(
+                "schedules: %s is the leader (cursors: %s)", self.worker_id, self.state.cursors
+            )
 
     def _fire_due(self, producer: Producer) -> None:
         for schedule in self.schedules:
@@ -159,19 +173,32 @@ class ScheduleLeader:
                 continue
             now = self.clock_ms()
             cursor = self.state.cursors.get(schedule.name)
-            plan = plan_due(schedule.cron, schedule.zone, cursor_ms=cursor, now_ms=now,
-                            catch_up=schedule.catch_up, max_catch_up=schedule.max_catch_up,
-                            grace_ms=schedule.grace_ms)  # fmt: skip
+            plan = plan_due(
+                schedule.cron,
+                schedule.zone,
+                cursor_ms=cursor,
+                now_ms=now,
+                catch_up=schedule.catch_up,
+                max_catch_up=schedule.max_catch_up,
+                grace_ms=schedule.grace_ms,
+            )
             if schedule.name in self.state.paused:  # ticks while paused are passed over
                 if plan.cursor_ms != cursor:
                     self._write_cursor(producer, schedule.name, plan.cursor_ms)
                 continue
             if plan.dropped:
-                log.warning("schedules: %s: %d missed ticks not fired (catch_up=%s)",
-                            schedule.name, plan.dropped, schedule.catch_up)  # fmt: skip
+                log.warning(
+                    "schedules: %s: %d missed ticks not fired (catch_up=%s)",
+                    schedule.name,
+                    plan.dropped,
+                    schedule.catch_up,
+                )
             for tick in plan.fire:
-                self.publisher.publish(schedule.event_type, schedule.payload_for(tick),
-                                       event_id=schedule.event_id(tick))  # fmt: skip
+                self.publisher.publish(
+                    schedule.event_type,
+                    schedule.payload_for(tick),
+                    event_id=schedule.event_id(tick),
+                )
                 self.fired += 1
                 self._write_cursor(producer, schedule.name, tick)
             if plan.cursor_ms != cursor and (not plan.fire or plan.fire[-1] != plan.cursor_ms):
@@ -180,8 +207,9 @@ class ScheduleLeader:
     def _write_cursor(self, producer: Producer, name: str, tick_ms: int) -> None:
         key, value = tick_record(name, tick_ms, self.worker_id, self.clock_ms())
         errors: list[Any] = []
-        producer.produce(self.topic, value, key,
-                         on_delivery=lambda err, _m: errors.append(err) if err else None)  # fmt: skip
+        producer.produce(
+            self.topic, value, key, on_delivery=lambda err, _m: errors.append(err) if err else None
+        )
         if producer.flush(30) != 0 or errors:
             raise RuntimeError(f"schedules: cursor of {name} not acknowledged: {errors}")
         self.state.cursors[name] = tick_ms  # also read back from the topic; max() keeps it

@@ -51,8 +51,12 @@ def read_state(settings: Settings, timeout_s: float = 10.0) -> ScheduleState:
     """The whole state topic, read once (assign, no group)."""
     topic = schedules_topic(settings.topic_prefix)
     consumer = Consumer(
-        {"bootstrap.servers": settings.bootstrap, "group.id": "streams-schedules-reader",
-         "enable.auto.commit": False, **settings.kafka_security()}  # fmt: skip
+        {
+            "bootstrap.servers": settings.bootstrap,
+            "group.id": "streams-schedules-reader",
+            "enable.auto.commit": False,
+            **settings.kafka_security(),
+        }
     )
     state = ScheduleState()
     try:
@@ -67,7 +71,7 @@ def read_state(settings: Settings, timeout_s: float = 10.0) -> ScheduleState:
             for msg in consumer.consume(500, timeout=0.5):
                 if msg.error() is None:
                     state.apply(msg.key(), msg.value())
-                    position = msg.offset() + 1
+                    position = (msg.offset() or 0) + 1
         return state
     finally:
         consumer.close()
@@ -75,10 +79,15 @@ def read_state(settings: Settings, timeout_s: float = 10.0) -> ScheduleState:
 
 def write(settings: Settings, key: bytes, value: bytes | None, timeout_s: float = 10.0) -> None:
     """Produce one state record and wait for its acknowledgement."""
-    producer = Producer({"bootstrap.servers": settings.bootstrap, "acks": "all",
-                         **settings.kafka_security()})  # fmt: skip
+    producer = Producer(
+        {"bootstrap.servers": settings.bootstrap, "acks": "all", **settings.kafka_security()}
+    )
     errors: list[Any] = []
-    producer.produce(schedules_topic(settings.topic_prefix), value, key,
-                     on_delivery=lambda err, _m: errors.append(err) if err else None)  # fmt: skip
+    producer.produce(
+        schedules_topic(settings.topic_prefix),
+        value,
+        key,
+        on_delivery=lambda err, _m: errors.append(err) if err else None,
+    )
     if producer.flush(timeout_s) != 0 or errors:
         raise RuntimeError(f"writing the schedule state failed: {errors or 'timed out'}")

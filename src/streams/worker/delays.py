@@ -54,8 +54,14 @@ class HopOrAdmit:
         message = entry.message
         while not entry.log.closed:
             try:
-                fut = await self._producer.send(entry.topic, message.key, message.value,
-                                                entry.partition, None, list(message.headers or []))  # fmt: skip
+                fut = await self._producer.send(
+                    entry.topic,
+                    message.key,
+                    message.value,
+                    entry.partition,
+                    None,
+                    list(message.headers or []),
+                )
                 await fut
                 break
             except asyncio.CancelledError:

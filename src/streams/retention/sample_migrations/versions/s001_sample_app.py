@@ -35,44 +35,68 @@ def upgrade() -> None:
         sa.Column("deletion_notice_at_ms", _MS, nullable=True),
     )
     op.create_index("ix_accounts_last_active_at_ms", "accounts", ["last_active_at_ms"])
-    _table("orders",
-           sa.Column("account_id", sa.String(64), nullable=True, index=True),
-           sa.Column("customer_name", sa.String(200), nullable=True),
-           sa.Column("customer_email", sa.String(254), nullable=True),
-           sa.Column("shipping_address", sa.Text, nullable=True),
-           sa.Column("total_cents", sa.BigInteger, nullable=False),
-           sa.Column("created_at_ms", _MS, nullable=False),
-           sa.Column("anonymized_at_ms", _MS, nullable=True))  # fmt: skip
-    _table("chat_messages",
-           sa.Column("sender_id", sa.String(64), nullable=False),
-           sa.Column("body", sa.Text, nullable=False),
-           sa.Column("is_read", sa.Boolean, nullable=False),
-           sa.Column("created_at_ms", _MS, nullable=False))  # fmt: skip
-    _table("sessions",
-           sa.Column("user_id", sa.String(64), nullable=False),
-           sa.Column("created_at_ms", _MS, nullable=False),
-           sa.Column("last_activity_at_ms", _MS, nullable=False), ts="last_activity_at_ms")  # fmt: skip
-    _table("refresh_tokens",
-           sa.Column("user_id", sa.String(64), nullable=False),
-           sa.Column("created_at_ms", _MS, nullable=False),
-           sa.Column("expires_at_ms", _MS, nullable=False), ts="expires_at_ms")  # fmt: skip
-    _table("audit_logs",
-           sa.Column("actor_id", sa.String(64), nullable=False),
-           sa.Column("action", sa.String(64), nullable=False),
-           sa.Column("severity", sa.String(16), nullable=False),
-           sa.Column("created_at_ms", _MS, nullable=False))  # fmt: skip
-    _table("notifications",
-           sa.Column("user_id", sa.String(64), nullable=False),
-           sa.Column("is_read", sa.Boolean, nullable=False),
-           sa.Column("created_at_ms", _MS, nullable=False))  # fmt: skip
-    _table("payment_records",
-           sa.Column("user_id", sa.String(64), nullable=False),
-           sa.Column("amount_cents", sa.BigInteger, nullable=False),
-           sa.Column("created_at_ms", _MS, nullable=False),
-           sa.Column("archived_at_ms", _MS, nullable=True))  # fmt: skip
+    _table(
+        "orders",
+        sa.Column("account_id", sa.String(64), nullable=True, index=True),
+        sa.Column("customer_name", sa.String(200), nullable=True),
+        sa.Column("customer_email", sa.String(254), nullable=True),
+        sa.Column("shipping_address", sa.Text, nullable=True),
+        sa.Column("total_cents", sa.BigInteger, nullable=False),
+        sa.Column("created_at_ms", _MS, nullable=False),
+        sa.Column("anonymized_at_ms", _MS, nullable=True),
+    )
+    _table(
+        "chat_messages",
+        sa.Column("sender_id", sa.String(64), nullable=False),
+        sa.Column("body", sa.Text, nullable=False),
+        sa.Column("is_read", sa.Boolean, nullable=False),
+        sa.Column("created_at_ms", _MS, nullable=False),
+    )
+    _table(
+        "sessions",
+        sa.Column("user_id", sa.String(64), nullable=False),
+        sa.Column("created_at_ms", _MS, nullable=False),
+        sa.Column("last_activity_at_ms", _MS, nullable=False),
+        ts="last_activity_at_ms",
+    )
+    _table(
+        "refresh_tokens",
+        sa.Column("user_id", sa.String(64), nullable=False),
+        sa.Column("created_at_ms", _MS, nullable=False),
+        sa.Column("expires_at_ms", _MS, nullable=False),
+        ts="expires_at_ms",
+    )
+    _table(
+        "audit_logs",
+        sa.Column("actor_id", sa.String(64), nullable=False),
+        sa.Column("action", sa.String(64), nullable=False),
+        sa.Column("severity", sa.String(16), nullable=False),
+        sa.Column("created_at_ms", _MS, nullable=False),
+    )
+    _table(
+        "notifications",
+        sa.Column("user_id", sa.String(64), nullable=False),
+        sa.Column("is_read", sa.Boolean, nullable=False),
+        sa.Column("created_at_ms", _MS, nullable=False),
+    )
+    _table(
+        "payment_records",
+        sa.Column("user_id", sa.String(64), nullable=False),
+        sa.Column("amount_cents", sa.BigInteger, nullable=False),
+        sa.Column("created_at_ms", _MS, nullable=False),
+        sa.Column("archived_at_ms", _MS, nullable=True),
+    )
 
 
 def downgrade() -> None:
-    for name in ("payment_records", "notifications", "audit_logs", "refresh_tokens",
-                 "sessions", "chat_messages", "orders", "accounts"):  # fmt: skip
+    for name in (
+        "payment_records",
+        "notifications",
+        "audit_logs",
+        "refresh_tokens",
+        "sessions",
+        "chat_messages",
+        "orders",
+        "accounts",
+    ):
         op.drop_table(name)

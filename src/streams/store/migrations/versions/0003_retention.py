@@ -23,12 +23,22 @@ def upgrade() -> None:
         sa.Column("rule", sa.String(64), nullable=False),
         sa.Column("policy", sa.String(64), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
-        *[sa.Column(c, sa.BigInteger, nullable=False) for c in (
-            "batches", "deleted", "archived", "anonymized", "notified",
-            "children_anonymized", "files", "started_at_ms")],
+        *[
+            sa.Column(c, sa.BigInteger, nullable=False)
+            for c in (
+                "batches",
+                "deleted",
+                "archived",
+                "anonymized",
+                "notified",
+                "children_anonymized",
+                "files",
+                "started_at_ms",
+            )
+        ],
         sa.Column("finished_at_ms", sa.BigInteger, nullable=True),
         sa.PrimaryKeyConstraint("run_id", "rule", name="pk_retention_runs"),
-    )  # fmt: skip
+    )
 
 
 def downgrade() -> None:
