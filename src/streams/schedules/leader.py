@@ -23,6 +23,7 @@ faust worker; ``clock_ms`` is injectable.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -30,7 +31,8 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
-from streams.core.topology import schedules_topic
+from streams.core.topology import family_of_event_type, schedules_topic
+from streams.errors import StreamsError
 from streams.schedules.config import Schedule, ScheduleSettings, load_schedules
 from streams.schedules.plan import plan_due
 from streams.schedules.state import ScheduleState, tick_record
@@ -73,6 +75,9 @@ class ScheduleLeader:
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stop.set()
         self._thread.join(timeout_s)
+        close = getattr(self.publisher, "close", None)
+        if close is not None:
+            close()
 
     # --- group membership ---------------------------------------------------------------
 
@@ -139,7 +144,11 @@ class ScheduleLeader:
                 if loading and (self._loading_until == 0 or self._caught_up(consumer)):
                     self._become_leader()
                 if self.leader:
-                    self._fire_due(producer)
+                    try:
+                        self._fire_due(producer)
+                    except Exception as exc:  # broker trouble: the cursor did not move
+                        log.warning("schedules: firing failed (%r); retrying in 1 s", exc)
+                        self._stop.wait(1.0)
         except Exception:
             log.exception("schedules: the firing loop failed; leaving the group")
         finally:
@@ -233,7 +242,23 @@ def start_leader(settings: Settings) -> ScheduleLeader | None:
         return None
     from streams.publish.publisher import Publisher
 
-    worker_id = settings.worker_id or f"pid-{__import__('os').getpid()}"
+    worker_id = settings.worker_id or f"pid-{os.getpid()}"
     publisher = Publisher(settings, producer_name=f"streams.schedules.{worker_id}")
+    usable = []
+    for s in schedules:  # a schedule whose event this catalog cannot publish is left out
+        try:
+            publisher.prepare(s.event_type, s.payload_for(0), event_id=s.event_id(0))
+            usable.append(s)
+            family = publisher.catalog.family(family_of_event_type(s.event_type))
+            if not family.idempotency.enabled:
+                log.warning(
+                    "schedules: %s: family %s has idempotency off, so a tick fired "
+                    "again by a new leader is not deduplicated",
+                    s.name,
+                    family.name,
+                )
+        except StreamsError as exc:
+            log.error("schedules: %s left out: %s", s.name, exc)
+    schedules = usable
     log.info("schedules: %d loaded from %s", len(schedules), conf.schedules_path)
     return ScheduleLeader(settings, schedules, publisher=publisher, worker_id=worker_id).start()
