@@ -27,11 +27,13 @@ from tests.support.engine import (
     write_catalog,
 )
 
+from streams.publish.publisher import Publisher
 from streams.schedules.state import read_state
 
 pytestmark = pytest.mark.kafka
 
 SCHEDULE = "tick1s"
+PAYLOAD = {"subject_id": "schedule-test", "actor_id": "scheduler", "details": {"kind": "tick"}}
 
 
 def tick_of(event_id: str) -> int:
@@ -53,11 +55,7 @@ def rig(make_settings: Any, tmp_path: Path) -> Any:
                     SCHEDULE: {
                         "cron": "* * * * * *",
                         "event_type": "audit.claim_submitted",
-                        "payload": {
-                            "subject_id": "schedule-test",
-                            "actor_id": "scheduler",
-                            "details": {"kind": "tick"},
-                        },
+                        "payload": PAYLOAD,
                         "catch_up": "all",
                         "max_catch_up": 100,
                     }
@@ -113,6 +111,17 @@ def test_every_tick_runs_once_across_a_leader_sigkill_and_rejoin(rig: dict[str, 
     back.wait_ready(90)
     after_rejoin = ledger.count()
     wait_for(lambda: ledger.count() >= after_rejoin + 5, 60, "5 ticks after the rejoin")
+    # a second firing of ticks already run, exactly as a new leader whose predecessor died
+    # before writing its cursor would publish them (same id, key, payload): skipped
+    refire = sorted(ledger.ids())[:3]
+    with Publisher(settings, catalog=rig["catalog"]) as pub:
+        for eid in refire:
+            pub.publish("audit.claim_submitted", PAYLOAD, event_id=eid)
+    skipped = lambda: sum(  # noqa: E731
+        w.metric("streams_duplicates_skipped_total", family="audit")
+        for w in (workers[survivor], back)
+    )
+    wait_for(lambda: skipped() >= 3, 30, "the second firings to be skipped")
     for w in (workers[survivor], back):
         w.stop()
 
@@ -134,3 +143,4 @@ def test_every_tick_runs_once_across_a_leader_sigkill_and_rejoin(rig: dict[str, 
     # a second firing is skipped by the idempotency ledger: it never runs the handler again,
     # except a record whose done marker the SIGKILL lost (at most the ticks around the kill)
     assert len(reran) <= 2, reran
+    assert all(runs[eid] == 1 for eid in refire), "a second firing ran the handler again"
