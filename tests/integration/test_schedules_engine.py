@@ -1,6 +1,7 @@
 """Schedules against the real broker and two real workers: every tick of a 1-second
 schedule runs exactly once while the leader is SIGKILLed just before a tick and later
-rejoins (two rebalances of the schedules group and of the audit family).
+rejoins (two rebalances of the schedules group and of the audit family); a second firing of
+run ticks is skipped; pause passes ticks over and resume fires again.
 
 Window: ~40 s rather than the issue's two minutes, to keep the suite quick; it covers what
 the two minutes are for -- ticks before the kill, the session-timeout gap (>= 6 s of ticks
@@ -10,6 +11,7 @@ the killed worker comes back.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ from tests.support.engine import (
 )
 
 from streams.publish.publisher import Publisher
-from streams.schedules.state import read_state
+from streams.schedules.state import read_state, write
 
 pytestmark = pytest.mark.kafka
 
@@ -122,13 +124,27 @@ def test_every_tick_runs_once_across_a_leader_sigkill_and_rejoin(rig: dict[str, 
         for w in (workers[survivor], back)
     )
     wait_for(lambda: skipped() >= 3, 30, "the second firings to be skipped")
+    # pause: the leader passes ticks over (its cursor moves) and fires none; resume fires again
+    write(settings, f"pause/{SCHEDULE}".encode(), b'{"actor": "test"}')
+    paused_at = int(time.time() * 1000)
+    cursor = wait_for(
+        lambda: (c := read_state(settings).cursors.get(SCHEDULE, 0)) >= paused_at + 3000 and c,
+        30,
+        "the cursor to pass 3 paused ticks",
+    )
+    assert not [t for t in ledger.ids() if paused_at + 1000 < tick_of(t) <= cursor]
+    write(settings, f"pause/{SCHEDULE}".encode(), None)
+    wait_for(lambda: any(tick_of(t) > cursor for t in ledger.ids()), 30, "a tick after resume")
     for w in (workers[survivor], back):
         w.stop()
 
     ticks = sorted(tick_of(e) for e in ledger.ids())
-    assert ticks, "no tick ran"
-    expected = list(range(ticks[0], ticks[-1] + 1, 1000))
-    assert ticks == expected, f"missing ticks: {sorted(set(expected) - set(ticks))}"
+    before = [t for t in ticks if t <= paused_at + 1000]  # up to the pause (kill included)
+    after = [t for t in ticks if t > cursor]  # after the resume
+    assert before and after and len(before) + len(after) == len(ticks)  # none while paused
+    for segment in (before, after):
+        expected = list(range(segment[0], segment[-1] + 1, 1000))
+        assert segment == expected, f"missing ticks: {sorted(set(expected) - set(segment))}"
     runs = Counter(r["event_id"] for r in ledger.attempts())
     published = Counter(iter_event_ids(read_topic(settings, f"{settings.topic_prefix}audit", 3)))
     refired = {e: n for e, n in published.items() if n > 1}
