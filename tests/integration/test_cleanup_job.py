@@ -156,3 +156,97 @@ def test_triggered_inactive_accounts_run_notices_deletes_and_audits(
         ]
     finally:
         worker.stop()
+
+
+def test_a_worker_killed_midway_resumes_the_redelivered_run_exactly(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    from streams.publish.publisher import Publisher
+
+    families = {"cleanup": {**SHORT, "handler_timeout": "60s"}, "audit": TEST_AUDIT}
+    settings = make_settings(catalog_path=write_catalog(tmp_path, families))
+    catalog = provision(settings)
+    path = tmp_path / "app.db"
+    db = Database(f"sqlite:///{path}")
+
+    async def prepare() -> dict[str, Any]:
+        await db.migrate()
+        data = await generate(db, TICK, 3000, holds=["held"])
+        await db.dispose()
+        return data
+
+    data = asyncio.run(prepare())
+    retention = yaml.safe_load((REPO / "retention.yaml").read_text())
+    retention["legal_holds"] = ["held"]
+    (tmp_path / "retention.yaml").write_text(yaml.safe_dump(retention))
+    env = {
+        "STREAMS_DATABASE_URL": f"sqlite:///{path}",
+        "STREAMS_RETENTION_PATH": str(tmp_path / "retention.yaml"),
+        "STREAMS_RETENTION_ARCHIVE_DIR": str(tmp_path / "archive"),
+    }
+
+    def worker(n: int) -> WorkerProcess:
+        return WorkerProcess(
+            settings,
+            ["cleanup"],
+            tmp_path / "ledger.db",
+            tmp_path / f"w{n}.log",
+            builtin_jobs=True,
+            extra_env=env,
+        ).start()
+
+    def batches() -> int:
+        conn = sqlite3.connect(path, timeout=30)
+        try:
+            return int(
+                conn.execute("SELECT coalesce(sum(batches), 0) FROM retention_runs").fetchone()[0]
+            )
+        except sqlite3.OperationalError:
+            return 0
+        finally:
+            conn.close()
+
+    first = worker(1)
+    try:
+        first.wait_ready(90)
+        with Publisher(settings, catalog=catalog) as pub:
+            eid = pub.publish(
+                "cleanup.due", {"policy": "audit_logs", "scheduled_for_ms": TICK, "batch_size": 20}
+            ).event_id
+        wait_for(lambda: batches() >= 5, 60, "5 committed batches")
+        first.kill()  # midway: the event is not acked, its next owner gets it again
+    finally:
+        first.stop()
+    conn = sqlite3.connect(path)
+    states = dict(conn.execute("SELECT rule, status FROM retention_runs").fetchall())
+    conn.close()
+    assert states.get("delete_old") != "done", "the run finished before the kill"
+    second = worker(2)
+    try:
+        second.wait_ready(90)
+        audit = wait_for(
+            lambda: [
+                e
+                for e in events(settings, "audit", 3)
+                if e.envelope.event_id == f"retention-run:{eid}"
+            ],
+            90,
+            "the audit event",
+        )
+    finally:
+        second.stop()
+    old = [
+        r
+        for r in data["audit_logs"]
+        if r["created_at_ms"] < TICK - 365 * DAY_MS and r["actor_id"] != "held"
+    ]
+    critical = [r for r in old if r["severity"] == "critical"]
+    details = audit[0].details
+    assert details["archive_critical.archived"] == str(len(critical))  # not double-counted
+    assert details["delete_old.deleted"] == str(len(old) - len(critical))
+    conn = sqlite3.connect(path)
+    left = {r[0] for r in conn.execute("SELECT id FROM audit_logs")}
+    conn.close()
+    assert left == {r["id"] for r in data["audit_logs"]} - {r["id"] for r in old}
