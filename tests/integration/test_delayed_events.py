@@ -54,11 +54,14 @@ def test_an_event_5s_ahead_runs_after_5s_never_before(rig: dict[str, Any]) -> No
     worker.wait_ready()
     before_ms = int(time.time() * 1000)
     eid = submit(rig, "s-5s", delay_s=5)
+    now = submit(rig, "s-5s")  # same key, so the same partition, published after it
     ledger: Ledger = rig["ledger"]
     wait_for(lambda: eid in ledger.ids(), 30, "the delayed event to run")
     (run,) = ledger.attempts(eid)
     assert run["due_at_ms"] >= before_ms + 5000
     assert run["at_ms"] >= run["due_at_ms"]  # never before its due time
+    (other,) = ledger.attempts(now)
+    assert other["at_ms"] < run["due_at_ms"]  # the delayed one blocked nothing behind it
 
 
 def test_an_event_1h_ahead_survives_sigkill_and_rebalance_then_runs_once(
