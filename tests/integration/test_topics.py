@@ -139,11 +139,12 @@ def test_apply_twice_then_in_sync(
     assert own_topics(admin, settings) == []
 
     first = topics_admin.apply(settings, catalog)
-    assert len(first.creates) == 11  # 2 x (main, tier, dlq, 2 changelogs) + leader
+    # 2 x (main, tier, dlq, 2 changelogs) + leader, control, status, schedules
+    assert len(first.creates) == 14
     assert first.refusals == ()
 
     observed = snapshot(admin, settings, catalog)
-    assert len(observed) == 11
+    assert len(observed) == 14
     email = observed[f"{p}email"]
     assert (email.partitions, email.replication_factor) == (2, 1)
     assert email.configs["retention.ms"] == WEEK_MS
@@ -173,7 +174,7 @@ def test_apply_twice_then_in_sync(
     result = run_cli(env, "list", "--catalog", str(path))
     assert result.exit_code == 0, result.output
     rows = result.output.strip().splitlines()[1:]
-    assert len(rows) == 11
+    assert len(rows) == 14
     assert all(row.rstrip().endswith("ok") for row in rows), result.output
 
 
@@ -182,21 +183,22 @@ def test_cli_plan_then_apply_on_empty_prefix(
 ) -> None:
     path = write_catalog(tmp_path / "topics.yaml", catalog_data(families=1))
     p = settings.topic_prefix
+    # the family's topics, faust's leader topic, and control, status, schedules (3 more)
 
     result = run_cli(env, "plan", "--catalog", str(path))
     assert result.exit_code == 2, result.output
     assert f"+ create {p}email.retry.10s (2 partitions, rf 1, " in result.output
-    assert "pending: 6 to create" in result.output
+    assert "pending: 9 to create" in result.output
     assert own_topics(admin, settings) == []  # plan changes nothing
 
     result = run_cli(env, "list", "--catalog", str(path))
     assert result.exit_code == 0
-    assert result.output.count("missing") == 6
+    assert result.output.count("missing") == 9
 
     result = run_cli(env, "apply", "--catalog", str(path))
     assert result.exit_code == 0, result.output
-    assert "applied 6 change(s)" in result.output
-    assert len(own_topics(admin, settings)) == 6
+    assert "applied 9 change(s)" in result.output
+    assert len(own_topics(admin, settings)) == 9
     assert run_cli(env, "plan", "--catalog", str(path)).exit_code == 0
 
 
