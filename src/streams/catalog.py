@@ -376,6 +376,15 @@ def desired_topics(
     )
     specs.extend(control_plane_topics(catalog, prefix=prefix, rf=max_rf))
     specs.extend(_operator_topics(prefix, max_rf, max_isr))
+    specs.append(  # schedules (issue 11): its consumer group elects the firing leader
+        TopicSpec(
+            topology.schedules_topic(prefix),
+            1,
+            max_rf,
+            {"cleanup.policy": "compact", "min.insync.replicas": str(max_isr)},
+            "schedules",
+        )
+    )
     return specs
 
 

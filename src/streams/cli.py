@@ -22,6 +22,7 @@ _COMMANDS = {
     "store": "streams.cli_store:store",
     "api": "streams.cli_api:api",
     "families": "streams.cli_families:families",
+    "schedules": "streams.schedules.cli:schedules",
 }
 
 

@@ -80,4 +80,11 @@ def worker(
         broker_check=lambda: broker_reachable(settings),
     )
     logging.basicConfig(level=loglevel.upper())
-    StreamsWorker(runtime, health, loglevel=loglevel).execute_from_commandline()
+    from streams.schedules.leader import start_leader
+
+    leader = start_leader(settings)  # schedules: fired by the one leader worker (issue 11)
+    try:
+        StreamsWorker(runtime, health, loglevel=loglevel).execute_from_commandline()
+    finally:
+        if leader is not None:
+            leader.stop()

@@ -254,3 +254,34 @@ async def test_metrics_count_requests_by_route_template_method_and_status(
     assert 'streams_api_requests_total{method="POST",route="/v1/events",status="202"}' in text
     assert 'streams_api_request_duration_seconds_count{method="POST",route="/v1/events"}' in text
     assert "unknown-id" not in text  # the route's template, never the raw path
+
+
+async def test_a_delayed_event_waits_on_a_retry_tier_with_its_due_time(
+    api: ApiProcess, http: aiohttp.ClientSession
+) -> None:
+    """``delay_s`` / ``not_before`` in the body (issue 11): stored on the tier, due later."""
+    from streams.core import headers as h
+
+    before_ms = int(__import__("time").time() * 1000)
+    status, body, _ = await post(
+        http, f"{api.url}/v1/events", {**admin_action("later"), "delay_s": 3600}
+    )
+    assert status == 202, body
+    assert body["topic"] != main_topic(api) and ".retry." in body["topic"]
+    consumer = _consumer(api)
+    try:
+        consumer.assign([TopicPartition(body["topic"], body["partition"], body["offset"])])
+        message = consumer.poll(30)
+        assert message is not None and message.error() is None
+        due_ms = h.int_header(h.decode(message.headers() or []), h.DUE_AT_MS, -1)
+    finally:
+        consumer.close()
+    assert due_ms >= before_ms + 3_600_000
+    status, body, _ = await post(
+        http, f"{api.url}/v1/events", {**admin_action("x"), "not_before": "2020-01-01T00:00:00"}
+    )
+    assert status == 422 and "not_before" in json.dumps(body), body
+    status, body, _ = await post(
+        http, f"{api.url}/v1/events", {**admin_action("x"), "delay_s": 40 * 86_400}
+    )
+    assert status == 422 and "delay_s" in json.dumps(body), body

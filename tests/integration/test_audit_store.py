@@ -147,7 +147,7 @@ async def test_the_cli_queries_and_verifies_the_same_database(
     assert code == 1
     assert "BROKEN subject 'claim-z' seq 2 (event ev-1)" in out
     code, out = await asyncio.to_thread(run, "store", "migrate")
-    assert code == 0 and "at revision 0003_subscriptions" in out  # the head migration
+    assert code == 0 and "at revision 0004_retention" in out  # the head migration
 
 
 async def test_a_permanently_bad_entry_fails_alone_in_its_batch(job: AuditJob) -> None:

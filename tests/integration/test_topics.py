@@ -140,12 +140,12 @@ def test_apply_twice_then_in_sync(
 
     first = topics_admin.apply(settings, catalog)
     # 2 x (main, tier, dlq, 2 changelogs) + leader + streams.control, .status, .workers,
-    # .skipped
-    assert len(first.creates) == 15
+    # .skipped, .schedules
+    assert len(first.creates) == 16
     assert first.refusals == ()
 
     observed = snapshot(admin, settings, catalog)
-    assert len(observed) == 15
+    assert len(observed) == 16
     assert observed[f"{p}streams.control"].configs["cleanup.policy"] == "compact"
     email = observed[f"{p}email"]
     assert (email.partitions, email.replication_factor) == (2, 1)
@@ -176,7 +176,7 @@ def test_apply_twice_then_in_sync(
     result = run_cli(env, "list", "--catalog", str(path))
     assert result.exit_code == 0, result.output
     rows = result.output.strip().splitlines()[1:]
-    assert len(rows) == 15
+    assert len(rows) == 16
     assert all(row.rstrip().endswith("ok") for row in rows), result.output
 
 
@@ -189,18 +189,18 @@ def test_cli_plan_then_apply_on_empty_prefix(
     result = run_cli(env, "plan", "--catalog", str(path))
     assert result.exit_code == 2, result.output
     assert f"+ create {p}email.retry.10s (2 partitions, rf 1, " in result.output
-    # + streams.control, streams.status, streams.workers, streams.skipped
-    assert "pending: 10 to create" in result.output
+    # + streams.control, streams.status, streams.workers, streams.skipped, streams.schedules
+    assert "pending: 11 to create" in result.output
     assert own_topics(admin, settings) == []  # plan changes nothing
 
     result = run_cli(env, "list", "--catalog", str(path))
     assert result.exit_code == 0
-    assert result.output.count("missing") == 10
+    assert result.output.count("missing") == 11
 
     result = run_cli(env, "apply", "--catalog", str(path))
     assert result.exit_code == 0, result.output
-    assert "applied 10 change(s)" in result.output
-    assert len(own_topics(admin, settings)) == 10
+    assert "applied 11 change(s)" in result.output
+    assert len(own_topics(admin, settings)) == 11
     assert run_cli(env, "plan", "--catalog", str(path)).exit_code == 0
 
 

@@ -70,6 +70,7 @@ class WorkerProcess:
             "STREAMS_WORKER_ID": self.worker_id,
             "STREAMS_TEST_LEDGER": str(self.ledger_path),
             "PYTHONPATH": str(REPO),
+            "STREAMS_SCHEDULES_ENABLED": "0",  # a test that wants the leader turns it on
             **self.extra_env,
         }
         return processes.worker_env(

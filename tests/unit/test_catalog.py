@@ -293,6 +293,7 @@ def test_desired_topics_of_one_family() -> None:
         ("dev.streams.status", "status", None),
         ("dev.streams.workers", "workers", None),
         ("dev.streams.skipped", "skipped", None),
+        ("dev.streams.schedules", "schedules", None),
     ]
     by_name = {s.name: s for s in specs}
     main, tier, dlq = by_name["dev.email"], by_name["dev.email.retry.10s"], by_name["dev.email.dlq"]

@@ -27,7 +27,7 @@ import logging
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from streams.api.access import principal_of, requires
 from streams.api.idempotency import (
@@ -73,6 +73,17 @@ class EventIn(BaseModel):
     event_type: str = Field(min_length=1, max_length=256)
     payload: dict[str, Any]
     key: str | None = Field(default=None, min_length=1, max_length=256)
+    not_before: AwareDatetime | None = Field(
+        default=None,
+        description="delayed event: run no earlier than this instant (RFC 3339 with offset), "
+        "at most 30 days ahead",
+    )
+    delay_s: float | None = Field(
+        default=None,
+        ge=0,
+        le=30 * 86_400,
+        description="delayed event: run this many seconds from now (not with not_before)",
+    )
 
 
 class BatchIn(BaseModel):
@@ -203,6 +214,8 @@ async def _publish(
             "payload": e.payload,
             "key": e.key,
             "tenant_id": principal.tenant,
+            "not_before": e.not_before,
+            "delay_s": e.delay_s,
             "event_id": None
             if key is None
             else event_id_for(principal.tenant, key, i if batch else None),

@@ -76,6 +76,11 @@ def skipped_topic(prefix: str) -> str:
     return with_prefix(prefix, "streams.skipped")
 
 
+def schedules_topic(prefix: str) -> str:
+    """The schedules' state (compacted): last fired tick and pause flag per schedule."""
+    return with_prefix(prefix, "streams.schedules")
+
+
 def family_of_event_type(event_type: str) -> str:
     """``email.requested`` -> ``email``: an event type's family is its first dotted part."""
     family, sep, rest = event_type.partition(".")

@@ -15,12 +15,17 @@ computed once and cached.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from streams.catalog import Catalog, Family
-from streams.core.topology import family_of_event_type
+from streams.core import headers as h
+from streams.core.backoff import tier_for_delay_ms
+from streams.core.topology import family_of_event_type, retry_topic
 from streams.errors import (
     BatchPublishError,
     CatalogError,
@@ -61,8 +66,45 @@ _ITEM_KEYS = frozenset(
         "trace_parent",
         "trace_state",
         "tenant_id",
+        "not_before",
+        "delay_s",
     }
 )
+MIN_DELAY_MS = 1  # any positive delay is held (a due time <= now runs at once)
+MAX_DELAY_MS = 30 * 86_400_000
+
+
+def due_at(
+    event_type: str, not_before: datetime | None, delay_s: float | None, now_ms: int
+) -> int | None:
+    """The due time (ms) of a delayed event, or None when it is not delayed.
+
+    ``not_before`` is an aware datetime, ``delay_s`` seconds from ``now_ms``; at most one.
+    Raises InvalidPayload (field ``not_before``/``delay_s``, why) for a naive datetime, a
+    negative or non-finite delay, both given, or a due time more than 30 days ahead.
+    """
+    if not_before is None and delay_s is None:
+        return None
+    if not_before is not None and delay_s is not None:
+        raise InvalidPayload(event_type, [("delay_s", "give not_before or delay_s, not both")])
+    if delay_s is not None:
+        field = "delay_s"
+        if (
+            isinstance(delay_s, bool)
+            or not isinstance(delay_s, int | float)
+            or not (math.isfinite(delay_s) and delay_s >= 0)
+        ):
+            raise InvalidPayload(event_type, [(field, "must be a number of seconds >= 0")])
+        due_ms = now_ms + math.ceil(delay_s * 1000)
+    else:
+        field = "not_before"
+        if not isinstance(not_before, datetime) or not_before.tzinfo is None:
+            raise InvalidPayload(event_type, [(field, "must be a time-zone-aware datetime")])
+        due_ms = math.ceil(not_before.timestamp() * 1000)
+    if due_ms - now_ms > MAX_DELAY_MS:
+        raise InvalidPayload(event_type, [(field, "must be at most 30 days ahead")])
+    return due_ms if due_ms - now_ms >= MIN_DELAY_MS else None
+
 
 Record = tuple[str, bytes, bytes, tuple[tuple[str, bytes], ...], str]
 """(topic, key, value, headers, event_id): what the send path keeps per event.
@@ -92,6 +134,14 @@ class _Route:
     key_field: str
     max_message_bytes: int
     template: HeaderTemplate
+    family: str = ""
+    tier_delays_ms: tuple[int, ...] = ()
+    prefix: str = ""
+
+    def delayed_topic(self, delay_ms: int) -> str:
+        """The retry tier a delayed event waits in (the tier that fits its delay)."""
+        tier_ms = tier_for_delay_ms(self.tier_delays_ms, delay_ms)
+        return retry_topic(self.prefix, self.family, tier_ms)
 
     @property
     def size_limit_bytes(self) -> int:
@@ -135,6 +185,9 @@ class Preparer:
             family.key_field,
             family.max_message_bytes,
             HeaderTemplate.for_event_type(event_type, schema.header),
+            family.name,
+            tuple(sorted(set(family.retry.tier_delays_ms))),
+            self.topic_prefix,
         )
         self._routes[event_type] = route
         return route
@@ -150,12 +203,21 @@ class Preparer:
         trace_parent: str | None = None,
         trace_state: str | None = None,
         tenant_id: str | None = None,
+        not_before: datetime | None = None,
+        delay_s: float | None = None,
+        now_ms: int | None = None,
     ) -> Record:
         """Validate, encode, key, size-check one event, as a plain ``Record`` tuple.
 
         ``key`` is optional: the key is the family's key field, and an explicit key must
         equal it. Raises UnknownEventType, InvalidPayload (field, reason) or EventTooLarge.
+        A delayed event (``not_before`` / ``delay_s``, see ``due_at``) goes to the family's
+        retry tier that fits the delay with a ``streams-due-at-ms`` header instead of the
+        main topic (README, "Delayed events").
         """
+        due_ms = due_at(
+            event_type, not_before, delay_s, int(time.time() * 1000) if now_ms is None else now_ms
+        )
         event = build_event(
             event_type,
             payload,
@@ -177,6 +239,12 @@ class Preparer:
             trace_state=trace_state,
             extra=headers,
         )
+        topic = route.topic
+        if due_ms is not None:
+            now = int(time.time() * 1000) if now_ms is None else now_ms
+            topic = route.delayed_topic(due_ms - now)
+            header_list.append((h.DUE_AT_MS, str(due_ms).encode()))
+            headers_bytes += len(h.DUE_AT_MS) + len(header_list[-1][1])
         if len(value) + len(record_key) + headers_bytes > route.size_limit_bytes:
             check_size(
                 event_type,
@@ -185,7 +253,7 @@ class Preparer:
                 headers_bytes=headers_bytes,
                 max_message_bytes=route.max_message_bytes,
             )
-        return (route.topic, record_key, value, tuple(header_list), eid)
+        return (topic, record_key, value, tuple(header_list), eid)
 
     def item(self, item: BatchItem) -> Record:
         """``record`` for one batch item; InvalidPayload when the item is malformed."""
@@ -214,6 +282,8 @@ class Preparer:
             trace_parent=item.get("trace_parent"),
             trace_state=item.get("trace_state"),
             tenant_id=item.get("tenant_id"),
+            not_before=item.get("not_before"),
+            delay_s=item.get("delay_s"),
         )
 
     def batch(self, items: Iterable[BatchItem]) -> list[Record]:

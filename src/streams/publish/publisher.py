@@ -24,6 +24,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -153,6 +154,8 @@ class Publisher:
         headers: HeadersArg = None,
         trace_parent: str | None = None,
         trace_state: str | None = None,
+        not_before: datetime | None = None,
+        delay_s: float | None = None,
     ) -> PreparedRecord:
         """Validate, encode, key, size-check one event without sending it.
 
@@ -166,6 +169,8 @@ class Publisher:
             headers=headers,
             trace_parent=trace_parent,
             trace_state=trace_state,
+            not_before=not_before,
+            delay_s=delay_s,
         )
         return PreparedRecord(topic, record_key, value, list(header_tuple), eid)
 
@@ -278,13 +283,17 @@ class Publisher:
         trace_state: str | None = None,
         tenant_id: str | None = None,
         timeout_s: float | None = None,
+        not_before: datetime | None = None,
+        delay_s: float | None = None,
     ) -> PublishResult:
         """Publish one event and wait for the broker's acknowledgement.
 
         ``key`` is optional: the key is the family's key field, and an explicit key must
         equal it. ``timeout_s`` defaults to ``settings.publish_timeout_s`` (the producer's
-        message timeout) plus a short grace. Raises UnknownEventType, InvalidPayload,
-        EventTooLarge (nothing sent), DeliveryFailed or BrokerUnavailable.
+        message timeout) plus a short grace. ``not_before`` (aware datetime) or ``delay_s``
+        delays the event: it runs no earlier than that, up to 30 days ahead. Raises
+        UnknownEventType, InvalidPayload, EventTooLarge (nothing sent), DeliveryFailed or
+        BrokerUnavailable.
         """
         self._check_open()
         rec = self._preparer.record(
@@ -296,6 +305,8 @@ class Publisher:
             trace_parent=trace_parent,
             trace_state=trace_state,
             tenant_id=tenant_id,
+            not_before=not_before,
+            delay_s=delay_s,
         )
         wait_s = self._timeout(timeout_s)
         if rec[0] not in self._verified_topics:
@@ -334,6 +345,8 @@ class Publisher:
         trace_state: str | None = None,
         tenant_id: str | None = None,
         timeout_s: float | None = None,
+        not_before: datetime | None = None,
+        delay_s: float | None = None,
     ) -> PublishResult:
         """``publish`` for asyncio: awaits the acknowledgement without blocking the loop."""
         self._check_open()
@@ -346,6 +359,8 @@ class Publisher:
             trace_parent=trace_parent,
             trace_state=trace_state,
             tenant_id=tenant_id,
+            not_before=not_before,
+            delay_s=delay_s,
         )
         wait_s = self._timeout(timeout_s)
         if rec[0] not in self._verified_topics:

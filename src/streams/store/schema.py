@@ -63,3 +63,23 @@ audit_chain_heads = Table(
     Column("updated_at_ms", BigInteger, nullable=False),
 )
 """The last link of each subject's chain: finds the tail fast, and shows a deleted tail."""
+
+# Retention runs (issue 11): one row per (run, rule), updated in the same transaction as
+# each batch, so a redelivered run resumes and its counts are exact (retention/engine.py).
+retention_runs = Table(
+    "retention_runs",
+    metadata,
+    Column("run_id", String(200), primary_key=True),
+    Column("rule", String(64), primary_key=True),
+    Column("policy", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("batches", BigInteger, nullable=False),
+    Column("deleted", BigInteger, nullable=False),
+    Column("archived", BigInteger, nullable=False),
+    Column("anonymized", BigInteger, nullable=False),
+    Column("notified", BigInteger, nullable=False),
+    Column("children_anonymized", BigInteger, nullable=False),
+    Column("files", BigInteger, nullable=False),
+    Column("started_at_ms", BigInteger, nullable=False),
+    Column("finished_at_ms", BigInteger, nullable=True),
+)

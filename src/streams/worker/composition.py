@@ -26,6 +26,7 @@ from streams.settings import Settings
 from streams.worker.breakers import Breakers
 from streams.worker.changelog import ChangelogWriter
 from streams.worker.control import WorkerControl
+from streams.worker.delays import HopOrAdmit
 from streams.worker.lanes import Lane, Lanes
 from streams.worker.ledger import Ledger
 from streams.worker.ordering import PartitionLog
@@ -172,11 +173,20 @@ class FamilyBuilder:
         fr = FamilyRuntime(family, topics, processor, lanes, ledger, [done_writer, bucket_writer])
         fr.gate = gate
         waiting = self.metrics.waiting.labels(family.name)
+        tier_ms = dict(zip(topics.retries, sorted(set(family.retry.tier_delays_ms)), strict=True))
         for name in topics.all[:-1]:  # the DLQ is read by operators, not processed
             scheduler = None
+            max_hold_ms = None
             if name != topics.main:
-                scheduler = DueScheduler(
+                max_hold_ms = 2 * tier_ms[name]  # longer waits (delayed events) hop
+                dispatch = HopOrAdmit(
                     lanes.admit,
+                    producer=LazyProducer(self.app),
+                    clock_ms=self.clock_ms,
+                    skew_margin_ms=settings.clock_skew_margin_ms,
+                )
+                scheduler = DueScheduler(
+                    dispatch,
                     clock_ms=self.clock_ms,
                     window=settings.retry_window,
                     pause=self.hooks.pause,
@@ -192,6 +202,7 @@ class FamilyBuilder:
                 scheduler=scheduler,
                 clock_ms=self.clock_ms,
                 skew_margin_ms=settings.clock_skew_margin_ms,
+                max_hold_ms=max_hold_ms,
             )
             self._add_agent(name, lane)
         return fr

@@ -183,8 +183,10 @@ class Lane:
         scheduler: DueScheduler | None,
         clock_ms: Callable[[], int],
         skew_margin_ms: int,
+        max_hold_ms: int | None = None,
     ) -> None:
         self.lanes = lanes
+        self._max_hold_ms = max_hold_ms  # longer waits hop (worker/delays.py)
         self.topic = topic
         self._log_for = log_for
         self._admission = admission
@@ -213,6 +215,8 @@ class Lane:
             headers = h.decode(event.message.headers)
             wait_ms = is_due(headers, self._clock_ms(), self._skew_margin_ms)
             if wait_ms > 0:
+                if self._max_hold_ms is not None:
+                    wait_ms = min(wait_ms, self._max_hold_ms)
                 self.scheduler.add(entry, self._clock_ms() + wait_ms)
                 return
         await self.lanes.admit(entry)
