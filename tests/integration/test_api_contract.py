@@ -83,7 +83,7 @@ def expected(route: RouteInfo, credential: str, tenant: str | None, role: str | 
     if credential != "valid":
         return 401
     assert role is not None
-    if route.access not in effective_roles([role]):
+    if not route.access & effective_roles([role]):
         return 403
     if tenant == "acme":
         return probe.ok

@@ -30,7 +30,7 @@ def test_every_served_route_is_in_the_document() -> None:
     doc = served_document()
     assert {"/v1/events", "/v1/events:batch", "/openapi.json", "/metrics"} <= set(doc["paths"])
     post = doc["paths"]["/v1/events"]["post"]
-    assert post["x-streams-role"] == "producer"
+    assert post["x-streams-roles"] == ["producer"]
     assert {"401", "403", "409", "413", "415", "422", "429", "503"} <= set(post["responses"])
     problem = post["responses"]["422"]["content"]
     assert list(problem) == ["application/problem+json"]
@@ -58,4 +58,4 @@ def test_path_parameters_lose_their_regex() -> None:
     app.router.add_get(r"/v1/things/{thing_id:[a-z]+}", thing)
     doc = document(app)
     assert list(doc["paths"]) == ["/v1/things/{thing_id}"]
-    assert doc["paths"]["/v1/things/{thing_id}"]["get"]["x-streams-role"] == "viewer"
+    assert doc["paths"]["/v1/things/{thing_id}"]["get"]["x-streams-roles"] == ["viewer"]

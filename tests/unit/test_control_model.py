@@ -10,6 +10,7 @@ from streams.control.model import (
     Command,
     ControlError,
     StatusRecord,
+    accepted_key,
     parse_command,
     parse_status,
     register_kind,
@@ -112,3 +113,20 @@ def test_status_view_is_bounded_by_ttl() -> None:
     view.apply(b"e", rec.model_dump_json().encode())
     view.apply(b"e", None)
     assert len(view) == 0
+
+
+@pytest.mark.parametrize("accepted_first", [True, False])
+def test_a_workers_state_wins_over_the_ingests_accepted_note(accepted_first: bool) -> None:
+    view = StatusView(ttl_ms=10_000, clock_ms=lambda: 2000)
+    note = StatusRecord(event_id="e", family="f", event_type="f.x", state="accepted", at_ms=1000)
+    done = StatusRecord(event_id="e", family="f", event_type="f.x", state="done", at_ms=1500)
+    writes = [
+        (accepted_key("e").encode(), note.model_dump_json().encode()),
+        (b"e", done.model_dump_json().encode()),
+    ]
+    for key, value in writes if accepted_first else reversed(writes):
+        view.apply(key, value)
+    assert view.get("e") == done and len(view) == 1
+    view.apply(b"e", None)  # the worker's record gone: the note is all that is left
+    assert view.get("e") == note
+    assert view.get(accepted_key("e")) is None  # a note is no event of its own

@@ -1,6 +1,7 @@
 """Per-route access declarations and the middleware that enforces them.
 
-``@public`` (no credential) or ``@requires(Role.VIEWER)``; ``check_declared`` refuses an
+``@public`` (no credential) or ``@requires(Role.VIEWER)`` (or several roles, any of which
+admits: ``@requires(Role.PRODUCER, Role.OPERATOR)``); ``check_declared`` refuses an
 application with a route that declares neither. A request to an unknown path still needs a
 credential before it learns the path does not exist (401 before 404).
 """
@@ -38,18 +39,29 @@ def provider_signed(handler: Handler) -> Handler:
     return handler
 
 
-def requires(role: Role) -> Callable[[Handler], Handler]:
+def requires(*roles: Role) -> Callable[[Handler], Handler]:
+    """Admit a principal holding any of ``roles`` (implied roles count, see roles.py)."""
+    if not roles:
+        raise ValueError("requires() needs at least one role")
+    admitted = frozenset(roles)
+
     def mark(handler: Handler) -> Handler:
-        setattr(handler, _ACCESS, role)
+        setattr(handler, _ACCESS, admitted)
         return handler
 
     return mark
 
 
-def access_of(handler: object) -> Role | None:
-    """The role a handler requires; None for a public one (or one that declares nothing)."""
+def access_of(handler: object) -> frozenset[Role] | None:
+    """The roles admitted to a handler; None for a public one (or one declaring nothing)."""
     value = getattr(handler, _ACCESS, None)
-    return value if isinstance(value, Role) else None
+    return value if isinstance(value, frozenset) else None
+
+
+def describe(roles: frozenset[Role]) -> str:
+    """``the operator role`` / ``one of the operator, producer roles``."""
+    names = sorted(r.value for r in roles)
+    return f"the {names[0]} role" if len(names) == 1 else f"one of the {', '.join(names)} roles"
 
 
 def check_declared(app: web.Application) -> None:
@@ -88,8 +100,8 @@ async def authorize(request: web.Request, handler: Handler) -> web.StreamRespons
         raise unauthorized(failure) from None
     request[PRINCIPAL] = principal
     if match.http_exception is None:
-        if not isinstance(access, Role):
+        if not isinstance(access, frozenset):
             raise Problem(403, "forbidden", "this route admits nobody")
-        if not principal.has(access):
-            raise Problem(403, "forbidden", f"this route requires the {access.value} role")
+        if not any(principal.has(role) for role in access):
+            raise Problem(403, "forbidden", f"this route requires {describe(access)}")
     return await handler(request)

@@ -2,8 +2,9 @@
 topics followed from their beginning (``control.reader``), and the control writer.
 
 Started with the app (after the SDK publisher, whose settings and catalog it uses) by the
-route modules that need it (``status_routes``, ``pause_routes``); ``plane(request)`` gives
-it to a handler, or answers 503 while the views are still catching up with the topics.
+route modules that need it (``status_routes``, ``pause_routes``, ``ingest_routes``);
+``plane(request)`` gives it to a handler, or answers 503 while the views are still catching
+up with the topics; ``plane_if_ready(app)`` is for a route that works without it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from streams.catalog import Catalog
 from streams.control.model import Command
 from streams.control.reader import ControlView, StatusView, TopicFollower
 from streams.control.topics import control_topic, status_topic
-from streams.control.writer import ControlWriter
+from streams.control.writer import AcceptedNotes, ControlWriter
 from streams.errors import BrokerUnavailable, ConfigError
 
 log = logging.getLogger("streams.api")
@@ -35,6 +36,7 @@ class ControlPlane:
     control: ControlView
     followers: tuple[TopicFollower, TopicFollower]
     writer: ControlWriter
+    accepted: AcceptedNotes
 
     @property
     def cancel_ttl_ms(self) -> int:
@@ -87,19 +89,25 @@ def install(app: web.Application) -> None:
         for follower in followers:
             follower.start()
         writer = ControlWriter(conf, control_topic(settings.topic_prefix))
-        app[CONTROL_PLANE] = ControlPlane(catalog, status, control, followers, writer)
+        notes = AcceptedNotes(conf, status_topic(settings.topic_prefix))
+        app[CONTROL_PLANE] = ControlPlane(catalog, status, control, followers, writer, notes)
 
     async def stop(app: web.Application) -> None:
         plane = app.get(CONTROL_PLANE)
         if plane is not None:
             for follower in plane.followers:
                 await asyncio.to_thread(follower.stop)
+            await asyncio.to_thread(plane.accepted.close)
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
 
 
 _INSTALLED = web.AppKey("control_plane_installed", bool)
+
+
+def plane_if_ready(app: web.Application) -> ControlPlane | None:
+    return app.get(CONTROL_PLANE)
 
 
 def plane(request: web.Request) -> ControlPlane:

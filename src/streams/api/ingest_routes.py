@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from streams.api import control_plane
 from streams.api.access import principal_of, requires
+from streams.api.control_plane import plane_if_ready
 from streams.api.idempotency import (
     IdempotencyStore,
     Remembered,
@@ -42,6 +45,8 @@ from streams.api.problems import Problem
 from streams.api.roles import Principal, Role
 from streams.api.state import API_SETTINGS, publisher_of
 from streams.api.throttle import Throttle
+from streams.control.model import status_value
+from streams.core.topology import family_of_event_type
 from streams.errors import (
     BatchPublishError,
     BrokerUnavailable,
@@ -241,7 +246,39 @@ async def _publish(
     except PublishError as exc:
         log.warning("ingest not acknowledged: %s", exc)
         raise _unavailable(f"{type(exc).__name__}: {exc}") from None
+    _note_accepted(request, principal, events, results)
     return [_accepted(r) for r in results]
+
+
+def _note_accepted(
+    request: web.Request,
+    principal: Principal,
+    events: list[EventIn],
+    results: list[PublishResult],
+) -> None:
+    """Status ``accepted`` for what the broker acknowledged (``GET /v1/events/{id}``)."""
+    plane = plane_if_ready(request.app)
+    if plane is None:
+        return
+    at_ms = int(time.time() * 1000)
+    plane.accepted.note(
+        [
+            (
+                r.event_id,
+                status_value(
+                    event_id=r.event_id,
+                    family=family_of_event_type(e.event_type),
+                    event_type=e.event_type,
+                    tenant_id=principal.tenant,
+                    state="accepted",
+                    attempt=1,
+                    at_ms=at_ms,
+                    published_at_ms=r.timestamp_ms,
+                ),
+            )
+            for e, r in zip(events, results, strict=True)
+        ]
+    )
 
 
 async def _ingest(request: web.Request, model: type[BaseModel], wrap: bool) -> web.Response:
@@ -326,5 +363,6 @@ def add_routes(app: web.Application) -> None:
     settings = app[API_SETTINGS]
     app[IDEMPOTENCY] = IdempotencyStore(settings.api_idempotency_max_keys)
     app[THROTTLE] = Throttle(settings.api_rate_limit_per_min)
+    control_plane.install(app)
     app.router.add_post("/v1/events", post_event)
     app.router.add_post("/v1/events:batch", post_batch)

@@ -25,7 +25,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from streams.api.access import access_of, public
+from streams.api.access import access_of, describe, public
 from streams.api.middleware_types import Handler
 from streams.api.problems import CONTENT_TYPE as PROBLEM_CONTENT_TYPE
 from streams.api.roles import Role
@@ -142,7 +142,7 @@ class RouteInfo:
 
     method: str
     path: str  # OpenAPI form: {name} without aiohttp's regex part
-    access: Role | None  # None: public
+    access: frozenset[Role] | None  # the roles admitted; None: public
     operation: Operation
 
 
@@ -205,7 +205,7 @@ def _operation_spec(
     problems.update(default_problems)
     if info.access is not None:
         problems[401] = "missing, expired, or invalid credential"
-        problems[403] = f"the principal lacks the {info.access.value} role, or the tenant"
+        problems[403] = f"the principal lacks {describe(info.access)}, or the tenant"
         spec["security"] = [{name: []} for name in schemes]
     else:
         spec["security"] = []
@@ -214,7 +214,7 @@ def _operation_spec(
         responses[str(code)] = _problem(problems[code])
     spec["responses"] = responses
     if info.access is not None:
-        spec["x-streams-role"] = info.access.value
+        spec["x-streams-roles"] = sorted(r.value for r in info.access)
     return spec
 
 

@@ -69,7 +69,7 @@ def _visible(principal: Principal, record: StatusRecord | None) -> StatusRecord 
     if record is None:
         return None
     if principal.tenant is None:
-        return record if principal.has(Role.ADMIN) else None
+        return record if principal.has(Role.OPERATOR) else None
     return record if record.tenant_id == principal.tenant else None
 
 
@@ -81,7 +81,7 @@ def _body(record: StatusRecord, cancel: Command | None) -> dict[str, Any]:
     return out.model_dump(mode="json", exclude_none=True)
 
 
-@requires(Role.PRODUCER)
+@requires(Role.PRODUCER, Role.OPERATOR)
 @operation(
     "An event's status",
     ok=(200, EventStatus),
@@ -100,7 +100,7 @@ async def get_status(request: web.Request) -> web.Response:
     return web.json_response(_body(record, cp.control.cancelled(event_id)))
 
 
-@requires(Role.PRODUCER)
+@requires(Role.PRODUCER, Role.OPERATOR)
 @operation(
     "Cancel an event that has not finished",
     ok=(202, CancelAccepted),

@@ -122,6 +122,16 @@ STATES: tuple[str, ...] = State.__args__  # type: ignore[attr-defined]
 FINAL_STATES = frozenset({"done", "dead_lettered", "cancelled", "suppressed"})
 
 
+ACCEPTED_KEY_PREFIX = "\x00accepted:"
+"""Key prefix of the ``accepted`` notes the HTTP ingest writes once the broker acknowledged
+an event. Kept under their own key (an event id holds no control character) so a worker's
+later state is never overwritten by a late note, even after compaction."""
+
+
+def accepted_key(event_id: str) -> str:
+    return ACCEPTED_KEY_PREFIX + event_id
+
+
 class DlqPosition(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     topic: str

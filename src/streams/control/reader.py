@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from streams.control.model import (
+    ACCEPTED_KEY_PREFIX,
     CANCEL,
     PAUSE,
     Command,
@@ -124,19 +125,26 @@ class ControlView:
 
 
 class StatusView:
-    """Event id -> latest status record, for at most ``ttl_ms`` after it was recorded."""
+    """Event id -> latest status record, for at most ``ttl_ms`` after it was recorded.
+
+    A worker's record (key = the event id) wins over the ingest's ``accepted`` note (key
+    ``accepted_key(event_id)``), whatever order they were read in."""
 
     def __init__(self, ttl_ms: int, clock_ms: Clock = wall_ms) -> None:
         self._ttl_ms = ttl_ms
         self._clock_ms = clock_ms
         self._records: dict[str, StatusRecord] = {}
+        self._accepted: dict[str, StatusRecord] = {}
         self.malformed = 0
         self._applied = 0
 
     def apply(self, key: bytes, value: bytes | None) -> None:
         event_id = key.decode(errors="replace")
+        table = self._records
+        if event_id.startswith(ACCEPTED_KEY_PREFIX):
+            event_id, table = event_id.removeprefix(ACCEPTED_KEY_PREFIX), self._accepted
         if value is None:
-            self._records.pop(event_id, None)
+            table.pop(event_id, None)
             return
         try:
             record = parse_status(value)
@@ -144,13 +152,13 @@ class StatusView:
             self.malformed += 1
             log.warning("status: skipping a malformed record of %r: %s", event_id, exc)
             return
-        self._records[event_id] = record
+        table[event_id] = record
         self._applied += 1
         if self._applied % 10_000 == 0:
             self.expire()
 
     def get(self, event_id: str) -> StatusRecord | None:
-        record = self._records.get(event_id)
+        record = self._records.get(event_id) or self._accepted.get(event_id)
         if record is None or record.at_ms + self._ttl_ms < self._clock_ms():
             return None
         return record
@@ -158,13 +166,16 @@ class StatusView:
     def expire(self) -> int:
         """Forget records past the TTL (the topic deletes them too); returns how many."""
         horizon = self._clock_ms() - self._ttl_ms
-        old = [k for k, r in list(self._records.items()) if r.at_ms < horizon]
-        for key in old:
-            self._records.pop(key, None)
-        return len(old)
+        gone = 0
+        for table in (self._records, self._accepted):
+            old = [k for k, r in list(table.items()) if r.at_ms < horizon]
+            for key in old:
+                table.pop(key, None)
+            gone += len(old)
+        return gone
 
     def __len__(self) -> int:
-        return len(self._records)
+        return len(self._records.keys() | self._accepted.keys())
 
 
 class TopicFollower:

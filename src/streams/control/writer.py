@@ -1,15 +1,18 @@
 """Issue and revoke control commands (the API and the CLI): one record, acknowledged by
-the broker (acks=all) before ``issue`` returns."""
+the broker (acks=all) before ``issue`` returns; and the ingest's ``accepted`` notes."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
 from confluent_kafka import KafkaException, Producer
 
-from streams.control.model import Command, ControlError, command_key
+from streams.control.model import Command, ControlError, accepted_key, command_key
 from streams.errors import BrokerUnavailable
+
+log = logging.getLogger(__name__)
 
 
 class ControlWriter:
@@ -55,3 +58,34 @@ class ControlWriter:
 
     def close(self) -> None:
         self._producer.flush(self._timeout_s)
+
+
+class AcceptedNotes:
+    """The HTTP ingest's ``accepted`` status notes: fire and forget, never on the answer's
+    path. A note lost to a broker error only leaves a 404 until a worker records the event
+    (logged); the event itself was already acknowledged on its own topic."""
+
+    def __init__(self, conf: dict[str, Any], topic: str) -> None:
+        self._producer = Producer({**conf, "acks": "all", "linger.ms": 5})
+        self.topic = topic
+        self.failed = 0
+
+    def note(self, records: list[tuple[str, bytes]]) -> None:
+        """Queue ``(event_id, status value)`` pairs under their ``accepted_key``."""
+        for event_id, value in records:
+            try:
+                self._producer.produce(
+                    self.topic, value, accepted_key(event_id).encode(), on_delivery=self._done
+                )
+            except (KafkaException, BufferError) as exc:
+                self.failed += 1
+                log.warning("accepted note of %s not queued: %s", event_id, exc)
+        self._producer.poll(0)
+
+    def _done(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self.failed += 1
+            log.warning("accepted note not written: %s", err)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        self._producer.flush(timeout_s)
