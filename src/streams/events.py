@@ -247,6 +247,39 @@ class PushRequested(Event):
     data: StrMap = Field(default_factory=dict)
     timezone: TimeZoneName = "UTC"
     respect_quiet_hours: bool = True
+    category: Literal["transactional", "promotional"] = "transactional"
+    platform: Literal["any", "ios", "android"] = "any"
+    variables: StrMap = Field(default_factory=dict)
+
+
+class PushTokenInvalid(Event):
+    EVENT_TYPE: ClassVar[str] = "push.token_invalid"
+
+    user_id: Id
+    device_id: Id
+    request_event_id: Id
+
+
+class ConsentChanged(Event):
+    EVENT_TYPE: ClassVar[str] = "consent.changed"
+
+    user_id: Id
+    promotional: bool
+    opted_out: bool = False
+
+
+class _EmailFeedback(Event):
+    user_id: Id
+    address: EmailAddress
+    reason: Annotated[str, StringConstraints(max_length=1000)] = ""
+
+
+class EmailBounced(_EmailFeedback):
+    EVENT_TYPE: ClassVar[str] = "email.bounced"
+
+
+class EmailComplained(_EmailFeedback):
+    EVENT_TYPE: ClassVar[str] = "email.complained"
 
 
 # --- payment, refund --------------------------------------------------------------------
@@ -400,6 +433,10 @@ _MODELS: tuple[type[Event], ...] = (
     EmailRequested,
     WebhookRequested,
     PushRequested,
+    PushTokenInvalid,
+    ConsentChanged,
+    EmailBounced,
+    EmailComplained,
     PaymentRequested,
     PaymentCaptured,
     RefundRequested,

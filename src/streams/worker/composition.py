@@ -25,6 +25,7 @@ from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.worker.breakers import Breakers
 from streams.worker.changelog import ChangelogWriter
+from streams.worker.jobstate import StateTable
 from streams.worker.lanes import Lane, Lanes
 from streams.worker.ledger import Ledger
 from streams.worker.ordering import PartitionLog
@@ -109,6 +110,7 @@ class FamilyBuilder:
         self.breakers = breakers
         self.clock_ms = clock_ms
         self.hooks = hooks
+        self.states: dict[str, StateTable] = {}  # family -> job-state table (shared view)
 
     def build(self, family: Family) -> FamilyRuntime:
         """One family's runtime, its agents registered with the app."""
@@ -153,6 +155,7 @@ class FamilyBuilder:
             guard=self.breakers.guard,
             on_dependency_timeout=self.breakers.record_timeout,
             gate=gate,
+            tables=self.states,
         )
         lanes = Lanes(
             processor,
@@ -160,6 +163,11 @@ class FamilyBuilder:
             on_in_flight=self.metrics.in_flight.labels(family.name),
         )
         fr = FamilyRuntime(family, topics, processor, lanes, ledger, [done_writer, bucket_writer])
+        if family.state_table:
+            state_table = self._table(family, "state")
+            state_writer = self._writer(state_table, family)
+            fr.writers.append(state_writer)
+            self.states[family.name] = StateTable(state_table.data, state_writer)
         waiting = self.metrics.waiting.labels(family.name)
         for name in topics.all[:-1]:  # the DLQ is read by operators, not processed
             scheduler = None

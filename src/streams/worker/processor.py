@@ -21,8 +21,8 @@ from streams.catalog import Family
 from streams.core import headers as h
 from streams.core.idempotency import event_hash
 from streams.core.planner import DeadLetter, Retry, plan_failure
-from streams.errors import DecodeError, Permanent, Retryable
-from streams.jobs.base import DependencyGuard, JobContext, no_guard
+from streams.errors import DecodeError, Permanent, Retryable, Suppressed
+from streams.jobs.base import DependencyGuard, JobContext, JobTable, no_guard
 from streams.jobs.registry import HandlerRegistry
 from streams.metrics import Metrics
 from streams.worker.breakers import interrupted_calls
@@ -82,6 +82,7 @@ class Processor:
         on_dependency_timeout: Callable[[str], None] = lambda name: None,
         gate: RateGate | None = None,
         rand: Callable[[], float] = random.random,
+        tables: Mapping[str, JobTable] | None = None,
     ) -> None:
         self.family = family
         self._name = family.name
@@ -96,6 +97,8 @@ class Processor:
         self._on_dependency_timeout = on_dependency_timeout
         self._gate = gate
         self._rand = rand
+        self._tables: Mapping[str, JobTable] = tables if tables is not None else {}
+        self._suppressed = metrics.events.labels(family.name, "suppressed")
         m = metrics
         fam = family.name
         self._done = m.events.labels(fam, "done")
@@ -110,6 +113,9 @@ class Processor:
         try:
             event = self._decoder.decode_event(message.value)
         except DecodeError as exc:
+            await self._route(entry, exc, event_type="?")
+            return
+        except Permanent as exc:  # e.g. a sensitive field with an unknown key id (crypto)
             await self._route(entry, exc, event_type="?")
             return
         except Exception as exc:  # a decoder bug must not lose the record
@@ -130,6 +136,14 @@ class Processor:
             await self._run_handler(event, entry, headers)
         except asyncio.CancelledError:
             raise
+        except Suppressed as exc:  # not delivered on purpose: acked like done, counted
+            log.info("%s: event %s suppressed: %s", self._name, envelope.event_id, exc)
+            self._suppressed.inc()
+            if ledger is not None:
+                ledger.record(entry.partition, digest, entry.finish)
+            else:
+                entry.finish()
+            return
         except Exception as exc:
             await self._route(entry, exc, event_type=envelope.event_type)
             return
@@ -155,6 +169,7 @@ class Processor:
             partition=entry.partition,
             offset=entry.offset,
             dependency=self._guard,
+            tables=self._tables,
         )
         timeout_s = self._config.handler_timeout_s
         started = time.perf_counter()

@@ -1,0 +1,60 @@
+"""End-to-end encryption of sensitive event fields (issue 12).
+
+``keys`` (KMS-shaped key provider, configuration), ``cipher`` (AES-GCM tokens), ``fields``
+(which fields, sealing in the SDK, opening in the worker). ``build`` wires them from
+settings for the SDK, the worker and the DLQ CLI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.crypto.cipher import FieldCipher, UndecryptableField, UnknownKeyId
+from streams.crypto.fields import DecryptingDecoder, EventSealer, SensitiveCatalog
+from streams.crypto.keys import EncryptionSettings, KeyProvider, StaticKeyring
+
+__all__ = [
+    "DecryptingDecoder",
+    "EncryptionSettings",
+    "EventSealer",
+    "FieldCipher",
+    "KeyProvider",
+    "SensitiveCatalog",
+    "StaticKeyring",
+    "UndecryptableField",
+    "UnknownKeyId",
+    "decoder_for",
+    "sealer_for",
+]
+
+
+def _catalog(store: Any, settings: EncryptionSettings, key_fields: dict[str, str]) -> Any:
+    return SensitiveCatalog(store.all_versions, settings.extra_fields(), key_fields)
+
+
+def sealer_for(
+    store: Any,
+    *,
+    key_fields: dict[str, str] | None = None,
+    settings: EncryptionSettings | None = None,
+    keys: KeyProvider | None = None,
+) -> EventSealer:
+    """The SDK's sealer (keys from ``settings``/the environment unless given)."""
+    settings = settings or EncryptionSettings()
+    catalog = _catalog(store, settings, key_fields or {})
+    return EventSealer(catalog, FieldCipher(keys or settings.keyring()))
+
+
+def decoder_for(
+    store: Any,
+    *,
+    key_fields: dict[str, str] | None = None,
+    settings: EncryptionSettings | None = None,
+    keys: KeyProvider | None = None,
+) -> Any:
+    """The worker's decoder: ``store`` itself when no schema has sensitive fields."""
+    settings = settings or EncryptionSettings()
+    catalog = _catalog(store, settings, key_fields or {})
+    if not catalog.by_fingerprint:
+        return store
+    return DecryptingDecoder(store, catalog, FieldCipher(keys or settings.keyring()))
