@@ -282,6 +282,12 @@ class EmailComplained(_EmailFeedback):
     EVENT_TYPE: ClassVar[str] = "email.complained"
 
 
+class EmailUnsubscribed(Event):
+    EVENT_TYPE: ClassVar[str] = "email.unsubscribed"
+
+    user_id: Id
+
+
 # --- payment, refund --------------------------------------------------------------------
 
 
@@ -437,6 +443,7 @@ _MODELS: tuple[type[Event], ...] = (
     ConsentChanged,
     EmailBounced,
     EmailComplained,
+    EmailUnsubscribed,
     PaymentRequested,
     PaymentCaptured,
     RefundRequested,
@@ -552,7 +559,18 @@ EXAMPLE_PAYLOADS: dict[str, dict[str, Any]] = {
         "device_ids": ["dev-1", "dev-2"],
         "data": {"order_id": "o-1"},
         "timezone": "America/Toronto",
+        "category": "transactional",
+        "variables": {"name": "Ada"},
     },
+    "push.token_invalid": {
+        "user_id": "user-42",
+        "device_id": "dev-2",
+        "request_event_id": "evt-1",
+    },
+    "consent.changed": {"user_id": "user-42", "promotional": True, "opted_out": False},
+    "email.bounced": {"user_id": "user-42", "address": "ada@example.com", "reason": "550"},
+    "email.complained": {"user_id": "user-42", "address": "ada@example.com"},
+    "email.unsubscribed": {"user_id": "user-42"},
     "payment.requested": {
         "payment_id": "pay-1",
         "customer_id": "cus-9",

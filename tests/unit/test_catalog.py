@@ -307,7 +307,8 @@ def test_every_family_is_co_partitioned_by_construction(repo_catalog: Catalog) -
     for name, fam in repo_catalog.families.items():
         counts = {s.partitions for s in specs if s.family == name}
         assert counts == {fam.partitions}, name
-        assert sum(1 for s in specs if s.family == name) == len(fam.retry.tier_delays_ms) + 4
+        expected = len(fam.retry.tier_delays_ms) + 4 + (1 if fam.state_table else 0)
+        assert sum(1 for s in specs if s.family == name) == expected
 
 
 def test_desired_topic_names_are_unique(repo_catalog: Catalog) -> None:
