@@ -1,6 +1,7 @@
 """Quiet hours in a user's time zone: is ``now`` inside the window, and until when.
 
-A window is a local wall-clock range ``HH:MM-HH:MM``; ``22:00-08:00`` crosses midnight.
+A window is a local wall-clock range ``HH:MM[:SS]-HH:MM[:SS]``; ``22:00-08:00`` crosses
+midnight.
 ``quiet_wait_ms`` is 0 outside the window, else the milliseconds until the window's end in
 the user's zone (computed on local dates, so DST changes move the end with the clock).
 Pure: stdlib only (zoneinfo); the clock is an argument.
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-_WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+_TIME = r"([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?"
+_WINDOW = re.compile(rf"^{_TIME}-{_TIME}$")
 
 
 @dataclass(frozen=True)
@@ -30,10 +32,11 @@ class QuietHours:
         m = _WINDOW.match(text)
         if m is None:
             raise ValueError(f"quiet hours {text!r}: expected HH:MM-HH:MM, e.g. 22:00-08:00")
-        h1, m1, h2, m2 = (int(g) for g in m.groups())
-        if (h1, m1) == (h2, m2):
+        h1, m1, s1, h2, m2, s2 = (int(g or 0) for g in m.groups())
+        start, end = time(h1, m1, s1), time(h2, m2, s2)
+        if start == end:
             raise ValueError(f"quiet hours {text!r}: start and end must differ")
-        return cls(time(h1, m1), time(h2, m2))
+        return cls(start, end)
 
     def contains(self, local: time) -> bool:
         if self.start < self.end:
