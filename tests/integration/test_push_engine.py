@@ -121,6 +121,10 @@ def test_consent_invalid_tokens_and_encryption_end_to_end(
         # an invalid token: push.token_invalid, DLQ as permanent, not retried
         invalid_id = rig.publish("push.requested", push("u2", "tok-expired-u2"))
         wait_for(lambda: count(w, "push", "dead_lettered") >= 1, 30, "invalid token DLQ'd")
+        # a provider failure: the record (ciphertext) climbs to a retry tier, then goes
+        provider.fail_next(1, 503)
+        rig.publish("push.requested", push("u5", "tok-retried-u5"))
+        wait_for(lambda: len(provider.delivered_to("tok-retried-u5")) >= 1, 30, "after a retry")
         requests_after = provider.requests
 
         # across a restart, and after a key rotation: old and new records decrypt
@@ -133,15 +137,28 @@ def test_consent_invalid_tokens_and_encryption_end_to_end(
                  60, "after the restart: promotional still suppressed")  # fmt: skip
         assert provider.requests == requests_after + 1  # the invalid one was never retried
         assert provider.deliveries[-1].content == "transactional news"
+        # a record sealed with a key the worker does not hold: DLQ, permanent, readable
+        rig.keys, rig.key_id = f"k9={base64.urlsafe_b64encode(os.urandom(32)).decode()}", "k9"
+        stranger = rig._publisher()
+        try:
+            unknown_id = stranger.publish("push.requested", push("u6", "tok-unknown-u6")).event_id
+        finally:
+            stranger.close()
+        wait_for(lambda: count(w, "push", "dead_lettered") >= 1, 30, "unknown key id DLQ'd")
     finally:
         rig.close()
 
-    dlq = rig.topic("push.dlq")
-    assert len(dlq) == 1
-    headers = record_headers(dlq[0])
-    assert headers[h.EVENT_ID] == invalid_id
+    dlq = {record_headers(m)[h.EVENT_ID]: m for m in rig.topic("push.dlq")}
+    assert set(dlq) == {invalid_id, unknown_id}
+    headers = record_headers(dlq[invalid_id])
     assert headers[h.DLQ_REASON] == "permanent"
     assert "invalid or expired" in headers[h.ERROR_MESSAGE]
+    headers = record_headers(dlq[unknown_id])
+    assert headers[h.DLQ_REASON] == "permanent"
+    assert "unknown key id 'k9' (known: k2, k1)" in headers[h.ERROR_MESSAGE]
+    assert headers[h.ERROR_CLASS].endswith("UnknownKeyId")
+    tiers = rig.topic("push.retry.1s") + rig.topic("push.retry.2s")
+    assert len(tiers) == 1 and b"enc1:k1:" in tiers[0].value()
     main = rig.topic("push")
     store = SchemaStore.load(rig.settings.schemas_dir)
     reports = [m for m in main if record_headers(m)[h.EVENT_TYPE] == "push.token_invalid"]
@@ -154,12 +171,13 @@ def test_consent_invalid_tokens_and_encryption_end_to_end(
     report = decoder.decode_event(reports[0].value())
     assert report.device_id == "tok-expired-u2" and report.request_event_id == invalid_id
     # the tokens' plaintext is in no record of the main topic or the DLQ; both keys were used
-    raw = b"".join(m.value() for m in main + dlq) + b"".join(
-        v for m in main + dlq for _, v in (m.headers() or [])
+    every = main + list(dlq.values()) + tiers
+    raw = b"".join(m.value() for m in every) + b"".join(
+        v for m in every for _, v in (m.headers() or [])
     )
-    assert b"tok-secret" not in raw and b"tok-expired" not in raw
+    assert b"tok-" not in raw  # no device token of this test, in any value or header
     assert b"enc1:k1:" in raw and b"enc1:k2:" in raw
-    decoded = [decoder.decode_event(m.value()) for m in main]
+    decoded = [decoder.decode_event(m.value()) for m in main if m.value() != dlq[unknown_id].value()]
     assert {e.event_type for e in decoded} >= {"push.requested", "push.token_invalid"}
 
 
