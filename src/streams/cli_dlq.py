@@ -135,8 +135,17 @@ def list_command(family: str, limit: int, reason: str | None, as_json: bool) -> 
 @click.argument("family")
 @click.argument("position", metavar="PARTITION:OFFSET")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object")
-def show_command(family: str, position: str, as_json: bool) -> None:
-    """One DLQ record of FAMILY: every failure header and the decoded value."""
+@click.option(
+    "--decrypt",
+    "key_file",
+    default=None,
+    metavar="KEYFILE",
+    help="open sensitive fields with the keys in KEYFILE (<key id>=<base64> entries); "
+    "without it they are shown as ciphertext",
+)
+def show_command(family: str, position: str, as_json: bool, key_file: str | None) -> None:
+    """One DLQ record of FAMILY: every failure header and the decoded value (sensitive
+    fields stay ciphertext unless ``--decrypt KEYFILE`` is given)."""
     from streams.core import headers as h
     from streams.dlq.records import describe_value, iso_ms, parse_position
 
@@ -149,6 +158,16 @@ def show_command(family: str, position: str, as_json: bool) -> None:
         _fail(exc)
         return
     value = describe_value(_store(settings), record.value)
+    if key_file is not None and value.decoded is not None and record.value is not None:
+        from streams.crypto import decrypted_record, read_key_file
+        from streams.dlq.records import ValueView
+
+        try:
+            opened = decrypted_record(_store(settings), record.value, read_key_file(key_file))
+        except StreamsError as exc:
+            _fail(exc)
+            return
+        value = ValueView(size=value.size, decoded=opened, schema=value.schema)
     if as_json:
         body = record.summary() | {"headers": record.headers, "value": value.as_json()}
         click.echo(json.dumps(body, indent=2, ensure_ascii=False))

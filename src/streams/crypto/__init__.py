@@ -58,3 +58,28 @@ def decoder_for(
     if not catalog.by_fingerprint:
         return store
     return DecryptingDecoder(store, catalog, FieldCipher(keys or settings.keyring()))
+
+
+def decrypted_record(store: Any, value: bytes, keys: KeyProvider) -> dict[str, Any]:
+    """The decoded record of ``value`` with its sensitive fields opened (operators' explicit
+    ``--decrypt``); raises DecodeError or UndecryptableField."""
+    from streams.crypto.fields import open_record
+
+    writer, record = store.decode(value)
+    fields = SensitiveCatalog([writer]).by_fingerprint.get(writer.fingerprint)
+    if fields:
+        open_record(FieldCipher(keys), writer.event_type, fields, record)
+    return dict(record)
+
+
+def read_key_file(path: str) -> StaticKeyring:
+    """Keys from a file of ``<key id>=<base64>`` entries (commas or lines); ConfigError."""
+    from pathlib import Path
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        from streams.errors import ConfigError
+
+        raise ConfigError(f"{path}: cannot read the key file: {exc.strerror}") from None
+    return StaticKeyring.parse(",".join(text.split()))
