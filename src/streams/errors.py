@@ -19,10 +19,10 @@ from streams.core.errors import (
     HandlerError,
     Permanent,
     Rejected,
-    Suppressed,
     Retryable,
     RetryAfter,
     StreamsError,
+    Suppressed,
 )
 
 if TYPE_CHECKING:
@@ -45,11 +45,11 @@ __all__ = [
     "Permanent",
     "PublishError",
     "Rejected",
-    "Suppressed",
     "RetryAfter",
     "Retryable",
     "SchemaError",
     "StreamsError",
+    "Suppressed",
     "TopologyError",
     "UnknownEventType",
 ]

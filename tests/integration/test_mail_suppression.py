@@ -30,17 +30,32 @@ def email(user: str, to: str, template: str = "notification") -> dict[str, objec
 def test_bounced_blacklisted_and_unsubscribed_addresses_are_suppressed(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    family = {"partitions": 2, "concurrency": 8, "handler_timeout": "5s", "retry": RETRY,
-              "rate_limits": []}  # fmt: skip
+    family = {
+        "partitions": 2,
+        "concurrency": 8,
+        "handler_timeout": "5s",
+        "retry": RETRY,
+        "rate_limits": [],
+    }
     settings = make_settings(catalog_path=_write_catalog(tmp_path, {"email": family}))
     catalog = provision(settings)
     server = RecordingSMTPServer(reject_recipients=["gone@example.com"])
     server.start()
-    env = {"STREAMS_SMTP_PORT": str(server.port), "STREAMS_SMTP_HOST": "127.0.0.1",
-           "STREAMS_UNSUBSCRIBE_SECRET": "unsub-secret",
-           "STREAMS_EMAIL_BLACKLIST": "@blocked.example, spam@junk.example"}  # fmt: skip
-    worker = WorkerProcess(settings, ["email"], tmp_path / "unused.db", tmp_path / "w1.log",
-                           extra_env=env, handlers="streams.jobs.registry", builtin_jobs=True)  # fmt: skip
+    env = {
+        "STREAMS_SMTP_PORT": str(server.port),
+        "STREAMS_SMTP_HOST": "127.0.0.1",
+        "STREAMS_UNSUBSCRIBE_SECRET": "unsub-secret",
+        "STREAMS_EMAIL_BLACKLIST": "@blocked.example, spam@junk.example",
+    }
+    worker = WorkerProcess(
+        settings,
+        ["email"],
+        tmp_path / "unused.db",
+        tmp_path / "w1.log",
+        extra_env=env,
+        handlers="streams.jobs.registry",
+        builtin_jobs=True,
+    )
     publisher = Publisher(settings, catalog=catalog)
     try:
         worker.start().wait_ready(90)

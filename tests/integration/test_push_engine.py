@@ -33,8 +33,15 @@ FAMILY = {"partitions": 2, "concurrency": 8, "handler_timeout": "5s", "retry": R
 
 
 class PushRig:
-    def __init__(self, make_settings: Callable[..., Settings], tmp: Path, provider: PushProvider,
-                 *, quiet_hours: str = "", rate_limits: list[Any] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        make_settings: Callable[..., Settings],
+        tmp: Path,
+        provider: PushProvider,
+        *,
+        quiet_hours: str = "",
+        rate_limits: list[Any] | None = None,
+    ) -> None:
         push = {**FAMILY, "rate_limits": rate_limits or []}
         families = {"push": push, "consent": {**FAMILY, "rate_limits": []}}
         self.settings = make_settings(catalog_path=_write_catalog(tmp, families))
@@ -61,11 +68,21 @@ class PushRig:
         self.publisher = self._publisher()
 
     def start(self, worker_id: str = "w1") -> WorkerProcess:
-        env = {**self.env, "STREAMS_ENCRYPTION_KEYS": self.keys,
-               "STREAMS_ENCRYPTION_KEY_ID": self.key_id}  # fmt: skip
-        w = WorkerProcess(self.settings, ["push", "consent"], self.tmp / "unused.db",
-                          self.tmp / f"{worker_id}-{len(self.workers)}.log", worker_id=worker_id,
-                          extra_env=env, handlers="streams.jobs.registry", builtin_jobs=True)  # fmt: skip
+        env = {
+            **self.env,
+            "STREAMS_ENCRYPTION_KEYS": self.keys,
+            "STREAMS_ENCRYPTION_KEY_ID": self.key_id,
+        }
+        w = WorkerProcess(
+            self.settings,
+            ["push", "consent"],
+            self.tmp / "unused.db",
+            self.tmp / f"{worker_id}-{len(self.workers)}.log",
+            worker_id=worker_id,
+            extra_env=env,
+            handlers="streams.jobs.registry",
+            builtin_jobs=True,
+        )
         self.workers.append(w.start())
         w.wait_ready(90)
         return w
@@ -83,9 +100,16 @@ class PushRig:
 
 
 def push(user: str, device: str, category: str = "transactional", **over: Any) -> dict[str, Any]:
-    return {"user_id": user, "title": "Hi ${name}", "body": f"{category} news",
-            "device_ids": [device], "category": category, "variables": {"name": user},
-            "timezone": "UTC", **over}  # fmt: skip
+    return {
+        "user_id": user,
+        "title": "Hi ${name}",
+        "body": f"{category} news",
+        "device_ids": [device],
+        "category": category,
+        "variables": {"name": user},
+        "timezone": "UTC",
+        **over,
+    }
 
 
 @pytest.fixture
@@ -116,9 +140,15 @@ def test_consent_invalid_tokens_and_encryption_end_to_end(
         wait_for(lambda: count(w, "consent", "done") >= 2, 30, "consent revoked")
         rig.publish("push.requested", push("u1", "tok-secret-u1", "promotional"))
         rig.publish("push.requested", push("u1", "tok-secret-u1", "transactional"))
-        wait_for(lambda: count(w, "push", "suppressed") >= 1 and len(provider.deliveries) >= 2,
-                 30, "revoked: promotional suppressed, transactional sent")  # fmt: skip
-        assert [d.content for d in provider.deliveries] == ["promotional news", "transactional news"]
+        wait_for(
+            lambda: count(w, "push", "suppressed") >= 1 and len(provider.deliveries) >= 2,
+            30,
+            "revoked: promotional suppressed, transactional sent",
+        )
+        assert [d.content for d in provider.deliveries] == [
+            "promotional news",
+            "transactional news",
+        ]
 
         # an invalid token: push.token_invalid, DLQ as permanent, not retried
         invalid_id = rig.publish("push.requested", push("u2", "tok-expired-u2"))
@@ -135,9 +165,13 @@ def test_consent_invalid_tokens_and_encryption_end_to_end(
         w = rig.start()
         rig.publish("push.requested", push("u1", "tok-secret-u1", "promotional"))
         rig.publish("push.requested", push("u1", "tok-secret-u1", "transactional"))
-        wait_for(lambda: count(w, "push", "suppressed") >= 1
-                 and len(provider.deliveries) > delivered_before,
-                 60, "after the restart: promotional still suppressed")  # fmt: skip
+        wait_for(
+            lambda: (
+                count(w, "push", "suppressed") >= 1 and len(provider.deliveries) > delivered_before
+            ),
+            60,
+            "after the restart: promotional still suppressed",
+        )
         assert provider.requests == requests_after + 1  # the invalid one was never retried
         assert provider.deliveries[-1].content == "transactional news"
         # a record sealed with a key the worker does not hold: DLQ, permanent, readable
@@ -182,7 +216,9 @@ def test_consent_invalid_tokens_and_encryption_end_to_end(
     )
     assert b"tok-" not in raw  # no device token of this test, in any value or header
     assert b"enc1:k1:" in raw and b"enc1:k2:" in raw
-    decoded = [decoder.decode_event(m.value()) for m in main if m.value() != dlq[unknown_id].value()]
+    decoded = [
+        decoder.decode_event(m.value()) for m in main if m.value() != dlq[unknown_id].value()
+    ]
     assert {e.event_type for e in decoded} >= {"push.requested", "push.token_invalid"}
 
 
@@ -214,15 +250,24 @@ def test_quiet_hours_defer_without_an_attempt_and_deliver_at_the_window_end(
 def test_the_21st_push_in_an_hour_is_deferred(
     make_settings: Callable[..., Settings], tmp_path: Path, provider: PushProvider
 ) -> None:
-    limit = {"name": "per_user", "scope": "key", "limit": 20, "per": "1h",
-             "on_exceed": "defer", "max_defer": "12h"}  # fmt: skip
+    limit = {
+        "name": "per_user",
+        "scope": "key",
+        "limit": 20,
+        "per": "1h",
+        "on_exceed": "defer",
+        "max_defer": "12h",
+    }
     rig = PushRig(make_settings, tmp_path, provider, rate_limits=[limit])
     try:
         w = rig.start()
         for i in range(21):
             rig.publish("push.requested", push("u4", f"tok-rate-{i}"))
-        wait_for(lambda: w.metric("streams_deferrals_total", family="push",
-                                  reason="rate_limited") >= 1, 30, "the 21st deferred")  # fmt: skip
+        wait_for(
+            lambda: w.metric("streams_deferrals_total", family="push", reason="rate_limited") >= 1,
+            30,
+            "the 21st deferred",
+        )
         wait_for(lambda: len(provider.deliveries) >= 20, 30, "20 pushes delivered")
         assert len(provider.deliveries) == 20
         assert count(w, "push", "done") == 20
@@ -230,17 +275,27 @@ def test_the_21st_push_in_an_hour_is_deferred(
         rig.close()
 
 
-def dlq_show_decrypts_only_with_the_flag_and_key(settings: Settings, tmp: Path, position: str) -> None:
-    env = {"STREAMS_KAFKA_BOOTSTRAP": settings.bootstrap, "STREAMS_TOPIC_PREFIX": settings.topic_prefix,
-           "STREAMS_APP_ID": settings.app_id, "STREAMS_CATALOG_PATH": str(settings.catalog_path),
-           "STREAMS_HOME": str(settings.home)}  # fmt: skip
+def dlq_show_decrypts_only_with_the_flag_and_key(
+    settings: Settings, tmp: Path, position: str
+) -> None:
+    env = {
+        "STREAMS_KAFKA_BOOTSTRAP": settings.bootstrap,
+        "STREAMS_TOPIC_PREFIX": settings.topic_prefix,
+        "STREAMS_APP_ID": settings.app_id,
+        "STREAMS_CATALOG_PATH": str(settings.catalog_path),
+        "STREAMS_HOME": str(settings.home),
+    }
     runner = CliRunner()
     plain = runner.invoke(cli, ["dlq", "show", "push", position], env=env, catch_exceptions=False)
     assert plain.exit_code == 0, plain.output
     assert "enc1:k1:" in plain.output and "tok-expired-u2" not in plain.output
     keyfile = tmp / "keys"
     keyfile.write_text(f"k1={KEY_OLD}\n")
-    opened = runner.invoke(cli, ["dlq", "show", "push", position, "--decrypt", str(keyfile)],
-                           env=env, catch_exceptions=False)  # fmt: skip
+    opened = runner.invoke(
+        cli,
+        ["dlq", "show", "push", position, "--decrypt", str(keyfile)],
+        env=env,
+        catch_exceptions=False,
+    )
     assert opened.exit_code == 0, opened.output
     assert "tok-expired-u2" in opened.output and "enc1:" not in opened.output

@@ -25,14 +25,18 @@ K1, K2 = os.urandom(32), os.urandom(32)
 
 def preparer(keys: StaticKeyring) -> Preparer:
     return Preparer(
-        CATALOG, STORE, topic_prefix="", producer_name="t",
+        CATALOG,
+        STORE,
+        topic_prefix="",
+        producer_name="t",
         sealer=sealer_for(STORE, key_fields=KEY_FIELDS, keys=keys),
-    )  # fmt: skip
+    )
 
 
 def decoder(keys: StaticKeyring) -> DecryptingDecoder:
-    return DecryptingDecoder(STORE, SensitiveCatalog(STORE.all_versions, key_fields=KEY_FIELDS),
-                             FieldCipher(keys))  # fmt: skip
+    return DecryptingDecoder(
+        STORE, SensitiveCatalog(STORE.all_versions, key_fields=KEY_FIELDS), FieldCipher(keys)
+    )
 
 
 PUSH = {**EXAMPLE_PAYLOADS["push.requested"], "device_ids": ["tok-SECRET-1", "tok-SECRET-2"]}
@@ -59,7 +63,9 @@ def test_rotation_old_records_decrypt_and_new_ones_use_the_new_key() -> None:
 
 def test_an_unknown_key_id_is_permanent_with_a_readable_reason() -> None:
     value = preparer(StaticKeyring({"k0": K1})).record("push.requested", PUSH)[2]
-    with pytest.raises(UnknownKeyId, match=r"push.requested.device_ids\[0\]: .*unknown key id 'k0' \(known: k1\)") as info:
+    with pytest.raises(
+        UnknownKeyId, match=r"push.requested.device_ids\[0\]: .*unknown key id 'k0' \(known: k1\)"
+    ) as info:
         decoder(StaticKeyring({"k1": K2})).decode_event(value)
     assert isinstance(info.value, Permanent)
     assert "tok-SECRET" not in str(info.value)

@@ -29,7 +29,9 @@ def at(text: str, zone: str = "UTC") -> int:
         ("2026-03-03 03:00:00", "Asia/Tokyo", 5 * 3600),
     ],
 )
-def test_a_push_in_the_window_waits_until_its_local_end(local: str, zone: str, wait_s: float) -> None:
+def test_a_push_in_the_window_waits_until_its_local_end(
+    local: str, zone: str, wait_s: float
+) -> None:
     assert quiet_wait_ms(NIGHT, zone, at(local, zone)) == wait_s * 1000
 
 
@@ -41,9 +43,9 @@ def test_the_same_instant_is_quiet_in_one_zone_and_not_in_another() -> None:
 
 def test_the_end_follows_the_local_clock_across_a_dst_change() -> None:
     # Toronto springs forward on 2026-03-08 at 02:00: 22:00 -> 08:00 lasts 9 real hours
-    assert quiet_wait_ms(NIGHT, "America/Toronto", at("2026-03-07 22:00:00", "America/Toronto")) == (
-        9 * 3600 * 1000
-    )
+    assert quiet_wait_ms(
+        NIGHT, "America/Toronto", at("2026-03-07 22:00:00", "America/Toronto")
+    ) == (9 * 3600 * 1000)
 
 
 def test_a_daytime_window_and_seconds() -> None:

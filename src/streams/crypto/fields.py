@@ -127,7 +127,10 @@ class EventSealer:
 
 
 def open_record(
-    cipher: FieldCipher, event_type: str, fields: tuple[tuple[str, str], ...], record: dict[str, Any]
+    cipher: FieldCipher,
+    event_type: str,
+    fields: tuple[tuple[str, str], ...],
+    record: dict[str, Any],
 ) -> None:
     """Replace the sealed values of ``record`` (a decoded Avro dict) by their plaintext."""
     for name, shape in fields:
@@ -141,7 +144,9 @@ def open_record(
         elif shape == "items":
             record[name] = [cipher.open(v, aad, where=f"{where}[{i}]") for i, v in enumerate(value)]
         else:
-            record[name] = {k: cipher.open(v, aad, where=f"{where}[{k!r}]") for k, v in value.items()}
+            record[name] = {
+                k: cipher.open(v, aad, where=f"{where}[{k!r}]") for k, v in value.items()
+            }
 
 
 class DecryptingDecoder:

@@ -64,9 +64,6 @@ class JobContext:
 Handler = Callable[[Any, JobContext], Awaitable[None]]
 
 
-
-
-
 class Job(Protocol):
     """A job: handles some event types, may hold connections between events.
 

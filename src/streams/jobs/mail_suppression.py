@@ -89,8 +89,9 @@ def check_suppressed(
         raise Suppressed("email: the user unsubscribed from notification emails")
 
 
-async def suppress(table: JobTable | None, partition: int, user_id: str, address: str,
-                   reason: str) -> None:  # fmt: skip
+async def suppress(
+    table: JobTable | None, partition: int, user_id: str, address: str, reason: str
+) -> None:
     """Put ``address`` on ``user_id``'s suppression list (durable when this returns)."""
     if table is None:
         return
@@ -121,12 +122,14 @@ class SuppressionJob:
             raise Retryable(f"family {ctx.family!r} has no state table (state_table: true)")
         at_ms = event.envelope.occurred_at_ms
         if event.event_type == "email.unsubscribed":
-            await table.put(ctx.partition, unsubscribed_key(event.user_id),
-                            entry("unsubscribe", at_ms))  # fmt: skip
+            await table.put(
+                ctx.partition, unsubscribed_key(event.user_id), entry("unsubscribe", at_ms)
+            )
             return
         reason = "hard_bounce" if event.event_type == "email.bounced" else "complaint"
-        await table.put(ctx.partition, suppression_key(event.user_id, event.address),
-                        entry(reason, at_ms))  # fmt: skip
+        await table.put(
+            ctx.partition, suppression_key(event.user_id, event.address), entry(reason, at_ms)
+        )
 
 
 JOB = JobSpec(family="email", job_type=SuppressionJob, settings_type=JobSettings)

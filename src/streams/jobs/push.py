@@ -128,7 +128,9 @@ class PushJob:
             raise ConfigError(f"STREAMS_PUSH_QUIET_HOURS: {exc}") from None
         parts = urlsplit(settings.push_api_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"STREAMS_PUSH_API_URL: not an http(s) URL: {settings.push_api_url!r}")
+            raise ConfigError(
+                f"STREAMS_PUSH_API_URL: not an http(s) URL: {settings.push_api_url!r}"
+            )
         self.settings = settings
         self.url = settings.push_api_url.rstrip("/") + NOTIFICATIONS_PATH
         self.dependency = f"push:{parts.hostname}:{parts.port or 443}"
@@ -164,8 +166,9 @@ class PushJob:
         if event.respect_quiet_hours:
             wait_ms = quiet_wait_ms(self.quiet, event.timezone, self.clock_ms())
             if wait_ms > 0:
-                raise Deferred(wait_ms / 1000, "quiet hours in the user's time zone",
-                               kind="quiet_hours")  # fmt: skip
+                raise Deferred(
+                    wait_ms / 1000, "quiet hours in the user's time zone", kind="quiet_hours"
+                )
         body = self.notification(event)
         if self._session is None:
             await self.start()
@@ -216,10 +219,9 @@ class PushJob:
         for device in bad:
             await self._publisher.publish_async(
                 "push.token_invalid",
-                {"user_id": event.user_id, "device_id": device,
-                 "request_event_id": event.event_id},
+                {"user_id": event.user_id, "device_id": device, "request_event_id": event.event_id},
                 event_id=token_invalid_id(event.event_id, devices.index(device)),
-            )  # fmt: skip
+            )
         log.info("push %s: %d invalid device token(s) reported", event.event_id, len(bad))
 
 

@@ -109,13 +109,17 @@ class PushProvider:
         if failure is not None:
             status, retry_after = failure
             headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
-            return web.json_response({"errors": ["failing on demand"]}, status=status, headers=headers)
+            return web.json_response(
+                {"errors": ["failing on demand"]}, status=status, headers=headers
+            )
         if self.api_key and request.headers.get("Authorization") != f"Key {self.api_key}":
             return web.json_response({"errors": ["Access denied"]}, status=403)
         try:
             body = json.loads(await request.read())
             devices = body["include_subscription_ids"]
-            assert isinstance(devices, list) and devices and all(isinstance(d, str) for d in devices)
+            assert (
+                isinstance(devices, list) and devices and all(isinstance(d, str) for d in devices)
+            )
         except (ValueError, KeyError, TypeError, AssertionError):
             return web.json_response({"errors": ["include_subscription_ids required"]}, status=400)
         key = str(body.get("idempotency_key") or "")
