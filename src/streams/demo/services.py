@@ -29,6 +29,8 @@ def enter_dev_mode(environ: MutableMapping[str, str]) -> None:
     for name in DEV_MODE_SECRETS:
         if not environ.get(name):
             environ[name] = secrets.token_urlsafe(24)
+    if not environ.get("STREAMS_ENCRYPTION_KEYS"):  # sensitive fields (device tokens)
+        environ["STREAMS_ENCRYPTION_KEYS"] = "dev=" + secrets.token_urlsafe(32)
 
 
 class _JsonLines:
