@@ -320,3 +320,15 @@ def test_desired_topics_do_not_set_configs_removed_in_kafka4(repo_catalog: Catal
     removed = {"message.format.version", "message.timestamp.difference.max.ms"}
     for spec in desired_topics(repo_catalog, prefix="", app_id="a", rf_override=None):
         assert not removed & set(spec.configs), spec.name
+
+
+def test_state_tables_are_compacted_changelogs_and_consent_matches_push(
+    repo_catalog: Catalog,
+) -> None:
+    specs = desired_topics(repo_catalog, prefix="x.", app_id="a", rf_override=1)
+    state = {s.name: s for s in specs if s.name.endswith(".state-changelog")}
+    assert set(state) == {"a-email.state-changelog", "a-consent.state-changelog"}
+    assert all(s.configs["cleanup.policy"] == "compact" for s in state.values())
+    # consent is read by the push job locally: partition p of both on one worker
+    assert repo_catalog.family("consent").partitions == repo_catalog.family("push").partitions
+    assert repo_catalog.family("consent").key_field == repo_catalog.family("push").key_field
