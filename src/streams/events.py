@@ -194,6 +194,7 @@ class Event(BaseModel):
     model_config = _STRICT
 
     EVENT_TYPE: ClassVar[str]
+    RATE_LIMITED: ClassVar[bool] = True  # False: the family's rate limits do not count it
     envelope: Envelope
 
     @field_validator("envelope")
@@ -254,6 +255,7 @@ class PushRequested(Event):
 
 class PushTokenInvalid(Event):
     EVENT_TYPE: ClassVar[str] = "push.token_invalid"
+    RATE_LIMITED: ClassVar[bool] = False  # a report, not a push: spends no user's tokens
 
     user_id: Id
     device_id: Id
@@ -269,6 +271,7 @@ class ConsentChanged(Event):
 
 
 class _EmailFeedback(Event):
+    RATE_LIMITED: ClassVar[bool] = False  # provider feedback, not an email to send
     user_id: Id
     address: EmailAddress
     reason: Annotated[str, StringConstraints(max_length=1000)] = ""
@@ -284,6 +287,7 @@ class EmailComplained(_EmailFeedback):
 
 class EmailUnsubscribed(Event):
     EVENT_TYPE: ClassVar[str] = "email.unsubscribed"
+    RATE_LIMITED: ClassVar[bool] = False
 
     user_id: Id
 

@@ -12,7 +12,7 @@ Per event, in order:
 3. **personalisation** — ``${name}`` placeholders of title and body from ``variables``
    (a missing one is ``Permanent`` naming it); **targeting** — the event's devices
    (``include_subscription_ids``) and platform (``isIos``/``isAndroid``).
-4. **delivery** — ``POST <base>/api/v1/notifications`` with ``Authorization: Key ...`` and
+4. **delivery** — ``POST <base>/notifications`` with ``Authorization: Key ...`` and
    the event id as ``idempotency_key``. 2xx ok; 408/429/5xx and connection errors retry
    (429 honours ``Retry-After``); other 4xx are permanent. Devices the provider reports
    invalid or expired each emit ``push.token_invalid`` (its ``device_id`` encrypted by the
@@ -22,11 +22,14 @@ The 20 pushes/hour/user limit is the family's rate limit in topics.yaml (the wor
 gate). Device tokens are sensitive fields (encrypted on the wire, ``streams.crypto``) and
 never appear in logs, failure headers or metric labels: messages name counts, not tokens.
 
-Why aiohttp and not ``onesignal-python-api``: that client is generated (OpenAPI, urllib3)
-and synchronous — every call would block the worker's event loop or need a thread per
-in-flight push (32 per worker here), and its host is fixed per ``Configuration`` with no
-async session reuse; the create-notification call is one JSON POST, so the job speaks it
-directly with one pooled aiohttp session.
+Why aiohttp and not ``onesignal-python-api``: read in its 5.18.0 wheel, the client is
+generated (OpenAPI) over urllib3 and synchronous — its ``async_req=True`` runs each call on
+a ``multiprocessing.pool.ThreadPool`` (``api_client.py``) — so every push would block the
+worker's event loop or hold a thread (32 in flight per worker here), and our circuit
+breakers and handler timeouts (asyncio) could not cancel a hung call. It does take a base
+URL (``Configuration(host=...)``) and posts the same body to the same path
+(``/notifications``, ``Authorization: Key ...``), which is what this job and the test
+provider speak, so switching to it later changes only the transport.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from streams.jobs.consent import ConsentState, consent_key
 log = logging.getLogger(__name__)
 
 CONSENT_FAMILY = "consent"
-NOTIFICATIONS_PATH = "/api/v1/notifications"
+NOTIFICATIONS_PATH = "/notifications"  # as the official client (api.onesignal.com)
 
 
 class PushSettings(JobSettings):

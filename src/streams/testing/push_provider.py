@@ -1,8 +1,9 @@
 """A real push provider for tests and the demo, shaped like OneSignal's create-notification API.
 
-``POST /api/v1/notifications`` (and ``/notifications``) with ``Authorization: Key <api key>``
-and a JSON body ``{app_id, include_subscription_ids, headings: {en}, contents: {en}, data,
-isIos, isAndroid, idempotency_key}``; answers like the provider:
+``POST /notifications`` (the official client's path; also ``/api/v1/notifications``) with
+``Authorization: Key <api key>`` and a JSON body ``{app_id, include_subscription_ids,
+headings: {en}, contents: {en}, data, isIos, isAndroid, idempotency_key}``; answers like
+the provider:
 
 - ``200 {"id": "<notification id>", "errors": {"invalid_player_ids": [...]}}`` when some
   devices are invalid (``invalid_devices``), ``{"id": "", "errors": ["All included players
