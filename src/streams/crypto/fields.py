@@ -123,7 +123,19 @@ class EventSealer:
                 update[name] = [seal(v, aad) for v in value]
             else:
                 update[name] = {k: seal(v, aad) for k, v in value.items()}
-        return event.model_copy(update=update)
+        return _with_values(event, update)
+
+
+def _with_values(event: Event, update: dict[str, Any]) -> Event:
+    """A shallow copy of the validated ``event`` with ``update`` applied, unvalidated (the
+    sealed strings replace validated values): ``model_copy`` without its ~4 µs overhead."""
+    cls = type(event)
+    new = cls.__new__(cls)
+    object.__setattr__(new, "__dict__", {**event.__dict__, **update})
+    object.__setattr__(new, "__pydantic_fields_set__", event.__pydantic_fields_set__)
+    object.__setattr__(new, "__pydantic_extra__", event.__pydantic_extra__)
+    object.__setattr__(new, "__pydantic_private__", event.__pydantic_private__)
+    return new
 
 
 def open_record(
