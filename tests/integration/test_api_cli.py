@@ -35,6 +35,19 @@ def test_without_auth_configuration_it_exits_1_naming_the_variables(tmp_path: Pa
     assert "listening" not in done.stdout
 
 
+def test_without_a_kafka_cluster_it_exits_1_naming_the_variable(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "streams", "api"],
+        env=_env(tmp_path, STREAMS_DEV_MODE="true", STREAMS_API_PORT="0"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "STREAMS_KAFKA_BOOTSTRAP" in done.stderr
+    assert "listening" not in done.stdout
+
+
 def _get(url: str, token: str | None = None) -> tuple[int, dict[str, object]]:
     request = urllib.request.Request(url)
     if token:
@@ -46,8 +59,13 @@ def _get(url: str, token: str | None = None) -> tuple[int, dict[str, object]]:
         return error.code, json.loads(error.read())
 
 
-def test_dev_mode_serves_with_the_printed_token(tmp_path: Path) -> None:
-    env = _env(tmp_path, STREAMS_DEV_MODE="true", STREAMS_API_PORT="0")
+def test_dev_mode_serves_with_the_printed_token(tmp_path: Path, kafka_bootstrap: str) -> None:
+    env = _env(
+        tmp_path,
+        STREAMS_DEV_MODE="true",
+        STREAMS_API_PORT="0",
+        STREAMS_KAFKA_BOOTSTRAP=kafka_bootstrap,  # ingest and admin audit publish
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "streams", "api"],
         env=env,

@@ -120,10 +120,14 @@ def test_up_exit_when_done_settles_and_adds_up(
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     assert re.search(
-        r"^stopped: worker \(exit 0, [\d.]+s\), webhook receiver, SMTP catcher, push provider$",
+        r"^stopped: api \(exit 0\), worker \(exit 0, [\d.]+s\), webhook receiver, SMTP catcher, "
+        r"push provider$",
         out,
         re.M,
     ), out
+    # the API ran beside it: its URL and a dev token were printed
+    assert re.search(r"api\s+http://127\.0\.0\.1:\d+ \(OpenAPI: ", out), out
+    assert re.search(r"^\s+Authorization: Bearer [\w-]+\.[\w-]+\.[\w-]+$", out, re.M), out
 
     # the peers got what the summary says
     mails = [json.loads(line) for line in (home / "logs" / "smtp.jsonl").read_text().splitlines()]

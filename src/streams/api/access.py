@@ -36,6 +36,12 @@ def requires(role: Role) -> Callable[[Handler], Handler]:
     return mark
 
 
+def access_of(handler: object) -> Role | None:
+    """The role a handler requires; None for a public one (or one that declares nothing)."""
+    value = getattr(handler, _ACCESS, None)
+    return value if isinstance(value, Role) else None
+
+
 def check_declared(app: web.Application) -> None:
     """Raise RuntimeError naming any route that declares no access."""
     for route in app.router.routes():

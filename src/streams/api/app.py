@@ -14,21 +14,25 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
-from streams.api import audit_routes, health
+from streams.api import audit_routes, health, ingest_routes, observe, openapi
 from streams.api.access import AUTHENTICATOR, authorize, check_declared
 from streams.api.auth import Authenticator
+from streams.api.observe import API_METRICS, ApiMetrics
 from streams.api.problems import problems
 from streams.api.settings import ApiSettings
-from streams.api.state import API_SETTINGS, DATABASE, LIFECYCLE, Lifecycle
-from streams.errors import HandlerError
+from streams.api.state import API_SETTINGS, DATABASE, LIFECYCLE, PUBLISHER, Lifecycle
+from streams.errors import ConfigError, HandlerError, PublishError
+from streams.publish.publisher import Publisher
+from streams.settings import Settings
 from streams.store.database import Database
 from streams.store.settings import StoreSettings
 
 log = logging.getLogger("streams.api")
 MIGRATE_RETRY_FIRST_S = 0.5
 MIGRATE_RETRY_MAX_S = 30.0
-MAX_REQUEST_BYTES = 1024 * 1024
+PUBLISHER_CLOSE_TIMEOUT_S = 5.0
 
 
 async def _migrate_until_done(db: Database, lifecycle: Lifecycle) -> None:
@@ -47,17 +51,51 @@ async def _migrate_until_done(db: Database, lifecycle: Lifecycle) -> None:
 
 
 def create_app(
-    settings: ApiSettings, store: StoreSettings, authenticator: Authenticator
+    settings: ApiSettings,
+    store: StoreSettings,
+    authenticator: Authenticator,
+    *,
+    kafka: Settings | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> web.Application:
-    """The API application over the store ``store`` describes (ConfigError for a bad URL)."""
-    app = web.Application(middlewares=[problems, authorize], client_max_size=MAX_REQUEST_BYTES)
+    """The API application over the store ``store`` describes (ConfigError for a bad URL)
+    and the broker ``kafka`` names (default ``Settings()``; its publisher is made at
+    startup, so building the app, e.g. for its OpenAPI document, needs no broker)."""
+    app = web.Application(
+        middlewares=[observe.observe, problems, authorize],
+        client_max_size=settings.api_max_body_bytes,
+    )
+    app[API_METRICS] = ApiMetrics.create(registry if registry is not None else CollectorRegistry())
     app[API_SETTINGS] = settings
     app[AUTHENTICATOR] = authenticator
     app[DATABASE] = Database.from_settings(store)
     app[LIFECYCLE] = Lifecycle()
     health.add_routes(app)
+    observe.add_routes(app)
+    openapi.add_routes(app)
     audit_routes.add_routes(app)
+    ingest_routes.add_routes(app)
     check_declared(app)
+    openapi.routes(app)  # RuntimeError now for a route without @operation
+    kafka_settings = (kafka or Settings()).model_copy(
+        update={"publish_timeout_s": settings.api_publish_timeout_s}
+    )
+
+    async def publisher(app: web.Application) -> AsyncIterator[None]:
+        try:
+            kafka_settings.bootstrap  # noqa: B018 - ConfigError when no cluster is named
+        except ConfigError as exc:  # `streams api` refuses this; an embedding app may not
+            log.warning("no publisher: %s (ingest and admin actions answer 503)", exc)
+            yield
+            return
+        app[PUBLISHER] = Publisher(kafka_settings, producer_name="streams-api")
+        try:
+            yield
+        finally:
+            try:
+                await asyncio.to_thread(app[PUBLISHER].close, PUBLISHER_CLOSE_TIMEOUT_S)
+            except PublishError as exc:
+                log.warning("publisher close: %s", exc)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(_migrate_until_done(app[DATABASE], app[LIFECYCLE]))
@@ -69,5 +107,6 @@ def create_app(
                 await task
             await app[DATABASE].dispose()
 
+    app.cleanup_ctx.append(publisher)
     app.cleanup_ctx.append(lifecycle)
     return app

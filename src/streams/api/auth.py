@@ -1,9 +1,11 @@
 """Credentials to principals: bearer JWTs (PyJWT) and hashed API keys.
 
-A JWT must carry ``sub``, ``exp``, ``iss`` and ``aud`` (the configured issuer and
-audience); ``nbf`` and ``exp`` are checked with ``leeway_s`` of clock skew. One algorithm
-is accepted per configuration (HS256 for a secret, RS256 or ES256 from the public key's
-type), so a token cannot choose its own (no ``none``, no HS256-signed-with-the-public-key).
+Keys: an HS256 secret, one PEM public key, or a JWKS file of public keys chosen by the
+token's ``kid`` (``JwksVerifier``). A JWT must carry ``sub``, ``exp``, ``iss`` and ``aud``
+(the configured issuer and audience); ``nbf`` and ``exp`` are checked with ``leeway_s`` of
+clock skew. One algorithm is accepted per key (HS256 for a secret, RS256 or ES256 from
+the public key's type), so a token cannot choose its own (no ``none``, no HS256 signed
+with the public key).
 An API key is looked up by its SHA-256 hash; every stored hash is compared in constant
 time (``hmac.compare_digest``), with no early exit. Failures are ``AuthFailure`` whose
 ``reason`` is safe to show the caller (it never contains the credential).
@@ -75,11 +77,8 @@ class JwtVerifier:
             key = load_pem_public_key(path.read_bytes())
         except (OSError, ValueError) as exc:
             raise ConfigError(f"STREAMS_API_JWT_PUBLIC_KEY_FILE {path}: {exc}") from None
-        if isinstance(key, rsa.RSAPublicKey) and key.key_size >= 2048:
-            algorithm = "RS256"
-        elif isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
-            algorithm = "ES256"
-        else:
+        algorithm = _algorithm_for(key)
+        if algorithm is None:
             raise ConfigError(
                 f"STREAMS_API_JWT_PUBLIC_KEY_FILE {path}: need an RSA (>= 2048 bits) "
                 "or EC P-256 public key"
@@ -87,11 +86,14 @@ class JwtVerifier:
         return cls(key, algorithm, issuer=issuer, audience=audience, leeway_s=leeway_s)
 
     def verify(self, token: str) -> Principal:
+        return self._decode(token, self._key, self.algorithm)
+
+    def _decode(self, token: str, key: Any, algorithm: str) -> Principal:
         try:
             claims = jwt.decode(
                 token,
-                self._key,
-                algorithms=[self.algorithm],
+                key,
+                algorithms=[algorithm],
                 issuer=self._issuer,
                 audience=self._audience,
                 leeway=self._leeway_s,
@@ -110,10 +112,82 @@ class JwtVerifier:
         except jwt.MissingRequiredClaimError as exc:
             raise AuthFailure(f"token lacks the {exc.claim!r} claim") from None
         except jwt.InvalidAlgorithmError:
-            raise AuthFailure(f"token algorithm not accepted (expected {self.algorithm})") from None
+            raise AuthFailure(f"token algorithm not accepted (expected {algorithm})") from None
         except jwt.InvalidTokenError:
             raise AuthFailure("token malformed") from None
         return principal_from_claims(claims, "jwt")
+
+
+def _algorithm_for(key: Any) -> str | None:
+    """RS256 for an RSA key of >= 2048 bits, ES256 for an EC P-256 key, else None."""
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size >= 2048:
+        return "RS256"
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return "ES256"
+    return None
+
+
+class JwksVerifier(JwtVerifier):
+    """Verifies bearer tokens against the public keys of a JWKS file (``kid`` -> key).
+
+    Each key's algorithm follows from its type (RS256/ES256, as for one PEM key) and must
+    agree with its ``alg`` when given; a token names its key with ``kid`` (optional when
+    the set holds one key). Private key material in the file is refused."""
+
+    def __init__(
+        self, keys: dict[str, tuple[Any, str]], *, issuer: str, audience: str, leeway_s: float
+    ) -> None:
+        super().__init__(None, "RS256/ES256", issuer=issuer, audience=audience, leeway_s=leeway_s)
+        self._keys = keys
+
+    @classmethod
+    def from_jwks_file(
+        cls, path: Path, *, issuer: str, audience: str, leeway_s: float
+    ) -> JwksVerifier:
+        where = f"STREAMS_API_JWT_JWKS_FILE {path}"
+        try:
+            data = json.loads(path.read_text())
+            entries = data["keys"]
+            if not isinstance(entries, list) or not entries:
+                raise ValueError("'keys' must be a non-empty list")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        keys: dict[str, tuple[Any, str]] = {}
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict) or "d" in entry:
+                raise ConfigError(f"{where}: key {i}: expected a public JWK")
+            try:
+                key = jwt.PyJWK.from_dict(entry).key
+            except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError) as exc:
+                raise ConfigError(f"{where}: key {i}: {exc}") from None
+            algorithm = _algorithm_for(key)
+            if algorithm is None or entry.get("alg", algorithm) != algorithm:
+                raise ConfigError(
+                    f"{where}: key {i}: need RS256 (RSA >= 2048 bits) or ES256 (EC P-256)"
+                )
+            kid = entry.get("kid")
+            if not isinstance(kid, str) or not kid:
+                if len(entries) > 1:
+                    raise ConfigError(f"{where}: key {i}: 'kid' is required in a set of keys")
+                kid = ""
+            if kid in keys:
+                raise ConfigError(f"{where}: key {i}: duplicate kid {kid!r}")
+            keys[kid] = (key, algorithm)
+        return cls(keys, issuer=issuer, audience=audience, leeway_s=leeway_s)
+
+    def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise AuthFailure("token malformed") from None
+        kid = header.get("kid")
+        if kid is None and len(self._keys) == 1:
+            key, algorithm = next(iter(self._keys.values()))
+        elif isinstance(kid, str) and kid in self._keys:
+            key, algorithm = self._keys[kid]
+        else:
+            raise AuthFailure("token key id (kid) not known")
+        return self._decode(token, key, algorithm)
 
 
 class ApiKeyEntry(BaseModel):

@@ -9,7 +9,7 @@ import time
 import jwt
 from pydantic import SecretStr
 
-from streams.api.auth import ApiKeyRing, Authenticator, JwtVerifier
+from streams.api.auth import ApiKeyRing, Authenticator, JwksVerifier, JwtVerifier
 from streams.api.settings import ApiSettings
 
 DEV_ISSUER = "streams-dev"
@@ -40,6 +40,13 @@ def build_authenticator(settings: ApiSettings) -> tuple[Authenticator, str | Non
 
 def _jwt_verifier(settings: ApiSettings) -> JwtVerifier | None:
     issuer, audience = settings.api_jwt_issuer or "", settings.api_jwt_audience or ""
+    if settings.api_jwt_jwks_file is not None:
+        return JwksVerifier.from_jwks_file(
+            settings.api_jwt_jwks_file,
+            issuer=issuer,
+            audience=audience,
+            leeway_s=settings.api_jwt_leeway_s,
+        )
     if settings.api_jwt_public_key_file is not None:
         return JwtVerifier.from_public_key_file(
             settings.api_jwt_public_key_file,

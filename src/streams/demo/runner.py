@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from streams.demo import api_stack, stack
 from streams.demo import metrics as m
-from streams.demo import stack
 from streams.demo import verdict as v
 from streams.demo.display import (
     RunView,
@@ -47,7 +47,7 @@ from streams.demo.services import ReceiverThread, SMTPCatcher
 from streams.demo.stack import FAMILIES, UpError
 from streams.errors import StreamsError
 from streams.settings import Settings
-from streams.testing.processes import LOOPBACK, WorkerProcess
+from streams.testing.processes import LOOPBACK, NotReady, WorkerProcess
 
 if TYPE_CHECKING:
     from streams.broker.local import LocalBroker
@@ -105,6 +105,7 @@ class Up:
         self._receiver: ReceiverThread | None = None
         self._push: Any = None  # streams.testing.push_provider.ThreadedPushProvider
         self._worker: WorkerProcess | None = None
+        self._api: api_stack.RunningApi | None = None
         self._worker_log = self.log_dir / "worker.log"
         self._http_port = 0
         self._tail: Any = None
@@ -129,6 +130,7 @@ class Up:
             stack.apply_topics(self.settings, self.say)
             self._start_peers()
             self._start_worker()
+            self._start_api()
             result = code = self._demo() if self.options.demo else 0
             if not self.options.exit_when_done:
                 self._serve_until_stopped()
@@ -221,6 +223,17 @@ class Up:
             f"pid {self._worker.started.pid}, families {', '.join(FAMILIES)}, ready in "
             f"{ready_s:.1f}s; metrics {self.metrics_url}",
         )
+
+    def _start_api(self) -> None:
+        try:
+            self._api = api_stack.start_api(
+                self.settings, self.log_dir / "api.log", f"streams up {self.run_id}"
+            )
+        except NotReady as exc:
+            log = self.log_dir / "api.log"
+            raise UpError(f"the API did not start ({exc}); see {log}") from None
+        self.say("api", f"{self._api.url} (OpenAPI: {self._api.url}/openapi.json); dev token:")
+        self.echo(f"            Authorization: Bearer {self._api.token}")
 
     def _worker_excerpt(self) -> str:
         assert self._worker is not None
@@ -424,6 +437,8 @@ class Up:
         if self._tail is not None:
             with contextlib.suppress(Exception):
                 self._tail.close()
+        if self._api is not None:
+            stopped.append(api_stack.stop_api(self._api))
         if self._worker is not None:
             bound_s = self.settings.shutdown_timeout_s + 5.0
             stopped.append(stack.stop_worker(self._worker, bound_s, lambda: self._hurry))

@@ -52,10 +52,19 @@ HeadersArg = Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]] | Non
 
 BatchItem = tuple[str, Mapping[str, Any]] | Mapping[str, Any]
 """``(event_type, payload)`` or a dict with ``event_type``, ``payload`` and optionally
-``key``, ``event_id``, ``headers``, ``trace_parent``, ``trace_state``."""
+``key``, ``event_id``, ``headers``, ``trace_parent``, ``trace_state``, ``tenant_id``."""
 
 _ITEM_KEYS = frozenset(
-    {"event_type", "payload", "key", "event_id", "headers", "trace_parent", "trace_state"}
+    {
+        "event_type",
+        "payload",
+        "key",
+        "event_id",
+        "headers",
+        "trace_parent",
+        "trace_state",
+        "tenant_id",
+    }
 )
 
 Record = tuple[str, bytes, bytes, tuple[tuple[str, bytes], ...], str]
@@ -155,6 +164,7 @@ class Preparer:
         headers: HeadersArg = None,
         trace_parent: str | None = None,
         trace_state: str | None = None,
+        tenant_id: str | None = None,
     ) -> Record:
         """Validate, encode, key, size-check one event, as a plain ``Record`` tuple.
 
@@ -166,6 +176,7 @@ class Preparer:
             payload,
             event_id=new_event_id() if event_id is None else event_id,
             producer=self.producer_name,
+            tenant_id=tenant_id,
         )
         route = self._route(event_type)
         record_key = partition_key(
@@ -221,6 +232,7 @@ class Preparer:
             headers=item.get("headers"),
             trace_parent=item.get("trace_parent"),
             trace_state=item.get("trace_state"),
+            tenant_id=item.get("tenant_id"),
         )
 
     def batch(self, items: Iterable[BatchItem]) -> list[Record]:

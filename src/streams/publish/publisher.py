@@ -275,6 +275,7 @@ class Publisher:
         headers: HeadersArg = None,
         trace_parent: str | None = None,
         trace_state: str | None = None,
+        tenant_id: str | None = None,
         timeout_s: float | None = None,
     ) -> PublishResult:
         """Publish one event and wait for the broker's acknowledgement.
@@ -293,6 +294,7 @@ class Publisher:
             headers=headers,
             trace_parent=trace_parent,
             trace_state=trace_state,
+            tenant_id=tenant_id,
         )
         wait_s = self._timeout(timeout_s)
         if rec[0] not in self._verified_topics:
@@ -329,6 +331,7 @@ class Publisher:
         headers: HeadersArg = None,
         trace_parent: str | None = None,
         trace_state: str | None = None,
+        tenant_id: str | None = None,
         timeout_s: float | None = None,
     ) -> PublishResult:
         """``publish`` for asyncio: awaits the acknowledgement without blocking the loop."""
@@ -341,6 +344,7 @@ class Publisher:
             headers=headers,
             trace_parent=trace_parent,
             trace_state=trace_state,
+            tenant_id=tenant_id,
         )
         wait_s = self._timeout(timeout_s)
         if rec[0] not in self._verified_topics:
@@ -362,6 +366,14 @@ class Publisher:
         return (await self._send_async(records, wait_s)).every(wait_s)
 
     # --- lifecycle -------------------------------------------------------------------------------
+
+    def reachable(self, timeout_s: float) -> bool:
+        """True when the cluster answers a metadata request within ``timeout_s`` (blocks)."""
+        try:
+            self._producer.list_topics(timeout=timeout_s)
+        except KafkaException:
+            return False
+        return True
 
     def flush(self, timeout_s: float | None = None) -> int:
         """Wait until queued records are delivered or failed; returns how many are left."""
