@@ -1,22 +1,28 @@
 """Email suppression in a real worker: a hard bounce (SMTP 550 on RCPT), a provider-side
-``email.bounced``, the blacklist and an unsubscribe stop later emails (real SMTP catcher)."""
+``email.bounced``, the blacklist and an unsubscribe — the email's HMAC link followed on the
+real API (``/v1/unsubscribe``) — stop later emails (real SMTP catcher, real broker)."""
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tests.support.api import running_api
 from tests.support.engine import WorkerProcess, provision, read_topic, record_headers, wait_for
 from tests.support.engine import write_catalog as _write_catalog
 
 from streams.core import headers as h
+from streams.jobs.mail_render import unsubscribe_url
 from streams.publish.publisher import Publisher
 from streams.settings import Settings
 from streams.testing.smtp import RecordingSMTPServer
 
 pytestmark = pytest.mark.kafka
 
+SECRET = "unsub-secret"
 RETRY = {"delays": ["1s", "2s"], "max_attempts": 3, "jitter": 0.0, "retention": "1d"}
 
 
@@ -72,7 +78,20 @@ def test_bounced_blacklisted_and_unsubscribed_addresses_are_suppressed(
         publisher.publish("email.requested", email("b2", "old@example.com"))
         publisher.publish("email.requested", email("b3", "x@sub.blocked.example"))
         publisher.publish("email.requested", email("b3", "spam@junk.example"))
-        publisher.publish("email.unsubscribed", {"user_id": "b4"})
+        with running_api(
+            settings,
+            tmp_path / "api",
+            families=("email",),
+            extra={"STREAMS_UNSUBSCRIBE_SECRET": SECRET},
+        ) as api:
+            link = unsubscribe_url(f"{api.url}/v1/unsubscribe", SECRET, "b4")
+            with urllib.request.urlopen(link, timeout=10) as answer:
+                assert answer.status == 200
+            forged = unsubscribe_url(f"{api.url}/v1/unsubscribe", "not-the-secret", "b5")
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(forged, timeout=10)
+            refused.value.close()
+            assert refused.value.code == 403
         publisher.publish("email.requested", email("b4", "b4@example.com", "notification"))
         publisher.publish("email.requested", email("b4", "b4@example.com", "password_reset"))
         wait_for(lambda: outcome("suppressed") >= 5, 30, "five suppressed emails")

@@ -16,7 +16,14 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from streams.api import audit_routes, health, ingest_routes, observe, openapi
+from streams.api import (
+    audit_routes,
+    health,
+    ingest_routes,
+    observe,
+    openapi,
+    unsubscribe_routes,
+)
 from streams.api.access import AUTHENTICATOR, authorize, check_declared
 from streams.api.auth import Authenticator
 from streams.api.observe import API_METRICS, ApiMetrics
@@ -75,6 +82,7 @@ def create_app(
     openapi.add_routes(app)
     audit_routes.add_routes(app)
     ingest_routes.add_routes(app)
+    unsubscribe_routes.add_routes(app)
     check_declared(app)
     openapi.routes(app)  # RuntimeError now for a route without @operation
     kafka_settings = (kafka or Settings()).model_copy(
