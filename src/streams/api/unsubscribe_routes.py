@@ -6,7 +6,7 @@ email family's suppression job records it: no more ``notification`` emails) and 
 200; a wrong token answers 403 and publishes nothing. Public: the token is the credential.
 The event id derives from the user, so clicking twice records one unsubscription. The
 secret is ``STREAMS_UNSUBSCRIBE_SECRET`` (the email job's), read when the app is built;
-without it the route answers 503.
+without it no link is valid (403).
 """
 
 from __future__ import annotations
@@ -57,19 +57,19 @@ _PARAMS = (
 )
 _PROBLEMS = {
     400: "u or t missing or malformed",
-    403: "the token does not match the user",
-    503: "unsubscribe not configured, or the broker did not acknowledge",
+    403: "the token does not match the user (or no unsubscribe secret is configured)",
+    503: "the broker did not acknowledge the unsubscription",
 }
 _PROBE = Probe(ok=403, query={"u": "probe-user", "t": "0" * 64})
 
 
 async def _unsubscribe(request: web.Request) -> web.Response:
     secret = request.app[SECRET]
-    if secret is None:
-        raise Problem(503, "unsubscribe-unconfigured", "STREAMS_UNSUBSCRIBE_SECRET is not set")
     user, token = request.query.get("u", ""), request.query.get("t", "")
     if not 1 <= len(user) <= 256 or len(token) != 64:
         raise Problem(400, "invalid-parameter", "u (1-256 characters) and t (64 hex) required")
+    if secret is None:  # no link can be valid: same answer as a wrong token
+        raise Problem(403, "invalid-token", "unsubscribe links are not enabled on this server")
     if not verify_unsubscribe_token(secret, user, token):
         raise Problem(403, "invalid-token", "the unsubscribe link is not valid for this user")
     publisher = publisher_of(request)
