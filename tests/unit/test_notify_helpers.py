@@ -1,19 +1,15 @@
-"""Pure parts of the push and suppression jobs, and the unsubscribe landing over real HTTP."""
+"""Pure parts of the push, consent and suppression jobs."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from streams.errors import Permanent, Retryable, RetryAfter, Suppressed
 from streams.jobs.consent import ConsentState, consent_key
-from streams.jobs.mail_render import unsubscribe_token
 from streams.jobs.mail_suppression import Blacklist, check_suppressed, suppression_key
 from streams.jobs.push import check_consent, classify_reply, invalid_devices, personalise
-from streams.jobs.unsubscribe_handler import unsubscribe_app, unsubscribe_event_id
 
 
 class Table:
@@ -84,23 +80,3 @@ def test_blacklist_and_suppression_list() -> None:
         check_suppressed(table, Blacklist([]), "u1", "gone@example.com", "welcome")
     assert "gone@" not in str(info.value)  # the reason never names the address
     check_suppressed(table, Blacklist([]), "u2", "gone@example.com", "welcome")  # per user
-
-
-async def test_the_unsubscribe_link_publishes_once_per_valid_token() -> None:
-    published: list[tuple[str, dict[str, Any], str]] = []
-
-    async def publish(event_type: str, payload: dict[str, Any], *, event_id: str) -> None:
-        published.append((event_type, payload, event_id))
-
-    async with TestClient(TestServer(unsubscribe_app("s3cret", publish))) as client:
-        good = await client.get(
-            "/unsubscribe", params={"u": "u1", "t": unsubscribe_token("s3cret", "u1")}
-        )
-        assert good.status == 200
-        bad = await client.get(
-            "/unsubscribe", params={"u": "u2", "t": unsubscribe_token("s3cret", "u1")}
-        )
-        assert bad.status == 403
-        missing = await client.post("/unsubscribe")
-        assert missing.status == 403
-    assert published == [("email.unsubscribed", {"user_id": "u1"}, unsubscribe_event_id("u1"))]

@@ -23,7 +23,7 @@ from streams.api.problems import Problem
 from streams.api.state import publisher_of
 from streams.errors import PublishError
 from streams.jobs.mail_render import verify_unsubscribe_token
-from streams.jobs.unsubscribe_handler import unsubscribe_event_id
+from streams.jobs.mail_suppression import unsubscribe_event_id
 
 PATH = "/v1/unsubscribe"
 SECRET: web.AppKey[SecretStr | None] = web.AppKey("unsubscribe_secret", SecretStr)

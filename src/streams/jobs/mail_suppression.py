@@ -7,7 +7,7 @@ partition consults them locally:
   ``email.bounced`` event from the provider side) or a spam complaint (``email.complained``):
   no email to that address for that user;
 - ``unsubscribed/<user>`` — the user followed the HMAC unsubscribe link
-  (``email.unsubscribed``, published by ``unsubscribe_handler``): no ``notification``
+  (``email.unsubscribed``, published by the API's ``/v1/unsubscribe``): no ``notification``
   emails (transactional templates — welcome, password reset, receipt — still go);
 - the configured blacklist (``STREAMS_EMAIL_BLACKLIST``: addresses and ``@domain`` or
   ``domain`` entries, case-insensitive; a domain covers its subdomains).
@@ -19,6 +19,7 @@ outcome ``suppressed``). ``SuppressionJob`` handles the feedback events.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -35,6 +36,11 @@ def suppression_key(user_id: str, address: str) -> str:
 
 def unsubscribed_key(user_id: str) -> str:
     return f"unsubscribed/{user_id}"
+
+
+def unsubscribe_event_id(user_id: str) -> str:
+    """The id of a user's ``email.unsubscribed``: clicking the link twice records one."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"streams:email:unsubscribe:{user_id}"))
 
 
 def entry(reason: str, at_ms: int) -> bytes:
