@@ -35,16 +35,25 @@ def setup(ctx: BenchContext) -> _State:
 
 
 def drain_once(
-    ctx: BenchContext, fam: eng.BenchFamily, label: str
+    ctx: BenchContext,
+    fam: eng.BenchFamily,
+    label: str,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[float, dict[str, float]]:
-    """One worker run over the pre-loaded topic: (events/s, details)."""
+    """One worker run over the pre-loaded topic: (events/s, details); ``extra_env`` varies
+    the worker's settings (P12: ``STREAMS_STATUS_TRACKING=false``)."""
     app_id = fam.next_app_id(label)
     settings = fam.provision(app_id)
     out = fam.out_path(app_id)
     worker = eng.worker_process(
         fam,
         settings,
-        {"BENCH_MODE": "noop", "BENCH_EXPECT": str(ctx.events), "BENCH_OUT": str(out)},
+        {
+            "BENCH_MODE": "noop",
+            "BENCH_EXPECT": str(ctx.events),
+            "BENCH_OUT": str(out),
+            **(extra_env or {}),
+        },
         app_id,
     )
     try:

@@ -190,9 +190,21 @@ class Family(_Model):
         return self.max_message_bytes + self.header_reserve_bytes
 
 
+class ControlPlaneSpec(_Model):
+    """topics.yaml's optional ``control_plane:``: the ``streams.status`` topic's size and
+    TTL (``streams.control`` is one compacted partition; see ``streams.control``)."""
+
+    status_partitions: int = Field(default=3, ge=1, le=1000)
+    status_ttl_ms: DurationMs = Field(default=parse_duration_ms("1d"), alias="status_ttl")
+    cancel_ttl_ms: DurationMs = Field(
+        default=parse_duration_ms("1d"), alias="cancel_ttl", description="a cancel expires"
+    )
+
+
 class Catalog(_Model):
     version: Literal[1] = 1
     families: dict[str, Family]
+    control_plane: ControlPlaneSpec = ControlPlaneSpec()
 
     @model_validator(mode="before")
     @classmethod
@@ -291,7 +303,7 @@ class TopicSpec:
     partitions: int
     replication_factor: int
     configs: dict[str, str] = field(default_factory=dict)
-    role: str = "main"  # main | retry | dlq | changelog | leader
+    role: str = "main"  # main | retry | dlq | changelog | leader | control | status
     family: str | None = None
 
 
@@ -376,4 +388,35 @@ def desired_topics(
             "leader",
         )
     )
+    specs.extend(control_plane_topics(catalog, prefix=prefix, rf=max_rf))
     return specs
+
+
+def control_plane_topics(catalog: Catalog, *, prefix: str, rf: int) -> list[TopicSpec]:
+    """``streams.control`` (compacted: a pause lasts until revoked) and ``streams.status``
+    (compacted, deleted after the status TTL)."""
+    from streams.control.topics import control_topic, status_topic
+
+    cp = catalog.control_plane
+    min_isr = str(min(2, rf))
+    return [
+        TopicSpec(
+            control_topic(prefix),
+            1,
+            rf,
+            {"cleanup.policy": "compact", "min.insync.replicas": min_isr},
+            "control",
+        ),
+        TopicSpec(
+            status_topic(prefix),
+            cp.status_partitions,
+            rf,
+            {
+                "cleanup.policy": "compact,delete",
+                "retention.ms": str(cp.status_ttl_ms),
+                "min.insync.replicas": min_isr,
+                "segment.ms": str(min(cp.status_ttl_ms, parse_duration_ms("1h"))),
+            },
+            "status",
+        ),
+    ]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 # The handler outcomes (and StreamsError, their base) live in core, which imports only the
 # standard library; they are re-exported here so every error has one import path.
 from streams.core.errors import (
+    Cancelled,
     DecodeError,
     DeferralKind,
     Deferred,
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BatchPublishError",
     "BrokerUnavailable",
+    "Cancelled",
     "CatalogError",
     "ConfigError",
     "DecodeError",

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
         default=20, ge=0, description="retries run this long after their due time, at least"
     )
     families: str | None = Field(default=None, description="comma list; unset = all families")
+    status_tracking: bool = Field(
+        default=True, description="record each event's lifecycle to streams.status"
+    )
+    status_linger_ms: int = Field(
+        default=50, ge=0, le=1000, description="status transitions coalesce this long"
+    )
 
     @field_validator("topic_prefix")
     @classmethod

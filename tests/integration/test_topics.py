@@ -139,11 +139,13 @@ def test_apply_twice_then_in_sync(
     assert own_topics(admin, settings) == []
 
     first = topics_admin.apply(settings, catalog)
-    assert len(first.creates) == 11  # 2 x (main, tier, dlq, 2 changelogs) + leader
+    # 2 x (main, tier, dlq, 2 changelogs) + leader + streams.control + streams.status
+    assert len(first.creates) == 13
     assert first.refusals == ()
 
     observed = snapshot(admin, settings, catalog)
-    assert len(observed) == 11
+    assert len(observed) == 13
+    assert observed[f"{p}streams.control"].configs["cleanup.policy"] == "compact"
     email = observed[f"{p}email"]
     assert (email.partitions, email.replication_factor) == (2, 1)
     assert email.configs["retention.ms"] == WEEK_MS
@@ -173,7 +175,7 @@ def test_apply_twice_then_in_sync(
     result = run_cli(env, "list", "--catalog", str(path))
     assert result.exit_code == 0, result.output
     rows = result.output.strip().splitlines()[1:]
-    assert len(rows) == 11
+    assert len(rows) == 13
     assert all(row.rstrip().endswith("ok") for row in rows), result.output
 
 
@@ -186,17 +188,17 @@ def test_cli_plan_then_apply_on_empty_prefix(
     result = run_cli(env, "plan", "--catalog", str(path))
     assert result.exit_code == 2, result.output
     assert f"+ create {p}email.retry.10s (2 partitions, rf 1, " in result.output
-    assert "pending: 6 to create" in result.output
+    assert "pending: 8 to create" in result.output  # + streams.control, streams.status
     assert own_topics(admin, settings) == []  # plan changes nothing
 
     result = run_cli(env, "list", "--catalog", str(path))
     assert result.exit_code == 0
-    assert result.output.count("missing") == 6
+    assert result.output.count("missing") == 8
 
     result = run_cli(env, "apply", "--catalog", str(path))
     assert result.exit_code == 0, result.output
-    assert "applied 6 change(s)" in result.output
-    assert len(own_topics(admin, settings)) == 6
+    assert "applied 8 change(s)" in result.output
+    assert len(own_topics(admin, settings)) == 8
     assert run_cli(env, "plan", "--catalog", str(path)).exit_code == 0
 
 

@@ -257,6 +257,27 @@ def repo_catalog() -> Catalog:
     return load_catalog(REPO_CATALOG)
 
 
+def test_control_plane_topics() -> None:
+    data = catalog_data() | {"control_plane": {"status_partitions": 6, "status_ttl": "2h"}}
+    specs = desired_topics(parse_catalog(data), prefix="", app_id="app", rf_override=None)
+    by_role = {s.role: s for s in specs}
+    control, status = by_role["control"], by_role["status"]
+    assert (control.name, control.partitions, control.configs["cleanup.policy"]) == (
+        "streams.control",
+        1,
+        "compact",
+    )
+    assert (status.name, status.partitions) == ("streams.status", 6)
+    assert status.configs["cleanup.policy"] == "compact,delete"
+    assert status.configs["retention.ms"] == str(2 * 3600 * 1000)
+
+
+def test_control_plane_section_is_validated() -> None:
+    data = catalog_data() | {"control_plane": {"status_partitions": 0}}
+    with pytest.raises(CatalogError, match=r"control_plane\.status_partitions"):
+        parse_catalog(data)
+
+
 def test_desired_topics_of_one_family() -> None:
     catalog = parse_catalog(catalog_data(rate_limits=[rate_limit(per="2d", max_defer="1d")]))
     specs = desired_topics(catalog, prefix="dev.", app_id="app", rf_override=None)
@@ -268,6 +289,8 @@ def test_desired_topics_of_one_family() -> None:
         ("app-email.done-changelog", "changelog", "email"),
         ("app-email.buckets-changelog", "changelog", "email"),
         ("app-__assignor-__leader", "leader", None),
+        ("dev.streams.control", "control", None),
+        ("dev.streams.status", "status", None),
     ]
     by_name = {s.name: s for s in specs}
     main, tier, dlq = by_name["dev.email"], by_name["dev.email.retry.10s"], by_name["dev.email.dlq"]

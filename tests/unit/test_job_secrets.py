@@ -95,9 +95,16 @@ def test_unsubscribe_secret_is_required_outside_dev_mode() -> None:
 def test_enter_dev_mode_keeps_set_secrets_and_draws_missing_ones() -> None:
     from streams.demo.services import enter_dev_mode
 
-    environ = {"STREAMS_UNSUBSCRIBE_SECRET": STRONG}
+    environ = {"STREAMS_UNSUBSCRIBE_SECRET": STRONG, "STREAMS_ENCRYPTION_KEYS": "k=x"}
     enter_dev_mode(environ)
-    assert environ == {"STREAMS_UNSUBSCRIBE_SECRET": STRONG, "STREAMS_DEV_MODE": "true"}
+    assert environ == {
+        "STREAMS_UNSUBSCRIBE_SECRET": STRONG,
+        "STREAMS_ENCRYPTION_KEYS": "k=x",
+        "STREAMS_DEV_MODE": "true",
+    }
     fresh: dict[str, str] = {}
     enter_dev_mode(fresh)
     assert fresh["STREAMS_DEV_MODE"] == "true" and len(fresh["STREAMS_UNSUBSCRIBE_SECRET"]) >= 24
+    from streams.crypto.keys import StaticKeyring
+
+    assert StaticKeyring.parse(fresh["STREAMS_ENCRYPTION_KEYS"]).current()[0] == "dev"

@@ -67,6 +67,8 @@ class Rig:
         on_dependency_timeout: Callable[[str], None] = lambda name: None,
         guard: DependencyGuard = no_guard,
         decoder: Any = None,
+        control: Any = None,
+        status: Any = None,
     ) -> None:
         self.clock = Clock()
         self.metrics = new_metrics()
@@ -109,6 +111,8 @@ class Rig:
             on_dependency_timeout=on_dependency_timeout,
             gate=gate,
             rand=lambda: 0.5,
+            control=control,
+            status=status,
         )
         self.acks = AckLog()
         self.logs: dict[Any, PartitionLog] = {}
@@ -576,3 +580,78 @@ async def test_suppressed_is_acked_like_done_and_counted(rig_factory: Callable[.
     assert r.acks == [(MAIN, 2, 7)]
     assert r.outcome("suppressed") == 1 and r.outcome("done") == 0
     assert r.ledger is not None and r.ledger.seen(2, event_hash("e1"))  # a redelivery skips it
+
+
+# --- the control plane: cancels and status ----------------------------------------------
+
+
+class StatusLog:
+    def __init__(self) -> None:
+        self.notes: list[tuple[str, str, int]] = []
+
+    def note(
+        self,
+        event_id: str,
+        family: str,
+        event_type: str,
+        tenant: Any,
+        state: str,
+        attempt: int,
+        **fields: Any,
+    ) -> None:
+        self.notes.append((event_id, state, attempt))
+
+
+def cancel_view(*event_ids: str) -> Any:
+    from streams.control.model import Command
+    from streams.control.reader import ControlView
+    from streams.worker.control import WorkerControl
+
+    view = ControlView(lambda: NOW_MS)
+    for event_id in event_ids:
+        view.apply(
+            f"cancel/{event_id}".encode(),
+            Command(kind="cancel", target=event_id, issued_at_ms=1).encode(),
+        )
+    return WorkerControl(view=view, follower=None, topics_of={}, clock_ms=lambda: NOW_MS)
+
+
+async def test_a_cancelled_event_is_acked_as_cancelled_without_running(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    status = StatusLog()
+    r = rig_factory(handler=ok, control=cancel_view("e1"), status=status)
+    await r.processor.process(r.entry(event_id="e1"))
+    await r.processor.process(r.entry(8, event_id="e2"))
+    assert [ctx.event_id for _, ctx in r.calls] == ["e2"]
+    assert await r.writer.flush(1.0)
+    assert r.acks == [(MAIN, 2, 7), (MAIN, 2, 8)]
+    assert r.outcome("cancelled") == 1 and r.outcome("done") == 1
+    assert status.notes == [("e2", "running", 1), ("e1", "cancelled", 1), ("e2", "done", 1)]
+    assert r.route.sent == []
+
+
+async def test_a_running_handler_that_stops_on_its_signal_is_cancelled_not_retried(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    control = cancel_view()
+    started = asyncio.Event()
+
+    async def slow(event: Any, ctx: JobContext) -> None:
+        started.set()
+        await ctx.cancel.race(asyncio.sleep(30))
+
+    r = rig_factory(handler=slow, control=control, timeout_s=60)
+    task = asyncio.ensure_future(r.processor.process(r.entry(event_id="e1")))
+    await started.wait()
+    control._on_command("cancel", "e1", _cancel("e1"))  # as the follower's thread hands it
+    await asyncio.wait_for(task, 5)
+    assert await r.writer.flush(1.0)
+    assert r.outcome("cancelled") == 1 and r.outcome("retried") == 0
+    assert r.acks == [(MAIN, 2, 7)] and r.route.sent == []
+
+
+def _cancel(event_id: str) -> Any:
+    from streams.control.model import Command
+
+    return Command(kind="cancel", target=event_id, issued_at_ms=1)

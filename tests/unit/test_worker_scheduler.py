@@ -337,3 +337,15 @@ async def test_the_default_sleep_is_real_time() -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_expedite_makes_the_matched_record_due_now(make: Callable[..., Harness]) -> None:
+    harness = make()
+    late = harness.add(TP0, NOW_MS + 3_600_000)  # an hour's tier
+    other = harness.add(TP1, NOW_MS + 3_600_000)
+    harness.start()
+    await settle()
+    assert harness.scheduler.expedite(lambda entry: entry is late) == 1
+    await harness.time.run_until(lambda: len(harness.dispatched) == 1)
+    assert harness.order() == [late] and harness.dispatched[0][1] == NOW_MS  # not an hour
+    assert len(harness.scheduler) == 1 and other not in harness.order()

@@ -54,6 +54,7 @@ def runtime(
         metrics=Metrics.create(CollectorRegistry()),
         families=["audit"],
         monotonic_s=clock,
+        control_plane=False,  # no broker here
     )
     seeks: list[Any] = []
 

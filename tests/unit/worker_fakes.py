@@ -213,7 +213,10 @@ class FakeDecoder:
         if not isinstance(doc, dict) or "event_id" not in doc:
             raise DecodeError("not a test event")
         envelope = SimpleNamespace(
-            event_id=doc["event_id"], event_type=doc["event_type"], occurred_at_ms=doc["at"]
+            event_id=doc["event_id"],
+            event_type=doc["event_type"],
+            occurred_at_ms=doc["at"],
+            tenant_id=doc.get("tenant"),
         )
         return SimpleNamespace(envelope=envelope, **{self.key_field: doc["key"]})
 

@@ -22,6 +22,8 @@ from streams.api import (
     ingest_routes,
     observe,
     openapi,
+    pause_routes,
+    status_routes,
     unsubscribe_routes,
 )
 from streams.api.access import AUTHENTICATOR, authorize, check_declared
@@ -83,6 +85,8 @@ def create_app(
     audit_routes.add_routes(app)
     ingest_routes.add_routes(app)
     unsubscribe_routes.add_routes(app)
+    status_routes.add_routes(app)
+    pause_routes.add_routes(app)
     check_declared(app)
     openapi.routes(app)  # RuntimeError now for a route without @operation
     kafka_settings = (kafka or Settings()).model_copy(

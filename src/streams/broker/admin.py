@@ -44,7 +44,8 @@ def admin_client(settings: Settings) -> AdminClient:
 def catalog_topics(
     settings: Settings, catalog: Catalog, families: Iterable[str] | None = None
 ) -> list[TopicSpec]:
-    """The desired topics for this environment; ``families`` narrows them (plus the leader topic).
+    """The desired topics for this environment; ``families`` narrows them (plus the shared
+    topics: faust's leader topic and the control plane's).
 
     Raises CatalogError for an unknown family name.
     """
@@ -57,7 +58,7 @@ def catalog_topics(
     if families is None:
         return specs
     wanted = {catalog.family(name).name for name in families}
-    return [s for s in specs if s.family in wanted or s.role == "leader"]
+    return [s for s in specs if s.family in wanted or s.family is None]
 
 
 # --- reading the cluster ----------------------------------------------------------------

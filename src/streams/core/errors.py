@@ -95,6 +95,14 @@ class Rejected(HandlerError):
     retriable = False
 
 
+class Cancelled(HandlerError):
+    """The event was cancelled (``DELETE /v1/events/{id}``): a handler that honours
+    ``ctx.cancel`` raises it (``ctx.cancel.raise_if_set()``). Acked with outcome
+    ``cancelled``, never retried."""
+
+    retriable = False
+
+
 class DecodeError(StreamsError):
     """A record could not be decoded (bad framing, unknown fingerprint, invalid body).
 
@@ -117,6 +125,7 @@ for _outcome in (
     Deferred,
     Suppressed,
     Rejected,
+    Cancelled,
     DecodeError,
     EventValidationError,
 ):

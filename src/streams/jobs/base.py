@@ -11,17 +11,21 @@ A handler is ``async def handle(event, ctx) -> None``. It signals its outcome by
 other exception is retryable. Calls to an external dependency go through
 ``async with ctx.dependency("smtp:relay.example:587"):`` so the worker's circuit breaker
 can defer events while that dependency is down (raising ``Deferred``) and count failures.
+A cancelled event (``DELETE /v1/events/{id}``) sets ``ctx.cancel``: a long handler checks
+``ctx.cancel.raise_if_set()`` or races its I/O with ``ctx.cancel.wait()``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+T = TypeVar("T")
 DependencyGuard = Callable[[str], contextlib.AbstractAsyncContextManager[None]]
 
 
@@ -45,6 +49,74 @@ class JobTable(Protocol):
     async def put(self, partition: int, key: str, value: bytes | None) -> None: ...
 
 
+class CancelSignal:
+    """Set when the running event is cancelled; handlers stop cooperatively (the worker
+    never kills a handler for a cancel: what it already did stays done)."""
+
+    __slots__ = ("_event", "reason")
+
+    def __init__(self) -> None:
+        self._event: asyncio.Event | None = None
+        self.reason = ""
+
+    @property
+    def is_set(self) -> bool:
+        return self._event is not None and self._event.is_set()
+
+    def set(self, reason: str = "cancelled") -> None:
+        self.reason = reason
+        if self._event is None:
+            self._event = asyncio.Event()
+        self._event.set()
+
+    async def wait(self) -> None:
+        if self._event is None:
+            self._event = asyncio.Event()
+        await self._event.wait()
+
+    def raise_if_set(self) -> None:
+        if self.is_set:
+            from streams.errors import Cancelled
+
+            raise Cancelled(self.reason or "cancelled")
+
+    async def race(self, work: Awaitable[T]) -> T:
+        """Await ``work``; raise ``Cancelled`` (cancelling ``work``) if the signal comes first."""
+        self.raise_if_set()
+        task = asyncio.ensure_future(work)
+        waiter = asyncio.ensure_future(self.wait())
+        try:
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            self.raise_if_set()
+        return task.result()
+
+
+class _Never(CancelSignal):
+    """A signal nothing sets: shared, so it holds no event (an asyncio.Event binds to the
+    first loop that waits on it)."""
+
+    __slots__ = ()
+
+    def set(self, reason: str = "cancelled") -> None:
+        raise RuntimeError("NEVER_CANCELLED cannot be set")
+
+    async def wait(self) -> None:
+        await asyncio.get_running_loop().create_future()  # forever (until cancelled)
+
+    async def race(self, work: Awaitable[T]) -> T:
+        return await work
+
+
+NEVER_CANCELLED: CancelSignal = _Never()
+"""The default signal (unit tests, callers without a control plane): never set."""
+
+
 @dataclass(frozen=True)
 class JobContext:
     """Metadata of the event being handled."""
@@ -59,6 +131,7 @@ class JobContext:
     offset: int = -1
     dependency: DependencyGuard = no_guard
     tables: Mapping[str, JobTable] = field(default_factory=dict)  # family -> its state table
+    cancel: CancelSignal = NEVER_CANCELLED
 
 
 Handler = Callable[[Any, JobContext], Awaitable[None]]

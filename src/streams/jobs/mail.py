@@ -122,6 +122,7 @@ class EmailJob:
 
         bounce: Permanent | None = None
         cause: BaseException | None = None
+        ctx.cancel.raise_if_set()  # cancelled while connecting: send nothing (never mid-send)
         async with ctx.dependency(self.config.dependency):
             try:
                 await pool.send(self._sender, msg["To"].addresses[0].addr_spec, data)

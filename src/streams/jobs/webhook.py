@@ -333,7 +333,8 @@ class WebhookJob:
         addresses = await _resolve_and_vet(target, self._resolve, self._allow)
         permanent: HandlerError | None = None
         async with ctx.dependency(f"webhook:{target.host}"):
-            answer = await self._post(session, outgoing, addresses)
+            # a cancel (DELETE /v1/events/{id}) aborts the exchange: raises Cancelled
+            answer = await ctx.cancel.race(self._post(session, outgoing, addresses))
             outcome = outcome_for(
                 answer,
                 host=target.host,

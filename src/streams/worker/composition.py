@@ -25,6 +25,7 @@ from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.worker.breakers import Breakers
 from streams.worker.changelog import ChangelogWriter
+from streams.worker.control import WorkerControl
 from streams.worker.jobstate import StateTable
 from streams.worker.lanes import Lane, Lanes
 from streams.worker.ledger import Ledger
@@ -32,6 +33,7 @@ from streams.worker.ordering import PartitionLog
 from streams.worker.processor import Decoder, Processor, ProcessorConfig
 from streams.worker.ratelimit import RateGate
 from streams.worker.scheduler import DueScheduler
+from streams.worker.status import StatusRecorder
 from streams.worker.tp import TP
 
 log = logging.getLogger(__name__)
@@ -101,6 +103,8 @@ class FamilyBuilder:
         breakers: Breakers,
         clock_ms: Callable[[], int],
         hooks: PartitionHooks,
+        control: WorkerControl | None = None,
+        status: StatusRecorder | None = None,
     ) -> None:
         self.app = app
         self.settings = settings
@@ -111,6 +115,8 @@ class FamilyBuilder:
         self.clock_ms = clock_ms
         self.hooks = hooks
         self.states: dict[str, StateTable] = {}  # family -> job-state table (shared view)
+        self.control = control
+        self.status = status
 
     def build(self, family: Family) -> FamilyRuntime:
         """One family's runtime, its agents registered with the app."""
@@ -156,11 +162,14 @@ class FamilyBuilder:
             on_dependency_timeout=self.breakers.record_timeout,
             gate=gate,
             tables=self.states,
+            control=self.control,
+            status=self.status,
         )
         lanes = Lanes(
             processor,
             concurrency=family.concurrency,
             on_in_flight=self.metrics.in_flight.labels(family.name),
+            gate=self.control.gate(family.name) if self.control else None,
         )
         fr = FamilyRuntime(family, topics, processor, lanes, ledger, [done_writer, bucket_writer])
         if family.state_table:

@@ -1,4 +1,9 @@
-"""The worker's HTTP port: ``/metrics``, ``/health/live``, ``/health/ready``.
+"""The worker's HTTP port: ``/metrics``, ``/health/live``, ``/health/ready``,
+``/health/startup``.
+
+Startup is done once the worker has booted and read the whole control topic (200, else
+503); readiness adds assignment, recovery and the broker. Both bodies list the families
+the control plane has paused here (``paused_families``): a paused family is not a fault.
 
 faust's own web server (and its unauthenticated ``/table`` views) is disabled.
 """
@@ -41,6 +46,7 @@ class HealthServer:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/health/live", self._live)
         app.router.add_get("/health/ready", self._ready)
+        app.router.add_get("/health/startup", self._startup)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
@@ -76,7 +82,21 @@ class HealthServer:
         checks = self._runtime.ready()
         checks["broker_reachable"] = await self._broker()
         ok = all(checks.values())
-        body: dict[str, Any] = {"status": "ok" if ok else "unavailable", "checks": checks}
+        body: dict[str, Any] = {
+            "status": "ok" if ok else "unavailable",
+            "checks": checks,
+            "paused_families": self._runtime.paused_families(),
+        }
         if self._runtime.topology_errors:
             body["topology_errors"] = self._runtime.topology_errors
+        return web.json_response(body, status=200 if ok else 503)
+
+    async def _startup(self, request: web.Request) -> web.Response:
+        checks = self._runtime.ready()
+        ok = checks["started"] and checks["control_loaded"]
+        body = {
+            "status": "ok" if ok else "starting",
+            "checks": {k: checks[k] for k in ("started", "control_loaded")},
+            "paused_families": self._runtime.paused_families(),
+        }
         return web.json_response(body, status=200 if ok else 503)

@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from streams.core import headers as h
 from streams.core.planner import is_due
@@ -27,11 +27,28 @@ from streams.worker.scheduler import DueScheduler
 log = logging.getLogger(__name__)
 
 
+class Gate(Protocol):
+    @property
+    def open(self) -> bool: ...
+    async def wait(self) -> bool: ...
+
+
 class Lanes:
     """Shared state of one family's lanes: concurrency, key chains, running tasks."""
 
-    def __init__(self, processor: Processor, *, concurrency: int, on_in_flight: Any) -> None:
+    def __init__(
+        self,
+        processor: Processor,
+        *,
+        concurrency: int,
+        on_in_flight: Any,
+        gate: Gate | None = None,
+    ) -> None:
+        """``gate``: checked before each record, waited on while closed; a wait that ends
+        False leaves the record unacked (a paused family released at shutdown,
+        ``worker/control.py``)."""
         self.processor = processor
+        self._gate = gate
         self.family = processor.family.name
         self._sem = asyncio.Semaphore(concurrency)
         self._concurrency = concurrency
@@ -44,6 +61,9 @@ class Lanes:
 
     async def admit(self, entry: Entry) -> None:
         """Run ``entry`` when a slot is free, after earlier records of its key."""
+        gate = self._gate
+        if gate is not None and not gate.open and not await gate.wait():
+            return
         await self._sem.acquire()
         if entry.log.closed:
             self._sem.release()

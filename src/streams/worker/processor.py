@@ -5,6 +5,10 @@ The outcome is carried out here and the entry is finished (acked in offset order
 it is durable: the done-marker batch acknowledged, or the retry/DLQ record acknowledged by the
 broker. The record's key and value are never rewritten on the way to a retry tier or the DLQ.
 Nothing raises out of ``process``: every exception becomes a routing decision.
+
+With a control plane (``worker/control.py``) a cancelled event is acked with outcome
+``cancelled`` instead of run, and a running handler's ``ctx.cancel`` is set; with status
+tracking (``worker/status.py``) every transition is noted for ``streams.status``.
 """
 
 from __future__ import annotations
@@ -21,13 +25,22 @@ from streams.catalog import Family
 from streams.core import headers as h
 from streams.core.idempotency import event_hash
 from streams.core.planner import DeadLetter, Retry, plan_failure
-from streams.errors import DecodeError, Permanent, Retryable, Suppressed
-from streams.jobs.base import DependencyGuard, JobContext, JobTable, no_guard
+from streams.errors import Cancelled, DecodeError, Permanent, Retryable, Suppressed
+from streams.jobs.base import (
+    NEVER_CANCELLED,
+    CancelSignal,
+    DependencyGuard,
+    JobContext,
+    JobTable,
+    no_guard,
+)
 from streams.jobs.registry import HandlerRegistry
 from streams.metrics import Metrics
 from streams.worker.breakers import interrupted_calls
+from streams.worker.control import WorkerControl
 from streams.worker.ledger import Ledger
 from streams.worker.ordering import Entry
+from streams.worker.status import StatusRecorder
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +96,8 @@ class Processor:
         gate: RateGate | None = None,
         rand: Callable[[], float] = random.random,
         tables: Mapping[str, JobTable] | None = None,
+        control: WorkerControl | None = None,
+        status: StatusRecorder | None = None,
     ) -> None:
         self.family = family
         self._name = family.name
@@ -99,11 +114,14 @@ class Processor:
         self._rand = rand
         self._tables: Mapping[str, JobTable] = tables if tables is not None else {}
         self._suppressed = metrics.events.labels(family.name, "suppressed")
+        self._control = control
+        self._status = status
         m = metrics
         fam = family.name
         self._done = m.events.labels(fam, "done")
         self._dup = m.events.labels(fam, "duplicate")
         self._dup_skipped = m.duplicates.labels(fam)
+        self._cancelled = m.events.labels(fam, "cancelled")
         self._latency = m.end_to_end_latency.labels(fam)
         self._durations: dict[str, Any] = {}  # event type -> histogram child
 
@@ -129,6 +147,10 @@ class Processor:
             self._dup_skipped.inc()
             entry.finish()
             return
+        control = self._control
+        if control is not None and control.cancelled(envelope.event_id, envelope.tenant_id):
+            self._finish(entry, envelope, digest, "cancelled", reason="cancel requested")
+            return
         try:
             headers = h.decode(message.headers)
             if self._gate is not None:
@@ -138,38 +160,112 @@ class Processor:
             raise
         except Suppressed as exc:  # not delivered on purpose: acked like done, counted
             log.info("%s: event %s suppressed: %s", self._name, envelope.event_id, exc)
-            self._suppressed.inc()
+            self._finish(entry, envelope, digest, "suppressed", reason=str(exc) or "suppressed")
+            return
+        except Cancelled as exc:
+            self._finish(entry, envelope, digest, "cancelled", reason=str(exc) or "cancelled")
+            return
+        except Exception as exc:
+            await self._route(entry, exc, event_type=envelope.event_type, envelope=envelope)
+            return
+        self._done.inc()
+        self._latency.observe(max(0.0, (self._clock_ms() - envelope.occurred_at_ms) / 1000))
+        if self._status is None:
             if ledger is not None:
                 ledger.record(entry.partition, digest, entry.finish)
             else:
                 entry.finish()
             return
-        except Exception as exc:
-            await self._route(entry, exc, event_type=envelope.event_type)
-            return
-        self._done.inc()
-        self._latency.observe(max(0.0, (self._clock_ms() - envelope.occurred_at_ms) / 1000))
-        if ledger is not None:
-            ledger.record(entry.partition, digest, entry.finish)
+        self._finish(entry, envelope, digest, "done", attempt=h.attempt_of(headers))
+
+    def _finish(
+        self,
+        entry: Entry,
+        envelope: Any,
+        digest: int,
+        state: str,
+        *,
+        attempt: int | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Ack as finished (done, cancelled) once the done-marker is durable, then note
+        the final state."""
+        if state == "cancelled":
+            self._cancelled.inc()
+        elif state == "suppressed":
+            self._suppressed.inc()
+        status = self._status
+        if status is None:
+            finished = entry.finish
         else:
-            entry.finish()
+            run = attempt if attempt is not None else h.attempt_of(h.decode(entry.message.headers))
+
+            def finished() -> None:
+                entry.finish()
+                status.note(
+                    envelope.event_id,
+                    self._name,
+                    envelope.event_type,
+                    envelope.tenant_id,
+                    state,
+                    run,
+                    reason=reason,
+                )
+
+        if self._ledger is not None:
+            self._ledger.record(entry.partition, digest, finished)
+        else:
+            finished()
 
     async def _run_handler(self, event: Any, entry: Entry, headers: dict[str, str]) -> None:
         event_type = event.envelope.event_type
         handler = self._handlers.get(event_type)
         if handler is None:
             raise NoHandler(f"no handler registered for {event_type}")
+        envelope = event.envelope
+        attempt = h.attempt_of(headers)
+        if self._status is not None:
+            self._status.note(
+                envelope.event_id, self._name, event_type, envelope.tenant_id, "running", attempt
+            )
+        if self._control is None:
+            await self._call(handler, event, entry, headers, attempt, NEVER_CANCELLED)
+            return
+        control = self._control
+        signal = control.register(envelope.event_id, envelope.tenant_id)
+        try:
+            await self._call(handler, event, entry, headers, attempt, signal)
+        except (asyncio.CancelledError, Cancelled):
+            raise
+        except Exception as exc:
+            if signal.is_set:  # failed because it was told to stop
+                raise Cancelled(signal.reason) from exc
+            raise
+        finally:
+            control.unregister(envelope.event_id, signal)
+
+    async def _call(
+        self,
+        handler: Any,
+        event: Any,
+        entry: Entry,
+        headers: dict[str, str],
+        attempt: int,
+        signal: CancelSignal,
+    ) -> None:
+        event_type = event.envelope.event_type
         ctx = JobContext(
             event_id=event.envelope.event_id,
             event_type=event_type,
             family=self._name,
-            attempt=h.attempt_of(headers),
+            attempt=attempt,
             headers=headers,
             topic=entry.topic,
             partition=entry.partition,
             offset=entry.offset,
             dependency=self._guard,
             tables=self._tables,
+            cancel=signal,
         )
         timeout_s = self._config.handler_timeout_s
         started = time.perf_counter()
@@ -190,7 +286,9 @@ class Processor:
                 )
             child.observe(time.perf_counter() - started)
 
-    async def _route(self, entry: Entry, error: BaseException, *, event_type: str) -> None:
+    async def _route(
+        self, entry: Entry, error: BaseException, *, event_type: str, envelope: Any = None
+    ) -> None:
         message = entry.message
         headers = h.decode(message.headers)
         timestamp_s = message.timestamp  # faust gives the record timestamp in seconds
@@ -223,10 +321,52 @@ class Processor:
                 plan.headers.get(h.ERROR_MESSAGE, ""),
             )
         sent = await self._produce(entry, plan)
-        if not sent:
+        if sent is None:
             return  # partition revoked meanwhile: left unacked, the next owner retries
         self._count(plan)
         entry.finish()
+        if self._status is not None:
+            self._note_routed(plan, headers, sent, event_type, envelope)
+
+    def _note_routed(
+        self,
+        plan: Retry | DeadLetter,
+        headers: Mapping[str, str],
+        sent: Any,
+        event_type: str,
+        envelope: Any,
+    ) -> None:
+        assert self._status is not None
+        event_id = envelope.event_id if envelope is not None else headers.get(h.EVENT_ID)
+        if not event_id:
+            return  # undecodable and unnamed: the DLQ has it, no status can
+        tenant = envelope.tenant_id if envelope is not None else None
+        error_class = plan.headers.get(h.ERROR_CLASS)
+        if isinstance(plan, DeadLetter):
+            where = (sent.topic, sent.partition, sent.offset) if hasattr(sent, "offset") else None
+            self._status.note(
+                event_id,
+                self._name,
+                event_type,
+                tenant,
+                "dead_lettered",
+                h.attempt_of(headers),
+                error_class=error_class,
+                reason=plan.reason,
+                dlq=where,
+            )
+        else:
+            self._status.note(
+                event_id,
+                self._name,
+                event_type,
+                tenant,
+                "deferred" if plan.deferred else "retrying",
+                plan.attempt,
+                due_at_ms=plan.due_at_ms,
+                error_class=error_class,
+                reason=plan.deferred_by,
+            )
 
     def _count(self, plan: Retry | DeadLetter) -> None:
         m, fam = self._metrics, self._name
@@ -240,9 +380,10 @@ class Processor:
             m.retries.labels(fam, plan.topic).inc()
             m.events.labels(fam, "retried").inc()
 
-    async def _produce(self, entry: Entry, plan: Retry | DeadLetter) -> bool:
+    async def _produce(self, entry: Entry, plan: Retry | DeadLetter) -> Any:
         """Send the unchanged key and value with the new headers to the same partition number;
-        retry until the broker acknowledges or the partition is revoked."""
+        retry until the broker acknowledges (returns the record's metadata) or the partition
+        is revoked (returns None)."""
         message = entry.message
         raw_headers = h.encode(plan.headers)
         while not entry.log.closed:
@@ -250,8 +391,7 @@ class Processor:
                 fut = await self._producer.send(
                     plan.topic, message.key, message.value, entry.partition, None, raw_headers
                 )
-                await fut
-                return True
+                return (await fut) or True
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -260,4 +400,4 @@ class Processor:
                     "%s: producing to %s failed (%r); retrying", self._name, plan.topic, exc
                 )
                 await asyncio.sleep(self._config.route_retry_backoff_s)
-        return False
+        return None

@@ -109,6 +109,9 @@ class Rebalancer:
         self._admission_event = asyncio.Event()
         self._stop_event = asyncio.Event()
         self._seeks: set[asyncio.Task[None]] = set()  # seeks started without awaiting them
+        # a partition of a family paused by the control plane: never resumed, re-paused
+        # after an assignment (``worker/control.py``)
+        self.holds: Callable[[TP], bool] = lambda tp: False
 
     def add_family(self, family: FamilyPort) -> None:
         self.families.append(family)
@@ -143,7 +146,7 @@ class Rebalancer:
 
     def resume(self, tp: TP) -> None:
         """Resume fetching ``tp`` (if still ours) from its next expected offset."""
-        if not self.sequencer.owns(tp):
+        if not self.sequencer.owns(tp) or self.holds(tp):
             return
         self.consumer.resume({tp})
         offset = self.sequencer.resume_offset(tp)
@@ -201,6 +204,9 @@ class Rebalancer:
         for family in self.families:
             for scheduler in family.schedulers:
                 scheduler.repause()
+        held = {tp for tp in active if self.holds(tp)}
+        if held:
+            self.consumer.pause(held)
         self.topology_errors = problems
         # the seeks run in the consumer thread, which is itself waiting for this handler:
         # if shutdown stops that thread meanwhile they never finish (a SIGTERM during a

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Collection, Coroutine, Iterator
 from functools import partial
 from typing import Any, cast
 
 import faust
 
-from streams.catalog import Catalog
+from streams.catalog import Catalog, Family
+from streams.control.reader import ControlView, TopicFollower
+from streams.control.topics import control_topic, status_topic
+from streams.core import headers as h
 from streams.jobs.registry import HandlerRegistry
 from streams.metrics import Metrics
 from streams.settings import Settings
@@ -31,11 +34,14 @@ from streams.worker.composition import (
     start_jobs,
     stop_jobs,
 )
+from streams.worker.control import WorkerControl
 from streams.worker.factory import create_app
 from streams.worker.ledger import Ledger
 from streams.worker.processor import Decoder
 from streams.worker.rebalance import Rebalancer
 from streams.worker.sequencer import Sequencer
+from streams.worker.status import StatusRecorder
+from streams.worker.tp import TP
 
 
 def wall_ms() -> int:
@@ -55,7 +61,10 @@ class Runtime:
         clock_ms: Callable[[], int] = wall_ms,
         monotonic_s: Callable[[], float] = time.monotonic,
         app: faust.App | None = None,
+        control_plane: bool = True,
     ) -> None:
+        """``control_plane``: follow ``streams.control`` and write ``streams.status``
+        (``settings.status_tracking`` turns the latter off); False for in-process tests."""
         self.settings = settings
         self.catalog = catalog
         self.registry = registry
@@ -76,6 +85,12 @@ class Runtime:
             drain_timeout_s=settings.drain_timeout_s,
             crash=self.app.crash,
         )
+        self.control, self.status = _control_plane(
+            settings, chosen, clock_ms, enabled=control_plane
+        )
+        if self.control is not None:
+            self.partitions.holds = self.control.holds
+            self.control.on_cancel(self._expedite)
         builder = FamilyBuilder(
             app=self.app,
             settings=settings,
@@ -85,6 +100,8 @@ class Runtime:
             breakers=self.breakers,
             clock_ms=clock_ms,
             hooks=self.partitions,
+            control=self.control,
+            status=self.status,
         )
         self.families: dict[str, FamilyRuntime] = {}
         for family in chosen:
@@ -131,6 +148,8 @@ class Runtime:
                 writer.start()
             for scheduler in fr.schedulers:
                 self._spawn(scheduler.run(), f"scheduler.{fr.family.name}")
+        if self.status is not None:
+            self.status.start()
         await start_jobs(self.registry)
         self._spawn(loops.expire_ledgers(self._ledgers), "ledger.expiry")
         self._spawn(
@@ -139,6 +158,8 @@ class Runtime:
             ),
             "consumer.lag",
         )
+        if self.control is not None:  # the whole control topic read: families open
+            await self.control.start(_PauseSide(self))
         self.started = True
 
     def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
@@ -149,6 +170,8 @@ class Runtime:
         stop the jobs, the background loops and the changelog writers."""
         if self.draining:
             return
+        if self.control is not None:
+            self.control.release_all()
         await self.partitions.drain()
         await stop_jobs(self.registry)
         for task in self._tasks:
@@ -156,6 +179,10 @@ class Runtime:
         for fr in self.families.values():
             for writer in fr.writers:
                 await writer.stop()
+        if self.status is not None:
+            await self.status.stop()
+        if self.control is not None:
+            self.control.stop()
 
     def ready(self) -> dict[str, bool]:
         """Readiness parts (all must be true): started, assigned, recovered, stable."""
@@ -171,4 +198,73 @@ class Runtime:
             "not_draining": not self.draining,
             "topology_ok": not self.topology_errors,
             "partitions_in_sequence": self.sequencer.in_sequence(),
+            "control_loaded": self.control is None or self.control.loaded,
         }
+
+    def _expedite(self, event_id: str) -> None:
+        """A cancelled event held in a retry tier runs now (and is acked as cancelled)."""
+
+        def match(entry: Any) -> bool:
+            return bool(h.decode(entry.message.headers).get(h.EVENT_ID) == event_id)
+
+        for fr in self.families.values():
+            for scheduler in fr.schedulers:
+                scheduler.expedite(match)
+
+    def paused_families(self) -> list[str]:
+        return self.control.paused_families() if self.control is not None else []
+
+
+class _PauseSide:
+    """What ``WorkerControl`` pauses and resumes through (the consumer, the rebalancer)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def pause(self, tps: Collection[TP]) -> None:
+        self._runtime.consumer.pause(tps)
+
+    def resume_tp(self, tp: TP) -> None:
+        self._runtime.partitions.resume(tp)
+
+    def assignment(self) -> set[TP]:
+        return self._runtime.consumer.assignment()
+
+
+def _control_plane(
+    settings: Settings, families: list[Family], clock_ms: Callable[[], int], *, enabled: bool
+) -> tuple[WorkerControl | None, StatusRecorder | None]:
+    if not enabled:
+        return None, None
+    from confluent_kafka import Producer
+
+    from streams.broker.clients import base_conf
+
+    conf = base_conf(settings)
+    view = ControlView(clock_ms)
+    follower = TopicFollower(
+        conf, control_topic(settings.topic_prefix), view, name=f"control-{settings.worker_id}"
+    )
+    topics_of = {
+        f.name: (lambda t: (t.main, *t.retries))(f.topics(settings.topic_prefix)) for f in families
+    }
+    control = WorkerControl(view=view, follower=follower, topics_of=topics_of, clock_ms=clock_ms)
+    status = None
+    if settings.status_tracking:
+        status = StatusRecorder(
+            producer=None,
+            topic=status_topic(settings.topic_prefix),
+            clock_ms=clock_ms,
+            linger_s=settings.status_linger_ms / 1000,
+        )
+        status.producer = Producer(
+            {
+                **conf,
+                "acks": "all",
+                "linger.ms": 20,
+                "compression.type": "lz4",
+                "delivery.report.only.error": True,  # no Python callback per record
+                "on_delivery": status.delivered,
+            }
+        )
+    return control, status

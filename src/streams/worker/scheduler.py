@@ -83,6 +83,19 @@ class DueScheduler:
             self._paused.discard(tp)
             self._resume(tp)
 
+    def expedite(self, match: Callable[[Entry], bool]) -> int:
+        """Make the held records ``match`` selects due now (a cancelled event is acked as
+        cancelled at once, not at its due time); returns how many."""
+        found = 0
+        for i, (due_at_ms, seq, entry) in enumerate(self._heap):
+            if due_at_ms > 0 and match(entry):
+                self._heap[i] = (0, seq, entry)
+                found += 1
+        if found:
+            heapq.heapify(self._heap)
+            self._wake.set()
+        return found
+
     def repause(self) -> None:
         """Pause again what faust resumed after an assignment."""
         for tp in self._paused:
