@@ -4,6 +4,7 @@ the 20/h limit, and device tokens encrypted in every topic (real broker, real pr
 from __future__ import annotations
 
 import base64
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -138,7 +139,7 @@ def test_consent_invalid_tokens_and_encryption_end_to_end(
 
         rig.publish("consent.changed", {"user_id": "u1", "promotional": False})
         wait_for(lambda: count(w, "consent", "done") >= 2, 30, "consent revoked")
-        rig.publish("push.requested", push("u1", "tok-secret-u1", "promotional"))
+        suppressed_id = rig.publish("push.requested", push("u1", "tok-secret-u1", "promotional"))
         rig.publish("push.requested", push("u1", "tok-secret-u1", "transactional"))
         wait_for(
             lambda: count(w, "push", "suppressed") >= 1 and len(provider.deliveries) >= 2,
@@ -185,6 +186,13 @@ def test_consent_invalid_tokens_and_encryption_end_to_end(
     finally:
         rig.close()
 
+    # the suppressed push is visible in its status (control plane's streams.status topic)
+    from streams.control.topics import status_topic
+
+    statuses = read_topic(rig.settings, status_topic(rig.settings.topic_prefix), 3)
+    states = [json.loads(m.value()) for m in statuses if m.key() == suppressed_id.encode()]
+    assert states and states[-1]["state"] == "suppressed"
+    assert "without the user's consent" in states[-1]["reason"]
     dlq = {record_headers(m)[h.EVENT_ID]: m for m in rig.topic("push.dlq")}
     assert set(dlq) == {invalid_id, unknown_id}
     headers = record_headers(dlq[invalid_id])
