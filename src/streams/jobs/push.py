@@ -141,6 +141,7 @@ class PushJob:
         self._publisher = publisher
         self._owns_publisher = publisher is None
         self.clock_ms = now_ms
+        self._warned = False
 
     async def start(self) -> None:
         if self._session is None:
@@ -165,7 +166,14 @@ class PushJob:
     async def handle(self, event: Any, ctx: JobContext) -> None:
         if event.event_type == "push.token_invalid":
             return
-        check_consent(ctx.tables.get(CONSENT_FAMILY), event)
+        consent = ctx.tables.get(CONSENT_FAMILY)
+        if consent is None and not self._warned:
+            self._warned = True
+            log.warning(
+                "push: this worker does not run the consent family: every promotional "
+                "push is suppressed (run push and consent together)"
+            )
+        check_consent(consent, event)
         if event.respect_quiet_hours:
             wait_ms = quiet_wait_ms(self.quiet, event.timezone, self.clock_ms())
             if wait_ms > 0:
