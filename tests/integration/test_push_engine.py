@@ -254,6 +254,8 @@ def test_quiet_hours_defer_without_an_attempt_and_deliver_at_the_window_end(
         rig.close()
     tiers = [m for t in ("push.retry.1s", "push.retry.2s") for m in rig.topic(t)]
     assert tiers and all(record_headers(m)[h.ATTEMPT] == "1" for m in tiers)
+    # it keeps the rate-limit token it was charged: not charged again when it comes back
+    assert all(record_headers(m)[h.RATE_RESERVED] == "1" for m in tiers)
 
 
 def test_the_21st_push_in_an_hour_is_deferred(

@@ -8,7 +8,8 @@ Per event, in order:
    no consent. Acked with outcome ``suppressed``, nothing sent.
 2. **quiet hours** (``STREAMS_PUSH_QUIET_HOURS``, local time in the event's ``timezone``):
    inside the window the event is ``Deferred`` (kind ``quiet_hours``, no attempt used) to
-   the window's end.
+   the window's end, keeping the rate-limit token it was charged (``reserved``: not charged
+   again when it comes back).
 3. **personalisation** — ``${name}`` placeholders of title and body from ``variables``
    (a missing one is ``Permanent`` naming it); **targeting** — the event's devices
    (``include_subscription_ids``) and platform (``isIos``/``isAndroid``).
@@ -177,8 +178,12 @@ class PushJob:
         if event.respect_quiet_hours:
             wait_ms = quiet_wait_ms(self.quiet, event.timezone, self.clock_ms())
             if wait_ms > 0:
+                # the rate gate already charged this push: it must not pay again when due
                 raise Deferred(
-                    wait_ms / 1000, "quiet hours in the user's time zone", kind="quiet_hours"
+                    wait_ms / 1000,
+                    "quiet hours in the user's time zone",
+                    kind="quiet_hours",
+                    reserved=True,
                 )
         body = self.notification(event)
         if self._session is None:
