@@ -68,12 +68,16 @@ class PushRig:
         self.keys, self.key_id = f"k2={KEY_NEW},k1={KEY_OLD}", "k2"
         self.publisher = self._publisher()
 
-    def start(self, worker_id: str = "w1") -> WorkerProcess:
+    def start(self, worker_id: str = "w1", *, static: bool = True) -> WorkerProcess:
+        """``static=False``: a dynamic member (its partitions move as soon as it leaves)."""
         env = {
             **self.env,
             "STREAMS_ENCRYPTION_KEYS": self.keys,
             "STREAMS_ENCRYPTION_KEY_ID": self.key_id,
         }
+        if not static:
+            env["STREAMS_WORKER_ID"] = ""
+            env["STREAMS_HOME"] = str(self.tmp / f"home-{worker_id}")
         w = WorkerProcess(
             self.settings,
             ["push", "consent"],
@@ -310,3 +314,47 @@ def dlq_show_decrypts_only_with_the_flag_and_key(
     )
     assert opened.exit_code == 0, opened.output
     assert "tok-expired-u2" in opened.output and "enc1:" not in opened.output
+
+
+def test_revoked_consent_holds_on_whichever_worker_owns_the_user(
+    make_settings: Callable[..., Settings], tmp_path: Path, provider: PushProvider
+) -> None:
+    rig = PushRig(make_settings, tmp_path, provider)
+    users = [f"r{i}" for i in range(6)]  # spread over both partitions
+    revoked, granted = users[::2], users[1::2]
+    try:
+        w1 = rig.start("w1", static=False)
+        for user in users:
+            rig.publish("consent.changed", {"user_id": user, "promotional": True})
+        for user in revoked:
+            rig.publish("consent.changed", {"user_id": user, "promotional": False})
+        wait_for(lambda: count(w1, "consent", "done") >= 9, 30, "consents recorded")
+        w2 = rig.start("w2", static=False)  # the group rebalances: partitions split
+
+        def promote_all() -> None:
+            for user in users:
+                rig.publish("push.requested", push(user, f"tok-{user}", "promotional"))
+
+        def delivered(user: str) -> int:
+            return len(provider.delivered_to(f"tok-{user}"))
+
+        promote_all()
+        wait_for(lambda: all(delivered(u) == 1 for u in granted), 60, "granted, after rebalance")
+        wait_for(
+            lambda: count(w1, "push", "suppressed") + count(w2, "push", "suppressed") >= 3,
+            60,
+            "revoked, after rebalance",
+        )
+        assert count(w2, "push", "suppressed") + count(w2, "push", "done") > 0  # w2 took some
+        w1.stop()  # its partitions move to w2, with the consent table's changelog
+        base = count(w2, "push", "suppressed")
+        promote_all()
+        wait_for(lambda: all(delivered(u) == 2 for u in granted), 60, "granted, on w2 alone")
+        wait_for(
+            lambda: count(w2, "push", "suppressed") >= base + len(revoked),
+            60,
+            "revoked, on w2 alone",
+        )
+        assert all(delivered(u) == 0 for u in revoked)
+    finally:
+        rig.close()
