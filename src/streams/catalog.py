@@ -148,6 +148,9 @@ class Family(_Model):
     retry: Annotated[RetryPolicy, _built_by(RetrySpec)]
     dlq: DlqPolicy = DlqPolicy()
     idempotency: IdempotencyPolicy = IdempotencyPolicy()
+    state_table: bool = Field(
+        default=False, description="a compacted job-state table (consent, suppression lists)"
+    )
     rate_limits: list[Annotated[RateLimit, _built_by(RateLimitSpec)]] = Field(default_factory=list)
     circuit_breaker: Annotated[CircuitBreakerPolicy, _built_by(CircuitBreakerSpec)] = (
         CircuitBreakerPolicy()
@@ -361,6 +364,17 @@ def desired_topics(
                     fam.partitions,
                     rf,
                     changelog_conf | {"retention.ms": str(ttl)},
+                    "changelog",
+                    fam.name,
+                )
+            )
+        if fam.state_table:  # job state (consent, suppression): compacted, kept forever
+            specs.append(
+                TopicSpec(
+                    topology.changelog_topic(app_id, topology.table_name(fam.name, "state")),
+                    fam.partitions,
+                    rf,
+                    {"min.insync.replicas": str(min_isr), "cleanup.policy": "compact"},
                     "changelog",
                     fam.name,
                 )

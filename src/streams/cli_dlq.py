@@ -201,8 +201,17 @@ def export_command(
 @click.argument("family")
 @click.argument("position", metavar="PARTITION:OFFSET")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object")
-def show_command(family: str, position: str, as_json: bool) -> None:
-    """One DLQ record of FAMILY: every header and the decoded value."""
+@click.option(
+    "--decrypt",
+    "key_file",
+    default=None,
+    metavar="KEYFILE",
+    help="open sensitive fields with the keys in KEYFILE (<key id>=<base64> entries); "
+    "without it they are shown as ciphertext",
+)
+def show_command(family: str, position: str, as_json: bool, key_file: str | None) -> None:
+    """One DLQ record of FAMILY: every header and the decoded value (sensitive fields stay
+    ciphertext unless ``--decrypt KEYFILE`` is given)."""
     from streams.cli_dlq_show import render_show
     from streams.dlq.kafka_io import StateStore
     from streams.dlq.records import describe_value, parse_position
@@ -218,6 +227,16 @@ def show_command(family: str, position: str, as_json: bool) -> None:
         fail(exc)
         return
     value = describe_value(opened.store, record.value)
+    if key_file is not None and value.decoded is not None and record.value is not None:
+        from streams.crypto import decrypted_record, read_key_file
+        from streams.dlq.records import ValueView
+
+        try:
+            plain = decrypted_record(opened.store, record.value, read_key_file(key_file))
+        except StreamsError as exc:
+            fail(exc)
+            return
+        value = ValueView(size=value.size, decoded=plain, schema=value.schema)
     if as_json:
         body = record.summary() | {
             "headers": record.headers,

@@ -63,13 +63,17 @@ def worker(
     if not skip_topology_check:
         require_topology(settings, catalog, names)
     store = SchemaStore.load(settings.schemas_dir)
+    from streams.crypto import decoder_for  # sensitive fields opened just before the handler
+
+    key_fields = {name: f.key_field for name, f in catalog.families.items()}
+    decoder = decoder_for(store, key_fields=key_fields)
     registry = build_registry(names, handler_modules, builtin_jobs=not no_builtin_jobs)
     metrics = Metrics.create()
     runtime = Runtime(
         settings=settings,
         catalog=catalog,
         registry=registry,
-        decoder=store,
+        decoder=decoder,
         metrics=metrics,
         families=names,
     )

@@ -23,6 +23,7 @@ from streams.core.errors import (
     Retryable,
     RetryAfter,
     StreamsError,
+    Suppressed,
 )
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ __all__ = [
     "Retryable",
     "SchemaError",
     "StreamsError",
+    "Suppressed",
     "TopologyError",
     "UnknownEventType",
 ]

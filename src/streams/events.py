@@ -194,6 +194,7 @@ class Event(BaseModel):
     model_config = _STRICT
 
     EVENT_TYPE: ClassVar[str]
+    RATE_LIMITED: ClassVar[bool] = True  # False: the family's rate limits do not count it
     envelope: Envelope
 
     @field_validator("envelope")
@@ -247,6 +248,48 @@ class PushRequested(Event):
     data: StrMap = Field(default_factory=dict)
     timezone: TimeZoneName = "UTC"
     respect_quiet_hours: bool = True
+    category: Literal["transactional", "promotional"] = "transactional"
+    platform: Literal["any", "ios", "android"] = "any"
+    variables: StrMap = Field(default_factory=dict)
+
+
+class PushTokenInvalid(Event):
+    EVENT_TYPE: ClassVar[str] = "push.token_invalid"
+    RATE_LIMITED: ClassVar[bool] = False  # a report, not a push: spends no user's tokens
+
+    user_id: Id
+    device_id: Id
+    request_event_id: Id
+
+
+class ConsentChanged(Event):
+    EVENT_TYPE: ClassVar[str] = "consent.changed"
+
+    user_id: Id
+    promotional: bool
+    opted_out: bool = False
+
+
+class _EmailFeedback(Event):
+    RATE_LIMITED: ClassVar[bool] = False  # provider feedback, not an email to send
+    user_id: Id
+    address: EmailAddress
+    reason: Annotated[str, StringConstraints(max_length=1000)] = ""
+
+
+class EmailBounced(_EmailFeedback):
+    EVENT_TYPE: ClassVar[str] = "email.bounced"
+
+
+class EmailComplained(_EmailFeedback):
+    EVENT_TYPE: ClassVar[str] = "email.complained"
+
+
+class EmailUnsubscribed(Event):
+    EVENT_TYPE: ClassVar[str] = "email.unsubscribed"
+    RATE_LIMITED: ClassVar[bool] = False
+
+    user_id: Id
 
 
 # --- payment, refund --------------------------------------------------------------------
@@ -464,6 +507,11 @@ _MODELS: tuple[type[Event], ...] = (
     EmailRequested,
     WebhookRequested,
     PushRequested,
+    PushTokenInvalid,
+    ConsentChanged,
+    EmailBounced,
+    EmailComplained,
+    EmailUnsubscribed,
     PaymentRequested,
     PaymentCaptured,
     PaymentProviderEvent,
@@ -583,7 +631,18 @@ EXAMPLE_PAYLOADS: dict[str, dict[str, Any]] = {
         "device_ids": ["dev-1", "dev-2"],
         "data": {"order_id": "o-1"},
         "timezone": "America/Toronto",
+        "category": "transactional",
+        "variables": {"name": "Ada"},
     },
+    "push.token_invalid": {
+        "user_id": "user-42",
+        "device_id": "dev-2",
+        "request_event_id": "evt-1",
+    },
+    "consent.changed": {"user_id": "user-42", "promotional": True, "opted_out": False},
+    "email.bounced": {"user_id": "user-42", "address": "ada@example.com", "reason": "550"},
+    "email.complained": {"user_id": "user-42", "address": "ada@example.com"},
+    "email.unsubscribed": {"user_id": "user-42"},
     "payment.requested": {
         "payment_id": "pay-1",
         "customer_id": "cus-9",

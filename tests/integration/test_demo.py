@@ -106,12 +106,23 @@ def test_up_exit_when_done_settles_and_adds_up(
     assert f"worker {worker_log}" in out and worker_log.stat().st_size > 0
     assert "[INFO]" not in out and "Traceback" not in out
 
+    # the notification phase (issue 12): every check passed
+    for label in (
+        "push, consented promotional",
+        "push, promotional without consent",
+        "push, quiet hours",
+        "push, invalid device token",
+        "email, hard-bounced address",
+    ):
+        assert re.search(rf"^  ok {re.escape(label)}", out, re.M), out
+
     # everything it started has stopped
     pid = int(re.search(r"worker\s+pid (\d+)", out).group(1))  # type: ignore[union-attr]
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     assert re.search(
-        r"^stopped: api \(exit 0\), worker \(exit 0, [\d.]+s\), webhook receiver, SMTP catcher$",
+        r"^stopped: api \(exit 0\), worker \(exit 0, [\d.]+s\), webhook receiver, SMTP catcher, "
+        r"push provider$",
         out,
         re.M,
     ), out

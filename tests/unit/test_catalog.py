@@ -333,7 +333,8 @@ def test_every_family_is_co_partitioned_by_construction(repo_catalog: Catalog) -
     for name, fam in repo_catalog.families.items():
         counts = {s.partitions for s in specs if s.family == name}
         assert counts == {fam.partitions}, name
-        assert sum(1 for s in specs if s.family == name) == len(fam.retry.tier_delays_ms) + 4
+        expected = len(fam.retry.tier_delays_ms) + 4 + (1 if fam.state_table else 0)
+        assert sum(1 for s in specs if s.family == name) == expected
 
 
 def test_desired_topic_names_are_unique(repo_catalog: Catalog) -> None:
@@ -345,3 +346,15 @@ def test_desired_topics_do_not_set_configs_removed_in_kafka4(repo_catalog: Catal
     removed = {"message.format.version", "message.timestamp.difference.max.ms"}
     for spec in desired_topics(repo_catalog, prefix="", app_id="a", rf_override=None):
         assert not removed & set(spec.configs), spec.name
+
+
+def test_state_tables_are_compacted_changelogs_and_consent_matches_push(
+    repo_catalog: Catalog,
+) -> None:
+    specs = desired_topics(repo_catalog, prefix="x.", app_id="a", rf_override=1)
+    state = {s.name: s for s in specs if s.name.endswith(".state-changelog")}
+    assert set(state) == {"a-email.state-changelog", "a-consent.state-changelog"}
+    assert all(s.configs["cleanup.policy"] == "compact" for s in state.values())
+    # consent is read by the push job locally: partition p of both on one worker
+    assert repo_catalog.family("consent").partitions == repo_catalog.family("push").partitions
+    assert repo_catalog.family("consent").key_field == repo_catalog.family("push").key_field

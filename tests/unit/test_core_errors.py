@@ -65,4 +65,4 @@ def test_a_deferral_without_a_kind_is_other() -> None:
 def test_an_unknown_deferral_kind_is_refused() -> None:
     with pytest.raises(ValueError, match="kind must be one of"):
         core_errors.Deferred(1, "r", kind="throttled")  # type: ignore[arg-type]
-    assert core_errors.DEFERRAL_KINDS == ("rate_limited", "circuit_open", "other")
+    assert core_errors.DEFERRAL_KINDS == ("rate_limited", "circuit_open", "quiet_hours", "other")

@@ -42,7 +42,9 @@ def test_builtin_false_leaves_out_the_jobs_shipped_with_streams() -> None:
 
 
 def test_email_job_declares_its_family_dependency_and_settings() -> None:
-    (spec,) = discover_jobs(["email"])
+    by_module = {s.job_type.__module__: s for s in discover_jobs(["email"])}
+    assert set(by_module) == {"streams.jobs.mail", "streams.jobs.mail_suppression"}
+    spec = by_module["streams.jobs.mail"]
     assert spec.family == "email"
     assert spec.event_types == ("email.requested",)
     assert spec.dependencies == ("smtp",)

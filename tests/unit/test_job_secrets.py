@@ -98,14 +98,22 @@ def test_enter_dev_mode_keeps_set_secrets_and_draws_missing_ones() -> None:
     from streams.demo.services import enter_dev_mode
 
     kept = '{"stripe": ["whsec_kept"]}'
-    environ = {"STREAMS_UNSUBSCRIBE_SECRET": STRONG, "STREAMS_PROVIDER_WEBHOOK_SECRETS": kept}
+    environ = {
+        "STREAMS_UNSUBSCRIBE_SECRET": STRONG,
+        "STREAMS_PROVIDER_WEBHOOK_SECRETS": kept,
+        "STREAMS_ENCRYPTION_KEYS": "k=x",
+    }
     enter_dev_mode(environ)
     assert environ == {
         "STREAMS_UNSUBSCRIBE_SECRET": STRONG,
         "STREAMS_PROVIDER_WEBHOOK_SECRETS": kept,
+        "STREAMS_ENCRYPTION_KEYS": "k=x",
         "STREAMS_DEV_MODE": "true",
     }
     fresh: dict[str, str] = {}
     enter_dev_mode(fresh)
     assert fresh["STREAMS_DEV_MODE"] == "true" and len(fresh["STREAMS_UNSUBSCRIBE_SECRET"]) >= 24
     assert json.loads(fresh["STREAMS_PROVIDER_WEBHOOK_SECRETS"])["stripe"][0].startswith("whsec_")
+    from streams.crypto.keys import StaticKeyring
+
+    assert StaticKeyring.parse(fresh["STREAMS_ENCRYPTION_KEYS"]).current()[0] == "dev"

@@ -69,7 +69,8 @@ def test_lookups() -> None:
     assert STORE.by_header(latest.header) is latest
     assert STORE.by_header("email.requested@" + latest.fingerprint.hex()) is None
     assert STORE.by_header("push.requested@zz") is None
-    assert STORE.versions("push.requested") == (latest,)
+    assert STORE.versions("push.requested")[-1] is latest
+    assert [v.version for v in STORE.versions("push.requested")] == [1, 2]
 
 
 # --- decode errors ----------------------------------------------------------------------

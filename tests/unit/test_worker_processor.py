@@ -551,6 +551,37 @@ async def test_handler_timeouts_inside_a_dependency_open_its_circuit(
     assert breakers.registry.get("http:hooks.example:443").state == "open"
 
 
+async def test_a_permanent_decode_failure_goes_to_the_dlq_as_permanent(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    from streams.crypto import UnknownKeyId
+
+    class Sealed:
+        def decode_event(self, data: bytes) -> Any:
+            raise UnknownKeyId("push.requested.device_ids[0]: unknown key id 'k0' (known: k1)")
+
+    r = rig_factory(handler=ok, decoder=Sealed())
+    value = encode_event("e1", EVENT_TYPE)
+    await r.processor.process(r.entry(value=value))
+    (sent,) = r.route.sent
+    assert sent.topic == DLQ and sent.value == value  # the ciphertext record, unchanged
+    assert sent.header_dict[h.DLQ_REASON] == "permanent"
+    assert "unknown key id 'k0'" in sent.header_dict[h.ERROR_MESSAGE]
+    assert r.calls == [] and r.acks == [(MAIN, 2, 7)]
+
+
+async def test_suppressed_is_acked_like_done_and_counted(rig_factory: Callable[..., Rig]) -> None:
+    from streams.errors import Suppressed
+
+    r = rig_factory(handler=raising(Suppressed("push: no consent")), changelog_auto=True)
+    await r.processor.process(r.entry())
+    assert await r.writer.flush(1.0)
+    assert r.route.sent == []  # no retry tier, no DLQ
+    assert r.acks == [(MAIN, 2, 7)]
+    assert r.outcome("suppressed") == 1 and r.outcome("done") == 0
+    assert r.ledger is not None and r.ledger.seen(2, event_hash("e1"))  # a redelivery skips it
+
+
 # --- the control plane: cancels and status ----------------------------------------------
 
 

@@ -238,3 +238,15 @@ def test_a_garbage_bucket_counts_as_full() -> None:
         r.check()
     with pytest.raises(Deferred):
         r.check()
+
+
+def test_feedback_events_spend_no_tokens() -> None:
+    r = Rig(PER_USER)
+    r.check()
+    r.check()
+    report = SimpleNamespace(user_id="u1", RATE_LIMITED=False)  # e.g. push.token_invalid
+    for _ in range(5):
+        r.gate.check(report, r.entry(), {})
+    r.check()  # the burst's third token is still there: the reports spent none
+    with pytest.raises(Deferred):
+        r.check()

@@ -28,6 +28,7 @@ from streams.api import (
     pause_routes,
     provider_routes,
     status_routes,
+    unsubscribe_routes,
 )
 from streams.api.access import AUTHENTICATOR, authorize, check_declared
 from streams.api.auth import Authenticator
@@ -92,6 +93,7 @@ def create_app(
     ingest_routes.add_routes(app)
     provider_routes.add_routes(app)
     dlq_routes.add_routes(app)
+    unsubscribe_routes.add_routes(app)
     status_routes.add_routes(app)
     pause_routes.add_routes(app)
     ops_routes.add_routes(app)

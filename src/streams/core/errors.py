@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-DeferralKind = Literal["rate_limited", "circuit_open", "other"]
+DeferralKind = Literal["rate_limited", "circuit_open", "quiet_hours", "other"]
 """What deferred an event: the ``reason`` label of ``streams_deferrals_total``."""
-DEFERRAL_KINDS: tuple[DeferralKind, ...] = ("rate_limited", "circuit_open", "other")
+DEFERRAL_KINDS: tuple[DeferralKind, ...] = ("rate_limited", "circuit_open", "quiet_hours", "other")
 
 
 class StreamsError(Exception):
@@ -82,6 +82,13 @@ class Deferred(HandlerError):
         self.reserved = reserved
 
 
+class Suppressed(HandlerError):
+    """Not a failure: the event must not be delivered (no consent, opted out, a suppressed
+    address). Acked like done, counted under outcome ``suppressed``; ``reason`` says why."""
+
+    retriable = False
+
+
 class Rejected(HandlerError):
     """Refused by policy (e.g. a rate limit whose family rejects): DLQ reason ``rejected``."""
 
@@ -116,6 +123,7 @@ for _outcome in (
     Permanent,
     RetryAfter,
     Deferred,
+    Suppressed,
     Rejected,
     Cancelled,
     DecodeError,

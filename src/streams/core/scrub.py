@@ -91,9 +91,7 @@ _VALUE = re.compile(rf"(?i)(?:{_SCHEME_WORD})?(?:{_QUOTED}|\S+)")
 _AUTH_SCHEMES = r"bearer|basic|digest|negotiate|ntlm"
 # The credential is the first word after the scheme that is not itself a scheme word
 # ("BEARER Bearer <token>": the token is what follows the second one).
-_AUTH_SCHEME = re.compile(
-    rf"(?i)\b({_AUTH_SCHEMES})\s+(?!<)(?!(?:{_AUTH_SCHEMES})\b)[^\s\"',;]+"
-)
+_AUTH_SCHEME = re.compile(rf"(?i)\b({_AUTH_SCHEMES})\s+(?!<)(?!(?:{_AUTH_SCHEMES})\b)[^\s\"',;]+")
 
 # --- 5. JSON Web Tokens --------------------------------------------------------------------
 

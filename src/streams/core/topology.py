@@ -15,7 +15,9 @@ from streams.core.durations import format_duration_ms
 
 RETRY_INFIX = ".retry."
 DLQ_SUFFIX = ".dlq"
-TABLE_KINDS = ("done", "buckets")
+TABLE_KINDS = ("done", "buckets", "state")
+"""``state``: a job's own keyed state (consent, suppression), only for families with
+``state_table: true``; compacted, never expires."""
 
 
 PREFIX_SEPARATORS = (".", "-")

@@ -104,6 +104,7 @@ class Up:
         self._bootstrap = ""
         self._smtp: SMTPCatcher | None = None
         self._receiver: ReceiverThread | None = None
+        self._push: Any = None  # streams.testing.push_provider.ThreadedPushProvider
         self._worker: WorkerProcess | None = None
         self._api: api_stack.RunningApi | None = None
         self._worker_log = self.log_dir / "worker.log"
@@ -195,11 +196,23 @@ class Up:
         self._smtp = stack.start_smtp(smtp_port, self.log_dir, self.say)
         webhook_port = stack.preferred_port(self.options.webhook_port, stack.DEFAULT_WEBHOOK_PORT)
         self._receiver = stack.start_receiver(webhook_port, self.secret, self.log_dir, self.say)
+        from streams.demo.notify import INVALID_TOKEN
+        from streams.testing.push_provider import ThreadedPushProvider
+
+        self._push = ThreadedPushProvider()
+        provider = self._push.__enter__()
+        provider.invalid_devices.add(INVALID_TOKEN)
+        self.say("push", f"provider on {provider.url} (OneSignal-shaped; 1 invalid token)")
 
     def _start_worker(self) -> None:
         assert self._smtp is not None
         self._http_port = stack.choose_http_port(self.options.http_port, self.settings)
         env = stack.worker_env(self.settings, self._http_port, self._smtp.port, self.secret)
+        if self._push is not None:
+            from streams.demo.notify import DEFAULT_QUIET_HOURS
+
+            env["STREAMS_PUSH_API_URL"] = self._push.provider.url
+            env.setdefault("STREAMS_PUSH_QUIET_HOURS", DEFAULT_QUIET_HOURS)
         self._worker = stack.start_worker(
             env,
             self._http_port,
@@ -321,6 +334,7 @@ class Up:
             view, settled=settled, problems=problems, notes=notes, where=self._where()
         ):
             self.echo(line)
+        notify_ok = self._notify_phase()
         if not self.options.exit_when_done:
             self.echo("")
             self.echo(
@@ -332,7 +346,33 @@ class Up:
                     else " (and the local broker)"
                 )
             )
-        return v.exit_code(settled, problems)
+        return v.exit_code(settled, problems + ([] if notify_ok else ["notifications"]))
+
+    def _notify_phase(self) -> bool:
+        """Push consent, quiet hours, an invalid token, a suppressed email (demo/notify.py)."""
+        import os
+
+        from streams.demo.notify import DEFAULT_QUIET_HOURS, NotifyDemo
+        from streams.publish.publisher import Publisher
+
+        if self._push is None or self._worker is None or self._smtp is None:
+            return True
+        worker, smtp = self._worker, self._smtp
+        demo = NotifyDemo(self.run_id, self._push.provider)
+        self.echo("")
+        self.echo(click.style("notifications", bold=True) + " (push, consent, suppression)")
+        quiet = os.environ.get("STREAMS_PUSH_QUIET_HOURS", DEFAULT_QUIET_HOURS)
+        with Publisher(self.settings, producer_name="streams-up") as publisher:
+            demo.run(
+                lambda t, p: publisher.publish(t, p),
+                worker.metric,
+                lambda: smtp.transactions,
+                quiet,
+                timeout_s=min(30.0, self.options.timeout_s),
+            )
+        for line in demo.lines():
+            self.echo(line)
+        return all(c.ok for c in demo.checks)
 
     def _scrape(self) -> m.Snapshot:
         """The worker's metrics now; the last good reading when it does not answer."""
@@ -422,6 +462,10 @@ class Up:
         if self._smtp is not None:
             self._smtp.stop()
             stopped.append("SMTP catcher")
+        if self._push is not None:
+            with contextlib.suppress(Exception):
+                self._push.__exit__(None, None, None)
+            stopped.append("push provider")
         if self._broker is not None:
             if self.options.keep_broker:
                 self.echo(

@@ -32,6 +32,8 @@ def enter_dev_mode(environ: MutableMapping[str, str]) -> None:
     if not environ.get("STREAMS_PROVIDER_WEBHOOK_SECRETS"):  # the API's webhook route
         webhook_secret = "whsec_" + secrets.token_urlsafe(24)
         environ["STREAMS_PROVIDER_WEBHOOK_SECRETS"] = json.dumps({"stripe": [webhook_secret]})
+    if not environ.get("STREAMS_ENCRYPTION_KEYS"):  # sensitive fields (device tokens)
+        environ["STREAMS_ENCRYPTION_KEYS"] = "dev=" + secrets.token_urlsafe(32)
 
 
 class _JsonLines:

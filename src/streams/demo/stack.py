@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 Say = Callable[[str, str], None]
 
-FAMILIES = ("email", "webhook")
+FAMILIES = ("email", "webhook", "push", "consent")  # push, consent: demo/notify.py
 DEFAULT_HTTP_PORT = 6066
 # Stable ports (when free): retries left in the topics by an interrupted run still reach
 # the peers of the next run instead of a closed port.

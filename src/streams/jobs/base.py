@@ -35,6 +35,20 @@ async def no_guard(name: str) -> AsyncIterator[None]:
     yield
 
 
+class JobTable(Protocol):
+    """A family's job-state table (topics.yaml ``state_table: true``), read locally.
+
+    Co-partitioned with its family: the worker owning partition p of the family holds the
+    keys written by events of partition p, and a family with the same partition count and
+    key (consent and push) lands on the same worker. ``put`` returns once the write is
+    durable in the changelog (``None`` deletes the key).
+    """
+
+    def get(self, key: str) -> bytes | None: ...
+
+    async def put(self, partition: int, key: str, value: bytes | None) -> None: ...
+
+
 class CancelSignal:
     """Set when the running event is cancelled; handlers stop cooperatively (the worker
     never kills a handler for a cancel: what it already did stays done)."""
@@ -116,6 +130,7 @@ class JobContext:
     partition: int = -1
     offset: int = -1
     dependency: DependencyGuard = no_guard
+    tables: Mapping[str, JobTable] = field(default_factory=dict)  # family -> its state table
     cancel: CancelSignal = NEVER_CANCELLED
 
 

@@ -5,7 +5,10 @@ classification in ``mail_smtp``; this module ties them to the ``Job`` contract.
 
 Outcomes: bad input (address, locale, template, missing or unsafe variable) and bounces
 (5xx on RCPT or DATA) raise ``Permanent("field: reason")``; 4xx replies, refused or reset
-connections, timeouts and TLS/login failures raise ``Retryable``.
+connections, timeouts and TLS/login failures raise ``Retryable``. A suppressed recipient
+(``mail_suppression``: blacklist, hard bounce, complaint, unsubscribe) raises ``Suppressed``
+before anything is rendered or sent; a hard bounce (5xx on RCPT) first puts the address
+on the user's suppression list.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from streams.jobs.mail_render import (
     verify_unsubscribe_token,
 )
 from streams.jobs.mail_settings import EmailSettings
-from streams.jobs.mail_smtp import SMTPConfig, SMTPPool, classify_smtp_error
+from streams.jobs.mail_smtp import SMTPConfig, SMTPPool, classify_smtp_error, is_hard_bounce
+from streams.jobs.mail_suppression import Blacklist, check_suppressed, suppress
 
 __all__ = [
     "JOB",
@@ -77,6 +81,7 @@ class EmailJob:
         self.pool_size = pool_size
         self._sender = sender_address(settings.email_from).addr_spec
         self._pool: SMTPPool | None = None
+        self.blacklist = Blacklist.parse(settings.email_blacklist)
 
     @property
     def pool(self) -> SMTPPool | None:
@@ -106,6 +111,8 @@ class EmailJob:
         (a run of bad addresses would otherwise defer every other email).
         """
         event_id = ctx.event_id or str(getattr(event, "event_id", ""))
+        table = ctx.tables.get(ctx.family)
+        check_suppressed(table, self.blacklist, event.user_id, event.to, event.template)
         msg = render_email(event, self.settings, event_id)
         data = to_wire_bytes(msg)
         if self._pool is None:
@@ -126,6 +133,8 @@ class EmailJob:
                 bounce, cause = outcome, exc
         if bounce is not None:
             log.info("email %s bounced: %s", event_id, bounce)
+            if cause is not None and is_hard_bounce(cause):
+                await suppress(table, ctx.partition, event.user_id, event.to, "hard_bounce")
             raise bounce from cause
         log.info(
             "email %s sent (template=%s locale=%s, %d bytes)",

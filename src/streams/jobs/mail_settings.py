@@ -33,3 +33,6 @@ class EmailSettings(JobSettings):
     email_message_id_domain: str = "streams.local"
     unsubscribe_base_url: str = "https://example.com/unsubscribe"
     unsubscribe_secret: SecretStr | None = None
+    email_blacklist: str = Field(
+        default="", description="never mailed: comma list of addresses, @domains or domains"
+    )

@@ -159,6 +159,13 @@ def classify_smtp_error(exc: BaseException) -> Retryable | Permanent:
     return Retryable(f"smtp: {type(exc).__name__}")
 
 
+def is_hard_bounce(exc: BaseException) -> bool:
+    """A 5xx reply to RCPT: the address does not exist (suppression list, not just DLQ)."""
+    if not isinstance(exc, aiosmtplib.SMTPRecipientsRefused) or not exc.recipients:
+        return False
+    return 500 <= exc.recipients[0].code < 600
+
+
 # --- the pool ---------------------------------------------------------------------------
 
 _STALE = (aiosmtplib.SMTPServerDisconnected, ConnectionResetError, BrokenPipeError)

@@ -5,7 +5,8 @@ A ``Preparer`` turns ``(event_type, payload)`` into a record ready for
 encoded (``SchemaStore.encode``), keyed by its family's ``key_field``, given its headers
 and checked against the family's ``max_message_bytes``. Failures raise
 ``UnknownEventType``, ``InvalidPayload`` or ``EventTooLarge``; a batch with any invalid
-item raises ``BatchPublishError(sent=False)``.
+item raises ``BatchPublishError(sent=False)``. Sensitive fields (``streams.crypto``) are
+sealed after validation and before encoding, so no plaintext of them reaches the broker.
 
 Pure: no confluent_kafka and no network here (the publisher sends what this returns), so
 it is unit-tested with the real catalog and schemas and no broker. The per-event-type
@@ -29,6 +30,7 @@ from streams.core.topology import family_of_event_type, retry_topic
 from streams.errors import (
     BatchPublishError,
     CatalogError,
+    ConfigError,
     InvalidPayload,
     PublishError,
     UnknownEventType,
@@ -45,6 +47,7 @@ from streams.publish.outgoing import (
 )
 
 if TYPE_CHECKING:
+    from streams.crypto import EventSealer
     from streams.serde import SchemaStore
 
 __all__ = ["BatchItem", "HeadersArg", "PreparedRecord", "Preparer", "Record"]
@@ -156,13 +159,25 @@ class Preparer:
     """
 
     def __init__(
-        self, catalog: Catalog, store: SchemaStore, *, topic_prefix: str, producer_name: str
+        self,
+        catalog: Catalog,
+        store: SchemaStore,
+        *,
+        topic_prefix: str,
+        producer_name: str,
+        sealer: EventSealer | None = None,
     ) -> None:
         self.catalog = catalog
         self.store = store
         self.topic_prefix = topic_prefix
         self.producer_name = producer_name
         self._routes: dict[str, _Route] = {}
+        if sealer is None:  # keys from the environment (STREAMS_ENCRYPTION_KEYS)
+            from streams.crypto import sealer_for
+
+            key_fields = {name: f.key_field for name, f in catalog.families.items()}
+            sealer = sealer_for(store, key_fields=key_fields)
+        self.sealer = sealer
 
     def _route(self, event_type: str) -> _Route:
         route = self._routes.get(event_type)
@@ -229,6 +244,10 @@ class Preparer:
         record_key = partition_key(
             event_type, route.key_field, getattr(event, route.key_field, None), key
         )
+        try:
+            event = self.sealer.seal(event)
+        except ConfigError as exc:
+            raise InvalidPayload(event_type, [("<sensitive fields>", str(exc))]) from None
         value = self.store.encode(event)
         eid = event.envelope.event_id
         header_list, headers_bytes = build_headers(

@@ -27,6 +27,7 @@ from streams.worker.breakers import Breakers
 from streams.worker.changelog import ChangelogWriter
 from streams.worker.control import WorkerControl
 from streams.worker.delays import HopOrAdmit
+from streams.worker.jobstate import StateTable
 from streams.worker.lanes import Lane, Lanes
 from streams.worker.ledger import Ledger
 from streams.worker.ordering import PartitionLog
@@ -115,6 +116,7 @@ class FamilyBuilder:
         self.breakers = breakers
         self.clock_ms = clock_ms
         self.hooks = hooks
+        self.states: dict[str, StateTable] = {}  # family -> job-state table (shared view)
         self.control = control
         self.status = status
 
@@ -161,6 +163,7 @@ class FamilyBuilder:
             guard=self.breakers.guard,
             on_dependency_timeout=self.breakers.record_timeout,
             gate=gate,
+            tables=self.states,
             control=self.control,
             status=self.status,
         )
@@ -172,6 +175,11 @@ class FamilyBuilder:
         )
         fr = FamilyRuntime(family, topics, processor, lanes, ledger, [done_writer, bucket_writer])
         fr.gate = gate
+        if family.state_table:
+            state_table = self._table(family, "state")
+            state_writer = self._writer(state_table, family)
+            fr.writers.append(state_writer)
+            self.states[family.name] = StateTable(state_table.data, state_writer)
         waiting = self.metrics.waiting.labels(family.name)
         tier_ms = dict(zip(topics.retries, sorted(set(family.retry.tier_delays_ms)), strict=True))
         for name in topics.all[:-1]:  # the DLQ is read by operators, not processed

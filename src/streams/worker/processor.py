@@ -25,12 +25,13 @@ from streams.catalog import Family
 from streams.core import headers as h
 from streams.core.idempotency import event_hash
 from streams.core.planner import DeadLetter, Retry, plan_failure
-from streams.errors import Cancelled, DecodeError, Permanent, Retryable
+from streams.errors import Cancelled, DecodeError, Permanent, Retryable, Suppressed
 from streams.jobs.base import (
     NEVER_CANCELLED,
     CancelSignal,
     DependencyGuard,
     JobContext,
+    JobTable,
     no_guard,
 )
 from streams.jobs.registry import HandlerRegistry
@@ -94,6 +95,7 @@ class Processor:
         on_dependency_timeout: Callable[[str], None] = lambda name: None,
         gate: RateGate | None = None,
         rand: Callable[[], float] = random.random,
+        tables: Mapping[str, JobTable] | None = None,
         control: WorkerControl | None = None,
         status: StatusRecorder | None = None,
     ) -> None:
@@ -110,6 +112,8 @@ class Processor:
         self._on_dependency_timeout = on_dependency_timeout
         self._gate = gate
         self._rand = rand
+        self._tables: Mapping[str, JobTable] = tables if tables is not None else {}
+        self._suppressed = metrics.events.labels(family.name, "suppressed")
         self._control = control
         self._status = status
         m = metrics
@@ -127,6 +131,9 @@ class Processor:
         try:
             event = self._decoder.decode_event(message.value)
         except DecodeError as exc:
+            await self._route(entry, exc, event_type="?")
+            return
+        except Permanent as exc:  # e.g. a sensitive field with an unknown key id (crypto)
             await self._route(entry, exc, event_type="?")
             return
         except Exception as exc:  # a decoder bug must not lose the record
@@ -151,6 +158,10 @@ class Processor:
             await self._run_handler(event, entry, headers)
         except asyncio.CancelledError:
             raise
+        except Suppressed as exc:  # not delivered on purpose: acked like done, counted
+            log.info("%s: event %s suppressed: %s", self._name, envelope.event_id, exc)
+            self._finish(entry, envelope, digest, "suppressed", reason=str(exc) or "suppressed")
+            return
         except Cancelled as exc:
             self._finish(entry, envelope, digest, "cancelled", reason=str(exc) or "cancelled")
             return
@@ -181,6 +192,8 @@ class Processor:
         the final state."""
         if state == "cancelled":
             self._cancelled.inc()
+        elif state == "suppressed":
+            self._suppressed.inc()
         status = self._status
         if status is None:
             finished = entry.finish
@@ -259,6 +272,7 @@ class Processor:
             partition=entry.partition,
             offset=entry.offset,
             dependency=self._guard,
+            tables=self._tables,
             cancel=signal,
         )
         timeout_s = self._config.handler_timeout_s

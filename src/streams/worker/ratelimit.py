@@ -77,6 +77,8 @@ class RateGate:
         """
         if not self._limits or headers.get(h.RATE_RESERVED) == "1":
             return
+        if not getattr(event, "RATE_LIMITED", True):  # feedback events (push.token_invalid)
+            return
         key = str(getattr(event, self._family.key_field))
         now_ms = self._clock_ms()
         states: list[tuple[bytes, BucketState]] = []
