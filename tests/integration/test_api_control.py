@@ -4,6 +4,7 @@ against the real broker and real worker processes running the ledger handlers.""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -20,6 +21,9 @@ from tests.support.engine import TEST_AUDIT, audit_rig, read_topic
 from streams.api.app import create_app
 from streams.api.auth_setup import build_authenticator
 from streams.api.settings import ApiSettings
+from streams.catalog import load_catalog
+from streams.control.model import accepted_key
+from streams.control.topics import status_topic
 from streams.settings import Settings
 from streams.store.settings import StoreSettings
 
@@ -77,6 +81,18 @@ class Client:
         return seen
 
 
+async def accepted_note(settings: Settings, event_id: str) -> dict[str, Any] | None:
+    """The ingest's ``accepted`` status note of ``event_id``, read from ``streams.status``."""
+    topic = status_topic(settings.topic_prefix)
+    parts = load_catalog(settings.catalog_path).control_plane.status_partitions
+    for msg in await asyncio.to_thread(read_topic, settings, topic, parts):
+        if msg.key() == accepted_key(event_id).encode():
+            note: dict[str, Any] = json.loads(msg.value())
+            assert note["state"] == "accepted" and note["tenant_id"] == "acme"
+            return note
+    return None
+
+
 @pytest.fixture
 async def stack(
     make_settings: Callable[..., Settings], tmp_path: Path
@@ -108,8 +124,12 @@ async def test_status_and_cancel_over_http(stack: dict[str, Any]) -> None:
     assert (await api.call("GET", "/v1/events/nope", PRODUCER))[0] == 404
     flaky = await api.claim(fail_times="1")
     seen = await api.states_until(flaky, "done", 20)
-    assert [s for s in seen if s != "running"] == ["retrying", "done"]
+    # "accepted" (the ingest's note) only shows if polled before the worker's first record
+    assert [s for s in seen if s not in ("accepted", "running")] == ["retrying", "done"]
+    assert await accepted_note(stack["settings"], flaky) is not None
     assert (await api.call("GET", f"/v1/events/{flaky}", OTHER))[0] == 404  # no leak
+    status, body = await api.call("GET", f"/v1/events/{flaky}", OPERATOR)  # owner or operator
+    assert status == 200 and body["state"] == "done", body
     assert (await api.call("DELETE", f"/v1/events/{flaky}", OTHER))[0] == 404
     status, body = await api.call("DELETE", f"/v1/events/{flaky}", PRODUCER)
     assert status == 409 and body["final"]["state"] == "done"

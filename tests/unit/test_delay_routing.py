@@ -114,3 +114,7 @@ async def test_an_early_record_hops_unchanged_and_a_due_one_is_admitted() -> Non
     due, acked = _entry(NOW + 3_600_000)
     await hop(due)
     assert admitted == [due] and len(producer.sent) == 1 and not acked
+    cancelled, acked = _entry(NOW + 7_200_000)  # far from due, but expedited (a cancel)
+    cancelled.expedited = True
+    await hop(cancelled)
+    assert admitted == [due, cancelled] and len(producer.sent) == 1 and not acked

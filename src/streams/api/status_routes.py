@@ -18,7 +18,8 @@ is a 404, never a 403: ids do not leak); a platform admin (no tenant claim) sees
 Cancel writes ``cancel/<event_id>`` to ``streams.control`` (expiring after
 ``control_plane.cancel_ttl``) carrying the caller's tenant, so it only ever applies to that
 tenant's event: a pending or retrying event is then never run (acked as ``cancelled``), a
-running handler is asked to stop. 202 means the cancel is durable, not that it took effect
+running handler is asked to stop. An operator's cancel is audited (``audit.admin_action``
+``event.cancel``). 202 means the cancel is durable, not that it took effect
 (poll the status); 409 answers a cancel of a finished event, with its final state.
 """
 
@@ -31,6 +32,7 @@ from pydantic import BaseModel
 
 from streams.api import control_plane
 from streams.api.access import principal_of, requires
+from streams.api.admin_audit import admin_action
 from streams.api.control_plane import now_ms, plane
 from streams.api.openapi import Param, Probe, operation
 from streams.api.problems import Problem
@@ -115,6 +117,14 @@ async def get_status(request: web.Request) -> web.Response:
     probe=Probe(ok=202, path={"event_id": "probe-event-1"}),
 )
 async def cancel(request: web.Request) -> web.Response:
+    """An operator's (or admin's) cancel is an audited action; a producer's own is not."""
+    if not principal_of(request).has(Role.OPERATOR):
+        return await _cancel(request)
+    async with admin_action(request, "event.cancel", target=request.match_info["event_id"]):
+        return await _cancel(request)
+
+
+async def _cancel(request: web.Request) -> web.Response:
     event_id = request.match_info["event_id"]
     principal = principal_of(request)
     cp = plane(request)

@@ -8,7 +8,8 @@ original stays unacked until its copy is acknowledged), a restart or rebalance r
 and holds it again, and the due time in its header never changes. A crash between the copy
 and the ack leaves two copies with one event id: the second to run is skipped by the
 family's idempotency ledger. Records due within ``max_hold_ms`` (ordinary retries: it is
-twice the tier's delay) are never hopped.
+twice the tier's delay) are never hopped, and neither is one the scheduler expedited (a
+cancelled event: admitted at once so it is acked as cancelled).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class HopOrAdmit:
 
     async def __call__(self, entry: Entry) -> None:
         headers = h.decode(entry.message.headers)
-        if is_due(headers, self._clock_ms(), self._margin_ms) <= 0:
+        if entry.expedited or is_due(headers, self._clock_ms(), self._margin_ms) <= 0:
             await self._admit(entry)
             return
         message = entry.message

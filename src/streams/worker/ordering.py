@@ -14,7 +14,17 @@ from typing import Any
 class Entry:
     """One consumed record on its way through the pipeline."""
 
-    __slots__ = ("done", "event", "key", "log", "message", "offset", "partition", "topic")
+    __slots__ = (
+        "done",
+        "event",
+        "expedited",
+        "key",
+        "log",
+        "message",
+        "offset",
+        "partition",
+        "topic",
+    )
 
     def __init__(self, event: Any, log: PartitionLog) -> None:
         message = event.message
@@ -26,6 +36,7 @@ class Entry:
         self.key: bytes | None = message.key
         self.log = log
         self.done = False
+        self.expedited = False  # released before its due time (a cancel): run it now
 
     def finish(self) -> None:
         """The outcome is durable: ack this entry once every earlier one is acked."""

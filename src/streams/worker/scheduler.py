@@ -89,6 +89,7 @@ class DueScheduler:
         found = 0
         for i, (due_at_ms, seq, entry) in enumerate(self._heap):
             if due_at_ms > 0 and match(entry):
+                entry.expedited = True
                 self._heap[i] = (0, seq, entry)
                 found += 1
         if found:
