@@ -73,7 +73,9 @@ def install(app: web.Application) -> None:
     app[_INSTALLED] = True
 
     async def start(app: web.Application) -> None:
-        publisher = app[PUBLISHER]
+        publisher = app.get(PUBLISHER)
+        if publisher is None:  # no cluster configured (the app logged it): these routes 503
+            return
         settings, catalog = publisher.settings, publisher.catalog
         try:
             conf = base_conf(settings)
