@@ -229,7 +229,6 @@ async def test_heartbeats_breakers_backlog_clear_and_replay(rig: Rig) -> None:
         await until(lambda: offsets.members() == 0, 30, "the worker group to be empty")
     finally:
         offsets.close()
-    first_publish_ms = int(time.time() * 1000)
     backlog = rig.publish("backlog", 5)
     published_by_ms = int(time.time() * 1000)
 
@@ -243,7 +242,6 @@ async def test_heartbeats_breakers_backlog_clear_and_replay(rig: Rig) -> None:
     # the oldest pending record is the backlog's, or one of the refusals' audit events
     assert age is not None
     assert asked_ms - published_by_ms <= age <= answered_ms - refusals_ms
-    assert first_publish_ms >= refusals_ms
     assert family["in_flight"] == 0 and family["workers"] == []  # tombstones on clean stop
 
     status, cleared = await rig.call("POST", "/v1/families/audit:clear", ADMIN)
