@@ -1,4 +1,4 @@
-"""P12: push deliveries per second through one worker (seed 001's floor: 500 per minute).
+"""P16: push deliveries per second through one worker (seed 001's floor: 500 per minute).
 
 Each run provisions ``push`` and ``consent`` families of its own (the run's partition
 count, catalog concurrency 32, no rate limit: the 20/h/user limit would measure the
@@ -123,7 +123,7 @@ def run(ctx: BenchContext, state: _State) -> Sample:
             while len(provider.deliveries) < state.pushes:
                 if time.monotonic() - started > RUN_TIMEOUT_S:
                     raise RuntimeError(
-                        f"P12: {len(provider.deliveries)} of {state.pushes} "
+                        f"P16: {len(provider.deliveries)} of {state.pushes} "
                         f"pushes within {RUN_TIMEOUT_S:.0f}s"
                     )
                 time.sleep(0.05)
@@ -153,7 +153,7 @@ def _note(summary: Summary) -> str:
 
 
 CASE = Case(
-    id="P12",
+    id="P16",
     title="push deliveries (consent, personalise, encrypted token, provider POST)",
     unit="pushes/s",
     target=f">= {FLOOR_PER_MIN / 60:.1f}/s ({FLOOR_PER_MIN:.0f}/min)",

@@ -1,4 +1,4 @@
-"""P12: payments per second through one worker against the local provider at its limit.
+"""P15: payments per second through one worker against the local provider at its limit.
 
 Each run provisions ``payment`` and ``audit`` families of their own (the run's partition
 count, a prefix per run), starts the Stripe-shaped provider (``streams.testing.
@@ -98,7 +98,7 @@ def run(ctx: BenchContext, state: _State) -> Sample:
             publisher.publish_batch(items)
             while provider.state.charges < state.payments:
                 if time.monotonic() - started > RUN_TIMEOUT_S:
-                    raise RuntimeError(f"P12: payments not charged within {RUN_TIMEOUT_S:.0f}s")
+                    raise RuntimeError(f"P15: payments not charged within {RUN_TIMEOUT_S:.0f}s")
                 time.sleep(0.05)
             elapsed_s = time.monotonic() - started
             throttled = provider.state.requests - provider.state.charges
@@ -128,7 +128,7 @@ def _note(summary: Summary) -> str:
 
 
 CASE = Case(
-    id="P12",
+    id="P15",
     title="payments (one PaymentIntent each) at the provider's rate limit",
     unit="payments/s",
     target=f">= {FLOOR_PER_S * 60:.0f}/min (seed 001)",
