@@ -6,7 +6,7 @@
 #                  is set, topics, worker, SMTP + webhook catchers, a demo with live progress
 #   make bench     the benchmark suite (python -m bench)
 #   make lint      ruff check, ruff format --check, mypy
-#   make tools     helm (go install, pinned) into .tools/bin for the chart tests
+#   make tools     helm and stripe-mock (go install, pinned) into .tools/bin for the tests
 #   make clean     caches and build leftovers; `make distclean` also removes .venv and .streams
 
 SHELL := /bin/bash
@@ -21,6 +21,9 @@ PYTEST_ARGS ?=
 # helm for the chart tests: a Go module built once per version into a cache outside the
 # clone (CI clones afresh), then copied into the git-ignored .tools/bin
 HELM_VERSION := v3.17.3
+# stripe-mock (Stripe's own mock server, a Go module): the payment client's request shapes
+# are checked against it once (tests/integration/test_payment_provider.py)
+STRIPE_MOCK_VERSION := v0.203.0
 TOOLS := .tools/bin
 TOOLS_CACHE ?= $(HOME)/.cache/streams-tools
 # CRD schemas of the chart's optional kinds, from the projects' Go modules (go mod download)
@@ -33,7 +36,7 @@ CRDS := .tools/crds
 help:
 	@sed -n '3,11p' Makefile | sed 's/^# *//'
 
-tools: $(TOOLS)/helm $(CRDS)/.stamp
+tools: $(TOOLS)/helm $(TOOLS)/stripe-mock $(CRDS)/.stamp
 
 $(CRDS)/.stamp: Makefile
 	@command -v go >/dev/null 2>&1 || { echo "error: go not found (needed for the CRD schemas)" >&2; exit 1; }
@@ -58,6 +61,15 @@ $(TOOLS)/helm: Makefile
 	  GOBIN="$(TOOLS_CACHE)/helm-$(HELM_VERSION)" go install "helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)"; \
 	fi
 	@cp "$(TOOLS_CACHE)/helm-$(HELM_VERSION)/helm" "$(TOOLS)/helm"
+
+$(TOOLS)/stripe-mock: Makefile
+	@mkdir -p "$(TOOLS)" "$(TOOLS_CACHE)/stripe-mock-$(STRIPE_MOCK_VERSION)"
+	@if [ ! -x "$(TOOLS_CACHE)/stripe-mock-$(STRIPE_MOCK_VERSION)/stripe-mock" ]; then \
+	  command -v go >/dev/null 2>&1 || { echo "error: go not found (stripe-mock is built with 'go install')" >&2; exit 1; }; \
+	  echo "building stripe-mock $(STRIPE_MOCK_VERSION) (go install, once per version)"; \
+	  GOBIN="$(TOOLS_CACHE)/stripe-mock-$(STRIPE_MOCK_VERSION)" go install "github.com/stripe/stripe-mock@$(STRIPE_MOCK_VERSION)"; \
+	fi
+	@cp "$(TOOLS_CACHE)/stripe-mock-$(STRIPE_MOCK_VERSION)/stripe-mock" "$(TOOLS)/stripe-mock"
 
 install: $(STAMP)
 
