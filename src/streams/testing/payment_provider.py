@@ -33,7 +33,6 @@ import hashlib
 import hmac
 import itertools
 import json
-import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,8 @@ from urllib.parse import parse_qsl
 
 import aiohttp
 from aiohttp import web
+
+from streams.testing.serve import serve
 
 DECLINED_METHOD = "pm_card_chargeDeclined"
 _SEARCH_PREFIX = "metadata['payment_id']:'"
@@ -123,14 +124,7 @@ class PaymentProvider:
         app.router.add_get("/v1/payment_intents/{id}", self._get_intent)
         app.router.add_post("/v1/refunds", self._create_refund)
         app.router.add_get("/_test/state", self._state)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-        await runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self._host, self._port))
-        await web.SockSite(runner, sock).start()
-        self._runner = runner
-        self._bound_port = int(sock.getsockname()[1])
+        self._runner, self._bound_port = await serve(app, self._host, self._port)
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None

@@ -21,13 +21,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from streams.testing.serve import serve
 
 API_PATHS = ("/api/v1/notifications", "/notifications")
 ALL_INVALID = "All included players are not subscribed"
@@ -67,14 +68,7 @@ class PushProvider:
         app = web.Application(client_max_size=1 << 20)
         for path in API_PATHS:
             app.router.add_post(path, self._create)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-        await runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self._host, self._port))
-        await web.SockSite(runner, sock).start()
-        self._runner = runner
-        self._bound_port = int(sock.getsockname()[1])
+        self._runner, self._bound_port = await serve(app, self._host, self._port)
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None

@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import socket
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -38,6 +37,7 @@ from types import TracebackType
 from aiohttp import web
 
 from streams.jobs import signing
+from streams.testing.serve import serve
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -118,27 +118,10 @@ class WebhookReceiver:
             return
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(
-            app,
-            access_log=None,
-            handle_signals=False,
-            handler_cancellation=True,  # a client that gave up (timeout) ends its slow handler
-            shutdown_timeout=1.0,
+        # handler_cancellation: a client that gave up (timeout) ends its slow handler
+        self._runner, self._bound_port = await serve(
+            app, self._host, self._port, handler_cancellation=True
         )
-        await runner.setup()
-        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self._host, self._port))
-            site = web.SockSite(runner, sock)
-            await site.start()
-        except BaseException:
-            sock.close()
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self._bound_port = int(sock.getsockname()[1])
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
