@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.cases import _engine as eng
+from bench.cases import _toggle as toggle
 from bench.cases.p1_worker_drain import drain_once
 from bench.harness import BenchContext, Case, Sample, Summary
 
@@ -34,37 +35,16 @@ def setup(ctx: BenchContext) -> _State:
 
 def run(ctx: BenchContext, state: _State) -> Sample:
     state.rounds += 1
-    if state.rounds % 2:
-        off, off_details = drain_once(ctx, state.fam, "p12off", OFF)
-        on, on_details = drain_once(ctx, state.fam, "p12on")
-    else:
-        on, on_details = drain_once(ctx, state.fam, "p12on")
-        off, off_details = drain_once(ctx, state.fam, "p12off", OFF)
-    return Sample(
-        100.0 * (1.0 - on / off),
-        {
-            "on_events_per_s": on,
-            "off_events_per_s": off,
-            "on_cpu_us_per_event": on_details["cpu_us_per_event"],
-            "off_cpu_us_per_event": off_details["cpu_us_per_event"],
-        },
+    return toggle.off_then_on(
+        state.rounds,
+        lambda: drain_once(ctx, state.fam, "p12off", OFF),
+        lambda: drain_once(ctx, state.fam, "p12on"),
+        ("cpu_us_per_event",),
     )
 
 
 def _judge(summary: Summary, p0: Summary | None) -> bool:
     return summary.median <= TARGET_SLOWDOWN_PCT
-
-
-def _note(summary: Summary) -> str:
-    on = summary.detail("on_events_per_s")
-    off = summary.detail("off_events_per_s")
-    on_us = summary.detail("on_cpu_us_per_event")
-    off_us = summary.detail("off_cpu_us_per_event")
-    return (
-        f"status off median {off[0]:,.0f} events/s (min {off[1]:,.0f}, max {off[2]:,.0f}, "
-        f"{off_us[0]:.0f} us CPU/event); on median {on[0]:,.0f} (min {on[1]:,.0f}, max "
-        f"{on[2]:,.0f}, {on_us[0]:.0f} us CPU/event); value = % slower with it"
-    )
 
 
 CASE = Case(
@@ -75,6 +55,6 @@ CASE = Case(
     setup=setup,
     run=run,
     judge=_judge,
-    note=_note,
+    note=toggle.note("status"),
     concurrency="1 worker process, family concurrency 64",
 )
