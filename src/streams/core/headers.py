@@ -168,9 +168,12 @@ class Origin:
 
 def int_header(headers: Mapping[str, str], name: str, default: int) -> int:
     """An integer header, or ``default`` when absent or malformed (never raises)."""
+    raw = headers.get(name)
+    if raw is None:
+        return default
     try:
-        return int(headers[name])
-    except (KeyError, ValueError):
+        return int(raw)
+    except ValueError:
         return default
 
 

@@ -38,6 +38,7 @@ from streams.jobs.registry import HandlerRegistry
 from streams.metrics import Metrics
 from streams.worker.breakers import interrupted_calls
 from streams.worker.control import WorkerControl
+from streams.worker.deadlines import Deadlines
 from streams.worker.ledger import Ledger
 from streams.worker.ordering import Entry
 from streams.worker.status import StatusRecorder
@@ -124,12 +125,13 @@ class Processor:
         self._cancelled = m.events.labels(fam, "cancelled")
         self._latency = m.end_to_end_latency.labels(fam)
         self._durations: dict[str, Any] = {}  # event type -> histogram child
+        timeout_s = config.handler_timeout_s
+        self._deadlines = Deadlines(tick_s=min(0.25, max(0.01, timeout_s / 20)))
 
     async def process(self, entry: Entry) -> None:
         """Run one record to a durable outcome. Never raises (but lets cancellation through)."""
-        message = entry.message
         try:
-            event = self._decoder.decode_event(message.value)
+            event = self._decoder.decode_event(entry.value)  # type: ignore[arg-type]
         except DecodeError as exc:
             await self._route(entry, exc, event_type="?")
             return
@@ -152,7 +154,7 @@ class Processor:
             self._finish(entry, envelope, digest, "cancelled", reason="cancel requested")
             return
         try:
-            headers = h.decode(message.headers)
+            headers = h.decode(entry.headers)
             if self._gate is not None:
                 self._gate.check(event, entry, headers)
             await self._run_handler(event, entry, headers)
@@ -198,7 +200,7 @@ class Processor:
         if status is None:
             finished = entry.finish
         else:
-            run = attempt if attempt is not None else h.attempt_of(h.decode(entry.message.headers))
+            run = attempt if attempt is not None else h.attempt_of(h.decode(entry.headers))
 
             def finished() -> None:
                 entry.finish()
@@ -225,8 +227,8 @@ class Processor:
         envelope = event.envelope
         attempt = h.attempt_of(headers)
         if self._status is not None:
-            stamp_s = entry.message.timestamp  # the first attempt's: when it was published
-            published_ms = int(stamp_s * 1000) if attempt == 1 and stamp_s else None
+            stamp_ms = entry.timestamp_ms  # the first attempt's: when it was published
+            published_ms = stamp_ms if attempt == 1 and stamp_ms else None
             self._status.note(
                 envelope.event_id,
                 self._name,
@@ -277,16 +279,23 @@ class Processor:
         )
         timeout_s = self._config.handler_timeout_s
         started = time.perf_counter()
+        token = self._deadlines.arm(timeout_s)
         try:
             with interrupted_calls() as hung:
                 try:
-                    async with asyncio.timeout(timeout_s):
-                        await handler(event, ctx)
-                except TimeoutError:
+                    await handler(event, ctx)
+                except asyncio.CancelledError:
+                    if not token.expired:
+                        raise
                     for name in hung:  # the dependency it hung on failed, for the breaker
                         self._on_dependency_timeout(name)
                     raise Retryable(f"handler timed out after {timeout_s:g}s") from None
         finally:
+            self._deadlines.disarm(token)
+            if token.expired:  # the deadline's cancellation was ours: not the task's
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    task.uncancel()
             child = self._durations.get(event_type)
             if child is None:
                 child = self._durations[event_type] = self._metrics.handler_duration.labels(
@@ -297,14 +306,12 @@ class Processor:
     async def _route(
         self, entry: Entry, error: BaseException, *, event_type: str, envelope: Any = None
     ) -> None:
-        message = entry.message
-        headers = h.decode(message.headers)
-        timestamp_s = message.timestamp  # faust gives the record timestamp in seconds
+        headers = h.decode(entry.headers)
         origin = h.Origin(
             topic=entry.topic,
             partition=entry.partition,
             offset=entry.offset,
-            timestamp_ms=int(timestamp_s * 1000) if timestamp_s else 0,
+            timestamp_ms=entry.timestamp_ms,
         )
         plan = plan_failure(
             family=self._name,
@@ -394,12 +401,11 @@ class Processor:
         """Send the unchanged key and value with the new headers to the same partition number;
         retry until the broker acknowledges (returns the record's metadata) or the partition
         is revoked (returns None)."""
-        message = entry.message
         raw_headers = h.encode(plan.headers)
         while not entry.log.closed:
             try:
                 fut = await self._producer.send(
-                    plan.topic, message.key, message.value, entry.partition, None, raw_headers
+                    plan.topic, entry.key, entry.value, entry.partition, None, raw_headers
                 )
                 return (await fut) or True
             except asyncio.CancelledError:

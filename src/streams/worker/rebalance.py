@@ -28,6 +28,7 @@ from typing import Protocol
 from streams.core.topology import FamilyTopics
 from streams.errors import TopologyError
 from streams.metrics import Metrics
+from streams.worker.commits import Committer
 from streams.worker.ordering import PartitionLog
 from streams.worker.sequencer import Sequencer, start_offset
 from streams.worker.tp import TP
@@ -41,7 +42,7 @@ class ConsumerPort(Protocol):
     def pause(self, tps: Collection[TP]) -> None: ...
     def resume(self, tps: Collection[TP]) -> None: ...
     def assignment(self) -> set[TP]: ...
-    async def commit(self) -> None: ...
+    async def commit_offsets(self, offsets: Mapping[TP, int]) -> bool: ...
     async def seek(self, offsets: Mapping[TP, int]) -> None: ...
     async def position(self, starts: Mapping[TP, int]) -> None: ...
     async def start_offsets(self, tps: Collection[TP]) -> dict[TP, tuple[int | None, int]]: ...
@@ -101,6 +102,9 @@ class Rebalancer:
         self.metrics = metrics
         self.drain_timeout_s = drain_timeout_s
         self._crash = crash
+        self.committer = Committer(consumer.commit_offsets, consumer.assignment)
+        # a partition's finished prefix advanced (the intake's backpressure listens)
+        self.advanced: Callable[[TP], None] = lambda tp: None
         self.families: list[FamilyPort] = []
         self.by_topic: dict[str, FamilyPort] = {}  # our processed topics (not the DLQs)
         self.logs: dict[TP, PartitionLog] = {}
@@ -112,6 +116,8 @@ class Rebalancer:
         # a partition of a family paused by the control plane: never resumed, re-paused
         # after an assignment (``worker/control.py``)
         self.holds: Callable[[TP], bool] = lambda tp: False
+        # the intake drops batches of partitions given up
+        self.forget: Callable[[set[TP]], None] = lambda tps: None
 
     def add_family(self, family: FamilyPort) -> None:
         self.families.append(family)
@@ -139,8 +145,12 @@ class Rebalancer:
             return None
         plog = self.logs.get(tp)
         if plog is None:
-            plog = self.logs[tp] = PartitionLog(tp)
+            plog = self.logs[tp] = PartitionLog(tp, self._advance)
         return plog
+
+    def _advance(self, tp: TP, next_offset: int) -> None:
+        self.committer.advance(tp, next_offset)
+        self.advanced(tp)
 
     def pause(self, tp: TP) -> None:
         self.consumer.pause({tp})
@@ -282,6 +292,11 @@ class Rebalancer:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        for tp in tps:
+            plog = self.logs.get(tp)
+            if plog is not None:
+                plog.stopping = True  # queued records are not started any more
+        self.forget(tps)
         dropped = sum(s.drop(tps) for family in self.families for s in family.schedulers)
         for family in self.families:
             mine = {tp for tp in tps if self.by_topic[tp.topic] is family}
@@ -304,10 +319,8 @@ class Rebalancer:
             parts = {tp.partition for tp in tps if tp.topic == family.topics.main}
             if family.ledger is not None and parts:
                 family.ledger.revoke(parts)
-        try:
-            await self.consumer.commit()
-        except Exception as exc:  # the next owner re-reads from the last commit
-            log.warning("commit on release failed: %r", exc)
+        await self.committer.commit()  # logs a failure: the next owner re-reads
+        self.committer.forget(tps)
         log.info(
             "released %d partition(s): %d waiting dropped, %d left unacked",
             len(tps),

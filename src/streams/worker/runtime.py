@@ -40,6 +40,7 @@ from streams.worker.composition import (
 from streams.worker.control import WorkerControl
 from streams.worker.factory import create_app
 from streams.worker.heartbeat import HeartbeatLoop, worker_identity
+from streams.worker.intake import Intake
 from streams.worker.ledger import Ledger
 from streams.worker.processor import Decoder
 from streams.worker.ratelimit_reset import RateLimitResets
@@ -49,6 +50,9 @@ from streams.worker.status import StatusRecorder
 from streams.worker.tp import TP
 
 log = logging.getLogger(__name__)
+
+
+COMMIT_INTERVAL_S = 1.0  # as faust's broker_commit_interval (worker/factory.py)
 
 
 def wall_ms() -> int:
@@ -98,6 +102,15 @@ class Runtime:
         if self.control is not None:
             self.partitions.holds = self.control.holds
             self.control.on_cancel(self._expedite)
+        self.intake = Intake(
+            admission=self.partitions.admission,
+            log_for=self.partitions.log_for,
+            logs=self.partitions.logs,
+            clock_ms=clock_ms,
+            skew_margin_ms=settings.clock_skew_margin_ms,
+        )
+        self.partitions.advanced = self.intake.on_advance
+        self.partitions.forget = self.intake.forget
         builder = FamilyBuilder(
             app=self.app,
             settings=settings,
@@ -107,6 +120,7 @@ class Runtime:
             breakers=self.breakers,
             clock_ms=clock_ms,
             hooks=self.partitions,
+            intake=self.intake,
             control=self.control,
             status=self.status,
         )
@@ -117,13 +131,17 @@ class Runtime:
         self.watchdog = loops.Watchdog(
             sequencer=self.sequencer,
             consumer=self.consumer,
-            saturated=lambda tp: self.partitions.by_topic[tp.topic].lanes.saturated(),
+            saturated=lambda tp: (
+                tp in self.intake.held or self.partitions.by_topic[tp.topic].lanes.saturated()
+            ),
             metrics=metrics,
         )
         self.consumer.install(
             on_discarded=self.partitions.on_discarded,
             on_withheld=self.partitions.on_withheld,
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            sink=self.intake.sink,
+            backpressure=self.intake,
         )
         self.heartbeat = HeartbeatLoop(
             worker_id=worker_identity(settings.worker_id),
@@ -178,6 +196,8 @@ class Runtime:
         if self.status is not None:
             self.status.start()
         await start_jobs(self.registry)
+        self._spawn(self.intake.run(), "intake")
+        self._spawn(self.partitions.committer.run(COMMIT_INTERVAL_S), "commits")
         self._spawn(loops.expire_ledgers(self._ledgers), "ledger.expiry")
         self._spawn(
             loops.watch_lag(
@@ -215,6 +235,8 @@ class Runtime:
         if self.control is not None:
             self.control.release_all()
         await self.partitions.drain()
+        for fr in self.families.values():
+            await fr.lanes.stop()
         await stop_jobs(self.registry)
         for task in self._tasks:
             task.cancel()
@@ -248,7 +270,7 @@ class Runtime:
         """A cancelled event held in a retry tier runs now (and is acked as cancelled)."""
 
         def match(entry: Any) -> bool:
-            return bool(h.decode(entry.message.headers).get(h.EVENT_ID) == event_id)
+            return bool(h.decode(entry.headers).get(h.EVENT_ID) == event_id)
 
         for fr in self.families.values():
             for scheduler in fr.schedulers:
