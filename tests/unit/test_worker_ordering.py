@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.unit.worker_fakes import TP, AckingLog, AckLog, make_event
 
-from streams.worker.ordering import Entry, PartitionLog
+from streams.worker.ordering import Entry
 
 TP0 = TP("t.audit", 0)
 

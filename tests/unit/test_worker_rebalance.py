@@ -4,8 +4,8 @@ a family's parts (pure logic: the real consumer is exercised by the integration 
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 from collections.abc import Collection, Mapping
+from types import SimpleNamespace
 from typing import NamedTuple
 
 import pytest

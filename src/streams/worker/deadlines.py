@@ -5,8 +5,8 @@ the event loop's heap until its due time: at thousands of events per second with
 timeout the heap holds hundreds of thousands of dead timers and the pushes were the worker's
 largest single CPU cost (18% in a profile of the no-op drain). Here ``arm`` is a dict
 insertion; one timer (while anything is armed) fires every ``tick_s`` and cancels the tasks
-whose deadline has passed, marking their token ``expired`` so that the caller tells its own cancellation
-from anyone else's. A deadline fires at most one tick late.
+whose deadline has passed, marking their token ``expired`` so that the caller tells its own
+cancellation from anyone else's. A deadline fires at most one tick late.
 """
 
 from __future__ import annotations
