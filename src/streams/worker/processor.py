@@ -17,7 +17,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,7 +36,7 @@ from streams.jobs.base import (
 )
 from streams.jobs.registry import HandlerRegistry
 from streams.metrics import Metrics
-from streams.worker.breakers import interrupted_calls
+from streams.worker.breakers import unwatch_interrupted, watch_interrupted
 from streams.worker.control import WorkerControl
 from streams.worker.deadlines import Deadlines
 from streams.worker.ledger import Ledger
@@ -219,7 +219,10 @@ class Processor:
         else:
             finished()
 
-    async def _run_handler(self, event: Any, entry: Entry, headers: dict[str, str]) -> None:
+    def _run_handler(
+        self, event: Any, entry: Entry, headers: dict[str, str]
+    ) -> Coroutine[Any, Any, None]:
+        """The handler's run (a coroutine to await; built without one more frame)."""
         event_type = event.envelope.event_type
         handler = self._handlers.get(event_type)
         if handler is None:
@@ -239,9 +242,15 @@ class Processor:
                 published_at_ms=published_ms,
             )
         if self._control is None:
-            await self._call(handler, event, entry, headers, attempt, NEVER_CANCELLED)
-            return
+            return self._call(handler, event, entry, headers, attempt, NEVER_CANCELLED)
+        return self._controlled(handler, event, entry, headers, attempt)
+
+    async def _controlled(
+        self, handler: Any, event: Any, entry: Entry, headers: dict[str, str], attempt: int
+    ) -> None:
+        assert self._control is not None
         control = self._control
+        envelope = event.envelope
         signal = control.register(envelope.event_id, envelope.tenant_id)
         try:
             await self._call(handler, event, entry, headers, attempt, signal)
@@ -280,17 +289,17 @@ class Processor:
         timeout_s = self._config.handler_timeout_s
         started = time.perf_counter()
         token = self._deadlines.arm(timeout_s)
+        hung, watching = watch_interrupted()
         try:
-            with interrupted_calls() as hung:
-                try:
-                    await handler(event, ctx)
-                except asyncio.CancelledError:
-                    if not token.expired:
-                        raise
-                    for name in hung:  # the dependency it hung on failed, for the breaker
-                        self._on_dependency_timeout(name)
-                    raise Retryable(f"handler timed out after {timeout_s:g}s") from None
+            await handler(event, ctx)
+        except asyncio.CancelledError:
+            if not token.expired:
+                raise
+            for name in hung:  # the dependency it hung on failed, for the breaker
+                self._on_dependency_timeout(name)
+            raise Retryable(f"handler timed out after {timeout_s:g}s") from None
         finally:
+            unwatch_interrupted(watching)
             self._deadlines.disarm(token)
             if token.expired:  # the deadline's cancellation was ours: not the task's
                 task = asyncio.current_task()
