@@ -5,7 +5,9 @@ name starts with ``_`` are helpers and are not imported by the registry). Every 
 case runs once per round, ``--repeat`` rounds, interleaved (P0, P9, P0, P9, ...), so the
 ratios compare figures taken side by side on the same noisy machine. The table shows the
 median, min and max of each case, its ratio to P0's median of the same run, its target and
-pass/fail; ``bench/results/<UTC timestamp>.json`` keeps every sample.
+pass/fail, then the issue's goals met or not (``bench.goals``);
+``bench/results/<UTC timestamp>.json`` keeps every sample and ``<UTC timestamp>.png`` beside it
+draws the run (``bench.plot``; ``python -m bench plot <results.json>`` redraws it).
 
 Benchmarks never decide the test suite's pass/fail; ``--strict`` makes a missed target exit 1.
 """
@@ -42,10 +44,13 @@ BROKER_START_TIMEOUT_S = 120.0
 
 @dataclass(frozen=True)
 class Sample:
-    """One repetition of a case: the headline ``value`` (in the case's unit) and details."""
+    """One repetition of a case: the headline ``value`` (in the case's unit) and details;
+    ``series`` keeps distributions for the JSON and the plot (P3: its latency histogram as
+    ``[[ms, count], ...]``)."""
 
     value: float
     details: Mapping[str, float] = field(default_factory=dict)
+    series: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -211,19 +216,22 @@ class BrokerInfo:
 def broker(version_override: str | None) -> Iterator[BrokerInfo]:
     """STREAMS_KAFKA_BOOTSTRAP when set, else a LocalBroker started (and stopped) here."""
     from streams.broker.jars import default_pom_path, read_kafka_version
+    from streams.settings import Settings
 
     pinned = read_kafka_version(default_pom_path())
     configured = os.environ.get("STREAMS_KAFKA_BOOTSTRAP", "").strip()
     if configured:
+        logged = _streams_broker_version(Settings().home / "broker", configured)
         if version_override:
             yield BrokerInfo(configured, version_override, "--broker-version", False)
+        elif logged:
+            yield BrokerInfo(configured, logged[0], logged[1], False)
         else:
             yield BrokerInfo(
                 configured, pinned, "broker/pom.xml (not verified on this cluster)", False
             )
         return
     from streams.broker.local import LocalBroker
-    from streams.settings import Settings
 
     print("STREAMS_KAFKA_BOOTSTRAP is not set: starting a local broker ...", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="streams-bench-broker-") as tmp:
@@ -233,9 +241,40 @@ def broker(version_override: str | None) -> Iterator[BrokerInfo]:
         status = local.start(timeout_s=BROKER_START_TIMEOUT_S)
         try:
             assert status.bootstrap is not None
-            yield BrokerInfo(status.bootstrap, pinned, "local broker (broker/pom.xml)", True)
+            logged_version = _logged_kafka_version(local.log_file)
+            yield BrokerInfo(
+                status.bootstrap,
+                logged_version or pinned,
+                f"local broker ({'its server.log' if logged_version else 'broker/pom.xml'})",
+                True,
+            )
         finally:
             local.stop()
+
+
+def _logged_kafka_version(log_file: Path) -> str | None:
+    """The version a Kafka broker logged at start-up ("Kafka version: 4.3.1"), newest last."""
+    import re
+
+    try:
+        found = re.findall(r"Kafka version: (\S+)", log_file.read_text(errors="replace"))
+    except OSError:
+        return None
+    return found[-1] if found else None
+
+
+def _streams_broker_version(state_dir: Path, bootstrap: str) -> tuple[str, str] | None:
+    """(version, source) when ``bootstrap`` is the ``streams broker start`` broker of this
+    checkout (same port in its state.json): the version from its server.log."""
+    try:
+        state = json.loads((state_dir / "state.json").read_text())
+        host, _, port = bootstrap.split(",")[0].rpartition(":")
+        if host not in ("127.0.0.1", "localhost") or int(port) != int(state["port"]):
+            return None
+        version = _logged_kafka_version(Path(state["log_file"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (version, f"server.log of the streams broker ({state_dir})") if version else None
 
 
 # --- running ---------------------------------------------------------------------------------
@@ -381,7 +420,11 @@ def results_document(
                 "passed": s.passed,
                 "note": s.case.note(s) if s.samples else "",
                 "errors": s.errors,
-                "samples": [{"value": x.value, "details": dict(x.details)} for x in s.samples],
+                "samples": [
+                    {"value": x.value, "details": dict(x.details)}
+                    | ({"series": dict(x.series)} if x.series else {})
+                    for x in s.samples
+                ],
             }
             for s in summaries
         ],
@@ -450,6 +493,15 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     document = results_document(summaries, ctx, info, args.repeat, started)
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    from bench import goals, plot
+
+    verdicts = goals.verdicts(document)
+    if any(v.status != goals.NO_DATA for v in verdicts):
+        print("\ngoals (issue 17):")
+        print(goals.render(verdicts))
     print(f"\nresults: {path}")
+    picture = plot.draw_beside(document, path)
+    if picture is not None:
+        print(f"picture: {picture}")
     missed = [s.case.id for s in summaries if s.passed is False]
     return 1 if args.strict and missed else 0
