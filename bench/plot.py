@@ -28,6 +28,7 @@ from bench import goals
 
 WIDTH_IN, HEIGHT_IN, DPI = 16.0, 10.0, 100
 P0_COLOUR, F0_COLOUR, BAR_COLOUR, GOAL_COLOUR = "#4c72b0", "#8172b3", "#55a868", "#c44e52"
+LABEL_BOX = {"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8}
 STATUS_MARK = {goals.MET: "met", goals.NOT_MET: "NOT MET", goals.NO_DATA: "no data"}
 
 
@@ -137,6 +138,7 @@ def _throughput(ax: Any, document: Mapping[str, Any], cases: Mapping[str, Any]) 
             ha="center",
             va="bottom",
             fontsize=8,
+            bbox=LABEL_BOX,
         )
     if p0:
         _hline(ax, statistics.median(p0), f"P0 median {statistics.median(p0):,.0f}", P0_COLOUR, ":")
@@ -186,6 +188,7 @@ def _publish(ax: Any, cases: Mapping[str, Any]) -> None:
             ha="center",
             va="bottom",
             fontsize=8,
+            bbox=LABEL_BOX,
         )
     goal = 0.5 * statistics.median(raw)
     ratio = _spread(goals.figures(p9, "detail:ratio_to_raw"))
@@ -219,6 +222,19 @@ def latency_histograms(case: Mapping[str, Any] | None) -> list[list[tuple[float,
     return rounds
 
 
+def histogram_percentile(pairs: Sequence[tuple[float, int]], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a ``[(ms, count), ...]`` histogram in ms
+    order: the same figure as ``_engine.percentile`` over the samples it counts."""
+    total = sum(n for _, n in pairs)
+    rank = max(1, min(total, round(q / 100 * total + 0.5)))
+    seen = 0
+    for ms, n in pairs:
+        seen += n
+        if seen >= rank:
+            return float(ms)
+    raise ValueError("empty histogram")
+
+
 def _latency(ax: Any, cases: Mapping[str, Any]) -> None:
     import numpy as np
 
@@ -249,7 +265,11 @@ def _latency(ax: Any, cases: Mapping[str, Any]) -> None:
     for i, r in enumerate(rounds, 1):
         ms = np.array([max(x, floor_ms) for x, _ in r])
         share = np.cumsum([n for _, n in r]) / sum(n for _, n in r)
-        cdf.step(ms, share, where="post", lw=1.3, alpha=0.85, label=f"CDF round {i}")
+        label = (
+            f"round {i}: p50 {histogram_percentile(r, 50):,.0f} ms, "
+            f"p99 {histogram_percentile(r, 99):,.0f} ms"
+        )
+        cdf.step(ms, share, where="post", lw=1.3, alpha=0.85, label=label)
     cdf.set_ylim(0, 1.02)
     cdf.set_ylabel("share of events at or below")
     for q in (0.5, 0.99):
@@ -289,7 +309,7 @@ def _latency(ax: Any, cases: Mapping[str, Any]) -> None:
     rate = goals.figures(p3, "detail:rate_target")
     sub = f" at {statistics.median(rate):,.0f} events/s" if rate else ""
     ax.set_title(title.replace(" (all rounds)", sub + f" ({len(rounds)} rounds)"), fontsize=11)
-    cdf.legend(loc="center right", fontsize=8)
+    cdf.legend(loc="center right", fontsize=8, title="CDF per round", title_fontsize=8)
 
 
 def _memory(ax: Any, cases: Mapping[str, Any]) -> None:
@@ -316,6 +336,7 @@ def _memory(ax: Any, cases: Mapping[str, Any]) -> None:
             ha="center",
             va="bottom",
             fontsize=8,
+            bbox=LABEL_BOX,
         )
     _hline(ax, 300.0, "goal <= 300 MB both ways", GOAL_COLOUR)
     ax.set_ylim(0, max(300.0, *(max(v) for v in series)) * 1.25)

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
-
 from bench import goals, plot
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -109,9 +108,7 @@ def test_verdicts_compare_the_median_of_the_rounds_with_each_goal() -> None:
 
 
 def test_a_goal_fails_when_the_median_is_just_past_its_limit() -> None:
-    v = _by_goal(
-        results(p1=(14_999, 20_000, 14_000), f0=(12_500,) * 3, p3_p50=(10.5, 10.5, 3))
-    )
+    v = _by_goal(results(p1=(14_999, 20_000, 14_000), f0=(12_500,) * 3, p3_p50=(10.5, 10.5, 3)))
 
     assert v["P1", "value"].status == goals.NOT_MET  # median 14,999
     assert v["P1", "ratio:F0"].status == goals.NOT_MET  # 14,999 / 12,500 = 1.19992
@@ -208,3 +205,15 @@ def test_p3_keeps_its_latencies_as_an_exact_histogram() -> None:
 
     assert latency_histogram([12.0, 3.0, 12.0, 250.0, 3.0, 12.0]) == [[3, 2], [12, 3], [250, 1]]
     assert plot.latency_histograms(results()["cases"][3])[0][0][1] >= 1
+
+
+def test_percentiles_of_the_histogram_are_those_of_the_samples() -> None:
+    from bench.cases import _engine as eng
+    from bench.cases.p3_latency import latency_histogram
+
+    rng = random.Random(7)
+    for n in (1, 2, 99, 100, 101, 2500):
+        samples = [float(round(rng.expovariate(1 / 30))) for _ in range(n)]
+        pairs = [(float(ms), c) for ms, c in latency_histogram(samples)]
+        for q in (0, 50, 90, 99, 99.9, 100):
+            assert plot.histogram_percentile(pairs, q) == eng.percentile(samples, q), (n, q)
