@@ -115,31 +115,23 @@ def _throughput(ax: Any, document: Mapping[str, Any], cases: Mapping[str, Any]) 
     if not shown:
         _empty(ax, title, "no events/s case in this run")
         return
-    wrap = max(12, 90 // len(shown))
-    labels = [f"{c['id']}\n" + "\n".join(textwrap.wrap(c["title"], wrap)[:3]) for c in shown]
-    colours = [{"P0": P0_COLOUR, "F0": F0_COLOUR}.get(c["id"], BAR_COLOUR) for c in shown]
-    series = [goals.figures(c) for c in shown]
-    bars = _bars(ax, labels, series, colours)
     p0 = goals.figures(cases.get("P0"))
     f0 = goals.figures(cases.get("F0"))
-    top = max(max(v) for v in series)
-    for rect, values in zip(bars, series, strict=True):
+    series = [goals.figures(c) for c in shown]
+    wrap = max(12, 90 // len(shown))
+    labels = []  # under each bar: id, median, ratios, title (bar tops stay free for the marks)
+    for c, values in zip(shown, series, strict=True):
         median = statistics.median(values)
-        ratios = []
-        if p0:
-            ratios.append(f"{median / statistics.median(p0):.2f} x P0")
-        if f0:
-            ratios.append(f"{median / statistics.median(f0):.2f} x F0")
-        ax.annotate(
-            f"{median:,.0f}\n" + "  ".join(ratios),
-            (rect.get_x() + rect.get_width() / 2, max(values)),
-            xytext=(0, 4),
-            textcoords="offset points",
-            ha="center",
-            va="bottom",
-            fontsize=8,
-            bbox=LABEL_BOX,
-        )
+        ratios = [
+            f"{median / statistics.median(ref):.2f} x {name}"
+            for name, ref in (("P0", p0), ("F0", f0))
+            if ref
+        ]
+        title_lines = textwrap.wrap(c["title"], wrap)[:2]
+        labels.append("\n".join([f"{c['id']}: {median:,.0f}/s", "  ".join(ratios), *title_lines]))
+    colours = [{"P0": P0_COLOUR, "F0": F0_COLOUR}.get(c["id"], BAR_COLOUR) for c in shown]
+    _bars(ax, labels, series, colours)
+    top = max(max(v) for v in series)
     if p0:
         _hline(ax, statistics.median(p0), f"P0 median {statistics.median(p0):,.0f}", P0_COLOUR, ":")
     if f0:
@@ -309,7 +301,9 @@ def _latency(ax: Any, cases: Mapping[str, Any]) -> None:
     rate = goals.figures(p3, "detail:rate_target")
     sub = f" at {statistics.median(rate):,.0f} events/s" if rate else ""
     ax.set_title(title.replace(" (all rounds)", sub + f" ({len(rounds)} rounds)"), fontsize=11)
-    cdf.legend(loc="center right", fontsize=8, title="CDF per round", title_fontsize=8)
+    cdf.legend(
+        loc="lower right", fontsize=8, title="CDF per round", title_fontsize=8, framealpha=0.9
+    )
 
 
 def _memory(ax: Any, cases: Mapping[str, Any]) -> None:
