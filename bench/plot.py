@@ -128,7 +128,8 @@ def _throughput(ax: Any, document: Mapping[str, Any], cases: Mapping[str, Any]) 
             if ref
         ]
         title_lines = textwrap.wrap(c["title"], wrap)[:2]
-        labels.append("\n".join([f"{c['id']}: {median:,.0f}/s", "  ".join(ratios), *title_lines]))
+        sep = "  " if len(shown) <= 4 else "\n"  # narrow bars: one ratio per line
+        labels.append("\n".join([f"{c['id']}: {median:,.0f}/s", sep.join(ratios), *title_lines]))
     colours = [{"P0": P0_COLOUR, "F0": F0_COLOUR}.get(c["id"], BAR_COLOUR) for c in shown]
     _bars(ax, labels, series, colours)
     top = max(max(v) for v in series)
