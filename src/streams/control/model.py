@@ -200,22 +200,22 @@ def status_value(
         attempt,
         at_ms,
     )
-    extra: dict[str, Any] = {}
     if due_at_ms is not None:
-        extra["due_at_ms"] = due_at_ms
+        head += f',"due_at_ms":{int(due_at_ms)}'
+    extra: dict[str, Any] = {}
     if error_class is not None:
         extra["error_class"] = error_class
     if reason is not None:
         extra["reason"] = reason
     if dlq is not None:
         extra["dlq"] = {"topic": dlq[0], "partition": dlq[1], "offset": dlq[2]}
+    if extra:
+        head += "," + json.dumps(extra, separators=(",", ":"))[1:-1]
     if started_at_ms is not None:  # the attempt this record ends started then (statistics)
-        extra["started_at_ms"] = started_at_ms
+        head += f',"started_at_ms":{int(started_at_ms)}'
     if published_at_ms is not None:
-        extra["published_at_ms"] = published_at_ms
-    if not extra:
-        return (head + "}").encode()
-    return (head + "," + json.dumps(extra, separators=(",", ":"))[1:]).encode()
+        head += f',"published_at_ms":{int(published_at_ms)}'
+    return (head + "}").encode()
 
 
 def parse_status(value: bytes) -> StatusRecord:
