@@ -116,6 +116,8 @@ class Rebalancer:
         # a partition of a family paused by the control plane: never resumed, re-paused
         # after an assignment (``worker/control.py``)
         self.holds: Callable[[TP], bool] = lambda tp: False
+        # every assigned partition is positioned (the runtime freezes the heap, heap.py)
+        self.on_positioned: Callable[[], object] = lambda: None
         # the intake drops batches of partitions given up
         self.forget: Callable[[set[TP]], None] = lambda tps: None
 
@@ -225,6 +227,7 @@ class Rebalancer:
         if not await self._unless_stopping(self._position(active)):
             return
         self.sequencer.positioned_all()
+        self.on_positioned()
         self._admission_event.set()
         await self._unless_stopping(self.reseek_lost())
         if problems:

@@ -39,6 +39,7 @@ from streams.worker.composition import (
 )
 from streams.worker.control import WorkerControl
 from streams.worker.factory import create_app
+from streams.worker.heap import freeze_heap
 from streams.worker.heartbeat import HeartbeatLoop, worker_identity
 from streams.worker.intake import Intake
 from streams.worker.ledger import Ledger
@@ -111,6 +112,7 @@ class Runtime:
         )
         self.partitions.advanced = self.intake.on_advance
         self.partitions.forget = self.intake.forget
+        self.partitions.on_positioned = freeze_heap
         builder = FamilyBuilder(
             app=self.app,
             settings=settings,
@@ -214,6 +216,8 @@ class Runtime:
             await self.control.start(_PauseSide(self))
         self._spawn(self.heartbeat.run(), "heartbeat")
         self.started = True
+        frozen = freeze_heap()
+        log.info("heap frozen after start-up: %d objects", frozen)
 
     async def _revoke_command(self, key: str) -> None:
         """Tombstone control command ``key`` (a one-shot command this worker applied)."""
