@@ -128,12 +128,16 @@ def test_lane_topics() -> None:
         assert topology.lane_of_topic("dev.", "email", other) is None
     names = topology.family_topics("dev.", "email", [10_000], ["high", "low"])
     assert names.lanes == (("high", "dev.email.lane.high"), ("low", "dev.email.lane.low"))
-    assert names.all == (
-        "dev.email",
-        "dev.email.lane.high",
-        "dev.email.lane.low",
-        "dev.email.retry.10s",
-        "dev.email.dlq",
-    )
+    assert names.lane_topics == ("dev.email.lane.high", "dev.email.lane.low")
+    assert names.all == ("dev.email", "dev.email.retry.10s", "dev.email.dlq")  # no lanes yet
     assert names.topic_for_lane("low") == "dev.email.lane.low"
     assert names.topic_for_lane("gone") == names.topic_for_lane(None) == "dev.email"
+
+
+def test_the_lane_of_a_consumed_record() -> None:
+    names = topology.family_topics("", "email", [10_000], ["high", "low"])
+    assert names.lane_of_record("email.lane.high", None, "normal") == "high"
+    assert names.lane_of_record("email", "high", "normal") == "normal"  # the topic decides
+    assert names.lane_of_record("email.retry.10s", "low", "normal") == "low"
+    for header in (None, "", "normal", "gone"):
+        assert names.lane_of_record("email.retry.10s", header, "normal") == "normal"

@@ -125,8 +125,21 @@ class FamilyTopics:
 
     @property
     def all(self) -> tuple[str, ...]:
-        """Main, lanes, retry tiers, DLQ: the DLQ stays last (``all[:-1]`` is consumed)."""
-        return (self.main, *self.lane_topics, *self.retries, self.dlq)
+        """Main, retry tiers, DLQ (the worker consumes ``all[:-1]``). Not the lane topics
+        (``lane_topics``): today's worker builds a retry scheduler for every non-main topic
+        of ``all[:-1]``, so the lanes join it when the dispatcher consumes them."""
+        return (self.main, *self.retries, self.dlq)
+
+    def lane_of_record(self, topic: str, lane_header: str | None, default: str) -> str:
+        """The lane a consumed record belongs to: a lane topic's own lane; on the main topic
+        ``default``; on a retry tier its ``streams-lane`` header (``default`` when absent
+        or not one of this family's lanes)."""
+        for name, lane_topic_name in self.lanes:
+            if topic == lane_topic_name:
+                return name
+        if topic != self.main and any(lane_header == name for name, _ in self.lanes):
+            return lane_header or default
+        return default
 
     def topic_for_lane(self, lane: str | None) -> str:
         """Where an event of ``lane`` is published: its lane topic, else the main topic
