@@ -169,7 +169,7 @@ def configs(
     return weights, floors
 
 
-@settings(database=None, max_examples=200, deadline=None)
+@settings(database=None, max_examples=100, deadline=None)
 @given(cfg=configs(max_floors=1, min_floors=1), n=st.integers(1, 400))
 def test_one_floor_lane_gets_its_min_share_in_every_window(
     cfg: tuple[dict[str, int], dict[str, float]], n: int
@@ -182,7 +182,7 @@ def test_one_floor_lane_gets_its_min_share_in_every_window(
         assert worst_lag(seq, lane, share) <= 1 + 3 * share + 1e-9
 
 
-@settings(database=None, max_examples=200, deadline=None)
+@settings(database=None, max_examples=100, deadline=None)
 @given(cfg=configs(max_floors=5), n=st.integers(1, 400))
 def test_several_floor_lanes_get_their_min_share_within_two(
     cfg: tuple[dict[str, int], dict[str, float]], n: int
@@ -194,7 +194,7 @@ def test_several_floor_lanes_get_their_min_share_within_two(
         assert worst_lag(seq, lane, share) <= 2
 
 
-@settings(database=None, max_examples=200, deadline=None)
+@settings(database=None, max_examples=100, deadline=None)
 @given(cfg=configs(max_floors=5), n=st.integers(1, 400), data=st.data())
 def test_busy_lanes_get_their_share_with_bounded_lag(
     cfg: tuple[dict[str, int], dict[str, float]], n: int, data: st.DataObject
@@ -218,7 +218,7 @@ def test_busy_lanes_get_their_share_with_bounded_lag(
         assert worst_lag(seq, lane, shares[lane]) <= 3
 
 
-@settings(database=None, max_examples=150, deadline=None)
+@settings(database=None, max_examples=100, deadline=None)
 @given(
     cfg=configs(max_floors=1, min_floors=1),
     steps=st.lists(st.tuples(st.integers(0, 31), st.integers(0, 3)), min_size=1, max_size=300),
@@ -240,3 +240,17 @@ def test_floor_holds_while_other_lanes_flap(
         seq.extend([lane] * (extra + 1))
     for lane, share in floors.items():
         assert worst_lag(seq, lane, share) <= 1 + 3 * share + 1e-9
+
+
+def test_the_repository_catalogs_email_lanes_build_a_picker() -> None:
+    from pathlib import Path
+
+    from streams.catalog import load_catalog
+
+    catalog = load_catalog(Path(__file__).resolve().parents[2] / "topics.yaml")
+    priorities = catalog.family("email").priorities
+    assert priorities is not None
+    picker = FairPicker.from_priorities(priorities)
+    assert picker.lanes == ("high", "normal", "low")
+    seq = run(picker, ALL, 100)
+    assert (seq.count("high"), seq.count("normal"), seq.count("low")) == (60, 30, 10)
