@@ -22,6 +22,10 @@ SCHEMA = "streams-schema"  # "<event type>@<fingerprint hex>"
 CONTENT_TYPE = "content-type"  # "application/vnd.streams+avro" (single-object encoding)
 TRACEPARENT = "traceparent"  # W3C trace context
 TRACESTATE = "tracestate"
+# the priority lane of an event published to a lane other than its family's default one
+# (topics.yaml ``priorities:``); kept through retry tiers, the DLQ and redrive (not a
+# failure header), so a redriven event goes back to its lane's topic
+LANE = "streams-lane"
 
 ATTEMPT = "streams-attempt"  # the attempt the record will run as (1 = first run)
 DEFERRALS = "streams-deferrals"  # rate-limit / circuit deferrals so far (no attempt used)
@@ -175,6 +179,11 @@ def int_header(headers: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         return default
+
+
+def lane_of(headers: Mapping[str, str]) -> str | None:
+    """The event's priority lane (LANE), or None when it has none (the default lane)."""
+    return headers.get(LANE) or None
 
 
 def attempt_of(headers: Mapping[str, str]) -> int:
