@@ -37,6 +37,7 @@ from streams.worker.jobstate import StateTable
 from streams.worker.lanes import Lanes
 from streams.worker.ledger import Ledger
 from streams.worker.ordering import PartitionLog
+from streams.worker.priority import PriorityReady
 from streams.worker.processor import Decoder, Processor, ProcessorConfig
 from streams.worker.ratelimit import RateGate
 from streams.worker.scheduler import DueScheduler
@@ -180,6 +181,7 @@ class FamilyBuilder:
             concurrency=family.concurrency,
             on_in_flight=self.metrics.in_flight.labels(family.name),
             gate=self.control.gate(family.name) if self.control else None,
+            ready=PriorityReady(family) if family.priorities is not None else None,
         )
         fr = FamilyRuntime(family, topics, processor, lanes, ledger, [done_writer, bucket_writer])
         fr.gate = gate
@@ -210,8 +212,13 @@ class FamilyBuilder:
                     on_count=partial(_count_waiting, waiting, fr),
                 )
                 fr.schedulers.append(scheduler)
-            self.intake.add_topic(name, Route(lanes, scheduler, max_hold_ms))
+            default_lane = family.priorities.default if family.priorities else None
+            lane = default_lane if name == topics.main else None  # a tier's: by header
+            self.intake.add_topic(name, Route(lanes, scheduler, max_hold_ms, lane))
             self._add_agent(name)
+        for lane_name, lane_topic in topics.lanes:  # priority lanes (worker/priority.py)
+            self.intake.add_topic(lane_topic, Route(lanes, lane=lane_name))
+            self._add_agent(lane_topic)
         return fr
 
     def _table(self, family: Family, kind: str) -> TableT[bytes, bytes | None]:

@@ -42,6 +42,7 @@ class Route:
     lanes: Lanes
     scheduler: DueScheduler | None = None
     max_hold_ms: int | None = None
+    lane: str | None = None  # the priority lane of a lane topic (None: by header, or none)
 
 
 class Intake:
@@ -140,7 +141,7 @@ class Intake:
                 continue
             entries.append(entry)
         if entries:
-            route.lanes.submit(entries)
+            route.lanes.submit(entries, route.lane)
 
     def _schedule(self, route: Route, entry: Entry) -> bool:
         """Hold a retry record until its due time; False when it is due now."""

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from streams.worker.ordering import Entry
+from streams.worker.priority import PriorityReady
 from streams.worker.processor import Processor
 
 log = logging.getLogger(__name__)
@@ -46,15 +47,17 @@ class Lanes:
         concurrency: int,
         on_in_flight: Any,
         gate: Gate | None = None,
+        ready: PriorityReady | None = None,
     ) -> None:
         """``gate``: checked before each record, waited on while closed; a wait that ends
         False leaves the record unfinished (a paused family released at shutdown,
-        ``worker/control.py``)."""
+        ``worker/control.py``). ``ready``: the lanes' queue of a family with priority
+        lanes (``worker/priority.py``); else one FIFO."""
         self.processor = processor
         self._gate = gate
         self.family = processor.family.name
         self._concurrency = concurrency
-        self._ready: deque[Entry] = deque()
+        self._ready: deque[Entry] | PriorityReady = ready if ready is not None else deque()
         self._wake = asyncio.Event()
         self._chains: dict[tuple[Any, bytes | None], deque[Entry]] = {}
         self._running: dict[Any, int] = {}  # tp -> records running now
@@ -78,13 +81,18 @@ class Lanes:
             for slot in range(self._concurrency)
         ]
 
-    def submit(self, entries: Iterable[Entry]) -> None:
-        """Queue admitted entries (in offset order per partition) to run."""
+    def submit(self, entries: Iterable[Entry], lane: str | None = None) -> None:
+        """Queue admitted entries (in offset order per partition) to run; ``lane``: their
+        priority lane (None: the lane in their header, for a family with lanes)."""
         if not self._workers:
             self._start()
-        before = len(self._ready)
-        self._ready.extend(entries)
-        added = len(self._ready) - before
+        ready = self._ready
+        before = len(ready)
+        if isinstance(ready, deque):
+            ready.extend(entries)
+        else:
+            ready.extend(entries, lane)
+        added = len(ready) - before
         if added:
             self._in_flight += added
             self._gauge.set(self._in_flight)

@@ -123,7 +123,7 @@ class Rebalancer:
 
     def add_family(self, family: FamilyPort) -> None:
         self.families.append(family)
-        for name in (family.topics.main, *family.topics.retries):
+        for name in (family.topics.main, *family.topics.lane_topics, *family.topics.retries):
             self.by_topic[name] = family
             self.metrics.prime_topic(name)
 
@@ -243,7 +243,7 @@ class Rebalancer:
         problems: list[str] = []
         for family in self.families:
             main = by_topic.get(family.topics.main, set())
-            for name in family.topics.retries:
+            for name in (*family.topics.lane_topics, *family.topics.retries):
                 got = by_topic.get(name, set())
                 if got != main:
                     problems.append(

@@ -86,7 +86,10 @@ class Runtime:
         chosen = [catalog.family(name) for name in families or list(catalog.families)]
         self.breakers = Breakers(partial(breaker_policy, catalog, registry), metrics, clock_ms)
         topics = {
-            name for family in chosen for name in family.topics(settings.topic_prefix).all[:-1]
+            name
+            for family in chosen
+            for ft in (family.topics(settings.topic_prefix),)
+            for name in (*ft.all[:-1], *ft.lane_topics)
         }
         self.consumer = FaustConsumer(self.app, topics)
         self.sequencer = Sequencer(monotonic_s)
@@ -315,7 +318,8 @@ def _control_plane(
         conf, control_topic(settings.topic_prefix), view, name=f"control-{settings.worker_id}"
     )
     topics_of = {
-        f.name: (lambda t: (t.main, *t.retries))(f.topics(settings.topic_prefix)) for f in families
+        f.name: (lambda t: (t.main, *t.lane_topics, *t.retries))(f.topics(settings.topic_prefix))
+        for f in families
     }
     control = WorkerControl(view=view, follower=follower, topics_of=topics_of, clock_ms=clock_ms)
     status = None
