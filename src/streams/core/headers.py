@@ -62,7 +62,15 @@ FAILURE_HEADERS = (
     ERROR_FINGERPRINT,
     DLQ_REASON,
 )
-DLQ_REASONS = ("exhausted", "permanent", "undecodable", "invalid", "rejected", "expired")
+DLQ_REASONS = (
+    "exhausted",
+    "permanent",
+    "undecodable",
+    "invalid",
+    "rejected",
+    "expired",
+    "unroutable",
+)
 
 AVRO_CONTENT_TYPE = "application/vnd.streams+avro"
 

@@ -6,6 +6,7 @@ agents only carry the decision out. Classification of the error:
     EventValidationError            -> DeadLetter 'invalid'
     DecodeError                     -> DeadLetter 'undecodable'
     Rejected                        -> DeadLetter 'rejected'
+    Unroutable                      -> DeadLetter 'unroutable'
     Deferred                        -> Retry (attempt not used) or DeadLetter 'expired'
     Permanent / ``retriable=False`` -> DeadLetter 'permanent'
     RetryAfter, Retryable, other    -> Retry (next attempt) or DeadLetter 'exhausted'
@@ -32,6 +33,7 @@ from streams.core.errors import (
     EventValidationError,
     Rejected,
     RetryAfter,
+    Unroutable,
 )
 from streams.core.policies import RetryPolicy
 from streams.core.topology import dlq_topic, lane_of_topic, retry_topic
@@ -115,6 +117,8 @@ def _dead_letter_reason(error: BaseException) -> str | None:
         return "undecodable"
     if isinstance(error, Rejected):
         return "rejected"
+    if isinstance(error, Unroutable):
+        return "unroutable"
     if isinstance(error, Deferred):
         return None
     if getattr(error, "retriable", True) is False:

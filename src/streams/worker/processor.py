@@ -25,7 +25,7 @@ from streams.catalog import Family
 from streams.core import headers as h
 from streams.core.idempotency import event_hash
 from streams.core.planner import DeadLetter, Retry, plan_failure
-from streams.errors import Cancelled, DecodeError, Permanent, Retryable, Suppressed
+from streams.errors import Cancelled, DecodeError, Permanent, Retryable, Suppressed, Unroutable
 from streams.jobs.base import (
     NEVER_CANCELLED,
     CancelSignal,
@@ -409,20 +409,66 @@ class Processor:
     async def _produce(self, entry: Entry, plan: Retry | DeadLetter) -> Any:
         """Send the unchanged key and value with the new headers to the same partition number;
         retry until the broker acknowledges (returns the record's metadata) or the partition
-        is revoked (returns None)."""
-        raw_headers = h.encode(plan.headers)
+        is revoked (returns None). A retry tier that refuses the record for good (too large
+        with its failure headers, invalid there) sends it to the DLQ instead (``unroutable``);
+        a refusing DLQ is retried like any failure (the record is never dropped) and logged
+        as an error."""
         while not entry.log.closed:
             try:
                 fut = await self._producer.send(
-                    plan.topic, entry.key, entry.value, entry.partition, None, raw_headers
+                    plan.topic,
+                    entry.key,
+                    entry.value,
+                    entry.partition,
+                    None,
+                    h.encode(plan.headers),
                 )
                 return (await fut) or True
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self._metrics.route_failures.labels(self._name).inc()
-                log.warning(
+                refused = refused_by_topic(exc)
+                if refused and isinstance(plan, Retry):
+                    log.warning(
+                        "%s: %s refused the record at %s[%d]@%d (%r): to the DLQ",
+                        self._name,
+                        plan.topic,
+                        entry.topic,
+                        entry.partition,
+                        entry.offset,
+                        exc,
+                    )
+                    plan = self._unroutable(entry, plan, exc)
+                    continue
+                (log.error if refused else log.warning)(
                     "%s: producing to %s failed (%r); retrying", self._name, plan.topic, exc
                 )
                 await asyncio.sleep(self._config.route_retry_backoff_s)
         return None
+
+    def _unroutable(self, entry: Entry, plan: Retry, exc: BaseException) -> DeadLetter:
+        error = Unroutable(f"{plan.topic} refused the record: {type(exc).__name__}")
+        dead = plan_failure(
+            family=self._name,
+            prefix=self._config.prefix,
+            retry=self.family.retry,
+            error=error,
+            headers=h.decode(entry.headers),
+            origin=h.Origin(entry.topic, entry.partition, entry.offset, entry.timestamp_ms),
+            now_ms=self._clock_ms(),
+            rand=self._rand,
+            default_max_defer_ms=self._config.default_max_defer_ms,
+        )
+        assert isinstance(dead, DeadLetter)
+        return dead
+
+
+# Kafka error codes of a topic refusing a record for good: MESSAGE_TOO_LARGE,
+# RECORD_LIST_TOO_LARGE, INVALID_RECORD (aiokafka's errors carry the code as ``errno``; its
+# ``retriable`` flag cannot tell them apart: a request timeout is "not retriable" too)
+_REFUSED_ERRNOS = frozenset({10, 18, 87})
+
+
+def refused_by_topic(exc: BaseException) -> bool:
+    return getattr(exc, "errno", None) in _REFUSED_ERRNOS
