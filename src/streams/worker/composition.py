@@ -214,10 +214,13 @@ class FamilyBuilder:
                 fr.schedulers.append(scheduler)
             default_lane = family.priorities.default if family.priorities else None
             lane = default_lane if name == topics.main else None  # a tier's: by header
-            self.intake.add_topic(name, Route(lanes, scheduler, max_hold_ms, lane))
+            rank = _rank(family, default_lane) if name == topics.main else 0
+            self.intake.add_topic(name, Route(lanes, scheduler, max_hold_ms, lane, rank))
             self._add_agent(name)
         for lane_name, lane_topic in topics.lanes:  # priority lanes (worker/priority.py)
-            self.intake.add_topic(lane_topic, Route(lanes, lane=lane_name))
+            self.intake.add_topic(
+                lane_topic, Route(lanes, lane=lane_name, rank=_rank(family, lane_name))
+            )
             self._add_agent(lane_topic)
         return fr
 
@@ -269,6 +272,13 @@ class FamilyBuilder:
                 )
 
         self.app.agent(channel, name=f"streams.lane.{topic_name}")(consume)
+
+
+def _rank(family: Family, lane: str | None) -> int:
+    """A lane's admission rank: its place in the declared order (high first)."""
+    if family.priorities is None or lane is None:
+        return 0
+    return list(family.priorities.lanes).index(lane)
 
 
 def _count_waiting(gauge: Gauge, fr: FamilyRuntime, _count: int) -> None:

@@ -10,8 +10,8 @@ the family's lanes in one call. A retry tier's record that is not due yet goes t
 them, ``worker/delays.py``).
 
 Backpressure: a partition whose unfinished records (queued here or admitted) reach
-``high`` is ``held`` (left out of the fetch) until they fall below half of it; ``released``
-wakes a fetch waiting because every partition it would fetch is held.
+``high`` is held (``hold``: not fetched, ``compat/batch_fetch.py``) until they fall below
+half of it (``release``).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from streams.worker.tp import TP
 log = logging.getLogger(__name__)
 
 DEFAULT_HIGH = 4096
+CHUNK = 512  # records admitted per loop step: a big fetch must not hold up a small urgent one
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Route:
     scheduler: DueScheduler | None = None
     max_hold_ms: int | None = None
     lane: str | None = None  # the priority lane of a lane topic (None: by header, or none)
+    rank: int = 0  # admission order among queued batches: lower first (a lane's priority)
 
 
 class Intake:
@@ -52,6 +54,8 @@ class Intake:
         admission: Callable[[], Awaitable[None]],
         log_for: Callable[[TP, int], PartitionLog | None],
         logs: dict[TP, PartitionLog],
+        hold: Callable[[TP], None],
+        release: Callable[[TP], None],
         clock_ms: Callable[[], int],
         skew_margin_ms: int,
         high: int = DEFAULT_HIGH,
@@ -59,19 +63,22 @@ class Intake:
         self._admission = admission
         self._log_for = log_for
         self._logs = logs
+        self._hold = hold
+        self._release = release
         self._clock_ms = clock_ms
         self._margin_ms = skew_margin_ms
         self._high = high
         self._low = high // 2
         self.routes: dict[str, Route] = {}
+        self._ranked = False
         self._batches: deque[tuple[TP, Sequence[Any]]] = deque()
         self._queued: dict[TP, int] = {}
         self.held: set[TP] = set()
-        self.released = asyncio.Event()
         self._wake = asyncio.Event()
 
     def add_topic(self, topic: str, route: Route) -> None:
         self.routes[topic] = route
+        self._ranked = self._ranked or route.rank > 0
 
     # --- from the fetch -------------------------------------------------------------------
 
@@ -79,8 +86,9 @@ class Intake:
         self._batches.append((tp, records))
         queued = self._queued[tp] = self._queued.get(tp, 0) + len(records)
         self._wake.set()
-        if queued + self._backlog(tp) >= self._high:
+        if tp not in self.held and queued + self._backlog(tp) >= self._high:
             self.held.add(tp)
+            self._hold(tp)
 
     def _backlog(self, tp: TP) -> int:
         plog = self._logs.get(tp)
@@ -91,7 +99,7 @@ class Intake:
         held = self.held
         if held and tp in held and self._queued.get(tp, 0) + self._backlog(tp) < self._low:
             held.discard(tp)
-            self.released.set()
+            self._release(tp)
 
     def forget(self, tps: set[TP]) -> None:
         """Partitions given up: queued batches of theirs are dropped unfinished."""
@@ -99,8 +107,9 @@ class Intake:
             self._batches = deque((tp, b) for tp, b in self._batches if tp not in tps)
         for tp in tps:
             self._queued.pop(tp, None)
-            self.held.discard(tp)
-        self.released.set()
+            if tp in self.held:
+                self.held.discard(tp)
+                self._release(tp)
 
     # --- admission ------------------------------------------------------------------------
 
@@ -114,7 +123,14 @@ class Intake:
             await self._admission()  # the in-sequence check below sorts out stale records
             if not batches:
                 continue
-            tp, records = batches.popleft()
+            tp, records = self._next_batch()
+            if len(records) > CHUNK:  # the rest after a turn of the loop (and other batches)
+                rest = (tp, records[CHUNK:])
+                if any(queued_tp == tp for queued_tp, _ in batches):
+                    batches.appendleft(rest)  # a later batch of tp is queued: keep the order
+                else:
+                    batches.append(rest)
+                records = records[:CHUNK]
             left = self._queued.get(tp, 0) - len(records)
             if left > 0:
                 self._queued[tp] = left
@@ -125,6 +141,27 @@ class Intake:
             except Exception:  # never lose the loop: the records stay unfinished
                 log.exception("failed to admit records of %s[%d]", tp.topic, tp.partition)
             self.on_advance(tp)
+            await asyncio.sleep(0)
+
+    def _next_batch(self) -> tuple[TP, Sequence[Any]]:
+        """The oldest queued batch of the best-ranked topic (a high lane's batch is admitted
+        before the chunks of a low lane's big fetch; one partition's batches keep their
+        order, they share a rank)."""
+        batches = self._batches
+        if not self._ranked:
+            return batches.popleft()
+        routes = self.routes
+        best, best_rank = 0, None
+        for i, (tp, _) in enumerate(batches):
+            route = routes.get(tp.topic)
+            rank = route.rank if route is not None else 0
+            if best_rank is None or rank < best_rank:
+                best, best_rank = i, rank
+                if rank == 0:
+                    break
+        batch = batches[best]
+        del batches[best]
+        return batch
 
     def _admit(self, tp: TP, records: Sequence[Any]) -> None:
         route = self.routes.get(tp.topic)

@@ -58,6 +58,8 @@ class Lanes:
         self.family = processor.family.name
         self._concurrency = concurrency
         self._ready: deque[Entry] | PriorityReady = ready if ready is not None else deque()
+        self._priority = ready
+        self._takeable = ready.takeable if ready is not None else self._ready.__len__
         self._wake = asyncio.Event()
         self._chains: dict[tuple[Any, bytes | None], deque[Entry]] = {}
         self._running: dict[Any, int] = {}  # tp -> records running now
@@ -125,10 +127,11 @@ class Lanes:
 
     async def _take(self, slot: int) -> None:
         ready = self._ready
+        takeable = self._takeable
         chains = self._chains
         since_yield = 0
         while True:
-            if not ready:
+            if not takeable():
                 self._gauge.set(self._in_flight)
                 self._wake.clear()
                 await self._wake.wait()
@@ -195,6 +198,9 @@ class Lanes:
     def _settle(self, entry: Entry) -> None:
         """``entry`` left the pool (ran, or skipped unfinished)."""
         self._in_flight -= 1
+        if entry.lane is not None and self._priority is not None:
+            self._priority.finished(entry)  # a lower lane's slot may be free again
+            self._wake.set()
 
     # --- revoke and shutdown ----------------------------------------------------------------
 

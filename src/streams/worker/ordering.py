@@ -33,6 +33,7 @@ class Entry:
         "expedited",
         "headers",
         "key",
+        "lane",
         "log",
         "offset",
         "partition",
@@ -53,6 +54,7 @@ class Entry:
         self.log = log
         self.done = False
         self.expedited = False  # released before its due time (a cancel): run it now
+        self.lane: str | None = None  # its priority lane while it runs (worker/priority.py)
 
     @property
     def tp(self) -> Any:

@@ -7,6 +7,12 @@ for the low lanes). A high-priority record is therefore never queued behind a lo
 backlog: it waits for the next free slot only. Records of a retry tier (and records the
 tier's scheduler releases when due) belong to the lane in their ``streams-lane`` header.
 
+A record still waits for a free slot, and with every slot held by slow low-priority
+handlers that could be as long as one of them runs: so the lanes below the first one may
+hold at most ``concurrency - reserved`` slots together (``reserved``: an eighth of the
+slots, at least one), and a higher-lane record finds a slot at once while fewer than
+``reserved`` of them run. ``takeable`` says whether a worker may take a record now.
+
 It has the part of ``deque``'s interface the lanes use (``extend``, ``popleft``, ``len``),
 so a family without lanes keeps a plain deque.
 """
@@ -28,9 +34,13 @@ class PriorityReady:
         assert priorities is not None
         self._picker = FairPicker.from_priorities(priorities)
         self._lanes = tuple(priorities.lanes)
+        self._top = self._lanes[0]
         self._default = priorities.default
         self._queues: dict[str, deque[Entry]] = {lane: deque() for lane in self._lanes}
         self._len = 0
+        self.reserved = max(1, family.concurrency // 8)
+        self._lower_cap = max(1, family.concurrency - self.reserved)
+        self._lower_running = 0  # records of the lanes below the first one, running
 
     def __len__(self) -> int:
         return self._len
@@ -54,13 +64,32 @@ class PriorityReady:
             self._queues[self.lane_of(entry)].append(entry)
             self._len += 1
 
+    def _ready(self) -> dict[str, bool]:
+        lower_open = self._lower_running < self._lower_cap
+        return {
+            name: bool(q) and (lower_open or name == self._top) for name, q in self._queues.items()
+        }
+
+    def takeable(self) -> bool:
+        """A record a worker may take now (lower lanes within their slots)."""
+        return any(self._ready().values())
+
     def popleft(self) -> Entry:
-        queues = self._queues
-        lane = self._picker.next_lane({name: bool(q) for name, q in queues.items()})
+        lane = self._picker.next_lane(self._ready())
         if lane is None:
-            raise IndexError("pop from an empty PriorityReady")
+            raise IndexError("nothing takeable in PriorityReady")
         self._len -= 1
-        return queues[lane].popleft()
+        entry = self._queues[lane].popleft()
+        entry.lane = lane
+        if lane != self._top:
+            self._lower_running += 1
+        return entry
+
+    def finished(self, entry: Entry) -> None:
+        """``entry`` (taken by ``popleft``) stopped running or was skipped."""
+        if entry.lane is not None and entry.lane != self._top:
+            self._lower_running -= 1
+        entry.lane = None
 
     def depth(self) -> dict[str, int]:
         """Records waiting per lane (diagnostics)."""

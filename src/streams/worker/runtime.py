@@ -110,6 +110,8 @@ class Runtime:
             admission=self.partitions.admission,
             log_for=self.partitions.log_for,
             logs=self.partitions.logs,
+            hold=self.consumer.hold,
+            release=self.consumer.release,
             clock_ms=clock_ms,
             skew_margin_ms=settings.clock_skew_margin_ms,
         )
@@ -146,7 +148,6 @@ class Runtime:
             on_withheld=self.partitions.on_withheld,
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
             sink=self.intake.sink,
-            backpressure=self.intake,
         )
         self.heartbeat = HeartbeatLoop(
             worker_id=worker_identity(settings.worker_id),

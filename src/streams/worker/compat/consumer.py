@@ -47,7 +47,6 @@ class FaustConsumer:
         on_withheld: Callable[[Mapping[TP, int]], Awaitable[None]],
         fetch_max_wait_ms: int,
         sink: batch_fetch.Sink,
-        backpressure: batch_fetch.Backpressure,
     ) -> None:
         """Apply every workaround (see the package docstring) to the app's consumer;
         ``sink`` gets the fetched records of our topics (the batch route)."""
@@ -55,7 +54,7 @@ class FaustConsumer:
         unfilter_read_offsets(consumer, self._topics)
         report_cleared_buffers(self._app.flow_control, self._topics, on_discarded)
         snapshot_fetches(consumer, on_withheld)
-        batch_fetch.route_fetches(consumer, self._app.monitor, self._topics, sink, backpressure)
+        batch_fetch.route_fetches(consumer, self._app.monitor, self._topics, sink)
         set_fetch_max_wait(consumer, fetch_max_wait_ms)
 
     # --- faust's public consumer API ----------------------------------------------------
@@ -71,6 +70,13 @@ class FaustConsumer:
 
     def assignment(self) -> set[TP]:
         return set(self._app.consumer.assignment())
+
+    def hold(self, tp: TP) -> None:
+        """Stop fetching ``tp`` while its backlog is full (see the batch route)."""
+        batch_fetch.hold(self._app.consumer, tp)
+
+    def release(self, tp: TP) -> None:
+        batch_fetch.release(self._app.consumer, tp)
 
     async def commit_offsets(self, offsets: Mapping[TP, int]) -> bool:
         """Commit our finished prefixes (faust never sees our records, see the batch route)."""
