@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from faust.types import TP
 
+from streams.worker.compat.batch_fetch import route_fetches
 from streams.worker.compat.fetch import snapshot_fetches
 from streams.worker.compat.fetch_wait import set_fetch_max_wait
 from streams.worker.compat.read_offsets import UnfilteredReadOffsets, unfilter_read_offsets
@@ -117,3 +118,86 @@ def test_both_stop_signals_reach_on_stop_signal() -> None:
     worker._on_sigterm()
     worker._on_sigint()
     assert heard == ["SIGTERM", "SIGTERM", "SIGINT"], "mode ignores a second SIGTERM"
+
+
+class _FetchingConsumer:
+    """faust's consumer as the batch route sees it: ``_getmany`` and ``flow_active``."""
+
+    def __init__(self, records: dict[Any, list[Any]]) -> None:
+        self.records = records
+        self.flow_active = True
+        self.asked: list[set[Any] | None] = []
+
+    async def _getmany(self, active_partitions: Any, timeout: float) -> dict[Any, list[Any]]:
+        self.asked.append(None if active_partitions is None else set(active_partitions))
+        return dict(self.records)
+
+
+class _Backpressure:
+    def __init__(self) -> None:
+        self.held: set[Any] = set()
+        self.released = asyncio.Event()
+
+
+def _routed(
+    records: dict[Any, list[Any]],
+) -> tuple[_FetchingConsumer, Any, _Backpressure, list[tuple[Any, list[Any]]]]:
+    consumer = _FetchingConsumer(records)
+    monitor: Any = _Stub()
+    monitor.stream_inbound_time = {}
+    backpressure = _Backpressure()
+    sunk: list[tuple[Any, list[Any]]] = []
+    route_fetches(
+        consumer, monitor, {"ours"}, lambda tp, batch: sunk.append((tp, list(batch))), backpressure
+    )
+    return consumer, monitor, backpressure, sunk
+
+
+async def test_records_of_our_topics_go_to_the_sink_and_the_rest_to_faust() -> None:
+    ours0, ours1, theirs = TP("ours", 0), TP("ours", 1), TP("changelog", 0)
+    consumer, monitor, _, sunk = _routed({ours0: ["a", "b"], theirs: ["c"], ours1: []})
+    got = await consumer._getmany({ours0, ours1, theirs}, 1.0)
+    assert got == {theirs: ["c"]}
+    assert sunk == [(ours0, ["a", "b"])]  # an empty batch is not sunk (nor handed to faust)
+    assert set(monitor.stream_inbound_time) == {ours0}  # faust's livelock check is fed
+    assert consumer.asked == [{ours0, ours1, theirs}]
+
+
+async def test_nothing_is_sunk_while_flow_is_suspended() -> None:
+    ours, theirs = TP("ours", 0), TP("changelog", 0)
+    consumer, monitor, _, sunk = _routed({ours: ["a"], theirs: ["c"]})
+    consumer.flow_active = False  # a rebalance: fetched records are dropped, as faust does
+    assert await consumer._getmany({ours, theirs}, 1.0) == {theirs: ["c"]}
+    assert sunk == []
+    assert monitor.stream_inbound_time == {}
+
+
+async def test_held_partitions_are_left_out_of_the_fetch() -> None:
+    held, free, theirs = TP("ours", 0), TP("ours", 1), TP("changelog", 0)
+    consumer, _, backpressure, _ = _routed({})
+    backpressure.held.add(held)
+    await consumer._getmany({held, free, theirs}, 1.0)
+    await consumer._getmany(None, 1.0)  # client-only apps fetch everything: nothing to filter
+    assert consumer.asked == [{free, theirs}, None]
+
+
+async def test_with_every_partition_held_the_fetch_waits_for_a_release() -> None:
+    held = TP("ours", 0)
+    consumer, _, backpressure, _ = _routed({held: ["a"]})
+    backpressure.held.add(held)
+    backpressure.released.set()  # an old release: the fetch must wait for a new one
+    fetch = asyncio.get_running_loop().create_task(consumer._getmany({held}, 30.0))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not fetch.done()
+    assert consumer.asked == []  # asked for nothing (faust would sleep a whole second)
+
+    async def release() -> None:
+        backpressure.held.clear()
+        backpressure.released.set()
+
+    await asyncio.get_running_loop().create_task(release())
+    assert await fetch == {}
+    assert consumer.asked == []
+    await consumer._getmany({held}, 1.0)  # the next fetch asks for the released partition
+    assert consumer.asked == [{held}]
