@@ -71,7 +71,7 @@ class Rig:
         self.admission_calls = 0
         self.logs: dict[Any, PartitionLog] = {}
         self.refused: set[tuple[Any, int]] = set()
-        self.broken: set[Any] = set()
+        self.broken: set[Any] = set()  # partitions, or (tp, offset) of single records
         self.asked: list[tuple[Any, int]] = []
         self.intake = Intake(
             admission=self.admission,
@@ -96,7 +96,7 @@ class Rig:
 
     def log_for(self, tp: Any, offset: int) -> PartitionLog | None:
         self.asked.append((tp, offset))
-        if tp in self.broken:
+        if tp in self.broken or (tp, offset) in self.broken:
             raise RuntimeError("sequencer broke")
         if (tp, offset) in self.refused:
             return None
@@ -284,3 +284,24 @@ async def test_records_of_a_topic_without_a_route_are_ignored(rig_factory: Any) 
     r.intake.sink(TP0, r.records(TP0, [0]))
     await until(lambda: len(r.lanes.batches) == 1)
     assert r.asked == [(TP0, 0)]
+
+
+async def test_records_admitted_before_an_error_in_their_batch_still_run(
+    rig_factory: Any,
+) -> None:
+    r = rig_factory()
+    r.broken = {(TP0, 2)}
+    r.intake.sink(TP0, r.records(TP0, range(5)))
+    await until(lambda: len(r.asked) == 3)
+    await settle()
+    # 0 and 1 have entries in the log: left out of the lanes they would never finish and
+    # the partition could never commit past them (nor be released from backpressure)
+    assert r.lanes.offsets() == [(TP0, 0), (TP0, 1)]
+    assert len(r.logs[TP0]) == 2
+    r.broken.clear()
+    r.intake.sink(TP0, r.records(TP0, range(2, 5)))  # read again (the sequencer's resync)
+    await until(lambda: len(r.lanes.offsets()) == 5)
+    for batch in r.lanes.batches:
+        for entry in batch:
+            entry.finish()
+    assert r.acks.offsets() == [0, 1, 2, 3, 4]
