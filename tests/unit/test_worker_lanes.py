@@ -335,6 +335,40 @@ async def test_a_stray_cancellation_does_not_shrink_the_pool(world_factory: Any)
     assert set(w.workers()) == set(workers)  # the same workers, none replaced
 
 
+class SelfCancellingProcessor:
+    """Finishes each record; after ``offset`` it cancels its own task (a stray cancellation,
+    delivered at the worker's next suspension: its yield to the loop)."""
+
+    family = SimpleNamespace(name="audit")
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+        self.started: list[int] = []
+
+    async def process(self, entry: Entry) -> None:
+        self.started.append(entry.offset)
+        await asyncio.sleep(0)
+        entry.finish()
+        task = asyncio.current_task()
+        if entry.offset == self.offset and task is not None:
+            task.cancel()
+
+
+async def test_a_stray_cancellation_between_records_loses_none_queued_behind_the_key(
+    world_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lanes_module, "YIELD_EVERY", 1)  # it yields after every record
+    processor = SelfCancellingProcessor(offset=0)
+    w = world_factory(concurrency=2, processor=processor)
+    w.submit(w.entry(TP0, 0, key=b"a"), w.entry(TP0, 1, key=b"a"))  # 1 waits in a's chain
+    await settle(2)
+    w.submit(w.entry(TP0, 2, key=b"a"))
+    await until(lambda: w.lanes.in_flight == 0)
+    assert processor.started == [0, 1, 2]  # was [0, 2]: 1 dropped, key order broken
+    assert w.acks.offsets() == [0, 1, 2]  # and the partition could commit past 0 again
+    assert len(w.logs[TP0]) == 0
+
+
 class InstantProcessor:
     """Finishes every record without ever suspending; notes the probe count per record."""
 
