@@ -74,27 +74,34 @@ async def test_a_disarmed_deadline_never_fires() -> None:
 
 
 class TimerWatch:
-    """Counts the deadlines' timers scheduled and not yet fired (wraps ``call_later``)."""
+    """The deadlines' timers that are scheduled and neither fired nor cancelled (wraps
+    ``call_later``)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, deadlines: Deadlines) -> None:
-        self.pending = 0
         self.fired = 0
+        self._timers: list[tuple[asyncio.TimerHandle, list[bool]]] = []
         loop = asyncio.get_running_loop()
         real = loop.call_later
 
         def call_later(delay: float, callback: Callable[..., Any], *args: Any, **kw: Any) -> Any:
             if callback != deadlines._tick:
                 return real(delay, callback, *args, **kw)
-            self.pending += 1
+            done = [False]
 
             def fired() -> None:
-                self.pending -= 1
+                done[0] = True
                 self.fired += 1
                 callback(*args)
 
-            return real(delay, fired, **kw)
+            handle = real(delay, fired, **kw)
+            self._timers.append((handle, done))
+            return handle
 
         monkeypatch.setattr(loop, "call_later", call_later)
+
+    @property
+    def pending(self) -> int:
+        return sum(1 for handle, done in self._timers if not done[0] and not handle.cancelled())
 
 
 async def test_the_timer_exists_only_while_something_is_armed(
