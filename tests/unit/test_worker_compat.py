@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
 from faust.types import TP
 
+from streams.worker.compat.batch_fetch import hold, release, route_fetches
 from streams.worker.compat.fetch import snapshot_fetches
 from streams.worker.compat.fetch_wait import set_fetch_max_wait
 from streams.worker.compat.read_offsets import UnfilteredReadOffsets, unfilter_read_offsets
@@ -117,3 +119,95 @@ def test_both_stop_signals_reach_on_stop_signal() -> None:
     worker._on_sigterm()
     worker._on_sigint()
     assert heard == ["SIGTERM", "SIGTERM", "SIGINT"], "mode ignores a second SIGTERM"
+
+
+class _FetchingConsumer:
+    """faust's consumer as the batch route sees it: ``_getmany`` and ``flow_active``."""
+
+    def __init__(self, records: dict[Any, list[Any]]) -> None:
+        self.records = records
+        self.flow_active = True
+        self.asked: list[set[Any] | None] = []
+
+    async def _getmany(self, active_partitions: Any, timeout: float) -> dict[Any, list[Any]]:
+        self.asked.append(None if active_partitions is None else set(active_partitions))
+        return dict(self.records)
+
+
+def _routed(
+    records: dict[Any, list[Any]],
+) -> tuple[_FetchingConsumer, Any, list[tuple[Any, list[Any]]]]:
+    consumer = _FetchingConsumer(records)
+    monitor: Any = _Stub()
+    monitor.stream_inbound_time = {}
+    sunk: list[tuple[Any, list[Any]]] = []
+    route_fetches(consumer, monitor, {"ours"}, lambda tp, batch: sunk.append((tp, list(batch))))
+    return consumer, monitor, sunk
+
+
+async def test_records_of_our_topics_go_to_the_sink_and_the_rest_to_faust() -> None:
+    ours0, ours1, theirs = TP("ours", 0), TP("ours", 1), TP("changelog", 0)
+    consumer, monitor, sunk = _routed({ours0: ["a", "b"], theirs: ["c"], ours1: []})
+    got = await consumer._getmany({ours0, ours1, theirs}, 1.0)
+    assert got == {theirs: ["c"]}
+    assert sunk == [(ours0, ["a", "b"])]  # an empty batch is not sunk (nor handed to faust)
+    assert set(monitor.stream_inbound_time) == {ours0}  # faust's livelock check is fed
+    assert consumer.asked == [{ours0, ours1, theirs}]
+
+
+async def test_nothing_is_sunk_while_flow_is_suspended() -> None:
+    ours, theirs = TP("ours", 0), TP("changelog", 0)
+    consumer, monitor, sunk = _routed({ours: ["a"], theirs: ["c"]})
+    consumer.flow_active = False  # a rebalance: fetched records are dropped, as faust does
+    assert await consumer._getmany({ours, theirs}, 1.0) == {theirs: ["c"]}
+    assert sunk == []
+    assert monitor.stream_inbound_time == {}
+
+
+async def test_the_fetch_asks_for_every_active_partition() -> None:
+    # held partitions are paused at aiokafka's level, not left out of faust's active set
+    # (prefetched records nobody takes would stall every fetch to their broker)
+    a, b, theirs = TP("ours", 0), TP("ours", 1), TP("changelog", 0)
+    consumer, _, _ = _routed({})
+    await consumer._getmany({a, b, theirs}, 1.0)
+    await consumer._getmany(None, 1.0)
+    assert consumer.asked == [{a, b, theirs}, None]
+
+
+class _Kafka:
+    def __init__(self, thread: threading.Thread | None = None) -> None:
+        self.calls: list[tuple[str, Any, str]] = []
+
+    def pause(self, *partitions: Any) -> None:
+        self.calls.append(("pause", partitions[0], threading.current_thread().name))
+
+    def resume(self, *partitions: Any) -> None:
+        if partitions[0].partition == 9:
+            raise RuntimeError("no longer assigned")
+        self.calls.append(("resume", partitions[0], threading.current_thread().name))
+
+
+def test_hold_and_release_pause_and_resume_in_the_consumer_thread() -> None:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="consumer-thread")
+    thread.start()
+    try:
+        kafka = _Kafka()
+        consumer: Any = _Stub()
+        consumer._thread = _Stub()
+        consumer._thread._consumer = kafka
+        consumer._thread.thread_loop = loop
+        hold(consumer, TP("ours", 0))
+        release(consumer, TP("ours", 9))  # a failure there is swallowed (logged)
+        release(consumer, TP("ours", 0))
+        done = threading.Event()
+        loop.call_soon_threadsafe(done.set)
+        assert done.wait(5)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+    assert [(c[0], c[1].topic, c[1].partition, c[2]) for c in kafka.calls] == [
+        ("pause", "ours", 0, "consumer-thread"),
+        ("resume", "ours", 0, "consumer-thread"),
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -33,6 +34,7 @@ from streams.jobs.base import DependencyGuard, JobContext, no_guard
 from streams.jobs.registry import HandlerRegistry
 from streams.worker.breakers import Breakers
 from streams.worker.changelog import ChangelogWriter
+from streams.worker.lanes import Lanes
 from streams.worker.ledger import Ledger
 from streams.worker.ordering import Entry, PartitionLog
 from streams.worker.processor import Processor, ProcessorConfig
@@ -369,10 +371,13 @@ async def test_a_handler_timeout_goes_to_the_retry_tier(rig_factory: Callable[..
     await r.processor.process(r.entry())
     assert asyncio.get_running_loop().time() - started < 1.0
     assert cancelled == [True]
+    task = asyncio.current_task()  # the lanes' worker: the deadline cancelled it
+    assert task is not None and task.cancelling() == 0  # ... and took it back
     (sent,) = r.route.sent
     assert sent.topic == TIER_1S
     assert sent.header_dict[h.ATTEMPT] == "2"
-    assert "timed out" in sent.header_dict[h.ERROR_MESSAGE]
+    assert "handler timed out" in sent.header_dict[h.ERROR_MESSAGE]
+    assert sent.header_dict[h.ERROR_CLASS] == "streams.errors.Retryable"
     assert r.acks == [(MAIN, 2, 7)]
     assert (
         sample(
@@ -383,6 +388,41 @@ async def test_a_handler_timeout_goes_to_the_retry_tier(rig_factory: Callable[..
         )
         == 1
     )
+
+
+async def test_a_timeout_in_the_worker_pool_leaves_the_worker_clean_for_the_next_record(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    async def first_hangs(event: Any, ctx: JobContext) -> None:
+        if ctx.offset == 0:
+            await asyncio.sleep(10)
+
+    r = rig_factory(handler=first_hangs, timeout_s=0.05, ledger=False)
+    lanes = Lanes(r.processor, concurrency=1, on_in_flight=r.metrics.in_flight.labels("audit"))
+    try:
+        lanes.submit([r.entry(0, event_id="a"), r.entry(1, event_id="b")])  # one key: a chain
+        await until(lambda: r.acks.offsets() == [0, 1])
+        (worker,) = [t for t in asyncio.all_tasks() if t.get_name().startswith("lanes.audit.")]
+        assert worker.cancelling() == 0
+        assert [s.topic for s in r.route.sent] == [TIER_1S]
+        assert r.outcome("done") == 1
+    finally:
+        await lanes.stop()
+
+
+async def test_a_handler_that_ignores_its_deadline_is_done_and_uncancelled(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    async def stubborn(event: Any, ctx: JobContext) -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # swallows the deadline's cancel
+            await asyncio.sleep(10)
+
+    r = rig_factory(handler=stubborn, timeout_s=0.02, ledger=False)
+    await r.processor.process(r.entry())
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+    assert r.route.sent == []
+    assert r.acks == [(MAIN, 2, 7)]
 
 
 async def test_no_handler_goes_to_the_dlq_as_permanent(rig_factory: Callable[..., Rig]) -> None:

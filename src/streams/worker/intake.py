@@ -169,16 +169,18 @@ class Intake:
             return
         entries: list[Entry] = []
         log_for = self._log_for
-        for record in records:
-            plog = log_for(tp, record.offset)
-            if plog is None:  # revoked, draining, or not (yet) ours: left unfinished
-                continue
-            entry = plog.add(record)
-            if route.scheduler is not None and self._schedule(route, entry):
-                continue
-            entries.append(entry)
-        if entries:
-            route.lanes.submit(entries, route.lane)
+        try:
+            for record in records:
+                plog = log_for(tp, record.offset)
+                if plog is None:  # revoked, draining, or not (yet) ours: left unfinished
+                    continue
+                entry = plog.add(record)
+                if route.scheduler is not None and self._schedule(route, entry):
+                    continue
+                entries.append(entry)
+        finally:  # entries added before an error are in the log: they must run
+            if entries:
+                route.lanes.submit(entries, route.lane)
 
     def _schedule(self, route: Route, entry: Entry) -> bool:
         """Hold a retry record until its due time; False when it is due now."""

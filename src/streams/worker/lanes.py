@@ -153,9 +153,14 @@ class Lanes:
                     if not chain:
                         break
                     entry = chain.popleft()
-            finally:
-                for queued in chains.pop(chain_key, ()):
-                    self._settle(queued)
+            finally:  # left by a cancellation: records queued behind the key are not lost
+                queued = chains.pop(chain_key, None)
+                if queued and not self._stopping:
+                    ready.extendleft(reversed(queued))  # ahead of the key's later records
+                    self._wake.set()
+                else:
+                    for skipped in queued or ():
+                        self._settle(skipped)
 
     async def _run(self, slot: int, entry: Entry) -> None:
         plog = entry.log
