@@ -75,6 +75,7 @@ class Ledger:
         self._retiring = Retiring()
         self._dripping: int | None = None  # partition holding the next-chunk callback
         self._deleted = 0  # store keys deleted since its dicts were last rebuilt
+        self._dripped = 0  # tombstones written by the current chain
         self._nonce = secrets.token_hex(4)
         writer.before_flush(self._cut_batches)
 
@@ -123,6 +124,7 @@ class Ledger:
         for partition, hashes in self._open.items():  # finished, batch not cut yet
             for digest in hashes:
                 self._index.add(partition, digest)
+        self._shrink_if_many_deleted()
         self._on_size(len(self._index))
 
     # --- the hot path -------------------------------------------------------------------
@@ -187,6 +189,7 @@ class Ledger:
             last_ms = self._merged_at.get(partition, -policy.min_age_ms)
             if policy.due(len(small), oldest_ms, last_ms, now_ms):
                 self._merge_small(partition)
+        self._shrink_if_many_deleted()
 
     def _new_key(self, partition: int, now_ms: int) -> bytes:
         return batch_key(partition, now_ms, f"{self._nonce}{secrets.token_hex(2)}")
@@ -231,9 +234,11 @@ class Ledger:
                 small[key] = now_ms
         if not small:
             self._small.pop(partition, None)
+
+    def _shrink_if_many_deleted(self) -> None:
         if self._deleted >= _SHRINK_AFTER:
-            shrink(self._store)
             self._deleted = 0
+            shrink(self._store)
 
     def _forget(self, keys: Sequence[bytes]) -> None:
         if keys:
@@ -251,6 +256,12 @@ class Ledger:
         """Write the next chunk of tombstones; the last one's callback writes the next."""
         self._dripping = None
         chunk = self._retiring.take(TOMBSTONES_PER_FLUSH)
+        if not chunk:  # all written: what they held can go back to the system
+            self._deleted += self._dripped
+            self._dripped = 0
+            self._shrink_if_many_deleted()
+            return
+        self._dripped += len(chunk)
         for i, (partition, key) in enumerate(chunk):
             last = i == len(chunk) - 1
             self._writer.put(partition, key, None, self._drip if last else None)

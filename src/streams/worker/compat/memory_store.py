@@ -8,11 +8,18 @@ shrinks when entries are deleted from it. The ledger deletes hundreds of thousan
 recovered keys when it merges tiny done-marker batches, so it forgets them in both maps and
 then rebuilds the two dicts at their new size. Any other store (a plain dict in unit tests)
 is only popped from.
+
+Even then glibc keeps most of the freed heap (half a million small objects freed in the middle
+of it: ~40 MB in a trial with 1M keys recovered in 2-hash batches), so ``shrink`` ends with
+``malloc_trim(0)``, which hands free pages back to the system (a no-op without glibc).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping
+import ctypes
+import ctypes.util
+import functools
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
 
@@ -37,3 +44,25 @@ def shrink(store: MutableMapping[Any, Any]) -> None:
     partitions = getattr(store, "_key_partition", None)
     if isinstance(partitions, dict):
         store._key_partition = dict(partitions)  # type: ignore[attr-defined]
+    release_memory()
+
+
+def release_memory() -> bool:
+    """Ask the C allocator to return free heap pages to the system; False if it cannot."""
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS)
+        return None
+    return trim
