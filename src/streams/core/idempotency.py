@@ -234,18 +234,33 @@ _SEAL_MIN = 16_384  # fresh hashes kept in a set before they are sorted into the
 
 @dataclass
 class _Partition:
-    sealed: array[int] = field(default_factory=lambda: array("q"))  # sorted, unique
+    sealed: array[int] = field(default_factory=lambda: array("q"))  # sorted
     fresh: set[int] = field(default_factory=set)  # added since the last seal
     staged: array[int] = field(default_factory=lambda: array("q"))  # loaded, not yet sorted
     # batch key -> expires_at_ms (the hashes are re-read from the table on expiry)
     batches: dict[bytes, int] = field(default_factory=dict)
+    limit: int = _SEAL_MIN  # fresh hashes that trigger a seal
 
     def seal(self) -> None:
-        """Sort fresh and staged hashes into ``sealed``."""
-        if self.fresh or self.staged:
+        """Sort fresh and staged hashes into ``sealed``.
+
+        Loaded batches may overlap (a merged batch beside its parts, until their tombstones):
+        those are deduplicated. Fresh hashes are not looked up in ``sealed`` first (that
+        would cost a bisection per record, and ``record`` follows a negative ``seen``), so
+        a hash recorded twice in a race may be held twice, until its batches expire.
+        """
+        if self.staged:
             self.sealed = merge_hashes((self.sealed, self.fresh, self.staged))
-            self.fresh = set()
-            self.staged = array("q")
+        elif self.fresh:
+            merged = self.sealed.tolist()
+            merged.extend(self.fresh)
+            merged.sort()  # two runs for timsort: the sealed ones and the fresh ones
+            self.sealed = array("q", merged)
+        else:
+            return
+        self.fresh = set()
+        self.staged = array("q")
+        self.limit = max(_SEAL_MIN, len(self.sealed) // 8)
 
     def contains(self, digest: int) -> bool:
         if self.staged:
@@ -288,9 +303,10 @@ class DoneIndex:
 
     def add(self, partition: int, digest: int) -> None:
         """Mark done in memory (before the batch holding it is durable)."""
-        part = self._part(partition)
-        part.fresh.add(digest)
-        if len(part.fresh) >= max(_SEAL_MIN, len(part.sealed) // 8):
+        part = self._parts.get(partition) or self._part(partition)
+        fresh = part.fresh
+        fresh.add(digest)
+        if len(fresh) >= part.limit:
             part.seal()
 
     def load_batch(self, key: bytes, value: bytes) -> int:
