@@ -211,3 +211,31 @@ def test_hold_and_release_pause_and_resume_in_the_consumer_thread() -> None:
         ("pause", "ours", 0, "consumer-thread"),
         ("resume", "ours", 0, "consumer-thread"),
     ]
+
+
+def test_memory_store_keys_are_forgotten_in_both_maps_and_the_dicts_shrink() -> None:
+    from types import SimpleNamespace
+
+    import faust
+    from faust.stores.memory import Store
+
+    from streams.worker.compat.memory_store import forget_keys, release_memory, shrink
+
+    app = faust.App("compat-memory-store", broker="kafka://localhost:1", web_enabled=False)
+    store = Store("memory://", app, app.Table("done", default=None))
+    events = [
+        SimpleNamespace(key=k, value=b"v", message=SimpleNamespace(value=b"v", partition=k[0] - 48))
+        for k in (b"0|1|a", b"0|2|b", b"1|1|c")
+    ]
+    store.apply_changelog_batch(events, lambda k: k, lambda v: v)  # what a recovery does
+    assert store._key_partition == {b"0|1|a": 0, b"0|2|b": 0, b"1|1|c": 1}
+    assert forget_keys(store, [b"0|1|a", b"0|2|b", b"missing"]) == 2
+    assert dict(store.items()) == {b"1|1|c": b"v"}
+    assert store._key_partition == {b"1|1|c": 1}  # the key objects are not held any more
+    before = store.data
+    shrink(store)
+    assert store.data is not before and dict(store.items()) == {b"1|1|c": b"v"}
+    assert release_memory()  # glibc here: malloc_trim exists
+    plain: dict[bytes, bytes] = {b"k": b"v"}
+    assert forget_keys(plain, [b"k"]) == 1 and plain == {}
+    shrink(plain)  # no faust internals: nothing to rebuild, no error

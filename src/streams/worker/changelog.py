@@ -79,11 +79,12 @@ class ChangelogWriter:
         self._idle.clear()
         self._wake.set()
 
-    def on_next_flush(self, partition: int, callback: Callback) -> None:
+    def on_next_flush(self, partition: int, callback: Callback, count: int = 1) -> None:
         """Run ``callback`` once the next flush (including writes made by the
-        before-flush hooks) is acknowledged."""
+        before-flush hooks) is acknowledged; ``count``: the updates it stands for (a
+        flush is cut early once ``max_batch`` of them wait)."""
         self._callbacks.setdefault(partition, []).append(callback)
-        self._waiting += 1
+        self._waiting += count
         if self._waiting >= self._max_batch:
             self._full.set()
         self._idle.clear()

@@ -11,6 +11,8 @@ each module's docstring tells why its workaround exists, and each has its own un
   given back.
 - ``fetch_wait``: the worker consumer's fetch max wait is configurable.
 - ``signals``: mode's signal handlers are replaced (a second signal exits at once).
+- ``memory_store``: keys deleted from faust's memory store leave its key-to-partition map
+  too, and the store's dicts (and glibc's heap) give their memory back.
 """
 
 from streams.worker.compat.consumer import FaustConsumer
