@@ -65,45 +65,92 @@ AVRO_CONTENT_TYPE = "application/vnd.streams+avro"
 MAX_ERROR_MESSAGE_BYTES = 512
 MAX_ERROR_CLASS_BYTES = 128
 MAX_HEADER_VALUE_BYTES = 1024
+MAX_HEADER_NAME_BYTES = 256
 MAX_FOREIGN_HEADERS = 32
 
 # --- encoding ---------------------------------------------------------------------------
 
-RawHeaders = Iterable[tuple[str, bytes | str | None]]
+RawHeaders = Iterable[tuple[str | bytes, bytes | str | None]]
+
+_KNOWN = frozenset(EVENT_HEADERS) | frozenset(FAILURE_HEADERS)
+# a value longer than this cannot survive truncate_utf8 whole: decoding a longer prefix
+# changes nothing (a raw byte never becomes fewer than one UTF-8 byte), so huge values
+# are cut before decoding
+_VALUE_PREFIX_BYTES = MAX_HEADER_VALUE_BYTES + 4
 
 
 def encode(headers: Mapping[str, str]) -> list[tuple[str, bytes]]:
-    """Kafka header list (name, UTF-8 bytes), in a stable order."""
-    return [(name, value.encode("utf-8")) for name, value in headers.items()]
+    """Kafka header list (name, UTF-8 bytes), in a stable order. Never raises on strings
+    (a lone surrogate becomes '?')."""
+    return [(name, value.encode("utf-8", errors="replace")) for name, value in headers.items()]
 
 
 def decode(raw: RawHeaders | None) -> dict[str, str]:
     """Header dict from a Kafka header list. Never raises.
 
-    Undecodable bytes become U+FFFD; a repeated name keeps its last value; ``None`` values
-    become ''. Foreign headers beyond MAX_FOREIGN_HEADERS are dropped so a hostile record
-    cannot grow what we copy to the retry tiers.
+    Undecodable bytes (in names or values) become U+FFFD; a repeated name keeps its last
+    value; ``None`` values become ''; an item that is not a (name, value) pair, and a name
+    longer than MAX_HEADER_NAME_BYTES, are skipped. Foreign headers beyond
+    MAX_FOREIGN_HEADERS, and as many again unknown ``streams-*`` ones (e.g. the replay
+    copies), are dropped so a hostile record cannot grow what we copy to the retry tiers.
     """
     out: dict[str, str] = {}
-    foreign = 0
-    for name, value in raw or ():
-        if not name.startswith("streams-") and name not in EVENT_HEADERS and name not in out:
-            foreign += 1
-            if foreign > MAX_FOREIGN_HEADERS:
-                continue
-        if value is None:
-            text = ""
-        elif isinstance(value, bytes):
-            text = value.decode("utf-8", errors="replace")
-        else:
-            text = str(value)
-        out[name] = truncate_utf8(text, MAX_HEADER_VALUE_BYTES)
+    foreign = unknown_ours = 0
+    try:
+        items = iter(raw or ())
+    except TypeError:
+        return out
+    for item in items:
+        try:
+            raw_name, value = item
+        except (TypeError, ValueError):
+            continue
+        name = _name(raw_name)
+        if name is None:
+            continue
+        if name not in _KNOWN and name not in out:
+            if name.startswith("streams-"):
+                unknown_ours += 1
+                if unknown_ours > MAX_FOREIGN_HEADERS:
+                    continue
+            else:
+                foreign += 1
+                if foreign > MAX_FOREIGN_HEADERS:
+                    continue
+        out[name] = truncate_utf8(_value(value), MAX_HEADER_VALUE_BYTES)
     return out
 
 
+def _name(raw: object) -> str | None:
+    """A header name as well-formed text; None when too long or not a name at all."""
+    if isinstance(raw, bytes | bytearray | memoryview):
+        if len(raw) > MAX_HEADER_NAME_BYTES:
+            return None
+        return bytes(raw).decode("utf-8", errors="replace")
+    if not isinstance(raw, str) or len(raw) > MAX_HEADER_NAME_BYTES:
+        return None
+    data = raw.encode("utf-8", errors="replace")  # a lone surrogate becomes '?'
+    return data.decode("utf-8") if len(data) <= MAX_HEADER_NAME_BYTES else None
+
+
+def _value(raw: object) -> str:
+    if raw is None:
+        return ""
+    if isinstance(raw, bytes | bytearray | memoryview):
+        return bytes(raw[:_VALUE_PREFIX_BYTES]).decode("utf-8", errors="replace")
+    if isinstance(raw, str):
+        return raw
+    return repr(raw)
+
+
 def truncate_utf8(text: str, max_bytes: int) -> str:
-    """``text`` cut to at most ``max_bytes`` UTF-8 bytes, never inside a character."""
-    data = text.encode("utf-8")
+    """``text`` cut to at most ``max_bytes`` UTF-8 bytes, never inside a character; a lone
+    surrogate (not encodable) becomes '?'."""
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:
+        data = text.encode("utf-8", errors="replace")
+        text = data.decode("utf-8")
     if len(data) <= max_bytes:
         return text
     cut = data[: max(0, max_bytes - 3)].decode("utf-8", errors="ignore")
