@@ -170,10 +170,15 @@ def _build(
         problems.extend(f"{path}: {p}" for p in lint)
         return None
     try:
-        return SchemaVersion.build(event_type, number, definition, path)
+        version = SchemaVersion.build(event_type, number, definition, path)
     except (SchemaParseException, UnknownType, ValueError, TypeError, KeyError) as exc:
         problems.append(f"{path}: not a valid Avro schema: {type(exc).__name__}: {exc}")
         return None
+    problem = avro.no_value_problem(version.schema)
+    if problem:
+        problems.append(f"{path}: not a usable Avro schema: {problem}")
+        return None
+    return version
 
 
 def _load_envelopes(by_number: dict[int, Path], problems: list[str]) -> dict[int, SchemaVersion]:
