@@ -224,3 +224,20 @@ def test_load_versions_of_an_arbitrary_file(scratch: Path, text: str | bytes) ->
     store = SchemaStore(versions)  # what loads also builds a store
     assert "fuzz.thing" in store.event_types
     assert check_store(scratch) == []  # one version: nothing to be incompatible with
+
+
+def test_regression_a_name_holding_a_line_break_stays_on_its_line(scratch: Path) -> None:
+    """Found by fuzz/fuzz_schema.py: a field name ``"X\\r"`` split its problem over two
+    lines, so a line no longer started with ``<file>: ``."""
+    fields = [
+        {"name": "envelope", "type": "streams.Envelope", "doc": "d"},
+        {"name": "X\r", "type": "int", "doc": "d"},
+        {"name": "Y\u2028", "type": "int", "doc": "d"},
+    ]
+    path = scratch / "fuzz.thing" / "v1.avsc"
+    path.write_text(json.dumps({"type": "record", "name": "fuzz.T", "fields": fields}))
+    with pytest.raises(SchemaError) as err:
+        load_versions(scratch)
+    lines = str(err.value).splitlines()
+    assert len(lines) == 2 and all(line.startswith(f"{path}: ") for line in lines), lines
+    assert "invalid field name 'X\\r'" in lines[0]

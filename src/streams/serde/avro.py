@@ -59,7 +59,7 @@ def strip_time_logical_types(schema: Schema) -> Schema:
         return schema
     out = {}
     for key, value in schema.items():
-        if key == "logicalType" and value in TIME_LOGICAL_TYPES:
+        if key == "logicalType" and isinstance(value, str) and value in TIME_LOGICAL_TYPES:
             continue
         if key in ("type", "items", "values"):
             out[key] = strip_time_logical_types(value)
@@ -167,7 +167,11 @@ def named_types(schema: Schema) -> dict[str, dict[str, Any]]:
     """Full name -> definition of every named type defined in a parsed (full-name) schema."""
     found: dict[str, dict[str, Any]] = {}
     for node in walk(schema):
-        if node.get("type") in NAMED and isinstance(node.get("name"), str):
+        if (
+            isinstance(node.get("type"), str)
+            and node["type"] in NAMED
+            and isinstance(node.get("name"), str)
+        ):
             found.setdefault(node["name"], node)
     return found
 
@@ -250,7 +254,7 @@ def _sample(schema: Schema, names: dict[str, dict[str, Any]], i: int, depth: int
         if not schema:
             raise ValueError("an empty union has no value")
         if depth >= _MAX_DEPTH:  # stop nesting: a branch that needs no recursion, if any
-            leaves = [b for b in schema if b in PRIMITIVES]
+            leaves = [b for b in schema if isinstance(b, str) and b in PRIMITIVES]
             if leaves:
                 return _primitive("null" if "null" in leaves else leaves[0], i)
         return _sample(schema[i % len(schema)], names, i, depth)

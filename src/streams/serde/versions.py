@@ -121,8 +121,20 @@ def load_versions(schemas_dir: Path) -> list[SchemaVersion]:
                 versions.append(loaded)
     _check_unique(versions, problems)
     if problems:
-        raise SchemaError("\n".join(problems))
+        raise SchemaError("\n".join(_one_line(p) for p in problems))
     return versions
+
+
+# what str.splitlines() splits on: a name or message holding one would break the
+# one-line-per-problem contract
+_LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+def _one_line(problem: str) -> str:
+    """``problem`` with its line breaks escaped (e.g. a field name holding ``\\r``)."""
+    if not any(ch in _LINE_BREAKS for ch in problem):
+        return problem
+    return "".join(repr(ch)[1:-1] if ch in _LINE_BREAKS else ch for ch in problem)
 
 
 def _version_files(directory: Path, problems: list[str]) -> dict[int, Path]:
