@@ -6,7 +6,8 @@ numbers that do not fit 64 bits in the integer headers). The oracle: ``headers.d
 never raises and stays bounded (value <= MAX_HEADER_VALUE_BYTES, name <=
 MAX_HEADER_NAME_BYTES, foreign names capped), what it keeps survives ``encode`` ->
 ``decode``; and routing a failure of that record (``plan_failure`` -> ``encode``, as
-the worker does on the way to a retry tier or the DLQ) never raises.
+the worker does on the way to a retry tier or the DLQ) never raises and grows the
+headers by no more than the family's header reserve.
 
     .venv/bin/python fuzz/fuzz_headers.py -runs=20000           # what CI runs (seeded)
     .venv/bin/python fuzz/fuzz_headers.py -max_total_time=600
@@ -20,6 +21,7 @@ from typing import Any
 import atheris
 
 with atheris.instrument_imports(include=["streams"]):
+    from streams.catalog import Family
     from streams.core import headers as h
     from streams.core.errors import DecodeError, Deferred, RetryAfter
     from streams.core.planner import DeadLetter, is_due, plan_failure
@@ -28,6 +30,7 @@ with atheris.instrument_imports(include=["streams"]):
 KNOWN = sorted(h.EVENT_HEADERS + h.FAILURE_HEADERS)
 POLICY = RetryPolicy(delays_ms=(1_000, 60_000), max_attempts=3)
 MAX_KEPT = len(KNOWN) + 2 * h.MAX_FOREIGN_HEADERS
+HEADER_RESERVE_BYTES = Family.model_fields["header_reserve_bytes"].default
 
 
 def headers_of(fdp: Any) -> list[tuple[Any, Any]]:
@@ -71,6 +74,15 @@ def error_of(fdp: Any) -> BaseException:
     return RuntimeError(text)
 
 
+def size_bytes(raw: list[tuple[Any, Any]]) -> int:
+    def size(x: Any) -> int:
+        if isinstance(x, bytes):
+            return len(x)
+        return len(x.encode("utf-8", errors="replace")) if isinstance(x, str) else 0
+
+    return sum(size(n) + size(v) for n, v in raw)
+
+
 def check(raw: list[tuple[Any, Any]], error: BaseException, now_ms: int) -> None:
     out = h.decode(raw)
     if len(out) > MAX_KEPT:
@@ -95,6 +107,9 @@ def check(raw: list[tuple[Any, Any]], error: BaseException, now_ms: int) -> None
     )
     if h.decode(h.encode(plan.headers)) != plan.headers:
         raise AssertionError("the routed headers do not survive a trip through Kafka")
+    growth_bytes = size_bytes(h.encode(plan.headers)) - size_bytes(raw)
+    if growth_bytes > HEADER_RESERVE_BYTES:
+        raise AssertionError(f"routing grew the headers by {growth_bytes} bytes")
     if not isinstance(plan, DeadLetter) and plan.due_at_ms < now_ms:
         raise AssertionError("a retry due before now")
     if is_due(out, now_ms, 0) < 0:

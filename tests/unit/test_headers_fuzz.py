@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from streams.catalog import Family
 from streams.core import headers as h
 from streams.core.errors import DecodeError, Deferred, EventValidationError, RetryAfter
 from streams.core.planner import DeadLetter, is_due, plan_failure
@@ -51,10 +52,22 @@ def _size_bytes(headers: dict[str, str]) -> int:
     return sum(len(n.encode()) + len(v) for n, v in h.encode(headers))
 
 
-# the most decode can keep: every known name, then the foreign and unknown streams-* budgets
-MAX_DECODED_BYTES = (len(KNOWN) + 2 * h.MAX_FOREIGN_HEADERS) * (
-    h.MAX_HEADER_NAME_BYTES + h.MAX_HEADER_VALUE_BYTES
+# the most decode can keep: every known name, then the foreign and unknown streams-* budget
+MAX_DECODED_BYTES = (
+    sum(len(n) for n in KNOWN) + len(KNOWN) * h.MAX_HEADER_VALUE_BYTES + h.MAX_FOREIGN_HEADER_BYTES
 )
+HEADER_RESERVE_BYTES = Family.model_fields["header_reserve_bytes"].default
+
+
+def _raw_size_bytes(raw: list[tuple[Any, Any]]) -> int:
+    """What the header list takes in the record (names and values, no framing)."""
+
+    def size(x: Any) -> int:
+        if isinstance(x, bytes):
+            return len(x)
+        return len(x.encode("utf-8", errors="replace")) if isinstance(x, str) else 0
+
+    return sum(size(n) + size(v) for n, v in raw)
 
 
 @FUZZ
@@ -106,6 +119,9 @@ valid_names = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, m
     st.dictionaries(valid_names, valid_text, max_size=h.MAX_FOREIGN_HEADERS),
 )
 def test_round_trip(ours: dict[str, str], foreign: dict[str, str]) -> None:
+    """Within the bounds (each value, and the foreign headers' byte budget) nothing is lost."""
+    foreign = {n: v for n, v in foreign.items() if n not in KNOWN}
+    assume(_size_bytes(foreign) <= h.MAX_FOREIGN_HEADER_BYTES)
     headers = {**foreign, **ours}
     assert h.decode(h.encode(headers)) == headers
 
@@ -172,8 +188,9 @@ def test_routing_any_record_never_raises_and_stays_bounded(
         default_max_defer_ms=3_600_000,
     )
     encoded = h.encode(plan.headers)  # what the producer sends: must not raise
-    failure_bytes = len(h.FAILURE_HEADERS) * (64 + h.MAX_HEADER_VALUE_BYTES)
-    assert _size_bytes(plan.headers) <= MAX_DECODED_BYTES + failure_bytes
+    # a record that fit its main topic fits the retry tiers and the DLQ (header reserve)
+    growth_bytes = _size_bytes(plan.headers) - _raw_size_bytes(raw + numeric)
+    assert growth_bytes <= HEADER_RESERVE_BYTES
     assert h.decode(encoded) == plan.headers
     if isinstance(plan, DeadLetter):
         assert plan.headers[h.DLQ_REASON] in h.DLQ_REASONS
@@ -191,9 +208,39 @@ def test_regression_bytes_and_surrogate_names() -> None:
     assert h.encode({"x": "\ud800"}) == [("x", b"?")]
 
 
+@FUZZ
+@given(st.integers(0, 120), st.integers(1, 400))
+def test_worst_case_growth_fits_the_header_reserve(count: int, raw_bytes: int) -> None:
+    """Every kept header made of bytes that each become U+FFFD (3 bytes for 1): the
+    decoded headers plus the failure headers still fit the family's reserve."""
+    junk = b"\xff" * raw_bytes
+    raw = [(name, junk) for name in KNOWN]
+    raw += [(b"\xfe" * 20 + str(i).encode(), junk) for i in range(count)]
+    raw += [(f"streams-x{i}", junk) for i in range(count)]
+    headers = h.decode(raw)
+    plan = plan_failure(
+        family="email",
+        prefix="t.",
+        retry=POLICY,
+        error=DecodeError("\ufffd" * 2000),
+        headers=headers,
+        origin=h.Origin("t.email", 0, 5, 1_700_000_000_000),
+        now_ms=2**62,
+        default_max_defer_ms=3_600_000,
+    )
+    assert _size_bytes(plan.headers) - _raw_size_bytes(raw) <= HEADER_RESERVE_BYTES
+
+
 def test_regression_unknown_streams_names_are_bounded() -> None:
     """Found by the properties above: any number of ``streams-*`` names was kept and copied to the
     retry tier (only other names were capped), and names were never bounded."""
     raw = [(f"streams-junk-{i}", b"v") for i in range(1000)] + [("n" * 5000, b"v")]
     out = h.decode([*raw, (h.ATTEMPT, b"2")])
     assert len(out) == h.MAX_FOREIGN_HEADERS + 1 and out[h.ATTEMPT] == "2"
+
+
+def test_round_trip_at_the_foreign_budget() -> None:
+    foreign = {f"x-{i:02d}": "v" * 120 for i in range(32)}  # 32 x 124 bytes = 3968 <= 4096
+    assert h.decode(h.encode(foreign)) == foreign
+    over = {**foreign, "x-31": "v" * 250}  # the last one no longer fits: dropped whole
+    assert h.decode(h.encode(over)) == {n: v for n, v in foreign.items() if n != "x-31"}

@@ -67,6 +67,7 @@ MAX_ERROR_CLASS_BYTES = 128
 MAX_HEADER_VALUE_BYTES = 1024
 MAX_HEADER_NAME_BYTES = 256
 MAX_FOREIGN_HEADERS = 32
+MAX_FOREIGN_HEADER_BYTES = 4096  # names + values of the foreign and unknown streams-* kept
 
 # --- encoding ---------------------------------------------------------------------------
 
@@ -91,11 +92,13 @@ def decode(raw: RawHeaders | None) -> dict[str, str]:
     Undecodable bytes (in names or values) become U+FFFD; a repeated name keeps its last
     value; ``None`` values become ''; an item that is not a (name, value) pair, and a name
     longer than MAX_HEADER_NAME_BYTES, are skipped. Foreign headers beyond
-    MAX_FOREIGN_HEADERS, and as many again unknown ``streams-*`` ones (e.g. the replay
-    copies), are dropped so a hostile record cannot grow what we copy to the retry tiers.
+    MAX_FOREIGN_HEADERS, as many again unknown ``streams-*`` ones (e.g. the replay copies),
+    and any of these past MAX_FOREIGN_HEADER_BYTES in all, are dropped: a hostile record
+    cannot grow what we copy to the retry tiers and the DLQ past the family's header
+    reserve (U+FFFD takes 3 bytes where the raw byte took 1).
     """
     out: dict[str, str] = {}
-    foreign = unknown_ours = 0
+    foreign = unknown_ours = foreign_bytes = 0
     try:
         items = iter(raw or ())
     except TypeError:
@@ -108,16 +111,24 @@ def decode(raw: RawHeaders | None) -> dict[str, str]:
         name = _name(raw_name)
         if name is None:
             continue
-        if name not in _KNOWN and name not in out:
-            if name.startswith("streams-"):
-                unknown_ours += 1
-                if unknown_ours > MAX_FOREIGN_HEADERS:
-                    continue
-            else:
-                foreign += 1
-                if foreign > MAX_FOREIGN_HEADERS:
-                    continue
-        out[name] = truncate_utf8(_value(value), MAX_HEADER_VALUE_BYTES)
+        text = truncate_utf8(_value(value), MAX_HEADER_VALUE_BYTES)
+        if name not in _KNOWN:
+            if name not in out:
+                if name.startswith("streams-"):
+                    unknown_ours += 1
+                    if unknown_ours > MAX_FOREIGN_HEADERS:
+                        continue
+                else:
+                    foreign += 1
+                    if foreign > MAX_FOREIGN_HEADERS:
+                        continue
+                size = len(name.encode("utf-8")) + len(text.encode("utf-8"))
+            else:  # a repeated name: only its value changes
+                size = len(text.encode("utf-8")) - len(out[name].encode("utf-8"))
+            if foreign_bytes + size > MAX_FOREIGN_HEADER_BYTES:
+                continue
+            foreign_bytes += size
+        out[name] = text
     return out
 
 
@@ -126,7 +137,8 @@ def _name(raw: object) -> str | None:
     if isinstance(raw, bytes | bytearray | memoryview):
         if len(raw) > MAX_HEADER_NAME_BYTES:
             return None
-        return bytes(raw).decode("utf-8", errors="replace")
+        name = bytes(raw).decode("utf-8", errors="replace")
+        return name if len(name.encode("utf-8")) <= MAX_HEADER_NAME_BYTES else None
     if not isinstance(raw, str) or len(raw) > MAX_HEADER_NAME_BYTES:
         return None
     data = raw.encode("utf-8", errors="replace")  # a lone surrogate becomes '?'
