@@ -114,6 +114,9 @@ def check(raw: list[tuple[Any, Any]], error: BaseException, now_ms: int) -> None
         raise AssertionError("a retry due before now")
     if is_due(out, now_ms, 0) < 0:
         raise AssertionError("negative wait")
+    for name in KNOWN:
+        if not -(2**63) <= h.int_header(out, name, 0) < 2**63:
+            raise AssertionError(f"{name}: an integer header outside 64 bits")
 
 
 def test_one_input(data: bytes) -> None:

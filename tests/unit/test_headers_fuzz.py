@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -244,3 +245,15 @@ def test_round_trip_at_the_foreign_budget() -> None:
     assert h.decode(h.encode(foreign)) == foreign
     over = {**foreign, "x-31": "v" * 250}  # the last one no longer fits: dropped whole
     assert h.decode(h.encode(over)) == {n: v for n, v in foreign.items() if n != "x-31"}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("7", 7), ("-3", -3), (str(2**63 - 1), 2**63 - 1), (str(2**63), -1), ("9" * 1024, -1),
+     (" 7", -1), ("1_000", -1), ("\u0663", -1), ("+5", -1), ("", -1), ("1e3", -1)],
+)  # fmt: skip
+def test_regression_integer_headers_are_int64_ascii(value: str, expected: int) -> None:
+    """Found writing the broker test: ``streams-attempt: 999...9`` (1024 digits) parsed as
+    an attempt no database column or Avro long can hold; ``int()`` also took spaces,
+    underscores and other scripts' digits."""
+    assert h.int_header({h.ATTEMPT: value}, h.ATTEMPT, -1) == expected

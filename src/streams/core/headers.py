@@ -225,12 +225,22 @@ class Origin:
         }
 
 
+_INT64 = re.compile(r"-?[0-9]{1,19}")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 def int_header(headers: Mapping[str, str], name: str, default: int) -> int:
-    """An integer header, or ``default`` when absent or malformed (never raises)."""
-    try:
-        return int(headers[name])
-    except (KeyError, ValueError):
+    """An integer header, or ``default`` when absent or malformed (never raises).
+
+    Well-formed is what we write: optional '-', ASCII digits, within signed 64 bits (the
+    range of the Avro longs and database columns these values end up in); not ``" 7"``,
+    ``"1_000"``, other scripts' digits, or a thousand-digit number.
+    """
+    value = headers.get(name)
+    if value is None or not _INT64.fullmatch(value):
         return default
+    number = int(value)
+    return number if _INT64_MIN <= number <= _INT64_MAX else default
 
 
 def attempt_of(headers: Mapping[str, str]) -> int:
