@@ -15,13 +15,20 @@ still up and logged no record it failed to admit.
 
 from __future__ import annotations
 
+import asyncio
 import random
+import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka import TopicPartition as KafkaTP
+from aiokafka.protocol.produce import ProduceRequest
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.record.util import calc_crc32c
 from confluent_kafka import Consumer, Producer, TopicPartition
 from tests.support.engine import TEST_AUDIT, Ledger, audit_rig, read_topic, wait_for
 
@@ -209,3 +216,71 @@ def test_garbage_reaches_the_dlq_with_its_reason_and_the_partition_flows(
     assert "failed to admit a record" not in log
     assert "decoder failed" not in log
     assert "Traceback" not in log, log[-3000:]
+
+
+# --- a header key that is not UTF-8 ---------------------------------------------------------
+
+
+def poison_header_key_batch(key: bytes, value: bytes) -> bytes:
+    """A v2 record batch holding one record whose header key is ``\\xff\\xfe`` (no client
+    writes one: their keys are strings; the broker stores it as it is)."""
+    builder = DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=0,
+        is_transactional=0,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        batch_size=1 << 20,
+    )
+    builder.append(0, timestamp=None, key=key, value=value, headers=[("@@", b"v")])
+    batch = bytearray(builder.build())
+    at = batch.index(b"@@")
+    batch[at : at + 2] = b"\xff\xfe"
+    struct.pack_into(">I", batch, 17, calc_crc32c(bytes(batch[21:])))  # CRC from attributes
+    return bytes(batch)
+
+
+async def produce_raw_batch(bootstrap: str, topic: str, partition: int, batch: bytes) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        await producer.client.force_metadata_update()
+        leader = producer.client.cluster.leader_for_partition(KafkaTP(topic, partition))
+        request = ProduceRequest(None, -1, 10_000, [(topic, [(partition, batch)])])
+        response = await producer.client.send(leader, request)
+        [(_, [partition_response])] = response.topics
+        assert partition_response[1] == 0, f"produce failed: {partition_response}"
+    finally:
+        await producer.stop()
+
+
+def test_a_header_key_that_is_not_utf8_neither_crashes_nor_sticks(engine: dict[str, Any]) -> None:
+    """aiokafka's parser raised UnicodeDecodeError on such a key: faust's Fetcher crashed
+    and the worker exited, at every restart (fixed in worker/compat/header_keys.py). The
+    record's value is a valid event: it is processed, and so are the events after it."""
+    settings: Settings = engine["settings"]
+    main = f"{settings.topic_prefix}audit"
+    worker = engine["start"]()
+    worker.wait_ready()
+    poisoned, value = valid_record(random.Random(SEED), 0)
+    asyncio.run(
+        produce_raw_batch(settings.bootstrap, main, PARTITION, poison_header_key_batch(b"p", value))
+    )
+    after = [valid_record(random.Random(SEED), i) for i in range(1, 4)]
+    want = {poisoned} | {event_id for event_id, _ in after}
+    producer = Producer({"bootstrap.servers": settings.bootstrap})
+    for _, good in after:
+        producer.produce(main, key=b"v", value=good, partition=PARTITION)
+    assert producer.flush(15) == 0
+    ledger: Ledger = engine["ledger"]
+    outcome = wait_for(
+        lambda: (
+            ("exited" if worker.proc is None or worker.proc.poll() is not None else None)
+            or ("done" if want <= ledger.ids() else None)
+        ),
+        60,
+        "the poisoned record and the events after it done, or the worker gone",
+    )
+    assert outcome == "done", f"the worker exited:\n{worker.tail(30)}"
+    assert "UnicodeDecodeError" not in worker.tail(100_000)

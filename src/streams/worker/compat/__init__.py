@@ -11,6 +11,8 @@ each module's docstring tells why its workaround exists, and each has its own un
   given back.
 - ``fetch_wait``: the worker consumer's fetch max wait is configurable.
 - ``signals``: mode's signal handlers are replaced (a second signal exits at once).
+- ``header_keys``: a record whose header key is not UTF-8 is parsed (key bytes repaired)
+  instead of crashing aiokafka's fetcher.
 """
 
 from streams.worker.compat.consumer import FaustConsumer
