@@ -1,10 +1,11 @@
 # streams: developer entry points. `make test` is what CI runs (.ci/run).
 #
-#   make install   .venv with Python >= 3.11 and `pip install -e '.[dev]'` (skipped when current)
+#   make install   .venv with Python >= 3.11 and `pip install -e '.[dev,bench]'` (skipped when current)
 #   make test      the whole pytest suite (a real Kafka broker is started when tests need one)
 #   make run       the whole system (`streams up`): local broker unless STREAMS_KAFKA_BOOTSTRAP
 #                  is set, topics, worker, SMTP + webhook catchers, a demo with live progress
-#   make bench     the benchmark suite (python -m bench)
+#   make bench     the headline benchmarks (P0 F0 P1 P3 P7 P9), goals table and PNG (bench/README.md)
+#   make bench-all every benchmark case (python -m bench); both take BENCH_ARGS="--events 30000"
 #   make lint      ruff check, ruff format --check, mypy
 #   make tools     helm and stripe-mock (go install, pinned) into .tools/bin for the tests
 #   make clean     caches and build leftovers; `make distclean` also removes .venv and .streams
@@ -18,6 +19,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+BENCH_CASES ?= P0,F0,P1,P3,P7,P9
+BENCH_ARGS ?=
 # helm for the chart tests: a Go module built once per version into a cache outside the
 # clone (CI clones afresh), then copied into the git-ignored .tools/bin
 HELM_VERSION := v3.17.3
@@ -31,10 +34,10 @@ PROMETHEUS_OPERATOR_MODULE := github.com/prometheus-operator/prometheus-operator
 KEDA_MODULE := github.com/kedacore/keda/v2@v2.16.1
 CRDS := .tools/crds
 
-.PHONY: help install test run bench lint tools clean distclean
+.PHONY: help install test run bench bench-all lint tools clean distclean
 
 help:
-	@sed -n '3,11p' Makefile | sed 's/^# *//'
+	@sed -n '3,12p' Makefile | sed 's/^# *//'
 
 tools: $(TOOLS)/helm $(TOOLS)/stripe-mock $(CRDS)/.stamp
 
@@ -93,7 +96,7 @@ $(STAMP): pyproject.toml
 	    echo "error: '$(PYTHON) -m venv' failed (Debian/Ubuntu: apt-get install python3-venv)" >&2; \
 	    exit 1; }; \
 	fi
-	"$(BIN)/python" -m pip install --disable-pip-version-check --no-input -q -e '.[dev]'
+	"$(BIN)/python" -m pip install --disable-pip-version-check --no-input -q -e '.[dev,bench]'
 	@touch "$(STAMP)"
 
 # pytest exit 5 means no test was collected: a failure here.
@@ -106,7 +109,10 @@ run: install
 	@exec "$(BIN)/streams" up $(UP_ARGS)
 
 bench: install
-	"$(BIN)/python" -m bench
+	"$(BIN)/python" -m bench --only $(BENCH_CASES) $(BENCH_ARGS)
+
+bench-all: install
+	"$(BIN)/python" -m bench $(BENCH_ARGS)
 
 lint: install
 	"$(BIN)/ruff" check .

@@ -5,7 +5,9 @@ name starts with ``_`` are helpers and are not imported by the registry). Every 
 case runs once per round, ``--repeat`` rounds, interleaved (P0, P9, P0, P9, ...), so the
 ratios compare figures taken side by side on the same noisy machine. The table shows the
 median, min and max of each case, its ratio to P0's median of the same run, its target and
-pass/fail; ``bench/results/<UTC timestamp>.json`` keeps every sample.
+pass/fail, then the issue's goals met or not (``bench.goals``);
+``bench/results/<UTC timestamp>.json`` keeps every sample and ``<UTC timestamp>.png`` beside it
+draws the run (``bench.plot``; ``python -m bench plot <results.json>`` redraws it).
 
 Benchmarks never decide the test suite's pass/fail; ``--strict`` makes a missed target exit 1.
 """
@@ -21,31 +23,34 @@ import pkgutil
 import platform
 import statistics
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from bench.brokers import BrokerInfo, broker
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_EVENTS = 50_000
 DEFAULT_REPEAT = 3
 DEFAULT_PARTITIONS = 6
 PAYLOAD_BYTES = 200
-BROKER_START_TIMEOUT_S = 120.0
 
 # --- the case contract --------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One repetition of a case: the headline ``value`` (in the case's unit) and details."""
+    """One repetition of a case: the headline ``value`` (in the case's unit) and details;
+    ``series`` keeps distributions for the JSON and the plot (P3: its latency histogram as
+    ``[[ms, count], ...]``)."""
 
     value: float
     details: Mapping[str, float] = field(default_factory=dict)
+    series: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -196,48 +201,6 @@ def discover() -> list[Case]:
     return sorted(cases, key=lambda c: (c.id != "P0", len(c.id), c.id))
 
 
-# --- the broker -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BrokerInfo:
-    bootstrap: str
-    version: str
-    version_source: str
-    started_here: bool
-
-
-@contextlib.contextmanager
-def broker(version_override: str | None) -> Iterator[BrokerInfo]:
-    """STREAMS_KAFKA_BOOTSTRAP when set, else a LocalBroker started (and stopped) here."""
-    from streams.broker.jars import default_pom_path, read_kafka_version
-
-    pinned = read_kafka_version(default_pom_path())
-    configured = os.environ.get("STREAMS_KAFKA_BOOTSTRAP", "").strip()
-    if configured:
-        if version_override:
-            yield BrokerInfo(configured, version_override, "--broker-version", False)
-        else:
-            yield BrokerInfo(
-                configured, pinned, "broker/pom.xml (not verified on this cluster)", False
-            )
-        return
-    from streams.broker.local import LocalBroker
-    from streams.settings import Settings
-
-    print("STREAMS_KAFKA_BOOTSTRAP is not set: starting a local broker ...", file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="streams-bench-broker-") as tmp:
-        local = LocalBroker(
-            Path(tmp), cache_dir=Settings().home / "broker-cache", die_with_parent=True
-        )
-        status = local.start(timeout_s=BROKER_START_TIMEOUT_S)
-        try:
-            assert status.bootstrap is not None
-            yield BrokerInfo(status.bootstrap, pinned, "local broker (broker/pom.xml)", True)
-        finally:
-            local.stop()
-
-
 # --- running ---------------------------------------------------------------------------------
 
 
@@ -354,7 +317,7 @@ def results_document(
         "host": platform.node(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
-        "confluent_kafka": confluent_kafka.version()[0],
+        "confluent_kafka": confluent_kafka.__version__,  # version() is a str: [0] was "2"
         "librdkafka": confluent_kafka.libversion()[0],
         "broker": {
             "bootstrap": info.bootstrap,
@@ -381,7 +344,11 @@ def results_document(
                 "passed": s.passed,
                 "note": s.case.note(s) if s.samples else "",
                 "errors": s.errors,
-                "samples": [{"value": x.value, "details": dict(x.details)} for x in s.samples],
+                "samples": [
+                    {"value": x.value, "details": dict(x.details)}
+                    | ({"series": dict(x.series)} if x.series else {})
+                    for x in s.samples
+                ],
             }
             for s in summaries
         ],
@@ -450,6 +417,15 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     document = results_document(summaries, ctx, info, args.repeat, started)
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    from bench import goals, plot
+
+    verdicts = goals.verdicts(document)
+    if any(v.status != goals.NO_DATA for v in verdicts):
+        print("\ngoals (issue 17):")
+        print(goals.render(verdicts))
     print(f"\nresults: {path}")
+    picture = plot.draw_beside(document, path)
+    if picture is not None:
+        print(f"picture: {picture}")
     missed = [s.case.id for s in summaries if s.passed is False]
     return 1 if args.strict and missed else 0

@@ -27,7 +27,7 @@ with atheris.instrument_imports(include=["streams"]):
     from streams.core.planner import DeadLetter, is_due, plan_failure
     from streams.core.policies import RetryPolicy
 
-KNOWN = sorted(h.EVENT_HEADERS + h.FAILURE_HEADERS)
+KNOWN = sorted((*h.EVENT_HEADERS, *h.FAILURE_HEADERS, h.LANE))
 POLICY = RetryPolicy(delays_ms=(1_000, 60_000), max_attempts=3)
 MAX_KEPT = len(KNOWN) + 2 * h.MAX_FOREIGN_HEADERS
 HEADER_RESERVE_BYTES = Family.model_fields["header_reserve_bytes"].default

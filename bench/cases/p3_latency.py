@@ -14,7 +14,9 @@ R = half of P1's median events/s measured earlier in the same bench run; without
 the run, ``BENCH_P3_RATE`` or the P1 median of the newest results file in bench/results,
 else 1,000/s (``BENCH_P3_IDEMPOTENCY=0`` turns the ledger off, for diagnosis). The value
 is p99 over the steady-phase events (warm-up excluded), in ms; targets p50 <= 10 ms and
-p99 <= 50 ms.
+p99 <= 50 ms. Each sample keeps the steady phase's latencies as a histogram in its
+``series`` (``latency_ms_histogram``: ``[[ms, count], ...]``, exact: the handler records
+whole milliseconds), which the run's picture draws.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import json
 import os
 import statistics
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,7 +157,13 @@ def run(ctx: BenchContext, state: _State) -> Sample:
             "events": float(len(latencies)),
             "rate_from_p1": 1.0 if source.startswith("half of P1 (this") else 0.0,
         },
+        {"latency_ms_histogram": latency_histogram(latencies)},
     )
+
+
+def latency_histogram(latencies_ms: list[float]) -> list[list[int]]:
+    """``[[ms, count], ...]`` in ms order (the samples are whole milliseconds)."""
+    return [[ms, n] for ms, n in sorted(Counter(round(x) for x in latencies_ms).items())]
 
 
 def _judge(summary: Summary, p0: Summary | None) -> bool:

@@ -2,8 +2,8 @@
 
 ``load_catalog(path)`` returns a ``Catalog`` or raises ``CatalogError`` naming the file, the
 path inside it and the reason. ``desired_topics(catalog, ...)`` is the provisioning plan:
-every topic (main, retry tiers, DLQ, table changelogs, faust's leader topic) with its
-partition count, replication and configs.
+every topic (main, priority lanes, retry tiers, DLQ, table changelogs, faust's leader topic)
+with its partition count, replication and configs.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from streams.core import topology
 from streams.core.durations import parse_duration_ms
 from streams.core.policies import CircuitBreakerPolicy, RateLimit, RetryPolicy
 from streams.errors import CatalogError
+from streams.priorities import Priorities, check_priority
 
 DurationMs = Annotated[int, BeforeValidator(parse_duration_ms)]
 """A duration written as '30s', '10m', '2h', '7d' (or seconds), held in milliseconds."""
@@ -155,6 +156,7 @@ class Family(_Model):
     circuit_breaker: Annotated[CircuitBreakerPolicy, _built_by(CircuitBreakerSpec)] = (
         CircuitBreakerPolicy()
     )
+    priorities: Priorities | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Family:
@@ -182,7 +184,13 @@ class Family(_Model):
         return rf, min(self.min_insync_replicas, rf)
 
     def topics(self, prefix: str) -> topology.FamilyTopics:
-        return topology.family_topics(prefix, self.name, self.retry.tier_delays_ms)
+        lanes = self.priorities.other_lanes if self.priorities is not None else ()
+        return topology.family_topics(prefix, self.name, self.retry.tier_delays_ms, lanes)
+
+    def lane_of(self, priority: str) -> str:
+        """The lane ``priority`` names; ValueError (naming the family's lanes) when the family
+        has no lanes or none of that name."""
+        return check_priority(self.name, self.priorities, priority)
 
     @property
     def tier_max_message_bytes(self) -> int:
@@ -303,7 +311,7 @@ class TopicSpec:
     partitions: int
     replication_factor: int
     configs: dict[str, str] = field(default_factory=dict)
-    role: str = "main"  # main | retry | dlq | changelog | leader | control | status
+    role: str = "main"  # main | lane | retry | dlq | changelog | leader | control | status
     family: str | None = None
 
 
@@ -331,6 +339,10 @@ def desired_topics(
                 "main",
                 fam.name,
             )
+        )
+        specs.extend(  # priority lanes: configured like the main topic
+            TopicSpec(t, fam.partitions, rf, dict(specs[-1].configs), "lane", fam.name)
+            for t in names.lane_topics
         )
         tier_conf = base | {
             "retention.ms": str(fam.retry.retention_ms),

@@ -105,6 +105,9 @@ def _describe(exc: PublishError) -> list[str]:
 @click.option("--key", default=None, help="partition key; must equal the family's key field")
 @click.option("--event-id", default=None, help="event id (default: a new UUID); one event only")
 @click.option(
+    "--priority", default=None, help="one of the family's priority lanes (topics.yaml priorities)"
+)
+@click.option(
     "--count",
     default=1,
     show_default=True,
@@ -123,6 +126,7 @@ def publish(
     data: str,
     key: str | None,
     event_id: str | None,
+    priority: str | None,
     count: int,
     timeout_s: float | None,
 ) -> None:
@@ -135,7 +139,9 @@ def publish(
     if event_id is not None and len(items) > 1:
         raise click.UsageError("--event-id names one event; drop it or publish one event")
     try:
-        _publish(event_type, items, key=key, event_id=event_id, timeout_s=timeout_s)
+        _publish(
+            event_type, items, key=key, event_id=event_id, priority=priority, timeout_s=timeout_s
+        )
     except StreamsError as exc:
         _fail([f"{exc}"])
 
@@ -146,6 +152,7 @@ def _publish(
     *,
     key: str | None,
     event_id: str | None,
+    priority: str | None,
     timeout_s: float | None,
 ) -> None:
     from streams.errors import BatchPublishError
@@ -159,13 +166,16 @@ def _publish(
     with Publisher(settings, producer_name="streams-cli") as publisher:
         if len(sources) == 1:
             try:
-                result = publisher.publish(event_type, sources[0][1], key=key, event_id=event_id)
+                result = publisher.publish(
+                    event_type, sources[0][1], key=key, event_id=event_id, priority=priority
+                )
             except PublishError as exc:
                 _fail(_describe(exc))
             _echo(result)
             return
         items: list[Mapping[str, Any]] = [
-            {"event_type": event_type, "payload": payload, "key": key} for _, payload in sources
+            {"event_type": event_type, "payload": payload, "key": key, "priority": priority}
+            for _, payload in sources
         ]
         try:
             results = publisher.publish_batch(items)

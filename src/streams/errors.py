@@ -24,6 +24,7 @@ from streams.core.errors import (
     RetryAfter,
     StreamsError,
     Suppressed,
+    Unroutable,
 )
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ __all__ = [
     "Suppressed",
     "TopologyError",
     "UnknownEventType",
+    "Unroutable",
 ]
 
 

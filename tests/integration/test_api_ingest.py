@@ -42,9 +42,11 @@ def api(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     settings = Settings(
         kafka_bootstrap=kafka_bootstrap, topic_prefix=prefix, replication_factor_override=1
     )
-    provision(settings, ["audit"])
+    provision(settings, ["audit", "email"])  # email: the family with priority lanes
     try:
-        with running_api(settings, tmp_path_factory.mktemp("api-ingest")) as process:
+        with running_api(
+            settings, tmp_path_factory.mktemp("api-ingest"), families=("audit", "email")
+        ) as process:
             yield process
     finally:
         delete_topics_of(kafka_bootstrap, (prefix,))
@@ -285,3 +287,37 @@ async def test_a_delayed_event_waits_on_a_retry_tier_with_its_due_time(
         http, f"{api.url}/v1/events", {**admin_action("x"), "delay_s": 40 * 86_400}
     )
     assert status == 422 and "delay_s" in json.dumps(body), body
+
+
+async def test_a_priority_publishes_to_the_lane_topic_and_a_bad_one_is_422(
+    api: ApiProcess, http: aiohttp.ClientSession
+) -> None:
+    from streams.core import headers as h
+
+    prefix = api.settings.topic_prefix
+    mail = {"user_id": "u1", "to": "u1@example.com", "locale": "en", "template": "welcome"}
+    urgent = {"event_type": "email.requested", "payload": mail, "priority": "high"}
+    before = records_on_topic(api)
+    bad = [urgent, {**urgent, "priority": "urgent"}, {**admin_action(0), "priority": "high"}]
+    status, body, _ = await post(http, f"{api.url}/v1/events:batch", {"events": bad})
+    assert status == 422, body
+    errors = {(e["index"], e["field"]): e["reason"] for e in body["errors"]}
+    assert set(errors) == {(1, "priority"), (2, "priority")}, body
+    assert errors[(1, "priority")].endswith("its lanes are high, normal, low")
+    assert "family 'audit' has no priority lanes" in errors[(2, "priority")]
+    status, body, _ = await post(http, f"{api.url}/v1/events", {**urgent, "priority": ""})
+    assert status == 422 and body["errors"][0]["field"] == "priority", body
+    assert records_on_topic(api) == before
+    plain = {"event_type": "email.requested", "payload": mail}
+    status, body, _ = await post(http, f"{api.url}/v1/events:batch", {"events": [urgent, plain]})
+    assert status == 202, body
+    first, second = body["results"]
+    assert (first["topic"], second["topic"]) == (f"{prefix}email.lane.high", f"{prefix}email")
+    consumer = _consumer(api)
+    try:
+        consumer.assign([TopicPartition(first["topic"], first["partition"], first["offset"])])
+        message = consumer.poll(30)
+        assert message is not None and message.error() is None
+        assert h.decode(message.headers() or [])[h.LANE] == "high"
+    finally:
+        consumer.close()

@@ -435,6 +435,18 @@ def test_cli_bulk_from_stdin_and_count(settings: Settings, topics: str) -> None:
     assert sum(end_offsets(settings, topics)) == 10
 
 
+def test_cli_publishes_to_a_priority_lane(settings: Settings, topics: str) -> None:
+    runner = CliRunner()
+    args = [EMAIL, "--data", json.dumps(email(4)), "--priority"]
+    result = runner.invoke(publish_command, [*args, "high"], env=cli_env(settings))
+    assert result.exit_code == 0, result.output
+    assert f"topic={topics}.lane.high " in result.output
+    refused = runner.invoke(publish_command, [*args, "urgent"], env=cli_env(settings))
+    assert refused.exit_code != 0
+    assert "its lanes are high, normal, low" in refused.output
+    assert sum(end_offsets(settings, f"{topics}.lane.high")) == 1
+
+
 def test_cli_reads_a_json_file(settings: Settings, topics: str, tmp_path: Path) -> None:
     runner = CliRunner()
     many = tmp_path / "events.json"

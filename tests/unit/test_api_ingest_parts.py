@@ -1,10 +1,14 @@
-"""The pure parts of HTTP ingest: idempotency keys and store, the per-principal throttle."""
+"""The pure parts of HTTP ingest: idempotency keys and store, the per-principal throttle,
+the event model."""
 
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from streams.api.idempotency import IdempotencyStore, Remembered, check_key, event_id_for
+from streams.api.ingest_routes import BatchIn, EventIn
+from streams.api.openapi import served_document
 from streams.api.problems import Problem
 from streams.api.throttle import Throttle
 
@@ -40,3 +44,18 @@ def test_throttle_allows_a_full_minute_then_429_with_retry_after() -> None:
     assert refused.value.headers["Retry-After"] == "1"
     throttle.check("q", now_ms=0)  # per principal
     throttle.check("p", now_ms=1000)  # one token back after a second
+
+
+def test_an_event_takes_an_optional_priority_per_event() -> None:
+    body = {"event_type": "email.requested", "payload": {}}
+    batch = BatchIn.model_validate({"events": [{**body, "priority": "high"}, body]})
+    assert [e.priority for e in batch.events] == ["high", None]
+    for bad in ("", "x" * 33, 3):
+        with pytest.raises(ValidationError) as info:
+            EventIn.model_validate({**body, "priority": bad})
+        assert info.value.errors()[0]["loc"] == ("priority",)
+
+
+def test_the_document_describes_priority() -> None:
+    schema = served_document()["components"]["schemas"]["EventIn"]["properties"]["priority"]
+    assert "priority lanes" in schema["description"]

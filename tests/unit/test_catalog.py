@@ -160,6 +160,57 @@ INVALID = {
         "<root>",
         "family 'email' must be a mapping",
     ),
+    "repeated lane": (
+        catalog_data(priorities={"lanes": ["high", "low", "high"], "default": "low"}),
+        "families.email.priorities.lanes",
+        "lane names must be unique, repeated: high",
+    ),
+    "bad lane name": (
+        catalog_data(priorities={"lanes": ["High", "low"], "default": "low"}),
+        "families.email.priorities.lanes.0",
+        "String should match pattern",
+    ),
+    "one lane": (
+        catalog_data(priorities={"lanes": ["only"], "default": "only"}),
+        "families.email.priorities.lanes",
+        "at least 2 items",
+    ),
+    "default not a lane": (
+        catalog_data(priorities={"lanes": ["high", "low"], "default": "normal"}),
+        "families.email.priorities.default",
+        "'normal' is not one of the lanes (high, low)",
+    ),
+    "zero weight": (
+        catalog_data(
+            priorities={"lanes": ["high", "low"], "default": "low", "weights": {"low": 0}}
+        ),
+        "families.email.priorities.weights.low",
+        "greater than or equal to 1",
+    ),
+    "weight of an unknown lane": (
+        catalog_data(
+            priorities={"lanes": ["high", "low"], "default": "low", "weights": {"urgent": 2}}
+        ),
+        "families.email.priorities.weights",
+        "unknown lane(s) urgent; the lanes are high, low",
+    ),
+    "min share of 1": (
+        catalog_data(priorities={"lanes": ["a", "b"], "default": "a", "min_share": {"b": 1}}),
+        "families.email.priorities.min_share.b",
+        "less than 1",
+    ),
+    "min shares summing to 1": (
+        catalog_data(
+            priorities={"lanes": ["a", "b"], "default": "a", "min_share": {"a": 0.5, "b": 0.5}}
+        ),
+        "families.email.priorities.min_share",
+        "the minimum shares must sum below 1, got 1",
+    ),
+    "unknown priorities field": (
+        catalog_data(priorities={"lanes": ["a", "b"], "default": "a", "weight": {"a": 2}}),
+        "families.email.priorities.weight",
+        "Extra inputs are not permitted",
+    ),
     "defaults not a mapping": (
         {"defaults": [1], **catalog_data()},
         "<root>",
@@ -316,6 +367,43 @@ def test_desired_topics_of_one_family() -> None:
     assert (leader.partitions, leader.replication_factor) == (1, 3)
 
 
+def test_priority_lanes_are_topics_like_the_main_one() -> None:
+    prio = {"lanes": ["high", "normal", "low"], "default": "normal", "min_share": {"low": 0.05}}
+    catalog = parse_catalog(catalog_data(priorities=prio))
+    fam = catalog.family("email")
+    specs = desired_topics(catalog, prefix="dev.", app_id="app", rf_override=None)
+    assert [(s.name, s.role) for s in specs[:6]] == [
+        ("dev.email", "main"),
+        ("dev.email.lane.high", "lane"),
+        ("dev.email.lane.low", "lane"),
+        ("dev.email.retry.10s", "retry"),
+        ("dev.email.retry.1m", "retry"),
+        ("dev.email.dlq", "dlq"),
+    ]
+    by_name = {s.name: s for s in specs}
+    for lane in ("dev.email.lane.high", "dev.email.lane.low"):
+        assert by_name[lane].configs == by_name["dev.email"].configs
+        assert (by_name[lane].partitions, by_name[lane].family) == (2, "email")
+    assert fam.priorities is not None and fam.priorities.weight("high") == 1  # not listed
+    topics = fam.topics("dev.")
+    assert topics.topic_for_lane("high") == "dev.email.lane.high"
+    assert topics.topic_for_lane("normal") == topics.topic_for_lane(None) == "dev.email"
+    assert fam.lane_of("low") == "low"
+    with pytest.raises(
+        ValueError, match=r"unknown priority 'urgent' .*lanes are high, normal, low"
+    ):
+        fam.lane_of("urgent")
+    plain = parse_catalog(catalog_data()).family("email")
+    with pytest.raises(ValueError, match="family 'email' has no priority lanes"):
+        plain.lane_of("high")
+
+
+def test_repository_catalog_gives_email_lanes(repo_catalog: Catalog) -> None:
+    prio = repo_catalog.family("email").priorities
+    assert prio is not None and (prio.lanes, prio.default) == (("high", "normal", "low"), "normal")
+    assert [f for f, fam in repo_catalog.families.items() if fam.priorities] == ["email"]
+
+
 @pytest.mark.parametrize(
     ("override", "rf", "min_isr"), [(None, 3, "2"), (1, 1, "1"), (2, 2, "2"), (5, 3, "2")]
 )
@@ -333,7 +421,8 @@ def test_every_family_is_co_partitioned_by_construction(repo_catalog: Catalog) -
     for name, fam in repo_catalog.families.items():
         counts = {s.partitions for s in specs if s.family == name}
         assert counts == {fam.partitions}, name
-        expected = len(fam.retry.tier_delays_ms) + 4 + (1 if fam.state_table else 0)
+        lanes = len(fam.priorities.other_lanes) if fam.priorities else 0
+        expected = len(fam.retry.tier_delays_ms) + 4 + (1 if fam.state_table else 0) + lanes
         assert sum(1 for s in specs if s.family == name) == expected
 
 

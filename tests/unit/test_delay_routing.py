@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from tests.unit.worker_fakes import AckingLog
 
 from streams.catalog import load_catalog
 from streams.core import headers as h
@@ -17,7 +18,6 @@ from streams.errors import InvalidPayload
 from streams.publish.prepare import MAX_DELAY_MS, Preparer, due_at
 from streams.serde import SchemaStore
 from streams.worker.delays import HopOrAdmit
-from streams.worker.ordering import PartitionLog
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = 1_780_000_000_000
@@ -89,9 +89,11 @@ def _entry(due_ms: int) -> Any:
         key=b"k",
         value=b"v",
         headers=[(h.DUE_AT_MS, str(due_ms).encode())],
+        timestamp=0,
+        ack=lambda: acked.append(7),
     )
-    log = PartitionLog("tp")
-    entry = log.add(SimpleNamespace(message=message, ack=lambda: acked.append(7)))
+    log = AckingLog("tp")
+    entry = log.add(message)
     assert isinstance(entry, Entry)
     return entry, acked
 

@@ -11,6 +11,7 @@ import pytest
 from confluent_kafka import KafkaError
 from faust.types import TP
 from prometheus_client import CollectorRegistry
+from tests.unit.worker_fakes import AckingLog
 
 from streams.broker.clients import security_problem
 from streams.broker.config import LocalBrokerError, format_command, render_server_properties
@@ -19,7 +20,6 @@ from streams.cli_broker import kcat_command
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.worker.loops import report_lag
-from streams.worker.ordering import PartitionLog
 
 CLUSTER_ID = "MkU3OEVBNTcwNTJENDM2Qk"
 
@@ -117,16 +117,21 @@ class _Consumer:
 
 
 def _event(offset: int, timestamp_s: float) -> Any:
-    message = SimpleNamespace(
-        topic="email", partition=0, offset=offset, key=b"k", timestamp=timestamp_s
+    return SimpleNamespace(
+        topic="email",
+        partition=0,
+        offset=offset,
+        key=b"k",
+        value=b"",
+        headers=[],
+        timestamp=int(timestamp_s * 1000),  # a fetched record's: epoch ms
     )
-    return SimpleNamespace(message=message, ack=lambda: None)
 
 
 def test_oldest_unprocessed_age_follows_the_oldest_unfinished_entry() -> None:
     metrics = Metrics.create(CollectorRegistry())
     tp = TP("email", 0)
-    log = PartitionLog(tp)
+    log = AckingLog(tp)
     first = log.add(_event(3, 100.0))
     log.add(_event(4, 130.0))
 
@@ -145,7 +150,7 @@ def test_oldest_unprocessed_age_follows_the_oldest_unfinished_entry() -> None:
     )  # type: ignore[arg-type]
     assert age() == 15.0
     log.close()
-    log2 = PartitionLog(tp)
+    log2 = AckingLog(tp)
     report_lag(
         {tp: log2}, _Consumer(), metrics.consumer_lag, metrics.oldest_unprocessed_age, lambda: 145.0
     )  # type: ignore[arg-type]

@@ -3,6 +3,8 @@ checkpoints and filters (issue 15)."""
 
 from __future__ import annotations
 
+import json
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -148,6 +150,29 @@ def test_checkpoint_round_trips() -> None:
     assert again == cp and not again.finished
     again.next_offsets[0] = 10
     assert again.finished
+
+
+def test_a_lane_event_is_redriven_to_its_lane_topic() -> None:
+    lanes = {"high": "email.lane.high", "low": "email.lane.low"}
+    high = _decide(record(**{h.LANE: "high"}), main_topic="email", lane_topics=lanes)
+    replay = high.replay  # type: ignore[attr-defined]
+    assert (replay.topic, replay.partition) == ("email.lane.high", 2)
+    assert replay.headers[h.LANE] == "high"  # and keeps its lane for the next round
+    for rec in (record(), record(**{h.LANE: "normal"}), record(**{h.LANE: "gone"})):
+        out = _decide(rec, main_topic="email", lane_topics=lanes)
+        assert out.replay.topic == "email"  # type: ignore[attr-defined]
+    assert _decide(record(**{h.LANE: "high"})).replay.topic == "webhook"  # type: ignore[attr-defined]
+
+
+def test_checkpoint_keeps_lane_marks_and_reads_older_ones_without() -> None:
+    cp = Checkpoint(
+        "rd-1", "email", "email.dlq", "email", "cli:ops", 1, {}, {}, {0: 1}, {0: 0}, {0: 5}
+    )
+    cp.lane_marks = {"email.lane.high": {0: 3, 1: 9}}
+    assert Checkpoint.from_json(cp.to_json()) == cp
+    old = json.loads(cp.to_json())
+    del old["lane_marks"]
+    assert Checkpoint.from_json(json.dumps(old).encode()).lane_marks == {}
 
 
 def test_filter_round_trip_and_time_parsing() -> None:

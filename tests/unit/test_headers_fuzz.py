@@ -18,7 +18,7 @@ from streams.core.planner import DeadLetter, is_due, plan_failure
 from streams.core.policies import RetryPolicy
 
 FUZZ = settings(max_examples=200, deadline=None)
-KNOWN = sorted(h.EVENT_HEADERS + h.FAILURE_HEADERS)
+KNOWN = sorted((*h.EVENT_HEADERS, *h.FAILURE_HEADERS, h.LANE))
 
 names = st.one_of(
     st.sampled_from(KNOWN),

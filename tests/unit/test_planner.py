@@ -535,3 +535,26 @@ def test_a_retry_is_not_a_deferral() -> None:
     decision = plan(Retryable("boom"))
     assert isinstance(decision, Retry)
     assert not decision.deferred and decision.deferred_by is None
+
+
+# --- priority lanes ---------------------------------------------------------------------------
+
+
+def test_a_record_keeps_its_lane_through_the_retry_tiers_and_the_dlq() -> None:
+    lane_origin = h.Origin("dev.email.lane.high", 3, 42, NOW_MS - 5_000)
+    first = plan(Retryable("smtp 451"), {h.EVENT_ID: "e1"}, origin=lane_origin)
+    assert isinstance(first, Retry) and first.topic.startswith("dev.email.retry.")
+    assert first.headers[h.LANE] == "high"  # derived from the lane topic it came from
+    assert first.headers[h.ORIGINAL_TOPIC] == "dev.email.lane.high"
+    tier = h.Origin(first.topic, 3, 0, NOW_MS)
+    last = plan(Permanent("no such user"), first.headers, origin=tier)
+    assert isinstance(last, DeadLetter) and last.headers[h.LANE] == "high"
+
+
+def test_the_lane_header_is_kept_and_never_invented() -> None:
+    sdk = plan(Retryable("x"), {h.LANE: "low"}, origin=MAIN_ORIGIN)  # as the SDK sets it
+    assert sdk.headers[h.LANE] == "low"
+    main = plan(Retryable("x"), {h.EVENT_ID: "e1"}, origin=MAIN_ORIGIN)  # the default lane
+    assert h.LANE not in main.headers
+    other = plan(Retryable("x"), {}, origin=h.Origin("dev.webhook.lane.high", 0, 1, NOW_MS))
+    assert h.LANE not in other.headers  # another family's lane topic is not ours

@@ -118,3 +118,26 @@ def test_family_of_event_type_errors(event_type: str) -> None:
     with pytest.raises(ValueError, match=r"must look like '<family>.<name>'") as info:
         topology.family_of_event_type(event_type)
     assert repr(event_type) in str(info.value)
+
+
+def test_lane_topics() -> None:
+    assert topology.lane_topic("", "email", "high") == "email.lane.high"
+    assert topology.lane_topic("dev.", "email", "high") == "dev.email.lane.high"
+    assert topology.lane_of_topic("dev.", "email", "dev.email.lane.high") == "high"
+    for other in ("dev.email", "dev.email.retry.10s", "dev.email.lane.", "email.lane.high"):
+        assert topology.lane_of_topic("dev.", "email", other) is None
+    names = topology.family_topics("dev.", "email", [10_000], ["high", "low"])
+    assert names.lanes == (("high", "dev.email.lane.high"), ("low", "dev.email.lane.low"))
+    assert names.lane_topics == ("dev.email.lane.high", "dev.email.lane.low")
+    assert names.all == ("dev.email", "dev.email.retry.10s", "dev.email.dlq")  # no lanes yet
+    assert names.topic_for_lane("low") == "dev.email.lane.low"
+    assert names.topic_for_lane("gone") == names.topic_for_lane(None) == "dev.email"
+
+
+def test_the_lane_of_a_consumed_record() -> None:
+    names = topology.family_topics("", "email", [10_000], ["high", "low"])
+    assert names.lane_of_record("email.lane.high", None, "normal") == "high"
+    assert names.lane_of_record("email", "high", "normal") == "normal"  # the topic decides
+    assert names.lane_of_record("email.retry.10s", "low", "normal") == "low"
+    for header in (None, "", "normal", "gone"):
+        assert names.lane_of_record("email.retry.10s", header, "normal") == "normal"

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from tests.unit.worker_fakes import (
     TP,
+    AckingLog,
     AckLog,
     Clock,
     make_event,
@@ -83,7 +84,7 @@ class World:
         self.feeders: list[asyncio.Task[None]] = []
 
     def entry(self, tp: Any, offset: int, key: bytes) -> Entry:
-        plog = self.logs.setdefault(tp, PartitionLog(tp))
+        plog = self.logs.setdefault(tp, AckingLog(tp))
         return plog.add(make_event(self.acks, offset, topic=tp.topic, partition=tp[1], key=key))
 
     def feed(self, *entries: Entry) -> asyncio.Task[None]:
@@ -320,7 +321,7 @@ class FakeStream:
 
 async def test_main_lane_admits_every_record_of_an_owned_partition(world_factory: Any) -> None:
     w = world_factory()
-    logs = {TP0: PartitionLog(TP0)}
+    logs = {TP0: AckingLog(TP0)}
     lane = Lane(
         w.lanes,
         topic="t.audit",
@@ -345,7 +346,7 @@ async def test_retry_lane_holds_records_until_due(world_factory: Any) -> None:
     w = world_factory()
     clock = Clock()
     tp = TP("t.audit.retry.1s", 0)
-    plog = PartitionLog(tp)
+    plog = AckingLog(tp)
     scheduler = DueScheduler(
         w.lanes.admit, clock_ms=clock, window=10, pause=lambda tp: None, resume=lambda tp: None
     )

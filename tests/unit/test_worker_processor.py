@@ -10,6 +10,7 @@ import pytest
 from tests.unit.worker_fakes import (
     NOW_MS,
     TP,
+    AckingLog,
     AckLog,
     Clock,
     DictStore,
@@ -129,7 +130,7 @@ class Rig:
         value: bytes | None = None,
     ) -> Entry:
         tp = TP(topic, partition)
-        plog = self.logs.setdefault(tp, PartitionLog(tp))
+        plog = self.logs.setdefault(tp, AckingLog(tp))
         if value is None:
             value = encode_event(event_id, EVENT_TYPE)
         base = {h.EVENT_ID: event_id, h.EVENT_TYPE: EVENT_TYPE}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection, Mapping
+from types import SimpleNamespace
 from typing import NamedTuple
 
 import pytest
@@ -44,10 +45,11 @@ class FakeConsumer:
     def assignment(self) -> set[TP]:
         return set(self.assigned)
 
-    async def commit(self) -> None:
-        self.calls.append(("commit", None))
+    async def commit_offsets(self, offsets: Mapping[TP, int]) -> bool:
+        self.calls.append(("commit", dict(offsets)))
         if self.commit_fails:
             raise RuntimeError("broker gone")
+        return True
 
     async def seek(self, offsets: Mapping[TP, int]) -> None:
         self.calls.append(("seek", dict(offsets)))
@@ -137,6 +139,22 @@ class FakeFamily:
         self.writers = [FakeWriter()]
 
 
+def finish_one(rb: Rebalancer, tp: TP, offset: int) -> None:
+    """Admit and finish the record at ``offset`` of ``tp`` (its log advances past it)."""
+    plog = rb.log_for(tp, offset)
+    assert plog is not None
+    record = SimpleNamespace(
+        topic=tp.topic,
+        partition=tp.partition,
+        offset=offset,
+        key=None,
+        value=b"",
+        headers=[],
+        timestamp=0,
+    )
+    plog.add(record).finish()
+
+
 class Harness(NamedTuple):
     rebalancer: Rebalancer
     consumer: FakeConsumer
@@ -197,7 +215,9 @@ async def test_release_drops_waiting_drains_running_flushes_acks_and_commits(
     rb, consumer, family, _ = harness
     main0, main1, retry0 = TP(MAIN, 0), TP(MAIN, 1), TP(RETRY, 0)
     await rb.on_assigned(None, {main0, main1, retry0, TP(RETRY, 1)})
-    plog = rb.log_for(main0, 0)
+    consumer.assigned = {main0, main1, retry0, TP(RETRY, 1)}
+    finish_one(rb, main0, 0)
+    plog = rb.log_for(main0, 1)
     assert plog is not None
     family.schedulers[0].waiting = {retry0}
     family.lanes.running = {main0}  # a handler that does not finish within the deadline
@@ -207,7 +227,7 @@ async def test_release_drops_waiting_drains_running_flushes_acks_and_commits(
     assert family.writers[0].flushes, "done-markers were not flushed"
     assert plog.closed and main0 not in rb.logs
     assert family.ledger.partitions == {1}
-    assert consumer.calls[-1] == ("commit", None)
+    assert consumer.calls[-1] == ("commit", {main0: 1}), "the finished prefix is committed"
     assert rb.log_for(main1, 0) is None, "admitted while revoking"
     assert not rb.sequencer.owns(main0) and rb.sequencer.owns(main1)
 
@@ -215,9 +235,11 @@ async def test_release_drops_waiting_drains_running_flushes_acks_and_commits(
 async def test_a_failed_commit_on_release_is_left_to_the_next_owner(harness: Harness) -> None:
     rb, consumer, _, _ = harness
     await rb.on_assigned(None, {TP(MAIN, 0), TP(RETRY, 0)})
+    consumer.assigned = {TP(MAIN, 0), TP(RETRY, 0)}
+    finish_one(rb, TP(MAIN, 0), 0)
     consumer.commit_fails = True
     await rb.release({TP(MAIN, 0)}, 0.05)  # does not raise
-    assert ("commit", None) in consumer.calls
+    assert ("commit", {TP(MAIN, 0): 1}) in consumer.calls
 
 
 async def test_drain_pauses_stops_flow_and_releases_everything(harness: Harness) -> None:
@@ -225,6 +247,7 @@ async def test_drain_pauses_stops_flow_and_releases_everything(harness: Harness)
     tps = {TP(MAIN, 0), TP(RETRY, 0)}
     await rb.on_assigned(None, tps)
     consumer.assigned = tps | {TP("foreign", 0)}
+    finish_one(rb, TP(MAIN, 0), 0)
     await rb.drain()
     names = [name for name, _ in consumer.calls]
     assert names.index("pause") < names.index("stop_flow") < names.index("commit")

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from tests.unit.worker_fakes import NOW_MS, TP, AckLog, make_event, settle
+from tests.unit.worker_fakes import NOW_MS, TP, AckingLog, AckLog, make_event, settle
 
 from streams.worker.ordering import Entry, PartitionLog
 from streams.worker.scheduler import DueScheduler
@@ -92,7 +92,7 @@ class Harness:
         self.dispatched.append((entry, self.time(), list(self.resumed)))
 
     def log(self, tp: Any) -> PartitionLog:
-        return self.logs.setdefault(tp, PartitionLog(tp))
+        return self.logs.setdefault(tp, AckingLog(tp))
 
     def add(self, tp: Any, due_at_ms: int) -> Entry:
         offset = self.offsets.get(tp, 0)
@@ -324,7 +324,7 @@ async def test_the_default_sleep_is_real_time() -> None:
         resume=lambda tp: None,
     )
     loop = asyncio.get_running_loop()
-    entry = PartitionLog(TP0).add(make_event(AckLog(), 0, topic=TP0.topic))
+    entry = AckingLog(TP0).add(make_event(AckLog(), 0, topic=TP0.topic))
     due_ms = int(loop.time() * 1000) + 20
     scheduler.add(entry, due_ms)
     task = loop.create_task(scheduler.run())

@@ -60,12 +60,20 @@ class AckLog(list[tuple[str, int, int]]):
 
 
 class FakeEvent:
-    """A faust event: ``.message`` and an ``ack()`` that records the order of acks."""
+    """A fetched record (the attributes of an aiokafka ``ConsumerRecord``, ``timestamp`` in
+    ms) with ``.message`` and an ``ack()`` that records the order of acks (``AckingLog``)."""
 
     def __init__(self, message: FakeMessage, acks: AckLog) -> None:
         self.message = message
         self._acks = acks
         self.acked = 0
+        self.topic = message.topic
+        self.partition = message.partition
+        self.offset = message.offset
+        self.key = message.key
+        self.value = message.value
+        self.headers = message.headers
+        self.timestamp = int(message.timestamp * 1000)
 
     def ack(self) -> bool:
         self.acked += 1
@@ -93,12 +101,34 @@ def make_event(
     return FakeEvent(message, acks)
 
 
+class AckingLog(PartitionLog):
+    """A ``PartitionLog`` that acks each ``FakeEvent`` of the finished prefix when the log
+    advances past it (so tests read the advances as the old per-record acks)."""
+
+    def __init__(self, tp: Any) -> None:
+        super().__init__(tp, self._advanced)
+        self._records: dict[int, Any] = {}
+        self.advances: list[int] = []
+
+    def add(self, record: Any) -> Entry:
+        entry = super().add(record)
+        self._records[entry.offset] = record
+        return entry
+
+    def _advanced(self, tp: Any, next_offset: int) -> None:
+        self.advances.append(next_offset)
+        for offset in sorted(o for o in self._records if o < next_offset):
+            record = self._records.pop(offset)
+            if hasattr(record, "ack"):
+                record.ack()
+
+
 def make_entry(
     acks: AckLog, offset: int, *, log: PartitionLog | None = None, **kwargs: Any
 ) -> Entry:
     """An entry in ``log`` (a fresh log of the event's partition when None)."""
     event = make_event(acks, offset, **kwargs)
-    plog = log if log is not None else PartitionLog(event.message.tp)
+    plog = log if log is not None else AckingLog(event.message.tp)
     return plog.add(event)
 
 

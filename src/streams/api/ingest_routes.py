@@ -89,6 +89,13 @@ class EventIn(BaseModel):
         le=30 * 86_400,
         description="delayed event: run this many seconds from now (not with not_before)",
     )
+    priority: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=32,
+        description="one of the family's priority lanes (topics.yaml `priorities:`), e.g. "
+        "`high`; omitted: the family's default lane. A family without lanes refuses it (422)",
+    )
 
 
 class BatchIn(BaseModel):
@@ -221,6 +228,7 @@ async def _publish(
             "tenant_id": principal.tenant,
             "not_before": e.not_before,
             "delay_s": e.delay_s,
+            "priority": e.priority,
             "event_id": None
             if key is None
             else event_id_for(principal.tenant, key, i if batch else None),

@@ -37,9 +37,14 @@ class GroupActive(StreamsError):
 
 
 def consumed_topics(family: Family, prefix: str) -> list[tuple[str, str]]:
-    """(topic, role) of what the worker group consumes of ``family``: main and retry tiers."""
+    """(topic, role) of what the worker group consumes of ``family``: main, priority lanes
+    and retry tiers."""
     names = family.topics(prefix)
-    return [(names.main, "main"), *((t, "retry") for t in names.retries)]
+    return [
+        (names.main, "main"),
+        *((t, "lane") for t in names.lane_topics),
+        *((t, "retry") for t in names.retries),
+    ]
 
 
 Produce = Callable[[str, bytes, bytes], int]  # (topic, key, value) -> offset, acks=all

@@ -95,6 +95,13 @@ class Rejected(HandlerError):
     retriable = False
 
 
+class Unroutable(HandlerError):
+    """The retry tier refused the record (too large with its failure headers, invalid for
+    that topic): it cannot climb the ladder. DLQ reason ``unroutable``."""
+
+    retriable = False
+
+
 class Cancelled(HandlerError):
     """The event was cancelled (``DELETE /v1/events/{id}``): a handler that honours
     ``ctx.cancel`` raises it (``ctx.cancel.raise_if_set()``). Acked with outcome

@@ -22,6 +22,10 @@ SCHEMA = "streams-schema"  # "<event type>@<fingerprint hex>"
 CONTENT_TYPE = "content-type"  # "application/vnd.streams+avro" (single-object encoding)
 TRACEPARENT = "traceparent"  # W3C trace context
 TRACESTATE = "tracestate"
+# the priority lane of an event published to a lane other than its family's default one
+# (topics.yaml ``priorities:``); kept through retry tiers, the DLQ and redrive (not a
+# failure header), so a redriven event goes back to its lane's topic
+LANE = "streams-lane"
 
 ATTEMPT = "streams-attempt"  # the attempt the record will run as (1 = first run)
 DEFERRALS = "streams-deferrals"  # rate-limit / circuit deferrals so far (no attempt used)
@@ -58,7 +62,15 @@ FAILURE_HEADERS = (
     ERROR_FINGERPRINT,
     DLQ_REASON,
 )
-DLQ_REASONS = ("exhausted", "permanent", "undecodable", "invalid", "rejected", "expired")
+DLQ_REASONS = (
+    "exhausted",
+    "permanent",
+    "undecodable",
+    "invalid",
+    "rejected",
+    "expired",
+    "unroutable",
+)
 
 AVRO_CONTENT_TYPE = "application/vnd.streams+avro"
 
@@ -73,7 +85,7 @@ MAX_FOREIGN_HEADER_BYTES = 4096  # names + values of the foreign and unknown str
 
 RawHeaders = Iterable[tuple[str | bytes, bytes | str | None]]
 
-_KNOWN = frozenset(EVENT_HEADERS) | frozenset(FAILURE_HEADERS)
+_KNOWN = frozenset(EVENT_HEADERS) | frozenset(FAILURE_HEADERS) | {LANE}
 # a value longer than this cannot survive truncate_utf8 whole: decoding a longer prefix
 # changes nothing (a raw byte never becomes fewer than one UTF-8 byte), so huge values
 # are cut before decoding
@@ -241,6 +253,11 @@ def int_header(headers: Mapping[str, str], name: str, default: int) -> int:
         return default
     number = int(value)
     return number if _INT64_MIN <= number <= _INT64_MAX else default
+
+
+def lane_of(headers: Mapping[str, str]) -> str | None:
+    """The event's priority lane (LANE), or None when it has none (the default lane)."""
+    return headers.get(LANE) or None
 
 
 def attempt_of(headers: Mapping[str, str]) -> int:

@@ -6,13 +6,15 @@ agents only carry the decision out. Classification of the error:
     EventValidationError            -> DeadLetter 'invalid'
     DecodeError                     -> DeadLetter 'undecodable'
     Rejected                        -> DeadLetter 'rejected'
+    Unroutable                      -> DeadLetter 'unroutable'
     Deferred                        -> Retry (attempt not used) or DeadLetter 'expired'
     Permanent / ``retriable=False`` -> DeadLetter 'permanent'
     RetryAfter, Retryable, other    -> Retry (next attempt) or DeadLetter 'exhausted'
 
 Failure headers are replaced, never appended: the result's headers are a copy of the
-input with at most the names in ``headers.FAILURE_HEADERS`` added, so feeding them back
-attempt after attempt does not grow them.
+input with at most the names in ``headers.FAILURE_HEADERS`` added (and ``headers.LANE``,
+once, for a record first consumed from a priority lane's topic that lacks it), so feeding
+them back attempt after attempt does not grow them.
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ from streams.core.errors import (
     EventValidationError,
     Rejected,
     RetryAfter,
+    Unroutable,
 )
 from streams.core.policies import RetryPolicy
-from streams.core.topology import dlq_topic, retry_topic
+from streams.core.topology import dlq_topic, lane_of_topic, retry_topic
 
 DEFERRED_ERROR_CLASS = "streams.errors.Deferred"
 _FOREVER_MS = 2**62  # an infinite max_defer_s
@@ -114,6 +117,8 @@ def _dead_letter_reason(error: BaseException) -> str | None:
         return "undecodable"
     if isinstance(error, Rejected):
         return "rejected"
+    if isinstance(error, Unroutable):
+        return "unroutable"
     if isinstance(error, Deferred):
         return None
     if getattr(error, "retriable", True) is False:
@@ -209,12 +214,17 @@ def _failure_headers(ctx: _Context, failure: h.Failure) -> dict[str, str]:
     """A copy of the record's headers with this failure's headers replaced.
 
     The ORIGINAL_* group is written as a whole, from ``ctx.origin``, only when
-    ORIGINAL_TOPIC is absent or empty, so it keeps the first topic. ATTEMPT is normalised
-    to the attempt the record ran as.
+    ORIGINAL_TOPIC is absent or empty, so it keeps the first topic; LANE is derived from
+    that topic when absent (the record keeps its lane through retries and redrive).
+    ATTEMPT is normalised to the attempt the record ran as.
     """
     out = dict(ctx.headers)
     if not out.get(h.ORIGINAL_TOPIC):
         out.update(ctx.origin.headers())
+    if not out.get(h.LANE):  # a producer other than the SDK wrote to the lane topic
+        lane = lane_of_topic(ctx.prefix, ctx.family, out[h.ORIGINAL_TOPIC])
+        if lane is not None:
+            out[h.LANE] = lane
     if h.int_header(out, h.FIRST_FAILURE_AT_MS, -1) < 0:
         out[h.FIRST_FAILURE_AT_MS] = str(ctx.now_ms)
     out[h.FAILED_AT_MS] = str(ctx.now_ms)

@@ -4,17 +4,21 @@ Naming (architecture.md, "Data flow"):
     <prefix><family>                  main topic
     <prefix><family>.retry.<delay>    one retry tier per distinct delay, e.g. email.retry.30s
     <prefix><family>.dlq              dead-letter topic
+    <prefix><family>.lane.<lane>      a priority lane other than the family's default one
+                                      (the default lane is the main topic itself)
 Table changelogs follow faust: ``<app_id>-<table>-changelog`` with table ``<family>.<kind>``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from streams.core.durations import format_duration_ms
 
 RETRY_INFIX = ".retry."
 DLQ_SUFFIX = ".dlq"
+LANE_INFIX = ".lane."
 TABLE_KINDS = ("done", "buckets", "state")
 """``state``: a job's own keyed state (consent, suppression), only for families with
 ``state_table: true``; compacted, never expires."""
@@ -49,6 +53,19 @@ def retry_topic(prefix: str, family: str, delay_ms: int) -> str:
 
 def dlq_topic(prefix: str, family: str) -> str:
     return with_prefix(prefix, f"{family}{DLQ_SUFFIX}")
+
+
+def lane_topic(prefix: str, family: str, lane: str) -> str:
+    """The topic of a non-default priority lane, e.g. ``email.lane.high``."""
+    return with_prefix(prefix, f"{family}{LANE_INFIX}{lane}")
+
+
+def lane_of_topic(prefix: str, family: str, topic: str) -> str | None:
+    """``high`` for ``[prefix]email.lane.high`` of family ``email``; None for any other topic
+    (the main topic is the default lane, whose name only the catalog knows)."""
+    head = with_prefix(prefix, f"{family}{LANE_INFIX}")
+    lane = topic[len(head) :] if topic.startswith(head) else ""
+    return lane or None
 
 
 def table_name(family: str, kind: str) -> str:
@@ -93,24 +110,56 @@ def family_of_event_type(event_type: str) -> str:
 
 @dataclass(frozen=True)
 class FamilyTopics:
-    """Every topic name of one family."""
+    """Every topic name of one family. ``lanes``: (lane, topic) of the priority lanes other
+    than the default one, in declared order (empty for a family without lanes)."""
 
     family: str
     main: str
     retries: tuple[str, ...]
     dlq: str
+    lanes: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def lane_topics(self) -> tuple[str, ...]:
+        return tuple(topic for _, topic in self.lanes)
 
     @property
     def all(self) -> tuple[str, ...]:
+        """Main, retry tiers, DLQ (the worker consumes ``all[:-1]``). Not the lane topics
+        (``lane_topics``): today's worker builds a retry scheduler for every non-main topic
+        of ``all[:-1]``, so the lanes join it when the dispatcher consumes them."""
         return (self.main, *self.retries, self.dlq)
 
+    def lane_of_record(self, topic: str, lane_header: str | None, default: str) -> str:
+        """The lane a consumed record belongs to: a lane topic's own lane; on the main topic
+        ``default``; on a retry tier its ``streams-lane`` header (``default`` when absent
+        or not one of this family's lanes)."""
+        for name, lane_topic_name in self.lanes:
+            if topic == lane_topic_name:
+                return name
+        if topic != self.main and any(lane_header == name for name, _ in self.lanes):
+            return lane_header or default
+        return default
 
-def family_topics(prefix: str, family: str, tier_delays_ms: list[int]) -> FamilyTopics:
-    """The main, retry-tier (one per distinct delay, in ascending order) and DLQ names."""
+    def topic_for_lane(self, lane: str | None) -> str:
+        """Where an event of ``lane`` is published: its lane topic, else the main topic
+        (the default lane, no lane, or a lane the catalog no longer declares)."""
+        for name, topic in self.lanes:
+            if name == lane:
+                return topic
+        return self.main
+
+
+def family_topics(
+    prefix: str, family: str, tier_delays_ms: list[int], lanes: Iterable[str] = ()
+) -> FamilyTopics:
+    """The main, lane (``lanes``: the non-default ones), retry-tier (one per distinct delay,
+    in ascending order) and DLQ names."""
     tiers = sorted(set(tier_delays_ms))
     return FamilyTopics(
         family=family,
         main=main_topic(prefix, family),
         retries=tuple(retry_topic(prefix, family, d) for d in tiers),
         dlq=dlq_topic(prefix, family),
+        lanes=tuple((lane, lane_topic(prefix, family, lane)) for lane in lanes),
     )

@@ -207,8 +207,9 @@ def sent_by(
 
 
 class ReplaySender:
-    """Produces replays; ``flush()`` returns the next main-topic offset per partition
-    after this sender's delivered records (the checkpoint's ``main_marks``)."""
+    """Produces replays; ``flush()`` returns, per topic, the next offset per partition
+    after this sender's delivered records (the checkpoint's ``main_marks`` and
+    ``lane_marks``)."""
 
     def __init__(self, settings: Settings) -> None:
         self._producer = _producer(
@@ -220,17 +221,18 @@ class ReplaySender:
             },
         )
         self._lock = threading.Lock()
-        self._marks: dict[int, int] = {}
+        self._marks: dict[str, dict[int, int]] = {}
         self._errors: list[str] = []
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
         if err is not None:
             self._errors.append(f"{msg.topic()}: {err}")
             return
-        partition, offset = int(msg.partition()), int(msg.offset())
+        topic, partition, offset = str(msg.topic()), int(msg.partition()), int(msg.offset())
         with self._lock:
-            if offset + 1 > self._marks.get(partition, -1):
-                self._marks[partition] = offset + 1
+            marks = self._marks.setdefault(topic, {})
+            if offset + 1 > marks.get(partition, -1):
+                marks[partition] = offset + 1
 
     def send(self, replay: Replay) -> None:
         kwargs: dict[str, Any] = {
@@ -249,12 +251,12 @@ class ReplaySender:
                 self._producer.poll(0.05)
         self._producer.poll(0)
 
-    def flush(self, timeout_s: float = 60.0) -> dict[int, int]:
+    def flush(self, timeout_s: float = 60.0) -> dict[str, dict[int, int]]:
         left = self._producer.flush(timeout_s)
         if self._errors or left:
             raise DlqError(f"replays not delivered: {self._errors[:3] or [f'{left} still queued']}")
         with self._lock:
-            return dict(self._marks)
+            return {topic: dict(marks) for topic, marks in self._marks.items()}
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

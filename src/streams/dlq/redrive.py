@@ -5,7 +5,8 @@ are ``streams.dlq.redrive_model`` (pure); this module does the IO in this order:
 
 1. read the resolved-state marks and pre-scan the DLQ snapshot for superseded copies
    (a record whose replay came back: only the newest copy is sent);
-2. on a resume, find on the main topic what this redrive sent after its last checkpoint
+2. on a resume, find on the main topic (and the family's priority lane topics) what this
+   redrive sent after its last checkpoint
    (``streams-replay-source``) and skip it, so no DLQ record is sent twice by one redrive;
 3. send in DLQ order, paced; park records over ``--max-replays`` (state topic);
 4. checkpoint (producer flushed first) every ``checkpoint_every`` records or second;
@@ -69,6 +70,8 @@ class Redrive:
         self.family = catalog.family(family)
         self.dlq_topic = dlq_topic_for(settings, catalog, family)
         self.main_topic = main_topic_name(settings.topic_prefix, self.family.name)
+        # an event of a priority lane goes back to its lane's topic (``replay.decide``)
+        self.lane_topics = dict(self.family.topics(settings.topic_prefix).lanes)
         self.tier_topics = [
             retry_topic(settings.topic_prefix, self.family.name, d)
             for d in sorted(set(self.family.retry.delays_ms))
@@ -116,6 +119,7 @@ class Redrive:
                     record,
                     redrive_id="(dry run)",
                     main_topic=self.main_topic,
+                    lane_topics=self.lane_topics,
                     partitions=self.family.partitions,
                     selection=selection,
                     tenant=self._tenant(selection, record),
@@ -176,6 +180,7 @@ class Redrive:
             next_offsets={p: 0 for p in ends},
             main_marks=high_watermarks(self.settings, self.main_topic),
             watch_from=watch,
+            lane_marks={t: high_watermarks(self.settings, t) for t in self.lane_topics.values()},
             updated_at_ms=now_ms,
         )
         self.checkpoints.save(checkpoint)  # before anything is sent: a kill can resume
@@ -213,6 +218,8 @@ class Redrive:
         states = self.states.load(self.dlq_topic)
         superseded = self._superseded(cp.end_offsets)
         already = sent_by(self.settings, self.main_topic, cp.main_marks, cp.redrive_id)
+        for topic in self.lane_topics.values():  # no marks (an older checkpoint): from the start
+            already |= sent_by(self.settings, topic, cp.lane_marks.get(topic, {}), cp.redrive_id)
         tally = Tally()
         watcher = None
         if options.canary or options.max_failure_rate is not None:
@@ -250,6 +257,7 @@ class Redrive:
                         record,
                         redrive_id=cp.redrive_id,
                         main_topic=self.main_topic,
+                        lane_topics=self.lane_topics,
                         partitions=self.family.partitions,
                         selection=selection,
                         tenant=self._tenant(selection, record),
@@ -339,7 +347,10 @@ class Redrive:
                 self.sleep(min(wait_s, 0.05))
 
     def _checkpoint(self, cp: Checkpoint, sender: ReplaySender, report: Report) -> None:
-        cp.main_marks.update(sender.flush())
+        marks = sender.flush()
+        cp.main_marks.update(marks.get(self.main_topic, {}))
+        for topic in self.lane_topics.values():
+            cp.lane_marks.setdefault(topic, {}).update(marks.get(topic, {}))
         self.states.flush()
         cp.counts = {
             "sent": report.sent_before + report.sent,

@@ -115,6 +115,8 @@ class Checkpoint:
     next_offsets: dict[int, int]
     main_marks: dict[int, int]
     watch_from: dict[str, dict[int, int]] = field(default_factory=dict)  # topic -> offsets
+    # like main_marks, for each priority lane's topic (topic -> partition -> offset)
+    lane_marks: dict[str, dict[int, int]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     state: str = "running"  # running | stopped | done | failed
     outcome: str = ""
@@ -128,9 +130,10 @@ class Checkpoint:
         body = asdict(self)
         for name in ("end_offsets", "next_offsets", "main_marks"):
             body[name] = {str(k): v for k, v in body[name].items()}
-        body["watch_from"] = {
-            t: {str(k): v for k, v in offs.items()} for t, offs in self.watch_from.items()
-        }
+        for name in ("watch_from", "lane_marks"):
+            body[name] = {
+                t: {str(k): v for k, v in offs.items()} for t, offs in getattr(self, name).items()
+            }
         return json.dumps(body, sort_keys=True).encode()
 
     @classmethod
@@ -139,10 +142,11 @@ class Checkpoint:
             body = json.loads(data)
             for name in ("end_offsets", "next_offsets", "main_marks"):
                 body[name] = {int(k): int(v) for k, v in body[name].items()}
-            body["watch_from"] = {
-                t: {int(k): int(v) for k, v in offs.items()}
-                for t, offs in body.get("watch_from", {}).items()
-            }
+            for name in ("watch_from", "lane_marks"):  # absent from older checkpoints
+                body[name] = {
+                    t: {int(k): int(v) for k, v in offs.items()}
+                    for t, offs in body.get(name, {}).items()
+                }
             return cls(**body)
         except (ValueError, TypeError, KeyError) as exc:
             raise DlqError(f"malformed redrive checkpoint: {exc}") from None

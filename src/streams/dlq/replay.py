@@ -1,9 +1,10 @@
 """The pure redrive planner: what one DLQ record becomes when it is sent through again.
 
 A replay is the record's key and value **byte-exact**, on its source partition of the
-family's main topic, with headers rewritten so the attempt count starts afresh:
+family's main topic (or, for an event of a priority lane, its ``streams-lane``, of that
+lane's topic), with headers rewritten so the attempt count starts afresh:
 
-- the event headers (id, type, schema, trace context) and foreign headers are kept;
+- the event headers (id, type, schema, trace context, lane) and foreign headers are kept;
 - every failure header (``headers.FAILURE_HEADERS``) is moved under ``streams-replayed-``
   (``streams-error-class`` -> ``streams-replayed-error-class``), replacing the ones of an
   earlier replay, so the last failure's history travels with the event and headers do not
@@ -107,6 +108,7 @@ def decide(
     *,
     redrive_id: str,
     main_topic: str,
+    lane_topics: Mapping[str, str] | None = None,
     partitions: int,
     selection: DlqFilter,
     tenant: str | None,
@@ -120,7 +122,10 @@ def decide(
     ``states`` maps a DLQ position (``source_of``) to its resolved-state (``resolved`` or
     ``parked``); ``superseded`` holds positions a later DLQ copy of the same event replaced
     (the copy carries the up-to-date replay count, so only it is sent). A record already
-    redriven ``max_replays`` times is parked instead of sent again.
+    redriven ``max_replays`` times is parked instead of sent again. ``lane_topics`` maps the
+    family's non-default priority lanes to their topics: a record whose ``streams-lane`` is
+    one of them goes back there, any other (no lane, the default one, a lane since removed
+    from the catalog) to ``main_topic``.
     """
     if not selection.matches(record, tenant):
         return Decision("skip", "filtered")
@@ -143,7 +148,7 @@ def decide(
     return Decision(
         "send",
         replay=Replay(
-            topic=main_topic,
+            topic=(lane_topics or {}).get(h.lane_of(record.headers) or "", main_topic),
             partition=partition,
             key=record.key,
             value=record.value,

@@ -45,6 +45,7 @@ from streams.publish.outgoing import (
     new_event_id,
     partition_key,
 )
+from streams.publish.priority import lane_route
 
 if TYPE_CHECKING:
     from streams.crypto import EventSealer
@@ -57,7 +58,8 @@ HeadersArg = Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]] | Non
 
 BatchItem = tuple[str, Mapping[str, Any]] | Mapping[str, Any]
 """``(event_type, payload)`` or a dict with ``event_type``, ``payload`` and optionally
-``key``, ``event_id``, ``headers``, ``trace_parent``, ``trace_state``, ``tenant_id``."""
+``key``, ``event_id``, ``headers``, ``trace_parent``, ``trace_state``, ``tenant_id``,
+``not_before``, ``delay_s``, ``priority``."""
 
 _ITEM_KEYS = frozenset(
     {
@@ -71,6 +73,7 @@ _ITEM_KEYS = frozenset(
         "tenant_id",
         "not_before",
         "delay_s",
+        "priority",
     }
 )
 MIN_DELAY_MS = 1  # any positive delay is held (a due time <= now runs at once)
@@ -221,6 +224,7 @@ class Preparer:
         not_before: datetime | None = None,
         delay_s: float | None = None,
         now_ms: int | None = None,
+        priority: str | None = None,
     ) -> Record:
         """Validate, encode, key, size-check one event, as a plain ``Record`` tuple.
 
@@ -228,7 +232,8 @@ class Preparer:
         equal it. Raises UnknownEventType, InvalidPayload (field, reason) or EventTooLarge.
         A delayed event (``not_before`` / ``delay_s``, see ``due_at``) goes to the family's
         retry tier that fits the delay with a ``streams-due-at-ms`` header instead of the
-        main topic (README, "Delayed events").
+        main topic (README, "Delayed events"). ``priority`` picks the family's priority lane
+        (``publish.priority``; InvalidPayload field ``priority`` when it has no such lane).
         """
         due_ms = due_at(
             event_type, not_before, delay_s, int(time.time() * 1000) if now_ms is None else now_ms
@@ -259,6 +264,13 @@ class Preparer:
             extra=headers,
         )
         topic = route.topic
+        if priority is not None:
+            topic, lane = lane_route(
+                self.catalog.family(route.family), self.topic_prefix, event_type, priority
+            )
+            if lane is not None:
+                header_list.append(lane)
+                headers_bytes += len(lane[0]) + len(lane[1])
         if due_ms is not None:
             now = int(time.time() * 1000) if now_ms is None else now_ms
             topic = route.delayed_topic(due_ms - now)
@@ -303,6 +315,7 @@ class Preparer:
             tenant_id=item.get("tenant_id"),
             not_before=item.get("not_before"),
             delay_s=item.get("delay_s"),
+            priority=item.get("priority"),
         )
 
     def batch(self, items: Iterable[BatchItem]) -> list[Record]:

@@ -156,6 +156,7 @@ class Publisher:
         trace_state: str | None = None,
         not_before: datetime | None = None,
         delay_s: float | None = None,
+        priority: str | None = None,
     ) -> PreparedRecord:
         """Validate, encode, key, size-check one event without sending it.
 
@@ -171,6 +172,7 @@ class Publisher:
             trace_state=trace_state,
             not_before=not_before,
             delay_s=delay_s,
+            priority=priority,
         )
         return PreparedRecord(topic, record_key, value, list(header_tuple), eid)
 
@@ -285,13 +287,15 @@ class Publisher:
         timeout_s: float | None = None,
         not_before: datetime | None = None,
         delay_s: float | None = None,
+        priority: str | None = None,
     ) -> PublishResult:
         """Publish one event and wait for the broker's acknowledgement.
 
         ``key`` is optional: the key is the family's key field, and an explicit key must
         equal it. ``timeout_s`` defaults to ``settings.publish_timeout_s`` (the producer's
         message timeout) plus a short grace. ``not_before`` (aware datetime) or ``delay_s``
-        delays the event: it runs no earlier than that, up to 30 days ahead. Raises
+        delays the event: it runs no earlier than that, up to 30 days ahead. ``priority``
+        names one of the family's priority lanes (topics.yaml ``priorities:``). Raises
         UnknownEventType, InvalidPayload, EventTooLarge (nothing sent), DeliveryFailed or
         BrokerUnavailable.
         """
@@ -307,6 +311,7 @@ class Publisher:
             tenant_id=tenant_id,
             not_before=not_before,
             delay_s=delay_s,
+            priority=priority,
         )
         wait_s = self._timeout(timeout_s)
         if rec[0] not in self._verified_topics:
@@ -347,6 +352,7 @@ class Publisher:
         timeout_s: float | None = None,
         not_before: datetime | None = None,
         delay_s: float | None = None,
+        priority: str | None = None,
     ) -> PublishResult:
         """``publish`` for asyncio: awaits the acknowledgement without blocking the loop."""
         self._check_open()
@@ -361,6 +367,7 @@ class Publisher:
             tenant_id=tenant_id,
             not_before=not_before,
             delay_s=delay_s,
+            priority=priority,
         )
         wait_s = self._timeout(timeout_s)
         if rec[0] not in self._verified_topics:

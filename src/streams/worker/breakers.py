@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar, Token
 
 from streams.core.breaker import BreakerRegistry
 from streams.core.policies import CircuitBreakerPolicy
@@ -23,17 +23,17 @@ from streams.metrics import BREAKER_STATE_VALUES, Metrics
 _INTERRUPTED: ContextVar[list[str] | None] = ContextVar("streams_interrupted_calls", default=None)
 
 
-@contextlib.contextmanager
-def interrupted_calls() -> Iterator[list[str]]:
-    """Collect the dependencies whose guarded call is cancelled while this block runs (the
-    processor uses it to count a handler timeout as a failure of the dependency it hung on:
-    the guard itself cannot tell a timeout from a shutdown)."""
+def watch_interrupted() -> tuple[list[str], Token[list[str] | None]]:
+    """Start collecting the dependencies whose guarded call is cancelled (the processor uses
+    it to count a handler timeout as a failure of the dependency it hung on: the guard
+    itself cannot tell a timeout from a shutdown); end with ``unwatch_interrupted(token)``.
+    Two calls, not a context manager: a generator-based one cost 7% of the no-op drain."""
     names: list[str] = []
-    token = _INTERRUPTED.set(names)
-    try:
-        yield names
-    finally:
-        _INTERRUPTED.reset(token)
+    return names, _INTERRUPTED.set(names)
+
+
+def unwatch_interrupted(token: Token[list[str] | None]) -> None:
+    _INTERRUPTED.reset(token)
 
 
 def _wall_ms() -> int:

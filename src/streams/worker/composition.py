@@ -1,6 +1,11 @@
 """The worker's parts, built: per family its tables, changelog writers, ledger, rate gate,
-processor, lanes and one agent per processed topic (main and retry tiers; the DLQ is read by
-operators, not processed); and the jobs' wiring (breaker policies, start and stop)."""
+processor, lanes and one intake route per processed topic (main and retry tiers; the DLQ is
+read by operators, not processed); and the jobs' wiring (breaker policies, start and stop).
+
+Each processed topic also gets a faust agent that never receives a record (the batch route
+takes them all, ``compat/batch_fetch.py``): it keeps the topic in faust's subscription and in
+its co-partitioned assignment, as an agent's channel is.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import faust
 from faust.types import RecordMetadata, StreamT
@@ -27,10 +32,12 @@ from streams.worker.breakers import Breakers
 from streams.worker.changelog import ChangelogWriter
 from streams.worker.control import WorkerControl
 from streams.worker.delays import HopOrAdmit
+from streams.worker.intake import Intake, Route
 from streams.worker.jobstate import StateTable
-from streams.worker.lanes import Lane, Lanes
+from streams.worker.lanes import Lanes
 from streams.worker.ledger import Ledger
 from streams.worker.ordering import PartitionLog
+from streams.worker.priority import PriorityReady
 from streams.worker.processor import Decoder, Processor, ProcessorConfig
 from streams.worker.ratelimit import RateGate
 from streams.worker.scheduler import DueScheduler
@@ -105,10 +112,12 @@ class FamilyBuilder:
         breakers: Breakers,
         clock_ms: Callable[[], int],
         hooks: PartitionHooks,
+        intake: Intake,
         control: WorkerControl | None = None,
         status: StatusRecorder | None = None,
     ) -> None:
         self.app = app
+        self.intake = intake
         self.settings = settings
         self.metrics = metrics
         self.registry = registry
@@ -172,6 +181,7 @@ class FamilyBuilder:
             concurrency=family.concurrency,
             on_in_flight=self.metrics.in_flight.labels(family.name),
             gate=self.control.gate(family.name) if self.control else None,
+            ready=PriorityReady(family) if family.priorities is not None else None,
         )
         fr = FamilyRuntime(family, topics, processor, lanes, ledger, [done_writer, bucket_writer])
         fr.gate = gate
@@ -202,17 +212,13 @@ class FamilyBuilder:
                     on_count=partial(_count_waiting, waiting, fr),
                 )
                 fr.schedulers.append(scheduler)
-            lane = Lane(
-                lanes,
-                topic=name,
-                log_for=self.hooks.log_for,
-                admission=self.hooks.admission,
-                scheduler=scheduler,
-                clock_ms=self.clock_ms,
-                skew_margin_ms=settings.clock_skew_margin_ms,
-                max_hold_ms=max_hold_ms,
-            )
-            self._add_agent(name, lane)
+            default_lane = family.priorities.default if family.priorities else None
+            lane = default_lane if name == topics.main else None  # a tier's: by header
+            self.intake.add_topic(name, Route(lanes, scheduler, max_hold_ms, lane))
+            self._add_agent(name)
+        for lane_name, lane_topic in topics.lanes:  # priority lanes (worker/priority.py)
+            self.intake.add_topic(lane_topic, Route(lanes, lane=lane_name))
+            self._add_agent(lane_topic)
         return fr
 
     def _table(self, family: Family, kind: str) -> TableT[bytes, bytes | None]:
@@ -241,7 +247,7 @@ class FamilyBuilder:
             linger_s=self.settings.ledger_linger_ms / 1000,
         )
 
-    def _add_agent(self, topic_name: str, lane: Lane) -> None:
+    def _add_agent(self, topic_name: str) -> None:
         channel = self.app.topic(
             topic_name,
             key_type=bytes,
@@ -252,7 +258,15 @@ class FamilyBuilder:
         )
 
         async def consume(stream: StreamT[bytes]) -> None:
-            await lane.consume(stream)
+            # never acks: a record reaching faust's stream stays unfinished; the in-sequence
+            # admission seeks its partition back and the batch route reads it again
+            async for event in cast(Any, stream).noack().events():
+                log.warning(
+                    "%s[%d]@%d reached faust's stream instead of the batch route",
+                    event.message.topic,
+                    event.message.partition,
+                    event.message.offset,
+                )
 
         self.app.agent(channel, name=f"streams.lane.{topic_name}")(consume)
 

@@ -48,20 +48,19 @@ class HopOrAdmit:
         self.hops = 0
 
     async def __call__(self, entry: Entry) -> None:
-        headers = h.decode(entry.message.headers)
+        headers = h.decode(entry.headers)
         if entry.expedited or is_due(headers, self._clock_ms(), self._margin_ms) <= 0:
             await self._admit(entry)
             return
-        message = entry.message
         while not entry.log.closed:
             try:
                 fut = await self._producer.send(
                     entry.topic,
-                    message.key,
-                    message.value,
+                    entry.key,
+                    entry.value,
                     entry.partition,
                     None,
-                    list(message.headers or []),
+                    list(entry.headers or []),
                 )
                 await fut
                 break

@@ -1,13 +1,17 @@
-"""Lanes: how records of one topic enter a family's processor.
+"""Lanes: one family's fixed pool of handler workers over its admitted records.
 
-A lane is the body of one faust agent. It iterates the stream without acks (``noack``),
-gives each record an entry in its partition's ordered log, and runs it with bounded
-concurrency (a semaphore shared by the family's lanes) while keeping per-key order: records
-of one key run one after another, records of different keys concurrently. A retry lane first
-holds each record in the ``DueScheduler`` until its due time.
+``submit`` queues admitted entries (a whole fetched batch at a time); ``concurrency``
+long-lived worker coroutines take them in order and run each through the processor. Records
+of one key (per partition) run one after another, records of different keys concurrently: a
+worker that takes a record whose key is busy appends it to that key's chain, and the worker
+running the key takes the chain's next record when it is done. No task is created per
+record, and the in-flight gauge is set once per batch and per worker wake-up.
 
-Records admitted while the lane's partition is being revoked, or while the worker drains for
-shutdown, are left unacked (their next owner reads them again).
+A record whose partition is being given up (``PartitionLog.stopping``) or closed is skipped
+unfinished: its next owner reads it again. ``wait_idle`` waits for the records that are
+running; ``cancel`` cancels them past the drain deadline (the worker survives and carries
+on). A worker yields to the event loop every ``YIELD_EVERY`` records, so handlers that never
+suspend cannot starve the fetch and the changelog writers.
 """
 
 from __future__ import annotations
@@ -15,16 +19,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Iterable
 from typing import Any, Protocol
 
-from streams.core import headers as h
-from streams.core.planner import is_due
-from streams.worker.ordering import Entry, PartitionLog
+from streams.worker.ordering import Entry
+from streams.worker.priority import PriorityReady
 from streams.worker.processor import Processor
-from streams.worker.scheduler import DueScheduler
 
 log = logging.getLogger(__name__)
+
+YIELD_EVERY = 64
 
 
 class Gate(Protocol):
@@ -34,7 +38,7 @@ class Gate(Protocol):
 
 
 class Lanes:
-    """Shared state of one family's lanes: concurrency, key chains, running tasks."""
+    """One family's handler pool: concurrency, key chains, what runs per partition."""
 
     def __init__(
         self,
@@ -43,102 +47,160 @@ class Lanes:
         concurrency: int,
         on_in_flight: Any,
         gate: Gate | None = None,
+        ready: PriorityReady | None = None,
     ) -> None:
         """``gate``: checked before each record, waited on while closed; a wait that ends
-        False leaves the record unacked (a paused family released at shutdown,
-        ``worker/control.py``)."""
+        False leaves the record unfinished (a paused family released at shutdown,
+        ``worker/control.py``). ``ready``: the lanes' queue of a family with priority
+        lanes (``worker/priority.py``); else one FIFO."""
         self.processor = processor
         self._gate = gate
         self.family = processor.family.name
-        self._sem = asyncio.Semaphore(concurrency)
         self._concurrency = concurrency
+        self._ready: deque[Entry] | PriorityReady = ready if ready is not None else deque()
+        self._wake = asyncio.Event()
         self._chains: dict[tuple[Any, bytes | None], deque[Entry]] = {}
-        self._tasks: dict[tuple[Any, bytes | None], asyncio.Task[None]] = {}
-        self._running: dict[Any, int] = {}
+        self._running: dict[Any, int] = {}  # tp -> records running now
+        self._current: dict[int, Entry] = {}  # worker slot -> the record it runs
+        self._cancelling: set[int] = set()
         self._idle: dict[Any, asyncio.Event] = {}
+        self._workers: list[asyncio.Task[None]] = []
         self._gauge = on_in_flight
         self._in_flight = 0
+        self._stopping = False
 
     @property
     def in_flight(self) -> int:
-        """Records admitted and not yet finished (the heartbeat reports it)."""
+        """Records admitted and not yet finished or skipped (the heartbeat reports it)."""
         return self._in_flight
 
+    def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._workers = [
+            loop.create_task(self._work(slot), name=f"lanes.{self.family}.{slot}")
+            for slot in range(self._concurrency)
+        ]
+
+    def submit(self, entries: Iterable[Entry], lane: str | None = None) -> None:
+        """Queue admitted entries (in offset order per partition) to run; ``lane``: their
+        priority lane (None: the lane in their header, for a family with lanes)."""
+        if not self._workers:
+            self._start()
+        ready = self._ready
+        before = len(ready)
+        if isinstance(ready, deque):
+            ready.extend(entries)
+        else:
+            ready.extend(entries, lane)
+        added = len(ready) - before
+        if added:
+            self._in_flight += added
+            self._gauge.set(self._in_flight)
+            self._wake.set()
+
     async def admit(self, entry: Entry) -> None:
-        """Run ``entry`` when a slot is free, after earlier records of its key."""
+        """Queue one entry (a retry tier's scheduler, when its due time came)."""
+        self.submit((entry,))
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
+
+    # --- the workers ----------------------------------------------------------------------
+
+    async def _work(self, slot: int) -> None:
+        """A pool worker; a stray cancellation (not ``stop``) does not end it."""
+        while True:
+            try:
+                await self._take(slot)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self._stopping or task is None:
+                    raise
+                task.uncancel()
+                log.warning("%s: a handler worker was cancelled; it carries on", self.family)
+
+    async def _take(self, slot: int) -> None:
+        ready = self._ready
+        chains = self._chains
+        since_yield = 0
+        while True:
+            if not ready:
+                self._gauge.set(self._in_flight)
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            entry = ready.popleft()
+            chain_key = (entry.log.tp, entry.key)
+            chain = chains.get(chain_key)
+            if chain is not None:  # its key is running: the worker running it takes it next
+                chain.append(entry)
+                continue
+            chain = chains[chain_key] = deque()
+            try:
+                while True:
+                    await self._run(slot, entry)
+                    since_yield += 1
+                    if since_yield >= YIELD_EVERY:
+                        since_yield = 0
+                        await asyncio.sleep(0)
+                    if not chain:
+                        break
+                    entry = chain.popleft()
+            finally:
+                for queued in chains.pop(chain_key, ()):
+                    self._settle(queued)
+
+    async def _run(self, slot: int, entry: Entry) -> None:
+        plog = entry.log
         gate = self._gate
         if gate is not None and not gate.open and not await gate.wait():
+            self._settle(entry)
             return
-        await self._sem.acquire()
-        if entry.log.closed:
-            self._sem.release()
+        if plog.stopping or plog.closed:
+            self._settle(entry)
             return
-        self._in_flight += 1
-        self._gauge.set(self._in_flight)
-        tp = entry.log.tp
+        tp = plog.tp
         self._running[tp] = self._running.get(tp, 0) + 1
         idle = self._idle.get(tp)
         if idle is not None:
             idle.clear()
-        chain_key = (tp, entry.key)
-        chain = self._chains.get(chain_key)
-        if chain is not None:
-            chain.append(entry)
-            return
-        self._chains[chain_key] = deque()
-        task = asyncio.get_running_loop().create_task(self._run(entry, chain_key))
-        self._tasks[chain_key] = task
-        task.add_done_callback(lambda t: self._cancelled_before_start(t, entry, chain_key))
-
-    async def _run(self, entry: Entry, chain_key: tuple[Any, bytes | None]) -> None:
-        while True:
-            try:
-                if not entry.log.closed:
-                    await self.processor.process(entry)
-            except asyncio.CancelledError:
-                self._done(entry)
-                for queued in self._chains.pop(chain_key, ()):
-                    self._done(queued)
-                self._tasks.pop(chain_key, None)
+        self._current[slot] = entry
+        try:
+            await self.processor.process(entry)
+        except asyncio.CancelledError:
+            if slot not in self._cancelling:
                 raise
-            except Exception:  # process() never raises; this is a last line of defence
-                log.exception("%s: unexpected error processing a record", self.family)
-            self._done(entry)
-            chain = self._chains.get(chain_key)
-            if not chain:
-                self._chains.pop(chain_key, None)
-                self._tasks.pop(chain_key, None)
-                return
-            entry = chain.popleft()
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+        except Exception:  # process() never raises; this is a last line of defence
+            log.exception("%s: unexpected error processing a record", self.family)
+        finally:
+            self._cancelling.discard(slot)
+            self._current.pop(slot, None)
+            left = self._running.get(tp, 1) - 1
+            if left <= 0:
+                self._running.pop(tp, None)
+                idle = self._idle.get(tp)
+                if idle is not None:
+                    idle.set()
+            else:
+                self._running[tp] = left
+            self._settle(entry)
 
-    def _cancelled_before_start(
-        self, task: asyncio.Task[None], entry: Entry, chain_key: tuple[Any, bytes | None]
-    ) -> None:
-        """A chain task cancelled before its first step never ran ``_run``'s cleanup:
-        release its slot and its queued records here (``_run`` unregisters itself)."""
-        if self._tasks.get(chain_key) is not task:
-            return
-        del self._tasks[chain_key]
-        self._done(entry)
-        for queued in self._chains.pop(chain_key, ()):
-            self._done(queued)
-
-    def _done(self, entry: Entry) -> None:
-        self._sem.release()
+    def _settle(self, entry: Entry) -> None:
+        """``entry`` left the pool (ran, or skipped unfinished)."""
         self._in_flight -= 1
-        self._gauge.set(self._in_flight)
-        tp = entry.log.tp
-        left = self._running.get(tp, 1) - 1
-        if left <= 0:
-            self._running.pop(tp, None)
-            idle = self._idle.get(tp)
-            if idle is not None:
-                idle.set()
-        else:
-            self._running[tp] = left
+
+    # --- revoke and shutdown ----------------------------------------------------------------
 
     async def wait_idle(self, tps: set[Any], timeout_s: float) -> bool:
-        """Wait until no record of ``tps`` runs; False when ``timeout_s`` passed first."""
+        """Wait until no record of ``tps`` runs; False when ``timeout_s`` passed first.
+        (Their logs are stopping: nothing new of ``tps`` starts.)"""
         events = []
         for tp in tps:
             if self._running.get(tp):
@@ -156,10 +218,11 @@ class Lanes:
         return True
 
     def cancel(self, tps: set[Any]) -> int:
-        """Cancel what still runs for ``tps`` (past the drain deadline); returns how many."""
-        doomed = [task for (tp, _), task in self._tasks.items() if tp in tps]
-        for task in doomed:
-            task.cancel()
+        """Cancel the records of ``tps`` still running (past the drain deadline)."""
+        doomed = [slot for slot, entry in self._current.items() if entry.log.tp in tps]
+        for slot in doomed:
+            self._cancelling.add(slot)
+            self._workers[slot].cancel()
         return len(doomed)
 
     def running(self) -> int:
@@ -167,56 +230,4 @@ class Lanes:
 
     def saturated(self) -> bool:
         """Every handler slot is taken (records wait for a slot, not for a fetch)."""
-        return self._in_flight >= self._concurrency
-
-
-class Lane:
-    """The agent body for one topic of a family."""
-
-    def __init__(
-        self,
-        lanes: Lanes,
-        *,
-        topic: str,
-        log_for: Callable[[Any, int], PartitionLog | None],
-        admission: Callable[[], Awaitable[None]] | None = None,
-        scheduler: DueScheduler | None,
-        clock_ms: Callable[[], int],
-        skew_margin_ms: int,
-        max_hold_ms: int | None = None,
-    ) -> None:
-        self.lanes = lanes
-        self._max_hold_ms = max_hold_ms  # longer waits hop (worker/delays.py)
-        self.topic = topic
-        self._log_for = log_for
-        self._admission = admission
-        self.scheduler = scheduler
-        self._clock_ms = clock_ms
-        self._skew_margin_ms = skew_margin_ms
-
-    async def consume(self, stream: Any) -> None:
-        """faust agent body: never lets an exception escape (faust would ack and crash)."""
-        async for event in stream.noack().events():
-            try:
-                await self._admit(event)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("%s: failed to admit a record of %s", self.lanes.family, self.topic)
-
-    async def _admit(self, event: Any) -> None:
-        if self._admission is not None:
-            await self._admission()  # the in-sequence check below sorts out stale records
-        plog = self._log_for(event.message.tp, event.message.offset)
-        if plog is None:  # revoked, draining, or not (yet) ours: leave unacked
-            return
-        entry = plog.add(event)
-        if self.scheduler is not None:
-            headers = h.decode(event.message.headers)
-            wait_ms = is_due(headers, self._clock_ms(), self._skew_margin_ms)
-            if wait_ms > 0:
-                if self._max_hold_ms is not None:
-                    wait_ms = min(wait_ms, self._max_hold_ms)
-                self.scheduler.add(entry, self._clock_ms() + wait_ms)
-                return
-        await self.lanes.admit(entry)
+        return len(self._current) >= self._concurrency

@@ -1,64 +1,87 @@
-"""Acknowledge a partition's events strictly in offset order.
+"""Finish a partition's records strictly in offset order.
 
-faust chooses the committed offset from acked offsets and can skip an unfinished event
-when acks arrive out of order (faust #606). Every event therefore gets an ``Entry`` in its
-partition's ``PartitionLog``; finishing an entry acks the finished *prefix* only.
+Records of our topics never enter faust's streams (``compat/batch_fetch.py``): each one
+gets an ``Entry`` in its partition's ``PartitionLog``, and finishing an entry moves the
+partition's committable offset past the finished *prefix* only (never past a record that is
+still running, waiting for its due time, or whose outcome is not durable yet). The log
+reports each advance (``on_advance(tp, next_offset)``), once per finish that moved it, not
+once per record; the ``Committer`` (``worker/commits.py``) commits the latest advance.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
+
+Advance = Callable[[Any, int], None]
+
+
+def _ignore(tp: Any, offset: int) -> None:
+    return None
 
 
 class Entry:
-    """One consumed record on its way through the pipeline."""
+    """One consumed record on its way through the pipeline.
+
+    Built from an aiokafka ``ConsumerRecord`` (or anything with its attributes):
+    ``timestamp`` is the record timestamp in epoch milliseconds (-1 or None when absent).
+    """
 
     __slots__ = (
         "done",
-        "event",
         "expedited",
+        "headers",
         "key",
         "log",
-        "message",
         "offset",
         "partition",
+        "timestamp_ms",
         "topic",
+        "value",
     )
 
-    def __init__(self, event: Any, log: PartitionLog) -> None:
-        message = event.message
-        self.event = event
-        self.message = message
-        self.topic: str = message.topic
-        self.partition: int = message.partition
-        self.offset: int = message.offset
-        self.key: bytes | None = message.key
+    def __init__(self, record: Any, log: PartitionLog) -> None:
+        self.topic: str = record.topic
+        self.partition: int = record.partition
+        self.offset: int = record.offset
+        self.key: bytes | None = record.key
+        self.value: bytes | None = record.value
+        self.headers: Any = record.headers
+        stamp = record.timestamp
+        self.timestamp_ms: int = stamp if isinstance(stamp, int) and stamp > 0 else 0
         self.log = log
         self.done = False
         self.expedited = False  # released before its due time (a cancel): run it now
 
+    @property
+    def tp(self) -> Any:
+        return self.log.tp
+
     def finish(self) -> None:
-        """The outcome is durable: ack this entry once every earlier one is acked."""
+        """The outcome is durable: the partition may commit past this entry once every
+        earlier one is finished too."""
         self.log.finish(self)
 
 
 class PartitionLog:
     """Entries of one topic-partition, in offset order, for one assignment generation."""
 
-    __slots__ = ("_entries", "closed", "last_offset", "tp")
+    __slots__ = ("_entries", "_on_advance", "closed", "last_offset", "stopping", "tp")
 
-    def __init__(self, tp: Any) -> None:
+    def __init__(self, tp: Any, on_advance: Advance = _ignore) -> None:
         self.tp = tp
         self._entries: deque[Entry] = deque()
+        self._on_advance = on_advance
         self.closed = False
+        self.stopping = False  # being given up: nothing new starts, running ones finish
         self.last_offset = -1
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def add(self, event: Any) -> Entry:
-        entry = Entry(event, self)
+    def add(self, record: Any) -> Entry:
+        entry = Entry(record, self)
         self._entries.append(entry)
         self.last_offset = entry.offset
         return entry
@@ -68,11 +91,15 @@ class PartitionLog:
         if self.closed:
             return
         entries = self._entries
+        if not entries or not entries[0].done:
+            return
+        last = entries.popleft()
         while entries and entries[0].done:
-            entries.popleft().event.ack()
+            last = entries.popleft()
+        self._on_advance(self.tp, last.offset + 1)
 
     def close(self) -> int:
-        """Stop acking (revoke/shutdown); returns how many entries stay unacked."""
+        """Stop advancing (revoke/shutdown); returns how many entries stay unfinished."""
         self.closed = True
         left = len(self._entries)
         self._entries.clear()
@@ -83,8 +110,8 @@ class PartitionLog:
         """The record timestamp (epoch seconds) of the oldest unfinished entry, if any."""
         if not self._entries:
             return None
-        stamp = getattr(self._entries[0].message, "timestamp", None)
-        return float(stamp) if isinstance(stamp, (int, float)) else None
+        stamp_ms = self._entries[0].timestamp_ms
+        return stamp_ms / 1000 if stamp_ms else None
 
     @property
     def acked_through(self) -> int | None:

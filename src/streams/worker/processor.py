@@ -17,7 +17,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,7 +25,7 @@ from streams.catalog import Family
 from streams.core import headers as h
 from streams.core.idempotency import event_hash
 from streams.core.planner import DeadLetter, Retry, plan_failure
-from streams.errors import Cancelled, DecodeError, Permanent, Retryable, Suppressed
+from streams.errors import Cancelled, DecodeError, Permanent, Retryable, Suppressed, Unroutable
 from streams.jobs.base import (
     NEVER_CANCELLED,
     CancelSignal,
@@ -36,8 +36,9 @@ from streams.jobs.base import (
 )
 from streams.jobs.registry import HandlerRegistry
 from streams.metrics import Metrics
-from streams.worker.breakers import interrupted_calls
+from streams.worker.breakers import unwatch_interrupted, watch_interrupted
 from streams.worker.control import WorkerControl
+from streams.worker.deadlines import Deadlines
 from streams.worker.ledger import Ledger
 from streams.worker.ordering import Entry
 from streams.worker.status import StatusRecorder
@@ -124,12 +125,13 @@ class Processor:
         self._cancelled = m.events.labels(fam, "cancelled")
         self._latency = m.end_to_end_latency.labels(fam)
         self._durations: dict[str, Any] = {}  # event type -> histogram child
+        timeout_s = config.handler_timeout_s
+        self._deadlines = Deadlines(tick_s=min(0.25, max(0.01, timeout_s / 20)))
 
     async def process(self, entry: Entry) -> None:
         """Run one record to a durable outcome. Never raises (but lets cancellation through)."""
-        message = entry.message
         try:
-            event = self._decoder.decode_event(message.value)
+            event = self._decoder.decode_event(entry.value)  # type: ignore[arg-type]
         except DecodeError as exc:
             await self._route(entry, exc, event_type="?")
             return
@@ -152,7 +154,7 @@ class Processor:
             self._finish(entry, envelope, digest, "cancelled", reason="cancel requested")
             return
         try:
-            headers = h.decode(message.headers)
+            headers = h.decode(entry.headers)
             if self._gate is not None:
                 self._gate.check(event, entry, headers)
             await self._run_handler(event, entry, headers)
@@ -198,7 +200,7 @@ class Processor:
         if status is None:
             finished = entry.finish
         else:
-            run = attempt if attempt is not None else h.attempt_of(h.decode(entry.message.headers))
+            run = attempt if attempt is not None else h.attempt_of(h.decode(entry.headers))
 
             def finished() -> None:
                 entry.finish()
@@ -217,7 +219,10 @@ class Processor:
         else:
             finished()
 
-    async def _run_handler(self, event: Any, entry: Entry, headers: dict[str, str]) -> None:
+    def _run_handler(
+        self, event: Any, entry: Entry, headers: dict[str, str]
+    ) -> Coroutine[Any, Any, None]:
+        """The handler's run (a coroutine to await; built without one more frame)."""
         event_type = event.envelope.event_type
         handler = self._handlers.get(event_type)
         if handler is None:
@@ -225,8 +230,8 @@ class Processor:
         envelope = event.envelope
         attempt = h.attempt_of(headers)
         if self._status is not None:
-            stamp_s = entry.message.timestamp  # the first attempt's: when it was published
-            published_ms = int(stamp_s * 1000) if attempt == 1 and stamp_s else None
+            stamp_ms = entry.timestamp_ms  # the first attempt's: when it was published
+            published_ms = stamp_ms if attempt == 1 and stamp_ms else None
             self._status.note(
                 envelope.event_id,
                 self._name,
@@ -237,9 +242,15 @@ class Processor:
                 published_at_ms=published_ms,
             )
         if self._control is None:
-            await self._call(handler, event, entry, headers, attempt, NEVER_CANCELLED)
-            return
+            return self._call(handler, event, entry, headers, attempt, NEVER_CANCELLED)
+        return self._controlled(handler, event, entry, headers, attempt)
+
+    async def _controlled(
+        self, handler: Any, event: Any, entry: Entry, headers: dict[str, str], attempt: int
+    ) -> None:
+        assert self._control is not None
         control = self._control
+        envelope = event.envelope
         signal = control.register(envelope.event_id, envelope.tenant_id)
         try:
             await self._call(handler, event, entry, headers, attempt, signal)
@@ -277,16 +288,23 @@ class Processor:
         )
         timeout_s = self._config.handler_timeout_s
         started = time.perf_counter()
+        token = self._deadlines.arm(timeout_s)
+        hung, watching = watch_interrupted()
         try:
-            with interrupted_calls() as hung:
-                try:
-                    async with asyncio.timeout(timeout_s):
-                        await handler(event, ctx)
-                except TimeoutError:
-                    for name in hung:  # the dependency it hung on failed, for the breaker
-                        self._on_dependency_timeout(name)
-                    raise Retryable(f"handler timed out after {timeout_s:g}s") from None
+            await handler(event, ctx)
+        except asyncio.CancelledError:
+            if not token.expired:
+                raise
+            for name in hung:  # the dependency it hung on failed, for the breaker
+                self._on_dependency_timeout(name)
+            raise Retryable(f"handler timed out after {timeout_s:g}s") from None
         finally:
+            unwatch_interrupted(watching)
+            self._deadlines.disarm(token)
+            if token.expired:  # the deadline's cancellation was ours: not the task's
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    task.uncancel()
             child = self._durations.get(event_type)
             if child is None:
                 child = self._durations[event_type] = self._metrics.handler_duration.labels(
@@ -297,14 +315,12 @@ class Processor:
     async def _route(
         self, entry: Entry, error: BaseException, *, event_type: str, envelope: Any = None
     ) -> None:
-        message = entry.message
-        headers = h.decode(message.headers)
-        timestamp_s = message.timestamp  # faust gives the record timestamp in seconds
+        headers = h.decode(entry.headers)
         origin = h.Origin(
             topic=entry.topic,
             partition=entry.partition,
             offset=entry.offset,
-            timestamp_ms=int(timestamp_s * 1000) if timestamp_s else 0,
+            timestamp_ms=entry.timestamp_ms,
         )
         plan = plan_failure(
             family=self._name,
@@ -393,21 +409,66 @@ class Processor:
     async def _produce(self, entry: Entry, plan: Retry | DeadLetter) -> Any:
         """Send the unchanged key and value with the new headers to the same partition number;
         retry until the broker acknowledges (returns the record's metadata) or the partition
-        is revoked (returns None)."""
-        message = entry.message
-        raw_headers = h.encode(plan.headers)
+        is revoked (returns None). A retry tier that refuses the record for good (too large
+        with its failure headers, invalid there) sends it to the DLQ instead (``unroutable``);
+        a refusing DLQ is retried like any failure (the record is never dropped) and logged
+        as an error."""
         while not entry.log.closed:
             try:
                 fut = await self._producer.send(
-                    plan.topic, message.key, message.value, entry.partition, None, raw_headers
+                    plan.topic,
+                    entry.key,
+                    entry.value,
+                    entry.partition,
+                    None,
+                    h.encode(plan.headers),
                 )
                 return (await fut) or True
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self._metrics.route_failures.labels(self._name).inc()
-                log.warning(
+                refused = refused_by_topic(exc)
+                if refused and isinstance(plan, Retry):
+                    log.warning(
+                        "%s: %s refused the record at %s[%d]@%d (%r): to the DLQ",
+                        self._name,
+                        plan.topic,
+                        entry.topic,
+                        entry.partition,
+                        entry.offset,
+                        exc,
+                    )
+                    plan = self._unroutable(entry, plan, exc)
+                    continue
+                (log.error if refused else log.warning)(
                     "%s: producing to %s failed (%r); retrying", self._name, plan.topic, exc
                 )
                 await asyncio.sleep(self._config.route_retry_backoff_s)
         return None
+
+    def _unroutable(self, entry: Entry, plan: Retry, exc: BaseException) -> DeadLetter:
+        error = Unroutable(f"{plan.topic} refused the record: {type(exc).__name__}")
+        dead = plan_failure(
+            family=self._name,
+            prefix=self._config.prefix,
+            retry=self.family.retry,
+            error=error,
+            headers=h.decode(entry.headers),
+            origin=h.Origin(entry.topic, entry.partition, entry.offset, entry.timestamp_ms),
+            now_ms=self._clock_ms(),
+            rand=self._rand,
+            default_max_defer_ms=self._config.default_max_defer_ms,
+        )
+        assert isinstance(dead, DeadLetter)
+        return dead
+
+
+# Kafka error codes of a topic refusing a record for good: MESSAGE_TOO_LARGE,
+# RECORD_LIST_TOO_LARGE, INVALID_RECORD (aiokafka's errors carry the code as ``errno``; its
+# ``retriable`` flag cannot tell them apart: a request timeout is "not retriable" too)
+_REFUSED_ERRNOS = frozenset({10, 18, 87})
+
+
+def refused_by_topic(exc: BaseException) -> bool:
+    return getattr(exc, "errno", None) in _REFUSED_ERRNOS

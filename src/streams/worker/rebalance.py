@@ -28,6 +28,7 @@ from typing import Protocol
 from streams.core.topology import FamilyTopics
 from streams.errors import TopologyError
 from streams.metrics import Metrics
+from streams.worker.commits import Committer
 from streams.worker.ordering import PartitionLog
 from streams.worker.sequencer import Sequencer, start_offset
 from streams.worker.tp import TP
@@ -41,7 +42,7 @@ class ConsumerPort(Protocol):
     def pause(self, tps: Collection[TP]) -> None: ...
     def resume(self, tps: Collection[TP]) -> None: ...
     def assignment(self) -> set[TP]: ...
-    async def commit(self) -> None: ...
+    async def commit_offsets(self, offsets: Mapping[TP, int]) -> bool: ...
     async def seek(self, offsets: Mapping[TP, int]) -> None: ...
     async def position(self, starts: Mapping[TP, int]) -> None: ...
     async def start_offsets(self, tps: Collection[TP]) -> dict[TP, tuple[int | None, int]]: ...
@@ -101,6 +102,9 @@ class Rebalancer:
         self.metrics = metrics
         self.drain_timeout_s = drain_timeout_s
         self._crash = crash
+        self.committer = Committer(consumer.commit_offsets, consumer.assignment)
+        # a partition's finished prefix advanced (the intake's backpressure listens)
+        self.advanced: Callable[[TP], None] = lambda tp: None
         self.families: list[FamilyPort] = []
         self.by_topic: dict[str, FamilyPort] = {}  # our processed topics (not the DLQs)
         self.logs: dict[TP, PartitionLog] = {}
@@ -112,10 +116,14 @@ class Rebalancer:
         # a partition of a family paused by the control plane: never resumed, re-paused
         # after an assignment (``worker/control.py``)
         self.holds: Callable[[TP], bool] = lambda tp: False
+        # every assigned partition is positioned (the runtime freezes the heap, heap.py)
+        self.on_positioned: Callable[[], object] = lambda: None
+        # the intake drops batches of partitions given up
+        self.forget: Callable[[set[TP]], None] = lambda tps: None
 
     def add_family(self, family: FamilyPort) -> None:
         self.families.append(family)
-        for name in (family.topics.main, *family.topics.retries):
+        for name in (family.topics.main, *family.topics.lane_topics, *family.topics.retries):
             self.by_topic[name] = family
             self.metrics.prime_topic(name)
 
@@ -139,8 +147,12 @@ class Rebalancer:
             return None
         plog = self.logs.get(tp)
         if plog is None:
-            plog = self.logs[tp] = PartitionLog(tp)
+            plog = self.logs[tp] = PartitionLog(tp, self._advance)
         return plog
+
+    def _advance(self, tp: TP, next_offset: int) -> None:
+        self.committer.advance(tp, next_offset)
+        self.advanced(tp)
 
     def pause(self, tp: TP) -> None:
         self.consumer.pause({tp})
@@ -215,6 +227,7 @@ class Rebalancer:
         if not await self._unless_stopping(self._position(active)):
             return
         self.sequencer.positioned_all()
+        self.on_positioned()
         self._admission_event.set()
         await self._unless_stopping(self.reseek_lost())
         if problems:
@@ -230,7 +243,7 @@ class Rebalancer:
         problems: list[str] = []
         for family in self.families:
             main = by_topic.get(family.topics.main, set())
-            for name in family.topics.retries:
+            for name in (*family.topics.lane_topics, *family.topics.retries):
                 got = by_topic.get(name, set())
                 if got != main:
                     problems.append(
@@ -282,6 +295,11 @@ class Rebalancer:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        for tp in tps:
+            plog = self.logs.get(tp)
+            if plog is not None:
+                plog.stopping = True  # queued records are not started any more
+        self.forget(tps)
         dropped = sum(s.drop(tps) for family in self.families for s in family.schedulers)
         for family in self.families:
             mine = {tp for tp in tps if self.by_topic[tp.topic] is family}
@@ -304,10 +322,8 @@ class Rebalancer:
             parts = {tp.partition for tp in tps if tp.topic == family.topics.main}
             if family.ledger is not None and parts:
                 family.ledger.revoke(parts)
-        try:
-            await self.consumer.commit()
-        except Exception as exc:  # the next owner re-reads from the last commit
-            log.warning("commit on release failed: %r", exc)
+        await self.committer.commit()  # logs a failure: the next owner re-reads
+        self.committer.forget(tps)
         log.info(
             "released %d partition(s): %d waiting dropped, %d left unacked",
             len(tps),

@@ -39,7 +39,9 @@ from streams.worker.composition import (
 )
 from streams.worker.control import WorkerControl
 from streams.worker.factory import create_app
+from streams.worker.heap import freeze_heap
 from streams.worker.heartbeat import HeartbeatLoop, worker_identity
+from streams.worker.intake import Intake
 from streams.worker.ledger import Ledger
 from streams.worker.processor import Decoder
 from streams.worker.ratelimit_reset import RateLimitResets
@@ -49,6 +51,9 @@ from streams.worker.status import StatusRecorder
 from streams.worker.tp import TP
 
 log = logging.getLogger(__name__)
+
+
+COMMIT_INTERVAL_S = 1.0  # as faust's broker_commit_interval (worker/factory.py)
 
 
 def wall_ms() -> int:
@@ -81,7 +86,10 @@ class Runtime:
         chosen = [catalog.family(name) for name in families or list(catalog.families)]
         self.breakers = Breakers(partial(breaker_policy, catalog, registry), metrics, clock_ms)
         topics = {
-            name for family in chosen for name in family.topics(settings.topic_prefix).all[:-1]
+            name
+            for family in chosen
+            for ft in (family.topics(settings.topic_prefix),)
+            for name in (*ft.all[:-1], *ft.lane_topics)
         }
         self.consumer = FaustConsumer(self.app, topics)
         self.sequencer = Sequencer(monotonic_s)
@@ -98,6 +106,16 @@ class Runtime:
         if self.control is not None:
             self.partitions.holds = self.control.holds
             self.control.on_cancel(self._expedite)
+        self.intake = Intake(
+            admission=self.partitions.admission,
+            log_for=self.partitions.log_for,
+            logs=self.partitions.logs,
+            clock_ms=clock_ms,
+            skew_margin_ms=settings.clock_skew_margin_ms,
+        )
+        self.partitions.advanced = self.intake.on_advance
+        self.partitions.forget = self.intake.forget
+        self.partitions.on_positioned = freeze_heap
         builder = FamilyBuilder(
             app=self.app,
             settings=settings,
@@ -107,6 +125,7 @@ class Runtime:
             breakers=self.breakers,
             clock_ms=clock_ms,
             hooks=self.partitions,
+            intake=self.intake,
             control=self.control,
             status=self.status,
         )
@@ -117,13 +136,17 @@ class Runtime:
         self.watchdog = loops.Watchdog(
             sequencer=self.sequencer,
             consumer=self.consumer,
-            saturated=lambda tp: self.partitions.by_topic[tp.topic].lanes.saturated(),
+            saturated=lambda tp: (
+                tp in self.intake.held or self.partitions.by_topic[tp.topic].lanes.saturated()
+            ),
             metrics=metrics,
         )
         self.consumer.install(
             on_discarded=self.partitions.on_discarded,
             on_withheld=self.partitions.on_withheld,
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            sink=self.intake.sink,
+            backpressure=self.intake,
         )
         self.heartbeat = HeartbeatLoop(
             worker_id=worker_identity(settings.worker_id),
@@ -178,6 +201,8 @@ class Runtime:
         if self.status is not None:
             self.status.start()
         await start_jobs(self.registry)
+        self._spawn(self.intake.run(), "intake")
+        self._spawn(self.partitions.committer.run(COMMIT_INTERVAL_S), "commits")
         self._spawn(loops.expire_ledgers(self._ledgers), "ledger.expiry")
         self._spawn(
             loops.watch_lag(
@@ -194,6 +219,8 @@ class Runtime:
             await self.control.start(_PauseSide(self))
         self._spawn(self.heartbeat.run(), "heartbeat")
         self.started = True
+        frozen = freeze_heap()
+        log.info("heap frozen after start-up: %d objects", frozen)
 
     async def _revoke_command(self, key: str) -> None:
         """Tombstone control command ``key`` (a one-shot command this worker applied)."""
@@ -215,6 +242,8 @@ class Runtime:
         if self.control is not None:
             self.control.release_all()
         await self.partitions.drain()
+        for fr in self.families.values():
+            await fr.lanes.stop()
         await stop_jobs(self.registry)
         for task in self._tasks:
             task.cancel()
@@ -248,7 +277,7 @@ class Runtime:
         """A cancelled event held in a retry tier runs now (and is acked as cancelled)."""
 
         def match(entry: Any) -> bool:
-            return bool(h.decode(entry.message.headers).get(h.EVENT_ID) == event_id)
+            return bool(h.decode(entry.headers).get(h.EVENT_ID) == event_id)
 
         for fr in self.families.values():
             for scheduler in fr.schedulers:
@@ -289,7 +318,8 @@ def _control_plane(
         conf, control_topic(settings.topic_prefix), view, name=f"control-{settings.worker_id}"
     )
     topics_of = {
-        f.name: (lambda t: (t.main, *t.retries))(f.topics(settings.topic_prefix)) for f in families
+        f.name: (lambda t: (t.main, *t.lane_topics, *t.retries))(f.topics(settings.topic_prefix))
+        for f in families
     }
     control = WorkerControl(view=view, follower=follower, topics_of=topics_of, clock_ms=clock_ms)
     status = None

@@ -16,6 +16,7 @@ from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import ensure_aiokafka_TP
 from faust.types import TP as FaustTP
 
+from streams.worker.compat import batch_fetch
 from streams.worker.compat.fetch import snapshot_fetches
 from streams.worker.compat.fetch_wait import set_fetch_max_wait
 from streams.worker.compat.flow_control import buffered_partitions, report_cleared_buffers
@@ -45,12 +46,16 @@ class FaustConsumer:
         on_discarded: Callable[[set[TP]], None],
         on_withheld: Callable[[Mapping[TP, int]], Awaitable[None]],
         fetch_max_wait_ms: int,
+        sink: batch_fetch.Sink,
+        backpressure: batch_fetch.Backpressure,
     ) -> None:
-        """Apply every workaround (see the package docstring) to the app's consumer."""
+        """Apply every workaround (see the package docstring) to the app's consumer;
+        ``sink`` gets the fetched records of our topics (the batch route)."""
         consumer = self._app.consumer
         unfilter_read_offsets(consumer, self._topics)
         report_cleared_buffers(self._app.flow_control, self._topics, on_discarded)
         snapshot_fetches(consumer, on_withheld)
+        batch_fetch.route_fetches(consumer, self._app.monitor, self._topics, sink, backpressure)
         set_fetch_max_wait(consumer, fetch_max_wait_ms)
 
     # --- faust's public consumer API ----------------------------------------------------
@@ -67,8 +72,9 @@ class FaustConsumer:
     def assignment(self) -> set[TP]:
         return set(self._app.consumer.assignment())
 
-    async def commit(self) -> None:
-        await self._app.consumer.commit()
+    async def commit_offsets(self, offsets: Mapping[TP, int]) -> bool:
+        """Commit our finished prefixes (faust never sees our records, see the batch route)."""
+        return await batch_fetch.commit_offsets(self._app.consumer, offsets)
 
     async def seek(self, offsets: Mapping[TP, int]) -> None:
         """Seek in the consumer thread (``compat/seek.py``); failures are logged."""
