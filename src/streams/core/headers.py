@@ -77,45 +77,104 @@ AVRO_CONTENT_TYPE = "application/vnd.streams+avro"
 MAX_ERROR_MESSAGE_BYTES = 512
 MAX_ERROR_CLASS_BYTES = 128
 MAX_HEADER_VALUE_BYTES = 1024
+MAX_HEADER_NAME_BYTES = 256
 MAX_FOREIGN_HEADERS = 32
+MAX_FOREIGN_HEADER_BYTES = 4096  # names + values of the foreign and unknown streams-* kept
 
 # --- encoding ---------------------------------------------------------------------------
 
-RawHeaders = Iterable[tuple[str, bytes | str | None]]
+RawHeaders = Iterable[tuple[str | bytes, bytes | str | None]]
+
+_KNOWN = frozenset(EVENT_HEADERS) | frozenset(FAILURE_HEADERS) | {LANE}
+# a value longer than this cannot survive truncate_utf8 whole: decoding a longer prefix
+# changes nothing (a raw byte never becomes fewer than one UTF-8 byte), so huge values
+# are cut before decoding
+_VALUE_PREFIX_BYTES = MAX_HEADER_VALUE_BYTES + 4
 
 
 def encode(headers: Mapping[str, str]) -> list[tuple[str, bytes]]:
-    """Kafka header list (name, UTF-8 bytes), in a stable order."""
-    return [(name, value.encode("utf-8")) for name, value in headers.items()]
+    """Kafka header list (name, UTF-8 bytes), in a stable order. Never raises on strings
+    (a lone surrogate becomes '?')."""
+    return [(name, value.encode("utf-8", errors="replace")) for name, value in headers.items()]
 
 
 def decode(raw: RawHeaders | None) -> dict[str, str]:
     """Header dict from a Kafka header list. Never raises.
 
-    Undecodable bytes become U+FFFD; a repeated name keeps its last value; ``None`` values
-    become ''. Foreign headers beyond MAX_FOREIGN_HEADERS are dropped so a hostile record
-    cannot grow what we copy to the retry tiers.
+    Undecodable bytes (in names or values) become U+FFFD; a repeated name keeps its last
+    value; ``None`` values become ''; an item that is not a (name, value) pair, and a name
+    longer than MAX_HEADER_NAME_BYTES, are skipped. Foreign headers beyond
+    MAX_FOREIGN_HEADERS, as many again unknown ``streams-*`` ones (e.g. the replay copies),
+    and any of these past MAX_FOREIGN_HEADER_BYTES in all, are dropped: a hostile record
+    cannot grow what we copy to the retry tiers and the DLQ past the family's header
+    reserve (U+FFFD takes 3 bytes where the raw byte took 1).
     """
     out: dict[str, str] = {}
-    foreign = 0
-    for name, value in raw or ():
-        if not name.startswith("streams-") and name not in EVENT_HEADERS and name not in out:
-            foreign += 1
-            if foreign > MAX_FOREIGN_HEADERS:
+    foreign = unknown_ours = foreign_bytes = 0
+    try:
+        items = iter(raw or ())
+    except TypeError:
+        return out
+    for item in items:
+        try:
+            raw_name, value = item
+        except (TypeError, ValueError):
+            continue
+        name = _name(raw_name)
+        if name is None:
+            continue
+        text = truncate_utf8(_value(value), MAX_HEADER_VALUE_BYTES)
+        if name not in _KNOWN:
+            if name not in out:
+                if name.startswith("streams-"):
+                    unknown_ours += 1
+                    if unknown_ours > MAX_FOREIGN_HEADERS:
+                        continue
+                else:
+                    foreign += 1
+                    if foreign > MAX_FOREIGN_HEADERS:
+                        continue
+                size = len(name.encode("utf-8")) + len(text.encode("utf-8"))
+            else:  # a repeated name: only its value changes
+                size = len(text.encode("utf-8")) - len(out[name].encode("utf-8"))
+            if foreign_bytes + size > MAX_FOREIGN_HEADER_BYTES:
                 continue
-        if value is None:
-            text = ""
-        elif isinstance(value, bytes):
-            text = value.decode("utf-8", errors="replace")
-        else:
-            text = str(value)
-        out[name] = truncate_utf8(text, MAX_HEADER_VALUE_BYTES)
+            foreign_bytes += size
+        out[name] = text
     return out
 
 
+def _name(raw: object) -> str | None:
+    """A header name as well-formed text; None when too long or not a name at all."""
+    if isinstance(raw, bytes | bytearray | memoryview):
+        if len(raw) > MAX_HEADER_NAME_BYTES:
+            return None
+        name = bytes(raw).decode("utf-8", errors="replace")
+        return name if len(name.encode("utf-8")) <= MAX_HEADER_NAME_BYTES else None
+    if not isinstance(raw, str) or len(raw) > MAX_HEADER_NAME_BYTES:
+        return None
+    data = raw.encode("utf-8", errors="replace")  # a lone surrogate becomes '?'
+    return data.decode("utf-8") if len(data) <= MAX_HEADER_NAME_BYTES else None
+
+
+def _value(raw: object) -> str:
+    if raw is None:
+        return ""
+    if isinstance(raw, bytes | bytearray | memoryview):
+        return bytes(raw[:_VALUE_PREFIX_BYTES]).decode("utf-8", errors="replace")
+    if isinstance(raw, str):
+        return raw
+    return repr(raw)
+
+
 def truncate_utf8(text: str, max_bytes: int) -> str:
-    """``text`` cut to at most ``max_bytes`` UTF-8 bytes, never inside a character."""
-    data = text.encode("utf-8")
+    """``text`` cut to at most ``max_bytes`` UTF-8 bytes, never inside a character; a lone
+    surrogate (not encodable) becomes '?'."""
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:
+        data = text.encode("utf-8", errors="replace")
+        text = data.decode("utf-8")
     if len(data) <= max_bytes:
         return text
     cut = data[: max(0, max_bytes - 3)].decode("utf-8", errors="ignore")
@@ -178,15 +237,22 @@ class Origin:
         }
 
 
+_INT64 = re.compile(r"-?[0-9]{1,19}")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 def int_header(headers: Mapping[str, str], name: str, default: int) -> int:
-    """An integer header, or ``default`` when absent or malformed (never raises)."""
-    raw = headers.get(name)
-    if raw is None:
+    """An integer header, or ``default`` when absent or malformed (never raises).
+
+    Well-formed is what we write: optional '-', ASCII digits, within signed 64 bits (the
+    range of the Avro longs and database columns these values end up in); not ``" 7"``,
+    ``"1_000"``, other scripts' digits, or a thousand-digit number.
+    """
+    value = headers.get(name)
+    if value is None or not _INT64.fullmatch(value):
         return default
-    try:
-        return int(raw)
-    except ValueError:
-        return default
+    number = int(value)
+    return number if _INT64_MIN <= number <= _INT64_MAX else default
 
 
 def lane_of(headers: Mapping[str, str]) -> str | None:

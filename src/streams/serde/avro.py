@@ -59,7 +59,7 @@ def strip_time_logical_types(schema: Schema) -> Schema:
         return schema
     out = {}
     for key, value in schema.items():
-        if key == "logicalType" and value in TIME_LOGICAL_TYPES:
+        if key == "logicalType" and isinstance(value, str) and value in TIME_LOGICAL_TYPES:
             continue
         if key in ("type", "items", "values"):
             out[key] = strip_time_logical_types(value)
@@ -92,7 +92,7 @@ def _lint(schema: Schema, path: str, out: list[str], require_docs: bool) -> None
     if not isinstance(schema, dict):
         return
     kind = schema.get("type")
-    if kind in NAMED:
+    if isinstance(kind, str) and kind in NAMED:
         name = str(schema.get("name", ""))
         if not all(_NAME.match(part) for part in name.split(".")):
             out.append(f"{path or '<root>'}: invalid name {name!r}")
@@ -167,7 +167,11 @@ def named_types(schema: Schema) -> dict[str, dict[str, Any]]:
     """Full name -> definition of every named type defined in a parsed (full-name) schema."""
     found: dict[str, dict[str, Any]] = {}
     for node in walk(schema):
-        if node.get("type") in NAMED and isinstance(node.get("name"), str):
+        if (
+            isinstance(node.get("type"), str)
+            and node["type"] in NAMED
+            and isinstance(node.get("name"), str)
+        ):
             found.setdefault(node["name"], node)
     return found
 
@@ -199,10 +203,14 @@ def parse(schema: Schema) -> Any:
 # --- sample data (for resolution checks and tests) --------------------------------------
 
 _MAX_DEPTH = 6
+_MAX_RECORD_DEPTH = 40  # a schema whose every value nests deeper has no finite value
 
 
 def sample_values(parsed: Schema, count: int | None = None) -> list[Any]:
     """Values of a parsed schema that together visit every union branch and enum symbol.
+
+    Raises ValueError when the schema has no finite value (an empty union or enum, a
+    record that requires itself).
 
     Sample ``i`` picks branch ``i mod n`` of every union (and symbol ``i mod n`` of every
     enum); ``count`` defaults to the widest union or enum, capped at 16.
@@ -211,6 +219,17 @@ def sample_values(parsed: Schema, count: int | None = None) -> list[Any]:
     width = _max_width(parsed)
     n = min(16, width) if count is None else count
     return [_sample(parsed, names, i, 0) for i in range(n)]
+
+
+def no_value_problem(parsed: Schema) -> str | None:
+    """Why a parsed schema has no finite value to write (fastavro's parser lets these
+    through: an empty union or enum, a record requiring itself, a fixed size that is not a
+    length), or None."""
+    try:
+        sample_values(parsed)
+    except ValueError as exc:
+        return f"has no value: {exc}"
+    return None
 
 
 def _max_width(schema: Schema) -> int:
@@ -229,9 +248,15 @@ def _max_width(schema: Schema) -> int:
 
 
 def _sample(schema: Schema, names: dict[str, dict[str, Any]], i: int, depth: int) -> Any:
+    if depth > _MAX_RECORD_DEPTH:
+        raise ValueError(f"no value nests fewer than {_MAX_RECORD_DEPTH} records deep")
     if isinstance(schema, list):
-        if depth >= _MAX_DEPTH and "null" in schema:
-            return None
+        if not schema:
+            raise ValueError("an empty union has no value")
+        if depth >= _MAX_DEPTH:  # stop nesting: a branch that needs no recursion, if any
+            leaves = [b for b in schema if isinstance(b, str) and b in PRIMITIVES]
+            if leaves:
+                return _primitive("null" if "null" in leaves else leaves[0], i)
         return _sample(schema[i % len(schema)], names, i, depth)
     if isinstance(schema, str):
         if schema in PRIMITIVES:
@@ -248,9 +273,14 @@ def _sample(schema: Schema, names: dict[str, dict[str, Any]], i: int, depth: int
         }
     if kind == "enum":
         symbols = schema["symbols"]
+        if not symbols:
+            raise ValueError(f"enum {schema.get('name')} has no symbols")
         return symbols[i % len(symbols)]
     if kind == "fixed":
-        return bytes(schema["size"])
+        size = schema.get("size")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ValueError(f"fixed {schema.get('name')}: size {size!r} is not a length")
+        return bytes(size)
     if kind == "array":
         return [] if depth >= _MAX_DEPTH else [_sample(schema["items"], names, i, depth + 1)]
     if kind == "map":

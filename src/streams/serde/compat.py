@@ -67,7 +67,8 @@ def check_compatibility(
 ) -> list[str]:
     """Problems that make ``new`` incompatible with ``old``, each ``<field>: <reason> (<which
     direction fails>)``; empty means compatible both ways. A dict must be a self-contained
-    Avro schema; raises SchemaError when it is not valid Avro."""
+    Avro schema; raises SchemaError when it is not valid Avro (fastavro's parser, then the
+    lint), or has no value to write."""
     old_parsed, new_parsed = _parsed(old, "old"), _parsed(new, "new")
     problems = [f"{p} ({BACKWARD})" for p in _can_read(new_parsed, old_parsed)]
     problems += [f"{p} ({FORWARD})" for p in _can_read(old_parsed, new_parsed)]
@@ -103,11 +104,18 @@ def _parsed(schema: SchemaVersion | dict[str, Any], label: str) -> Any:
     if isinstance(schema, SchemaVersion):
         return schema.schema
     try:
-        return avro.parse(schema)
+        parsed = avro.parse(schema)
     except Exception as exc:  # fastavro's parser raises several unrelated types
         raise SchemaError(
             f"{label} schema is not valid Avro: {type(exc).__name__}: {exc}"
         ) from None
+    problem = avro.no_value_problem(parsed)
+    if problem:
+        raise SchemaError(f"{label} schema {problem}")
+    lint = avro.lint(schema)  # e.g. a duplicate field name, which fastavro accepts
+    if lint:
+        raise SchemaError(f"{label} schema is not valid Avro: {'; '.join(lint)}")
+    return parsed
 
 
 # --- structural resolution check ---------------------------------------------------------
@@ -200,9 +208,15 @@ def _aliases(node: dict[str, Any]) -> set[str]:
     name = str(node.get("name", ""))
     namespace = name.rpartition(".")[0]
     out = set()
-    for alias in node.get("aliases") or ():
+    for alias in _string_aliases(node):
         out.add(alias if "." in alias or not namespace else f"{namespace}.{alias}")
     return out
+
+
+def _string_aliases(node: dict[str, Any]) -> list[str]:
+    """The aliases that can name anything (fastavro's parser does not check them)."""
+    aliases = node.get("aliases")
+    return [a for a in aliases if isinstance(a, str)] if isinstance(aliases, list) else []
 
 
 def _check_record(
@@ -219,7 +233,7 @@ def _check_record(
         name = field["name"]
         fpath = f"{path}.{name}" if path else name
         match = wfields.get(name) or next(
-            (wfields[a] for a in field.get("aliases") or () if a in wfields), None
+            (wfields[a] for a in _string_aliases(field) if a in wfields), None
         )
         if match is not None:
             problems += _check(r, w, field["type"], match["type"], fpath, seen)
@@ -243,7 +257,11 @@ def _check_enum(rnode: dict[str, Any], wnode: dict[str, Any], where: str) -> lis
 
 def _resolve_samples(reader: Any, writer: Any) -> list[str]:
     problems: list[str] = []
-    for sample in avro.sample_values(writer):
+    try:
+        samples = avro.sample_values(writer)
+    except ValueError as exc:  # e.g. a record that requires itself: no value to write
+        return [f"<record>: no sample data: {exc}"]
+    for sample in samples:
         out = BytesIO()
         try:
             schemaless_writer(out, writer, sample)

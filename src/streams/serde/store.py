@@ -22,6 +22,7 @@ from streams.errors import DecodeError, EventValidationError, InvalidPayload, Un
 from streams.events import EVENT_MODELS, Event, validation_errors
 from streams.serde import avro
 from streams.serde.codec import Codec, SingleObjectCodec
+from streams.serde.locate import Leaves, failing_field, leaf_fields
 from streams.serde.versions import ENVELOPE_TYPE, SchemaVersion, load_versions
 
 _MAX_REASON_CHARS = 300
@@ -65,6 +66,7 @@ class SchemaStore:
             if reader is not None and _has_mutable_default(reader)
         }
         self.event_types: frozenset[str] = frozenset(v.event_type for v in events)
+        self._leaves_of: dict[bytes, Leaves] = {}  # filled when a body of the writer fails
 
     @classmethod
     def load(cls, schemas_dir: Path, *, codec: Codec | None = None) -> SchemaStore:
@@ -143,7 +145,8 @@ class SchemaStore:
         """The writer's version and the record, read into the latest version's fields.
 
         Raises DecodeError saying why: too short, bad marker, unknown fingerprint (or
-        schema id), malformed body, trailing bytes.
+        schema id), malformed body (naming the first field that cannot be read, and the
+        byte it starts at), trailing bytes.
         """
         if not isinstance(data, bytes | bytearray | memoryview):
             raise DecodeError(f"expected bytes, got {type(data).__name__}")
@@ -155,8 +158,9 @@ class SchemaStore:
                 stream, writer.wire_schema, self._reader_of[writer.fingerprint]
             )
         except Exception as exc:  # fastavro raises many types on hostile bytes
-            reason = f"malformed {writer.label} body: {type(exc).__name__}: {exc}"
-            raise DecodeError(_bounded(reason)) from None
+            where = failing_field(self._leaves(writer), data, offset)
+            reason = where or f"{type(exc).__name__}: {exc}"
+            raise DecodeError(_bounded(f"malformed {writer.label} body: {reason}")) from None
         if writer.fingerprint in self._copy_after_read:
             record = copy.deepcopy(record)
         trailing = len(data) - stream.tell()
@@ -165,6 +169,12 @@ class SchemaStore:
         if not isinstance(record, dict):
             raise DecodeError(f"{writer.label} body is not a record")
         return writer, record
+
+    def _leaves(self, writer: SchemaVersion) -> Leaves:
+        leaves = self._leaves_of.get(writer.fingerprint)
+        if leaves is None:
+            leaves = self._leaves_of[writer.fingerprint] = leaf_fields(writer.wire_schema)
+        return leaves
 
     def decode_event(self, data: bytes) -> Event:
         """The validated event; raises DecodeError, or InvalidEvent (an EventValidationError)

@@ -121,8 +121,20 @@ def load_versions(schemas_dir: Path) -> list[SchemaVersion]:
                 versions.append(loaded)
     _check_unique(versions, problems)
     if problems:
-        raise SchemaError("\n".join(problems))
+        raise SchemaError("\n".join(_one_line(p) for p in problems))
     return versions
+
+
+# what str.splitlines() splits on: a name or message holding one would break the
+# one-line-per-problem contract
+_LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+def _one_line(problem: str) -> str:
+    """``problem`` with its line breaks escaped (e.g. a field name holding ``\\r``)."""
+    if not any(ch in _LINE_BREAKS for ch in problem):
+        return problem
+    return "".join(repr(ch)[1:-1] if ch in _LINE_BREAKS else ch for ch in problem)
 
 
 def _version_files(directory: Path, problems: list[str]) -> dict[int, Path]:
@@ -170,10 +182,15 @@ def _build(
         problems.extend(f"{path}: {p}" for p in lint)
         return None
     try:
-        return SchemaVersion.build(event_type, number, definition, path)
+        version = SchemaVersion.build(event_type, number, definition, path)
     except (SchemaParseException, UnknownType, ValueError, TypeError, KeyError) as exc:
         problems.append(f"{path}: not a valid Avro schema: {type(exc).__name__}: {exc}")
         return None
+    problem = avro.no_value_problem(version.schema)
+    if problem:
+        problems.append(f"{path}: not a usable Avro schema: {problem}")
+        return None
+    return version
 
 
 def _load_envelopes(by_number: dict[int, Path], problems: list[str]) -> dict[int, SchemaVersion]:

@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any
 
-from streams.worker.compat import SignalledWorker
+from streams.worker.compat import SignalledWorker, header_keys
 from streams.worker.health import HealthServer
 from streams.worker.runtime import Runtime
 
@@ -26,6 +26,7 @@ EXIT_FORCED = 3
 class StreamsWorker(SignalledWorker):
     def __init__(self, runtime: Runtime, health: HealthServer, **kwargs: Any) -> None:
         super().__init__(runtime.app, **kwargs)
+        header_keys.install()  # a header key that is not UTF-8 must not crash the fetcher
         # faust's terminal spinner sets the root logger to DEBUG at WARN and above: every
         # aiokafka debug call then builds a record (~55 us per event in the benchmarks)
         self.spinner = None

@@ -11,8 +11,13 @@ each module's docstring tells why its workaround exists, and each has its own un
   given back.
 - ``fetch_wait``: the worker consumer's fetch max wait is configurable.
 - ``signals``: mode's signal handlers are replaced (a second signal exits at once).
+- ``batch_fetch``: the batch route: our records are taken from the fetch per partition
+  batch (never faust's per-event stream); our own commits; backpressure with aiokafka's
+  pause.
 - ``memory_store``: keys deleted from faust's memory store leave its key-to-partition map
   too, and the store's dicts (and glibc's heap) give their memory back.
+- ``header_keys``: a record whose header key is not UTF-8 is parsed (key bytes repaired)
+  instead of crashing aiokafka's fetcher.
 """
 
 from streams.worker.compat.consumer import FaustConsumer
