@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from streams.broker.tls import SaslSslListener
 from streams.settings import Settings
@@ -38,6 +39,12 @@ from streams.settings import Settings
 DOCKER_PROBE_TIMEOUT_S = 2.0
 BROKER_START_TIMEOUT_S = 120.0
 _broker_notes: list[str] = []
+
+# CI runs the property tests derandomized: the same examples every run, so a run that
+# passes once passes again (a new counterexample found locally is a new regression test)
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -96,6 +96,8 @@ def _lint(schema: Schema, path: str, out: list[str], require_docs: bool) -> None
         name = str(schema.get("name", ""))
         if not all(_NAME.match(part) for part in name.split(".")):
             out.append(f"{path or '<root>'}: invalid name {name!r}")
+    if schema.get("logicalType") == "decimal" and kind in ("bytes", "fixed"):
+        _lint_decimal(schema, path, out)
     if kind in ("record", "error"):
         _lint_record(schema, path, out, require_docs)
     elif kind == "array":
@@ -104,6 +106,15 @@ def _lint(schema: Schema, path: str, out: list[str], require_docs: bool) -> None
         _lint(schema.get("values"), f"{path}{{}}", out, require_docs)
     elif isinstance(kind, dict | list):
         _lint(kind, path, out, require_docs)
+
+
+def _lint_decimal(schema: dict[str, Any], path: str, out: list[str]) -> None:
+    """The spec requires a decimal's ``precision`` (fastavro only fails when it reads one)."""
+    precision, scale = schema.get("precision"), schema.get("scale", 0)
+    if isinstance(precision, bool) or not isinstance(precision, int) or precision < 1:
+        out.append(f"{path or '<root>'}: decimal needs an integer precision >= 1")
+    elif isinstance(scale, bool) or not isinstance(scale, int) or not 0 <= scale <= precision:
+        out.append(f"{path or '<root>'}: decimal scale must be an integer in 0..{precision}")
 
 
 def _lint_record(schema: dict[str, Any], path: str, out: list[str], require_docs: bool) -> None:

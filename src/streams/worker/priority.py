@@ -74,6 +74,15 @@ class PriorityReady:
         """A record a worker may take now (lower lanes within their slots)."""
         return any(self._ready().values())
 
+    def extendleft(self, entries: Iterable[Entry]) -> None:
+        """Put taken entries back at the front of their lanes (``deque.extendleft`` order:
+        the last one given ends up first)."""
+        for entry in entries:
+            lane = entry.lane if entry.lane is not None else self.lane_of(entry)
+            self.finished(entry)
+            self._queues[lane].appendleft(entry)
+            self._len += 1
+
     def popleft(self) -> Entry:
         lane = self._picker.next_lane(self._ready())
         if lane is None:
