@@ -6,6 +6,8 @@ that the bench sets on the worker process (bench support only, never library cod
   BENCH_MODE     noop      return at once (P1, P6, P7, P8)
                  http      await a GET to BENCH_HTTP_URL (P2)
                  latency   record now - envelope.occurred_at_ms per event (P3)
+                 lanes     a ``details["hold_ms"]`` event holds its slot that long (the
+                           low backlog); others record their latency as ``latency`` (P17)
                  retry     raise Retryable while attempt <= details["fail_times"]; for
                            attempts >= 2 record now - streams-due-at-ms (P4)
   BENCH_EXPECT   handler calls after which the record is written
@@ -25,6 +27,7 @@ the last, without the worker's start-up), the call count, and the mode's samples
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import resource
@@ -183,6 +186,14 @@ async def bench_handler(event: Any, ctx: JobContext) -> None:
     if MODE == "http":
         await _http_get()
     elif MODE == "latency":
+        now_ms = int(time.time() * 1000)
+        occurred_ms = int(event.envelope.occurred_at_ms)
+        _rec.samples.append([occurred_ms, now_ms - occurred_ms])
+    elif MODE == "lanes":
+        hold_ms = int(dict(event.details).get("hold_ms", "0") or 0)
+        if hold_ms:
+            await asyncio.sleep(hold_ms / 1000)
+            return  # the backlog: not counted
         now_ms = int(time.time() * 1000)
         occurred_ms = int(event.envelope.occurred_at_ms)
         _rec.samples.append([occurred_ms, now_ms - occurred_ms])
