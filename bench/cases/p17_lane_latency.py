@@ -3,8 +3,9 @@
 The ``lanes<round>`` audit family has priority lanes high / normal / low (weights 6 / 3 / 1,
 low's minimum share 5%), concurrency 16, idempotency on; new topics every round. A worker
 with the ``lanes`` bench handler starts; after 50 warm-up events, 200 high-priority events
-are published at 50/s on the idle worker (the reference), then 100,000 low-priority events that hold their slot for
-20 ms each (a backlog of minutes), then 1,000 high-priority events at 50/s. The handler
+are published at 50/s on the idle worker (the reference), then 100,000 low-priority events
+that hold their slot for 20 ms each (a backlog of minutes), then 1,000 high-priority events
+at 50/s. The handler
 records ``now_ms - envelope.occurred_at_ms`` of every high event (both wall clocks of this
 machine; the SDK sets ``occurred_at_ms`` when it builds the record).
 
