@@ -21,7 +21,7 @@ from tests.unit.worker_fakes import (
 )
 
 from streams.core import headers as h
-from streams.worker.intake import Intake, Route
+from streams.worker.intake import CHUNK, Intake, Route
 from streams.worker.ordering import Entry, PartitionLog
 
 MAIN, TIER = "t.audit", "t.audit.retry.1s"
@@ -308,3 +308,31 @@ async def test_records_admitted_before_an_error_in_their_batch_still_run(
         for entry in batch:
             entry.finish()
     assert r.acks.offsets() == [0, 1, 2, 3, 4]
+
+
+async def test_a_big_batch_is_admitted_in_chunks_keeping_its_partitions_order(
+    rig_factory: Any,
+) -> None:
+    r = rig_factory(high=100_000)
+    r.positioned.clear()
+    r.intake.sink(TP0, r.records(TP0, range(CHUNK + 10)))
+    r.intake.sink(TP1, r.records(TP1, [7]))
+    r.intake.sink(TP0, r.records(TP0, [CHUNK + 10]))
+    r.positioned.set()
+    await until(lambda: len(r.lanes.offsets()) == CHUNK + 12)
+    tp0 = [o for tp, o in r.lanes.offsets() if tp == TP0]
+    assert tp0 == list(range(CHUNK + 11)), "a partition's records stay in offset order"
+    assert len(r.lanes.batches[0]) == CHUNK, "at most CHUNK per loop step"
+
+
+async def test_a_better_ranked_topic_is_admitted_before_queued_chunks(rig_factory: Any) -> None:
+    r = rig_factory(high=100_000)
+    urgent = TP("t.audit.lane.high", 0)
+    r.intake.add_topic(urgent.topic, Route(r.lanes, rank=0))  # type: ignore[arg-type]
+    r.intake.add_topic(MAIN, Route(r.lanes, rank=2))  # type: ignore[arg-type]
+    r.positioned.clear()
+    r.intake.sink(TP0, r.records(TP0, range(3 * CHUNK)))
+    r.intake.sink(urgent, r.records(urgent, [0]))
+    r.positioned.set()
+    await until(lambda: len(r.lanes.offsets()) == 3 * CHUNK + 1)
+    assert r.lanes.batches[0][0].topic == urgent.topic, "the high lane's batch went first"
