@@ -64,7 +64,7 @@ STORM = {
         }
     ],
 }
-STEPS = 20  # membership changes: each step one extra worker joins and the other leaves
+STEPS = 10  # joins; each joiner leaves again: 20 membership changes in all
 SUBJECTS_PER_STEP, EVENTS_PER_SUBJECT, HOT_PER_STEP, DUPS_PER_STEP = 8, 5, 2, 4
 
 
@@ -185,8 +185,8 @@ def test_rebalance_storm_state_follows_the_partitions(storm_rig: dict[str, Any])
     }
     moves = _owner_changes(ledger, 3)
     print(
-        f"\nrebalance storm: {STEPS} joins and {STEPS - 1} leaves ({mid_load} while the "
-        f"step's load ran); partition owner changes {dict(moves)}; hot subjects done "
+        f"\nrebalance storm: {STEPS} joins and {STEPS} leaves ({mid_load} while a step's "
+        f"load ran); partition owner changes {dict(moves)}; hot subjects done "
         f"{[done_by_subject[s] for s in hot]}, their partition moved after the bucket was "
         f"spent {moved_after_spent}; duplicates published {len(dup_ids)}, handler runs for "
         f"them {dup_runs}; {report}"
@@ -195,7 +195,7 @@ def test_rebalance_storm_state_follows_the_partitions(storm_rig: dict[str, Any])
     assert report["dlq_reasons"] == {"rejected": len(produced) - expected_done}
     assert dup_runs == len(dup_ids), "a duplicate published across the storm ran again"
     assert report["duplicates_dropped_by_peer"] == 0
-    assert sum(moves.values()) >= STEPS // 2, "the storm moved too few partitions"
+    assert sum(moves.values()) >= 2, "no partition moved and came back: the test proved less"
     assert any(moved_after_spent.values()), "no spent bucket moved: the test proved less"
 
 

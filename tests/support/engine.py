@@ -271,7 +271,10 @@ def reconcile(
     unknown = (done | dlq) - required - set(unacknowledged)
     assert not unknown, f"{len(unknown)} unknown events done or dead-lettered"
     assert not done & dlq, "an event both done and dead-lettered"
-    assert len(dlq) == len(dead), "an event dead-lettered twice"
+    twice = sorted(
+        eid for eid, n in Counter(d.get(h.EVENT_ID, "") for d in dlq_headers).items() if n > 1
+    )
+    assert not twice, f"{len(twice)} events dead-lettered more than once, e.g. {twice[:3]}"
     for headers in dlq_headers:
         absent = [name for name in DLQ_FAILURE_HEADERS if not headers.get(name)]
         assert not absent, f"a DLQ record lacks {absent}: {headers}"

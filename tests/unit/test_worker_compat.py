@@ -13,6 +13,7 @@ from faust.types import TP
 from streams.worker.compat.fetch import snapshot_fetches
 from streams.worker.compat.fetch_wait import set_fetch_max_wait
 from streams.worker.compat.read_offsets import UnfilteredReadOffsets, unfilter_read_offsets
+from streams.worker.compat.revoke_commit import commit_before_revoke
 from streams.worker.compat.seek import seek_in_consumer_thread
 from streams.worker.compat.signals import SignalledWorker
 
@@ -117,3 +118,28 @@ def test_both_stop_signals_reach_on_stop_signal() -> None:
     worker._on_sigterm()
     worker._on_sigint()
     assert heard == ["SIGTERM", "SIGTERM", "SIGINT"], "mode ignores a second SIGTERM"
+
+
+async def test_the_acked_prefix_is_committed_before_faust_forgets_it_on_revoke() -> None:
+    calls: list[str] = []
+
+    class Revoking:
+        async def on_partitions_revoked(self, revoked: Any) -> None:
+            calls.append(f"faust forgets {sorted(revoked)}")
+
+    async def commit() -> None:
+        calls.append("commit")
+
+    async def failing_commit() -> None:
+        calls.append("commit fails")
+        raise RuntimeError("broker gone")
+
+    consumer = Revoking()
+    commit_before_revoke(consumer, commit)
+    await consumer.on_partitions_revoked({1, 0})
+    assert calls == ["commit", "faust forgets [0, 1]"]
+    calls.clear()
+    other = Revoking()
+    commit_before_revoke(other, failing_commit)
+    await other.on_partitions_revoked({2})  # a failed commit does not stop the revoke
+    assert calls == ["commit fails", "faust forgets [2]"]

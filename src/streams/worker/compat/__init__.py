@@ -10,6 +10,7 @@ each module's docstring tells why its workaround exists, and each has its own un
 - ``fetch``: a fetch sees a snapshot of the active partitions; what faust would drop is
   given back.
 - ``fetch_wait``: the worker consumer's fetch max wait is configurable.
+- ``revoke_commit``: the acked prefix is committed before faust forgets it on a revoke.
 - ``signals``: mode's signal handlers are replaced (a second signal exits at once).
 """
 

@@ -20,6 +20,7 @@ from streams.worker.compat.fetch import snapshot_fetches
 from streams.worker.compat.fetch_wait import set_fetch_max_wait
 from streams.worker.compat.flow_control import buffered_partitions, report_cleared_buffers
 from streams.worker.compat.read_offsets import unfilter_read_offsets
+from streams.worker.compat.revoke_commit import commit_before_revoke
 from streams.worker.compat.seek import seek_in_consumer_thread
 from streams.worker.tp import TP
 
@@ -52,6 +53,7 @@ class FaustConsumer:
         report_cleared_buffers(self._app.flow_control, self._topics, on_discarded)
         snapshot_fetches(consumer, on_withheld)
         set_fetch_max_wait(consumer, fetch_max_wait_ms)
+        commit_before_revoke(consumer, self.commit)
 
     # --- faust's public consumer API ----------------------------------------------------
 
@@ -68,7 +70,17 @@ class FaustConsumer:
         return set(self._app.consumer.assignment())
 
     async def commit(self) -> None:
-        await self._app.consumer.commit()
+        """Commit the acked prefix of every partition, now.
+
+        faust's ``Consumer.commit`` commits nothing when another commit is in flight (the
+        periodic one, every ``broker_commit_interval``): it waits for that one and returns,
+        though that one took its offsets before our latest acks. On a revoke those acks
+        were then never committed and the next owner ran the records again (an event
+        dead-lettered twice in the rebalance-storm test). So wait for it first."""
+        consumer = cast(Consumer, self._app.consumer)
+        while await consumer.maybe_wait_for_commit_to_finish():
+            pass  # no await between the last check and commit(): nothing else starts one
+        await consumer.commit()
 
     async def seek(self, offsets: Mapping[TP, int]) -> None:
         """Seek in the consumer thread (``compat/seek.py``); failures are logged."""
