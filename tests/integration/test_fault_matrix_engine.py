@@ -279,7 +279,15 @@ def test_worker_clock_skew_never_runs_a_retry_before_its_due_time(
     worker = rig["start"]("w1", PYTHONPATH=SHIFT_PATH, STREAMS_TEST_CLOCK_SHIFT_S=str(shift_s))
     worker.wait_ready()
     failing = publish_load(rig["publisher"], 40, keys=40, fail_times="2")  # 2 retries each
-    wait_for(lambda: ledger.count() >= len(failing), 60, "every event done")
+    wait_for(  # progress bound: every event done, or five retry records refused
+        lambda: (
+            ledger.count() >= len(failing) or worker.metric("streams_route_failures_total") >= 5
+        ),
+        60,
+        "every event done",
+    )
+    failures = worker.metric("streams_route_failures_total")
+    assert ledger.count() >= len(failing), f"stuck: {failures:g} retry records refused"
     delays_ms = {2: 1000, 3: 2000}  # TEST_AUDIT's ladder, no jitter
     early: list[int] = []
     lateness_ms: list[int] = []
