@@ -51,8 +51,10 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 SHIFT_PATH = f"{REPO}:{REPO / 'tests' / 'support' / 'clock_shift'}"
 HOT_LIMIT = 8  # a hot subject's events allowed per day; the rest are rejected
+STORM_PARTITIONS = 6  # with 3 faust's assignment left all but one partition on w1
 STORM = {
     **TEST_AUDIT,
+    "partitions": STORM_PARTITIONS,
     "rate_limits": [
         {
             "name": "per_subject",
@@ -126,7 +128,7 @@ def test_rebalance_storm_state_follows_the_partitions(storm_rig: dict[str, Any])
     rig = storm_rig
     ledger: Ledger = rig["ledger"]
     publisher = rig["publisher"]
-    hot = _hot_subjects(3)
+    hot = _hot_subjects(STORM_PARTITIONS)
     first = rig["start"]("w1")  # static member: stays through the storm
     first.wait_ready()
     items: dict[str, dict[str, Any]] = {}
@@ -165,7 +167,7 @@ def test_rebalance_storm_state_follows_the_partitions(storm_rig: dict[str, Any])
     produced = list(items)
     rejected = len(produced) - expected_done
     wait_for(
-        lambda: len(read_topic(rig["settings"], dlq_topic(rig), 3)) >= rejected,
+        lambda: len(read_topic(rig["settings"], dlq_topic(rig), STORM_PARTITIONS)) >= rejected,
         60,
         "every rejected event in the DLQ",
     )
@@ -181,9 +183,10 @@ def test_rebalance_storm_state_follows_the_partitions(storm_rig: dict[str, Any])
         for s in hot
     }
     moved_after_spent = {
-        s: _owner_changes(ledger, 3, spent_at[s])[key_partition(s, 3)] for s in hot
+        s: _owner_changes(ledger, STORM_PARTITIONS, spent_at[s])[key_partition(s, STORM_PARTITIONS)]
+        for s in hot
     }
-    moves = _owner_changes(ledger, 3)
+    moves = _owner_changes(ledger, STORM_PARTITIONS)
     print(
         f"\nrebalance storm: {STEPS} joins and {STEPS} leaves ({mid_load} while a step's "
         f"load ran); partition owner changes {dict(moves)}; hot subjects done "
@@ -195,7 +198,7 @@ def test_rebalance_storm_state_follows_the_partitions(storm_rig: dict[str, Any])
     assert report["dlq_reasons"] == {"rejected": len(produced) - expected_done}
     assert dup_runs == len(dup_ids), "a duplicate published across the storm ran again"
     assert report["duplicates_dropped_by_peer"] == 0
-    assert sum(moves.values()) >= 2, "no partition moved and came back: the test proved less"
+    assert len(moves) >= 2, f"the storm moved too few partitions: {dict(moves)}"
     assert any(moved_after_spent.values()), "no spent bucket moved: the test proved less"
 
 
