@@ -66,7 +66,7 @@ STORM = {
         }
     ],
 }
-STEPS = 10  # joins; each joiner leaves again: 20 membership changes in all
+STEPS = 20  # joins; each joiner leaves again
 SUBJECTS_PER_STEP, EVENTS_PER_SUBJECT, HOT_PER_STEP, DUPS_PER_STEP = 8, 5, 2, 4
 
 
