@@ -19,13 +19,13 @@ import aiohttp
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from tests.support.api import ApiProcess, bearer, provision, running_api, token
+from tests.support.broker import BROKER_START_TIMEOUT_S, dedicated_broker
 
 from streams.broker.local import LocalBroker
 from streams.serde import SchemaStore
 from streams.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
-BROKER_START_TIMEOUT_S = 120.0
 PUBLISH_TIMEOUT_S = 2
 RATE_PER_MIN = 30
 BATCH = 20
@@ -38,16 +38,8 @@ PRODUCER = bearer(token(["producer"], "acme", sub="ingester"))
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
-    dedicated = LocalBroker(
-        tmp_path_factory.mktemp("dedicated-broker"),
-        cache_dir=Settings().home / "broker-cache",
-        die_with_parent=True,
-    )
-    dedicated.start(timeout_s=BROKER_START_TIMEOUT_S)
-    try:
+    with dedicated_broker(tmp_path_factory.mktemp("dedicated-broker")) as dedicated:
         yield dedicated
-    finally:
-        dedicated.stop()
 
 
 @pytest.fixture(scope="module")

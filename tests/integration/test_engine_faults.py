@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import signal
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from tests.support.engine import (
     TEST_AUDIT,
     Ledger,
     audit_rig,
-    read_topic,
-    record_headers,
+    committed_offsets,
+    publish_load,
+    reconcile,
     wait_for,
 )
 from tests.support.progress import wait_for_count, wait_for_text
@@ -41,49 +41,6 @@ FAULT_AUDIT = {
 def rig(make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[dict[str, Any]]:
     with audit_rig(make_settings, tmp_path, FAULT_AUDIT) as made:
         yield made
-
-
-def publish_load(publisher: Publisher, n: int, keys: int, **details: str) -> list[str]:
-    items = [
-        (
-            "audit.claim_submitted",
-            {
-                "subject_id": f"claim-{i % keys}",
-                "actor_id": "load",
-                "details": {**details, "seq": str(i)},
-            },
-        )
-        for i in range(n)
-    ]
-    return [r.event_id for r in publisher.publish_batch(items)]
-
-
-def reconcile(rig: dict[str, Any], produced: list[str]) -> dict[str, int]:
-    settings: Settings = rig["settings"]
-    ledger: Ledger = rig["ledger"]
-    done = ledger.ids()
-    dlq = {
-        record_headers(m).get(h.EVENT_ID, "")
-        for m in read_topic(settings, f"{settings.topic_prefix}audit.dlq", 3)
-    }
-    assert set(produced) == done | dlq, "events lost"
-    assert not done & dlq, "an event both done and dead-lettered"
-    # per-key order on the main topic held for successful events
-    rows = ledger.conn.execute("SELECT subject_id, seq FROM ledger ORDER BY rowid").fetchall()
-    by_key: dict[str, list[int]] = defaultdict(list)
-    for subject, seq in rows:
-        by_key[subject].append(seq)
-    for subject, seqs in by_key.items():
-        assert seqs == sorted(seqs), f"order broken for {subject}"
-    attempts = len(ledger.attempts())
-    return {
-        "produced": len(produced),
-        "done": len(done),
-        "dlq": len(dlq),
-        "handler_runs": attempts,
-        "redeliveries": attempts - len(produced),
-        "duplicates_dropped_by_peer": ledger.duplicates(),
-    }
 
 
 def test_sigkill_under_load_loses_nothing_and_duplicates_nothing(rig: dict[str, Any]) -> None:
@@ -141,21 +98,6 @@ def test_sigterm_drains_in_bound_and_nothing_finished_runs_again(rig: dict[str, 
     reconcile(rig, produced)
 
 
-def _committed(settings: Settings, topic: str, partitions: int) -> dict[int, int]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap,
-            "group.id": settings.app_id,
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
-        return {tp.partition: tp.offset for tp in tps}
-    finally:
-        consumer.close()
-
-
 def _schedule(settings: Settings, publisher: Publisher, delay_s: float) -> tuple[str, int]:
     """Put an event straight into the 1h retry tier, due ``delay_s`` from now."""
     rec = publisher.prepare(
@@ -206,7 +148,7 @@ def test_waiting_record_survives_a_worker_joining_and_leaving(
     assert settled_s < 60, "the group did not settle within the rebalance timeout"
     if delay_s > 60:
         assert ledger.attempts(event_id) == [], "the record ran early"
-        committed = _committed(settings, f"{settings.topic_prefix}audit.retry.1h", 3)
+        committed = committed_offsets(settings, f"{settings.topic_prefix}audit.retry.1h", 3)
         assert committed.get(0, -1) <= 0, "the waiting record was committed past (lost)"
     else:
         wait_for(lambda: event_id in ledger.ids(), 30, "the record to run")

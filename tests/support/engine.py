@@ -8,7 +8,8 @@ import signal
 import sqlite3
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter, defaultdict
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,22 @@ class Ledger:
         return int(self.conn.execute("SELECT count(*) FROM duplicates").fetchone()[0])
 
 
+def committed_offsets(settings: Settings, topic: str, partitions: int) -> dict[int, int]:
+    """The group's (``settings.app_id``) committed offset of each partition of ``topic``."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap,
+            "group.id": settings.app_id,
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return {tp.partition: tp.offset for tp in tps}
+    finally:
+        consumer.close()
+
+
 def read_topic(
     settings: Settings, topic: str, partitions: int, timeout_s: float = 5.0
 ) -> list[Any]:
@@ -202,6 +219,84 @@ def read_topic(
 
 def record_headers(msg: Any) -> dict[str, str]:
     return h.decode(msg.headers() or [])
+
+
+def publish_load(publisher: Any, n: int, keys: int, *, start: int = 0, **details: str) -> list[str]:
+    """Publish ``n`` audit claims over ``keys`` subjects, ``seq`` counting up from ``start``
+    (a later call continues the per-key order of an earlier one); their ids."""
+    items = [
+        (
+            "audit.claim_submitted",
+            {
+                "subject_id": f"claim-{i % keys}",
+                "actor_id": "load",
+                "details": {**details, "seq": str(i)},
+            },
+        )
+        for i in range(start, start + n)
+    ]
+    return [r.event_id for r in publisher.publish_batch(items)]
+
+
+# what every DLQ record must say about its failure (reliability.md)
+DLQ_FAILURE_HEADERS = (h.DLQ_REASON, h.ERROR_CLASS, h.ORIGINAL_TOPIC, h.FAILED_AT_MS)
+
+
+def reconcile(
+    rig: dict[str, Any],
+    produced: Collection[str],
+    *,
+    unacknowledged: Collection[str] = (),
+    check_order: bool = True,
+) -> dict[str, Any]:
+    """reliability.md's reconciliation; returns the counts a test prints.
+
+    ``produced`` (acknowledged by the broker) must each be done or dead-lettered, never
+    both; ``unacknowledged`` ids (a publish that raised) may be either or absent, nothing
+    else may appear. Every DLQ record carries its failure headers; per-key order held for
+    done events. A *redelivery* is a handler run beyond the first of an (event, attempt);
+    ``duplicates_dropped_by_peer`` counts runs that reached the side effect again and were
+    dropped by the ledger's UNIQUE id.
+    """
+    settings: Settings = rig["settings"]
+    ledger: Ledger = rig["ledger"]
+    done = ledger.ids()
+    partitions = rig["catalog"].family("audit").partitions
+    dead = read_topic(settings, f"{settings.topic_prefix}audit.dlq", partitions)
+    dlq_headers = [record_headers(m) for m in dead]
+    dlq = {d.get(h.EVENT_ID, "") for d in dlq_headers}
+    required = set(produced)
+    missing = required - done - dlq
+    assert not missing, f"{len(missing)} events lost, e.g. {sorted(missing)[:3]}"
+    unknown = (done | dlq) - required - set(unacknowledged)
+    assert not unknown, f"{len(unknown)} unknown events done or dead-lettered"
+    assert not done & dlq, "an event both done and dead-lettered"
+    twice = sorted(
+        eid for eid, n in Counter(d.get(h.EVENT_ID, "") for d in dlq_headers).items() if n > 1
+    )
+    assert not twice, f"{len(twice)} events dead-lettered more than once, e.g. {twice[:3]}"
+    for headers in dlq_headers:
+        absent = [name for name in DLQ_FAILURE_HEADERS if not headers.get(name)]
+        assert not absent, f"a DLQ record lacks {absent}: {headers}"
+    if check_order:  # per-key order on the main topic held for successful events
+        rows = ledger.conn.execute("SELECT subject_id, seq FROM ledger ORDER BY rowid")
+        by_key: dict[str, list[int]] = defaultdict(list)
+        for subject, seq in rows.fetchall():
+            by_key[subject].append(seq)
+        for subject, seqs in by_key.items():
+            assert seqs == sorted(seqs), f"order broken for {subject}"
+    runs = ledger.attempts()
+    distinct_runs = {(r["event_id"], r["attempt"]) for r in runs}
+    return {
+        "produced": len(required),
+        "done": len(done),
+        "dlq": len(dlq),
+        "dlq_reasons": dict(Counter(d.get(h.DLQ_REASON, "") for d in dlq_headers)),
+        "handler_runs": len(runs),
+        "retries": sum(1 for _, attempt in distinct_runs if attempt > 1),
+        "redeliveries": len(runs) - len(distinct_runs),
+        "duplicates_dropped_by_peer": ledger.duplicates(),
+    }
 
 
 def iter_event_ids(msgs: list[Any]) -> Iterator[str]:
@@ -242,6 +337,7 @@ def audit_rig(
             "start": start,
             "publisher": publisher,
             "ledger": Ledger(ledger_path),
+            "ledger_path": ledger_path,
         }
     finally:
         publisher.close()

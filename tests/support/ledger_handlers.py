@@ -6,6 +6,10 @@ Behaviour is driven by the event's ``details`` map (audit.claim_submitted):
   fail=permanent      raise Permanent every time
   fail=always         raise Retryable every time
   sleep_ms=N          await N ms before the side effect
+  gate=PATH           await until the file PATH exists (a test opens the gate when its fault
+                      is in place: the handler's outcome then follows the fault, not a guess)
+Each attempt's ``at_ms`` is the process's wall clock (``time.time``, shifted by
+``tests/support/clock_shift``), ``real_ms`` the system's (CLOCK_REALTIME, never shifted).
 The ledger path comes from STREAMS_TEST_LEDGER (test support only; library code never reads
 the environment).
 """
@@ -35,7 +39,7 @@ def connect(path: str) -> sqlite3.Connection:
     )
     conn.execute(
         "CREATE TABLE IF NOT EXISTS attempts (event_id TEXT, attempt INTEGER, at_ms INTEGER,"
-        " due_at_ms INTEGER, pid INTEGER)"
+        " due_at_ms INTEGER, pid INTEGER, real_ms INTEGER)"
     )
     conn.execute(
         "CREATE TABLE IF NOT EXISTS duplicates (event_id TEXT, at_ms INTEGER, pid INTEGER)"
@@ -56,12 +60,15 @@ async def record(event: Any, ctx: JobContext) -> None:
     now_ms = int(time.time() * 1000)
     due = int(ctx.headers.get("streams-due-at-ms", "0") or 0)
     db = _db()
+    real_ms = int(time.clock_gettime(time.CLOCK_REALTIME) * 1000)
     db.execute(
-        "INSERT INTO attempts VALUES (?, ?, ?, ?, ?)",
-        (ctx.event_id, ctx.attempt, now_ms, due, os.getpid()),
+        "INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?)",
+        (ctx.event_id, ctx.attempt, now_ms, due, os.getpid(), real_ms),
     )
     if details.get("sleep_ms"):
         await asyncio.sleep(int(details["sleep_ms"]) / 1000)
+    while details.get("gate") and not os.path.exists(details["gate"]):
+        await asyncio.sleep(0.01)
     if details.get("fail") == "permanent":
         raise Permanent("claim rejected by the test handler")
     if details.get("fail") == "always":

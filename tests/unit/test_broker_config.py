@@ -111,6 +111,21 @@ def test_invalid_cluster_ids(bad: str) -> None:
 # --- server.properties and log4j2 --------------------------------------------------------
 
 
+def test_server_properties_proxied_listener_advertises_the_proxy(tmp_path: Path) -> None:
+    text = render_server_properties(
+        port=19092, controller_port=19093, log_dir=tmp_path, proxied=(19094, 19095)
+    )
+    props = _props(text)
+    assert props["listeners"].endswith(",PROXIED://127.0.0.1:19094")
+    assert props["advertised.listeners"] == (
+        "PLAINTEXT://127.0.0.1:19092,PROXIED://127.0.0.1:19095"
+    )
+    assert props["listener.security.protocol.map"].endswith(",PROXIED:PLAINTEXT")
+    assert props["inter.broker.listener.name"] == "PLAINTEXT"
+    with pytest.raises(LocalBrokerError, match="own port"):
+        render_server_properties(port=1, controller_port=2, log_dir=tmp_path, proxied=(1, 3))
+
+
 def test_server_properties_single_node_kraft(tmp_path: Path) -> None:
     text = render_server_properties(port=19092, controller_port=19093, log_dir=tmp_path / "kraft")
     props = _props(text)

@@ -91,12 +91,16 @@ def render_server_properties(
     host: str = LOOPBACK,
     sasl_ssl_port: int | None = None,
     server_pem: Path | None = None,
+    proxied: tuple[int, int] | None = None,
 ) -> str:
     """server.properties of a single-node KRaft broker+controller, auto topic creation off.
 
     ``log_dir`` must be absolute (Kafka resolves it against its own working directory).
     With ``sasl_ssl_port`` (and ``server_pem``, key + certificate chain) a second client
     listener speaks SASL_SSL with SCRAM-SHA-512 (users are added when formatting).
+    With ``proxied`` = (listen port, advertised port) a PLAINTEXT listener ``PROXIED``
+    advertises another port, where a TCP proxy forwards to it: clients bootstrapped there
+    keep talking through the proxy (a fault test cuts one client's path to the broker).
     """
     _check_port("port", port)
     _check_port("controller_port", controller_port)
@@ -123,6 +127,15 @@ def render_server_properties(
             f"listener.name.sasl_ssl.ssl.keystore.location={server_pem}",
             "listener.name.sasl_ssl.ssl.client.auth=none",
         ]
+    if proxied is not None:
+        listen_port, advertised_port = proxied
+        _check_port("proxied listen port", listen_port)
+        _check_port("proxied advertised port", advertised_port)
+        if listen_port in (port, controller_port, sasl_ssl_port):
+            raise LocalBrokerError("the proxied listener needs its own port")
+        listeners += f",PROXIED://{host}:{listen_port}"
+        advertised += f",PROXIED://{host}:{advertised_port}"
+        protocols += ",PROXIED:PLAINTEXT"
     lines = [
         "process.roles=broker,controller",
         "node.id=1",

@@ -85,6 +85,7 @@ class LocalBroker:
         die_with_parent: bool = False,
         progress: Callable[[str], None] | None = None,
         sasl_ssl: bool = False,
+        proxied: tuple[int, int] | None = None,
     ) -> None:
         self.state_dir = state_dir.resolve()
         self.cache_dir = cache_dir.resolve()
@@ -97,6 +98,7 @@ class LocalBroker:
         self._progress = progress
         self._proc: subprocess.Popen[bytes] | None = None
         self.sasl_ssl = sasl_ssl  # a SASL_SSL (SCRAM-SHA-512) listener besides PLAINTEXT
+        self.proxied = proxied  # (listen, advertised) port of a listener behind a TCP proxy
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> LocalBroker:
@@ -248,6 +250,7 @@ class LocalBroker:
                 log_dir=kraft_dir,
                 sasl_ssl_port=sasl_port,
                 server_pem=server_pem,
+                proxied=self.proxied,
             )
         )
         (self.data_dir / "log4j2.properties").write_text(render_log4j2_properties(self.log_file))
@@ -302,20 +305,24 @@ class LocalBroker:
 
     # --- stop -----------------------------------------------------------------------------
 
-    def stop(self, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> bool:
-        """SIGTERM the broker, SIGKILL after ``timeout_s``; False when it was not running."""
+    def stop(self, timeout_s: float = DEFAULT_STOP_TIMEOUT_S, *, crash: bool = False) -> bool:
+        """SIGTERM the broker, SIGKILL after ``timeout_s``; False when it was not running.
+
+        ``crash``: SIGKILL at once, no clean shutdown (fault tests); data and ports are
+        kept, so ``start`` brings it back at the same address."""
         with self._lock():
             pid = self._read_pid()
             running = pid is not None and self._is_our_process(pid)
             if running and pid is not None:
                 self._say(f"stopping the local broker (pid {pid})")
-                self._terminate(pid, timeout_s)
+                first = signal.SIGKILL if crash else signal.SIGTERM
+                self._terminate(pid, timeout_s, first=first)
             self._clear_running_state()
             return running
 
-    def _terminate(self, pid: int, timeout_s: float) -> None:
+    def _terminate(self, pid: int, timeout_s: float, first: int = signal.SIGTERM) -> None:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, first)
         if self._wait_exit(pid, timeout_s):
             return
         self._say(f"the broker did not stop within {timeout_s:g}s: sending SIGKILL")
