@@ -172,17 +172,7 @@ def _publish(ax: Any, cases: Mapping[str, Any]) -> None:
         _empty(ax, title, "P9 not in this run" if p9 is None else "P9 has no sample")
         return
     bars = _bars(ax, ["SDK", "raw confluent-kafka"], [sdk, raw], [BAR_COLOUR, P0_COLOUR])
-    for rect, values in zip(bars, (sdk, raw), strict=True):
-        ax.annotate(
-            f"{statistics.median(values):,.0f}",
-            (rect.get_x() + rect.get_width() / 2, max(values)),
-            xytext=(0, 4),
-            textcoords="offset points",
-            ha="center",
-            va="bottom",
-            fontsize=8,
-            bbox=LABEL_BOX,
-        )
+    _label_medians(ax, bars, (sdk, raw), "{:,.0f}")
     goal = 0.5 * statistics.median(raw)
     ratio = _spread(goals.figures(p9, "detail:ratio_to_raw"))
     _hline(ax, goal, f"goal: SDK >= 50% of raw ({goal:,.0f})", GOAL_COLOUR)
@@ -322,17 +312,7 @@ def _memory(ax: Any, cases: Mapping[str, Any]) -> None:
     small = goals.figures(p7, "detail:small_batch")
     labels = [label.format(small=f"{small[0]:.0f}" if small else "?") for _, label in names]
     bars = _bars(ax, labels, series, ["#cccccc", BAR_COLOUR, BAR_COLOUR])
-    for rect, values in zip(bars, series, strict=True):
-        ax.annotate(
-            f"{statistics.median(values):,.0f} MB",
-            (rect.get_x() + rect.get_width() / 2, max(values)),
-            xytext=(0, 4),
-            textcoords="offset points",
-            ha="center",
-            va="bottom",
-            fontsize=8,
-            bbox=LABEL_BOX,
-        )
+    _label_medians(ax, bars, series, "{:,.0f} MB")
     _hline(ax, 300.0, "goal <= 300 MB both ways", GOAL_COLOUR)
     ax.set_ylim(0, max(300.0, *(max(v) for v in series)) * 1.25)
     ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
@@ -397,3 +377,18 @@ def main(argv: list[str] | None = None) -> int:
     path = draw(document, args.out or args.results.with_suffix(".png"))
     print(f"picture: {path}")
     return 0
+
+
+def _label_medians(ax: Any, bars: Any, series: Any, fmt: str) -> None:
+    """Each bar's median above its top (``fmt`` formats the number)."""
+    for rect, values in zip(bars, series, strict=True):
+        ax.annotate(
+            fmt.format(statistics.median(values)),
+            (rect.get_x() + rect.get_width() / 2, max(values)),
+            xytext=(0, 4),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            bbox=LABEL_BOX,
+        )
