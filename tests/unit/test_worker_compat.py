@@ -239,3 +239,41 @@ def test_memory_store_keys_are_forgotten_in_both_maps_and_the_dicts_shrink() -> 
     plain: dict[bytes, bytes] = {b"k": b"v"}
     assert forget_keys(plain, [b"k"]) == 1 and plain == {}
     shrink(plain)  # no faust internals: nothing to rebuild, no error
+
+
+async def test_the_table_manager_starts_without_faust_s_one_second_sleep() -> None:
+    import time
+
+    import faust
+
+    from streams.worker.compat.table_start import TableManager
+
+    app = faust.App("compat-table-start", TableManager=TableManager, autodiscover=False)
+    manager: Any = app.tables
+    assert isinstance(manager, TableManager)
+    calls: list[str] = []
+
+    async def update_channels() -> None:
+        calls.append("channels")
+
+    class Recovery:
+        async def start(self) -> None:
+            calls.append("recovery")
+
+    manager._update_channels = update_channels
+    manager._recovery = Recovery()
+    started = time.monotonic()
+    await manager.on_start()
+    assert calls == ["channels", "recovery"]  # what faust's on_start does, in its order
+    assert time.monotonic() - started < 0.5  # faust's own sleeps 1 s first
+
+
+async def test_the_loop_closes_after_a_short_grace_not_a_second() -> None:
+    import time
+
+    from streams.worker.compat.loop_close import LOOP_CLOSE_GRACE_S, QuickLoopClose
+
+    worker: Any = object.__new__(QuickLoopClose)  # only the sentinel is exercised
+    started = time.monotonic()
+    await worker._sentinel_task()
+    assert LOOP_CLOSE_GRACE_S <= time.monotonic() - started + 0.01 < 0.5

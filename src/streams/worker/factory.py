@@ -9,6 +9,7 @@ import faust
 
 from streams.catalog import Catalog
 from streams.settings import Settings
+from streams.worker.compat.table_start import TableManager
 
 
 def _credentials(settings: Settings) -> Any:
@@ -78,6 +79,7 @@ def create_app(settings: Settings, catalog: Catalog) -> faust.App:
         "broker_max_poll_interval": 300.0,
         "stream_buffer_maxsize": 4096,
         "table_cleanup_interval": 3600.0,
+        "TableManager": TableManager,  # without faust's one-second start sleep
     }
     if settings.worker_id:
         conf["consumer_group_instance_id"] = f"{settings.app_id}-{settings.worker_id}"

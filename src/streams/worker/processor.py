@@ -17,15 +17,14 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from streams.catalog import Family
 from streams.core import headers as h
 from streams.core.idempotency import event_hash
-from streams.core.planner import DeadLetter, Retry, plan_failure
-from streams.errors import Cancelled, DecodeError, Permanent, Retryable, Suppressed, Unroutable
+from streams.errors import Cancelled, DecodeError, Permanent, Retryable, Suppressed
 from streams.jobs.base import (
     NEVER_CANCELLED,
     CancelSignal,
@@ -41,6 +40,7 @@ from streams.worker.control import WorkerControl
 from streams.worker.deadlines import Deadlines
 from streams.worker.ledger import Ledger
 from streams.worker.ordering import Entry
+from streams.worker.routing import Producer, Router
 from streams.worker.status import StatusRecorder
 
 log = logging.getLogger(__name__)
@@ -48,18 +48,6 @@ log = logging.getLogger(__name__)
 
 class Decoder(Protocol):
     def decode_event(self, data: bytes) -> Any: ...
-
-
-class Producer(Protocol):
-    async def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        partition: int | None,
-        timestamp: float | None,
-        headers: Any,
-    ) -> Awaitable[Any]: ...
 
 
 class RateGate(Protocol):
@@ -125,6 +113,15 @@ class Processor:
         self._cancelled = m.events.labels(fam, "cancelled")
         self._latency = m.end_to_end_latency.labels(fam)
         self._durations: dict[str, Any] = {}  # event type -> histogram child
+        self._router = Router(
+            family=family,
+            config=config,
+            producer=producer,
+            metrics=metrics,
+            clock_ms=clock_ms,
+            rand=rand,
+            status=status,
+        )
         timeout_s = config.handler_timeout_s
         self._deadlines = Deadlines(tick_s=min(0.25, max(0.01, timeout_s / 20)))
 
@@ -315,160 +312,4 @@ class Processor:
     async def _route(
         self, entry: Entry, error: BaseException, *, event_type: str, envelope: Any = None
     ) -> None:
-        headers = h.decode(entry.headers)
-        origin = h.Origin(
-            topic=entry.topic,
-            partition=entry.partition,
-            offset=entry.offset,
-            timestamp_ms=entry.timestamp_ms,
-        )
-        plan = plan_failure(
-            family=self._name,
-            prefix=self._config.prefix,
-            retry=self.family.retry,
-            error=error,
-            headers=headers,
-            origin=origin,
-            now_ms=self._clock_ms(),
-            rand=self._rand,
-            default_max_defer_ms=self._config.default_max_defer_ms,
-        )
-        if isinstance(plan, DeadLetter):
-            log.warning(
-                "%s: event at %s[%d]@%d (%s) to the DLQ: %s: %s",
-                self._name,
-                entry.topic,
-                entry.partition,
-                entry.offset,
-                event_type,
-                plan.reason,
-                plan.headers.get(h.ERROR_MESSAGE, ""),
-            )
-        sent = await self._produce(entry, plan)
-        if sent is None:
-            return  # partition revoked meanwhile: left unacked, the next owner retries
-        self._count(plan)
-        entry.finish()
-        if self._status is not None:
-            self._note_routed(plan, headers, sent, event_type, envelope)
-
-    def _note_routed(
-        self,
-        plan: Retry | DeadLetter,
-        headers: Mapping[str, str],
-        sent: Any,
-        event_type: str,
-        envelope: Any,
-    ) -> None:
-        assert self._status is not None
-        event_id = envelope.event_id if envelope is not None else headers.get(h.EVENT_ID)
-        if not event_id:
-            return  # undecodable and unnamed: the DLQ has it, no status can
-        tenant = envelope.tenant_id if envelope is not None else None
-        error_class = plan.headers.get(h.ERROR_CLASS)
-        if isinstance(plan, DeadLetter):
-            where = (sent.topic, sent.partition, sent.offset) if hasattr(sent, "offset") else None
-            self._status.note(
-                event_id,
-                self._name,
-                event_type,
-                tenant,
-                "dead_lettered",
-                h.attempt_of(headers),
-                error_class=error_class,
-                reason=plan.reason,
-                dlq=where,
-            )
-        else:
-            self._status.note(
-                event_id,
-                self._name,
-                event_type,
-                tenant,
-                "deferred" if plan.deferred else "retrying",
-                plan.attempt,
-                due_at_ms=plan.due_at_ms,
-                error_class=error_class,
-                reason=plan.deferred_by,
-            )
-
-    def _count(self, plan: Retry | DeadLetter) -> None:
-        m, fam = self._metrics, self._name
-        if isinstance(plan, DeadLetter):
-            m.dead_letters.labels(fam, plan.reason).inc()
-            fingerprint = plan.headers.get(h.ERROR_FINGERPRINT) or "none"
-            m.dead_letter_fingerprints.labels(fam, plan.reason, fingerprint).inc()
-            m.events.labels(fam, "dead_lettered").inc()
-        elif plan.deferred:
-            m.deferrals.labels(fam, plan.deferred_by or "other").inc()
-            m.events.labels(fam, "deferred").inc()
-        else:
-            m.retries.labels(fam, plan.topic).inc()
-            m.events.labels(fam, "retried").inc()
-
-    async def _produce(self, entry: Entry, plan: Retry | DeadLetter) -> Any:
-        """Send the unchanged key and value with the new headers to the same partition number;
-        retry until the broker acknowledges (returns the record's metadata) or the partition
-        is revoked (returns None). A retry tier that refuses the record for good (too large
-        with its failure headers, invalid there) sends it to the DLQ instead (``unroutable``);
-        a refusing DLQ is retried like any failure (the record is never dropped) and logged
-        as an error."""
-        while not entry.log.closed:
-            try:
-                fut = await self._producer.send(
-                    plan.topic,
-                    entry.key,
-                    entry.value,
-                    entry.partition,
-                    None,
-                    h.encode(plan.headers),
-                )
-                return (await fut) or True
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._metrics.route_failures.labels(self._name).inc()
-                refused = refused_by_topic(exc)
-                if refused and isinstance(plan, Retry):
-                    log.warning(
-                        "%s: %s refused the record at %s[%d]@%d (%r): to the DLQ",
-                        self._name,
-                        plan.topic,
-                        entry.topic,
-                        entry.partition,
-                        entry.offset,
-                        exc,
-                    )
-                    plan = self._unroutable(entry, plan, exc)
-                    continue
-                (log.error if refused else log.warning)(
-                    "%s: producing to %s failed (%r); retrying", self._name, plan.topic, exc
-                )
-                await asyncio.sleep(self._config.route_retry_backoff_s)
-        return None
-
-    def _unroutable(self, entry: Entry, plan: Retry, exc: BaseException) -> DeadLetter:
-        error = Unroutable(f"{plan.topic} refused the record: {type(exc).__name__}")
-        dead = plan_failure(
-            family=self._name,
-            prefix=self._config.prefix,
-            retry=self.family.retry,
-            error=error,
-            headers=h.decode(entry.headers),
-            origin=h.Origin(entry.topic, entry.partition, entry.offset, entry.timestamp_ms),
-            now_ms=self._clock_ms(),
-            rand=self._rand,
-            default_max_defer_ms=self._config.default_max_defer_ms,
-        )
-        assert isinstance(dead, DeadLetter)
-        return dead
-
-
-# Kafka error codes of a topic refusing a record for good: MESSAGE_TOO_LARGE,
-# RECORD_LIST_TOO_LARGE, INVALID_RECORD (aiokafka's errors carry the code as ``errno``; its
-# ``retriable`` flag cannot tell them apart: a request timeout is "not retriable" too)
-_REFUSED_ERRNOS = frozenset({10, 18, 87})
-
-
-def refused_by_topic(exc: BaseException) -> bool:
-    return getattr(exc, "errno", None) in _REFUSED_ERRNOS
+        await self._router.route(entry, error, event_type=event_type, envelope=envelope)

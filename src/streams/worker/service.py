@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any
 
-from streams.worker.compat import SignalledWorker, header_keys
+from streams.worker.compat import QuickLoopClose, SignalledWorker, header_keys
 from streams.worker.health import HealthServer
 from streams.worker.runtime import Runtime
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 EXIT_FORCED = 3
 
 
-class StreamsWorker(SignalledWorker):
+class StreamsWorker(QuickLoopClose, SignalledWorker):
     def __init__(self, runtime: Runtime, health: HealthServer, **kwargs: Any) -> None:
         super().__init__(runtime.app, **kwargs)
         header_keys.install()  # a header key that is not UTF-8 must not crash the fetcher

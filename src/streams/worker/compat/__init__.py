@@ -18,9 +18,13 @@ each module's docstring tells why its workaround exists, and each has its own un
   too, and the store's dicts (and glibc's heap) give their memory back.
 - ``header_keys``: a record whose header key is not UTF-8 is parsed (key bytes repaired)
   instead of crashing aiokafka's fetcher.
+- ``table_start``: faust's table manager starts without its fixed one-second sleep.
+- ``loop_close``: mode's worker closes its loop without its fixed one-second sleep.
 """
 
 from streams.worker.compat.consumer import FaustConsumer
+from streams.worker.compat.loop_close import QuickLoopClose
 from streams.worker.compat.signals import SignalledWorker
+from streams.worker.compat.table_start import TableManager
 
-__all__ = ["FaustConsumer", "SignalledWorker"]
+__all__ = ["FaustConsumer", "QuickLoopClose", "SignalledWorker", "TableManager"]
