@@ -124,13 +124,6 @@ def _owner_changes(ledger: Ledger, partitions: int, after_rowid: int = 0) -> Cou
     return moves
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug under the batch route (issue 17, open): across the storm ~90 rejected "
-    "events are dead-lettered twice: a leaving worker's release commits only the finished "
-    "prefix, queued records of a stopping partition are skipped, so records finished after a "
-    "skipped one are redone by the next owner (done ones are deduplicated, DLQ'd ones are not)",
-)
 def test_rebalance_storm_state_follows_the_partitions(storm_rig: dict[str, Any]) -> None:
     rig = storm_rig
     ledger: Ledger = rig["ledger"]

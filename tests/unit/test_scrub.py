@@ -159,6 +159,8 @@ def _embedded(prefix: str, secret: str, suffix: str) -> str:
 
 def _check(prefix: str, shown: str, secret: str, suffix: str) -> None:
     assume(secret not in prefix and secret not in suffix and secret not in MARKERS)
+    label = shown.replace(secret, "", 1)  # the key name or scheme: shown on purpose
+    assume(secret not in label)  # e.g. the token "Authoriz": found in "Authorization: "
     out = scrub(_embedded(prefix, shown, suffix))
     assert secret not in out, out
 

@@ -28,7 +28,7 @@ from tests.unit.worker_fakes import (
 
 from streams.catalog import CircuitBreakerSpec
 from streams.core import headers as h
-from streams.core.idempotency import event_hash
+from streams.core.idempotency import RouteMarkers, event_hash
 from streams.errors import Deferred, Permanent, Rejected, Retryable
 from streams.jobs.base import DependencyGuard, JobContext, no_guard
 from streams.jobs.registry import HandlerRegistry
@@ -147,6 +147,11 @@ class Rig:
         )
         return plog.add(event)
 
+    async def durable(self) -> None:
+        """Wait for the markers written so far (done and route markers) to be durable."""
+        if self.ledger is not None:
+            assert await self.writer.flush(1.0)
+
     def outcome(self, outcome: str) -> float:
         return sample(self.metrics, "streams_events_total", family="audit", outcome=outcome)
 
@@ -197,6 +202,7 @@ async def test_success_finishes_the_entry_only_after_the_ledger_flush(
     assert r.changelog.sent[0].partition == 2  # the changelog partition of the event
     r.changelog.resolve_all()
     assert await r.writer.flush(1.0)
+    await r.durable()
     assert r.acks == [(MAIN, 2, 7)]
     assert r.route.sent == []
     assert r.outcome("done") == 1
@@ -206,6 +212,7 @@ async def test_success_finishes_the_entry_only_after_the_ledger_flush(
 async def test_without_a_ledger_success_finishes_at_once(rig_factory: Callable[..., Rig]) -> None:
     r = rig_factory(handler=ok, ledger=False)
     await r.processor.process(r.entry())
+    await r.durable()
     assert r.acks == [(MAIN, 2, 7)]
 
 
@@ -270,6 +277,7 @@ async def test_an_undecodable_record_goes_to_the_dlq_byte_identical(
     assert headers[h.ORIGINAL_OFFSET] == "7"
     assert headers[h.ORIGINAL_TIMESTAMP_MS] == str(NOW_MS)
     assert headers["x-trace"] == "abc"  # foreign headers travel along
+    await r.durable()
     assert r.acks == [(MAIN, 2, 7)]
     assert r.dead_letters("undecodable") == 1
     assert r.outcome("dead_lettered") == 1
@@ -286,6 +294,7 @@ async def test_a_decoder_bug_is_routed_as_undecodable(rig_factory: Callable[...,
     assert sent.topic == DLQ
     assert sent.header_dict[h.DLQ_REASON] == "undecodable"
     assert "decoder failed" in sent.header_dict[h.ERROR_MESSAGE]
+    await r.durable()
     assert r.acks == [(MAIN, 2, 7)]
 
 
@@ -306,10 +315,41 @@ async def test_retryable_goes_to_the_first_tier_with_attempt_2_and_a_due_time(
     assert headers[h.ERROR_CLASS] == "streams.errors.Retryable"
     assert headers[h.EVENT_ID] == "e1"
     assert h.DLQ_REASON not in headers
+    await r.durable()
     assert r.acks == [(MAIN, partition, 7)]
-    assert r.changelog.sent == []  # not done: no done-marker
+    assert r.ledger is not None and not r.ledger.seen(partition, event_hash("e1"))  # not done
+    assert r.ledger.seen(partition, RouteMarkers().of(MAIN, 7))  # but routed
     assert sample(r.metrics, "streams_retries_total", family="audit", tier=TIER_1S) == 1
     assert r.outcome("retried") == 1
+
+
+@pytest.mark.parametrize("failure", [Retryable("later"), Permanent("never")])
+async def test_a_redelivered_routed_record_is_acked_without_a_second_copy(
+    rig_factory: Callable[..., Rig], failure: Exception
+) -> None:
+    """After a rebalance the next owner may re-read a record the last one routed (its offset
+    was not committed yet): its route marker, durable before the ack, stops a second copy."""
+    r = rig_factory(handler=raising(failure))
+    await r.processor.process(r.entry(7))
+    await r.durable()
+    assert len(r.route.sent) == 1 and r.acks == [(MAIN, 2, 7)]
+    r.logs.clear()  # the next owner's log of the partition
+    await r.processor.process(r.entry(7))  # the same record again
+    await r.processor.process(r.entry(8, event_id="e2"))  # a new record still fails
+    await r.durable()
+    assert len(r.calls) == 2, "the redelivered record ran its handler again"
+    assert [s.header_dict[h.ORIGINAL_OFFSET] for s in r.route.sent] == ["7", "8"]
+    assert r.acks == [(MAIN, 2, 7), (MAIN, 2, 7), (MAIN, 2, 8)]
+    assert r.outcome("duplicate") == 1
+
+
+def test_route_markers_of_one_topic_never_collide_and_differ_across_topics() -> None:
+    markers = RouteMarkers()
+    main = {markers.of(MAIN, offset) for offset in range(100_000)}
+    assert len(main) == 100_000
+    assert not main & {markers.of(TIER_1S, offset) for offset in range(100_000)}
+    assert markers.of(MAIN, 2**62) != markers.of(MAIN, 0)
+    assert all(-(2**63) <= m < 2**63 for m in main)
 
 
 async def test_a_retry_tier_failure_climbs_the_ladder_keeping_the_origin(
@@ -332,6 +372,7 @@ async def test_a_retry_tier_failure_climbs_the_ladder_keeping_the_origin(
     assert headers[h.DUE_AT_MS] == str(NOW_MS + 10_000)
     assert headers[h.ORIGINAL_TOPIC] == MAIN
     assert headers[h.ORIGINAL_OFFSET] == "7"
+    await r.durable()
     assert r.acks == [(TIER_1S, 2, 0)]
 
 
@@ -351,6 +392,7 @@ async def test_permanent_goes_to_the_dlq(rig_factory: Callable[..., Rig]) -> Non
     assert (sent.topic, sent.partition) == (DLQ, 2)
     assert sent.header_dict[h.DLQ_REASON] == "permanent"
     assert sent.header_dict[h.ERROR_CLASS] == "streams.errors.Permanent"
+    await r.durable()
     assert r.acks == [(MAIN, 2, 7)]
     assert r.dead_letters("permanent") == 1
     assert r.ledger is not None and not r.ledger.seen(2, event_hash("e1"))  # not done
@@ -378,6 +420,7 @@ async def test_a_handler_timeout_goes_to_the_retry_tier(rig_factory: Callable[..
     assert sent.header_dict[h.ATTEMPT] == "2"
     assert "handler timed out" in sent.header_dict[h.ERROR_MESSAGE]
     assert sent.header_dict[h.ERROR_CLASS] == "streams.errors.Retryable"
+    await r.durable()
     assert r.acks == [(MAIN, 2, 7)]
     assert (
         sample(
@@ -422,6 +465,7 @@ async def test_a_handler_that_ignores_its_deadline_is_done_and_uncancelled(
     task = asyncio.current_task()
     assert task is not None and task.cancelling() == 0
     assert r.route.sent == []
+    await r.durable()
     assert r.acks == [(MAIN, 2, 7)]
 
 
@@ -433,6 +477,7 @@ async def test_no_handler_goes_to_the_dlq_as_permanent(rig_factory: Callable[...
     assert sent.header_dict[h.DLQ_REASON] == "permanent"
     assert sent.header_dict[h.ERROR_CLASS] == "streams.worker.processor.NoHandler"
     assert EVENT_TYPE in sent.header_dict[h.ERROR_MESSAGE]
+    await r.durable()
     assert r.acks == [(MAIN, 2, 7)]
 
 
@@ -450,6 +495,7 @@ async def test_a_gate_deferral_uses_no_attempt(rig_factory: Callable[..., Rig]) 
     assert headers[h.ATTEMPT] == "1"
     assert headers[h.DEFERRALS] == "1"
     assert headers[h.DUE_AT_MS] == str(NOW_MS + 2_000)
+    await r.durable()
     assert r.acks == [(MAIN, 2, 7)]
     assert sample(r.metrics, "streams_deferrals_total", family="audit", reason="rate_limited") == 1
     assert r.outcome("deferred") == 1
@@ -488,6 +534,7 @@ async def test_a_producer_failure_is_retried_and_the_entry_waits_for_success(
     assert not task.done()
     r.route.resolve_all()
     await asyncio.wait_for(task, 1.0)
+    await r.durable()
     assert r.acks == [(MAIN, 2, 7)]
     assert r.route.calls == 2
     assert {(s.topic, s.partition) for s in r.route.sent} == {(DLQ, 2)}
@@ -568,6 +615,7 @@ async def test_the_guard_is_the_handlers_dependency(rig_factory: Callable[..., R
     assert topics[2][h.ERROR_CLASS] == "streams.errors.Deferred"
     assert "circuit smtp:relay:25 open" in topics[2][h.ERROR_MESSAGE]
     assert sample(r.metrics, "streams_deferrals_total", family="audit", reason="circuit_open") == 1
+    await r.durable()
     assert r.acks.offsets() == [0, 1, 2]
 
 
@@ -608,6 +656,7 @@ async def test_a_permanent_decode_failure_goes_to_the_dlq_as_permanent(
     assert sent.topic == DLQ and sent.value == value  # the ciphertext record, unchanged
     assert sent.header_dict[h.DLQ_REASON] == "permanent"
     assert "unknown key id 'k0'" in sent.header_dict[h.ERROR_MESSAGE]
+    await r.durable()
     assert r.calls == [] and r.acks == [(MAIN, 2, 7)]
 
 
@@ -618,6 +667,7 @@ async def test_suppressed_is_acked_like_done_and_counted(rig_factory: Callable[.
     await r.processor.process(r.entry())
     assert await r.writer.flush(1.0)
     assert r.route.sent == []  # no retry tier, no DLQ
+    await r.durable()
     assert r.acks == [(MAIN, 2, 7)]
     assert r.outcome("suppressed") == 1 and r.outcome("done") == 0
     assert r.ledger is not None and r.ledger.seen(2, event_hash("e1"))  # a redelivery skips it
@@ -666,6 +716,7 @@ async def test_a_cancelled_event_is_acked_as_cancelled_without_running(
     await r.processor.process(r.entry(8, event_id="e2"))
     assert [ctx.event_id for _, ctx in r.calls] == ["e2"]
     assert await r.writer.flush(1.0)
+    await r.durable()
     assert r.acks == [(MAIN, 2, 7), (MAIN, 2, 8)]
     assert r.outcome("cancelled") == 1 and r.outcome("done") == 1
     assert status.notes == [("e2", "running", 1), ("e1", "cancelled", 1), ("e2", "done", 1)]
@@ -689,6 +740,7 @@ async def test_a_running_handler_that_stops_on_its_signal_is_cancelled_not_retri
     await asyncio.wait_for(task, 5)
     assert await r.writer.flush(1.0)
     assert r.outcome("cancelled") == 1 and r.outcome("retried") == 0
+    await r.durable()
     assert r.acks == [(MAIN, 2, 7)] and r.route.sent == []
 
 

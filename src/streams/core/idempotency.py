@@ -19,6 +19,9 @@ it was last sealed; the set is folded into the array once it holds an eighth of 
 rebuilt from the table after each assignment, and whole batches are dropped when they expire,
 so memory and recovery time stay bounded by the TTL.
 
+A record routed to a retry tier or the DLQ leaves a marker of its position (``route_hash``)
+in the same index, so a redelivered copy is not routed twice.
+
 A 64-bit hash makes a false "already done" possible but negligible: about n^2 / 2^65, i.e.
 3e-8 with a million ids held per partition.
 """
@@ -41,6 +44,41 @@ def event_hash(event_id: str) -> int:
     """The 64-bit done-marker of an event id (blake2b, stable across processes)."""
     digest = hashlib.blake2b(event_id.encode("utf-8"), digest_size=_HASH_BYTES).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+_MASK = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15  # odd: multiplying by it is a bijection on 64-bit offsets
+
+
+def route_salt(topic: str) -> int:
+    """The per-topic part of ``route_hash`` (cache it: one blake2b per topic)."""
+    return event_hash("\x00routed\x00" + topic) & _MASK
+
+
+def route_hash(salt: int, offset: int) -> int:
+    """The 64-bit marker of "the record at ``offset`` of the topic of ``salt`` was routed
+    (to a retry tier or the DLQ) and acknowledged there". Kept in the same index as the
+    done-markers, of the record's partition: a redelivery of that record (after a rebalance
+    or a crash between the route and the commit) is acked without routing it a second time.
+    Distinct offsets of one topic never collide (an odd multiplier is a bijection); a
+    collision with an event id's hash is as unlikely as one between two of those."""
+    mixed = salt ^ ((offset * _GOLDEN) & _MASK)
+    return mixed - (1 << 64) if mixed >= 1 << 63 else mixed
+
+
+class RouteMarkers:
+    """``route_hash`` of a record by topic and offset, the topic's salt computed once."""
+
+    __slots__ = ("_salts",)
+
+    def __init__(self) -> None:
+        self._salts: dict[str, int] = {}
+
+    def of(self, topic: str, offset: int) -> int:
+        salt = self._salts.get(topic)
+        if salt is None:
+            salt = self._salts[topic] = route_salt(topic)
+        return route_hash(salt, offset)
 
 
 def pack_batch(expires_at_ms: int, hashes: Iterable[int]) -> bytes:

@@ -253,10 +253,12 @@ def seconds_to_ms(delay_s: float, *, cap_ms: int) -> int:
     """Seconds to whole ms in [0, ``cap_ms``], rounded up (never shorter than asked).
 
     NaN and negatives give 0; infinity gives ``cap_ms``. A value a hair above a whole ms
-    (up to 1e-6 ms, from a ms -> s -> ms round trip) is not rounded up. Never raises.
+    (from a ms -> s -> ms round trip: 1e-6 ms plus a few float ulps, which outgrow 1e-6 ms
+    for delays past ~100 days) is not rounded up. Never raises.
     """
     if math.isnan(delay_s) or delay_s <= 0:
         return 0
     if delay_s * 1000 >= cap_ms:
         return cap_ms
-    return min(cap_ms, math.ceil(delay_s * 1000 - 1e-6))
+    delay_ms = delay_s * 1000
+    return min(cap_ms, math.ceil(delay_ms - (1e-6 + delay_ms * 1e-15)))

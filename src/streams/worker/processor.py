@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from streams.catalog import Family
 from streams.core import headers as h
-from streams.core.idempotency import event_hash
+from streams.core.idempotency import RouteMarkers, event_hash
 from streams.errors import Cancelled, DecodeError, Permanent, Retryable, Suppressed
 from streams.jobs.base import (
     NEVER_CANCELLED,
@@ -112,7 +112,8 @@ class Processor:
         self._dup_skipped = m.duplicates.labels(fam)
         self._cancelled = m.events.labels(fam, "cancelled")
         self._latency = m.end_to_end_latency.labels(fam)
-        self._durations: dict[str, Any] = {}  # event type -> histogram child
+        self._durations: dict[str, Any] = {}
+        self._routed = RouteMarkers()  # event type -> histogram child
         self._router = Router(
             family=family,
             config=config,
@@ -121,12 +122,21 @@ class Processor:
             clock_ms=clock_ms,
             rand=rand,
             status=status,
+            ledger=ledger,
         )
         timeout_s = config.handler_timeout_s
         self._deadlines = Deadlines(tick_s=min(0.25, max(0.01, timeout_s / 20)))
 
     async def process(self, entry: Entry) -> None:
         """Run one record to a durable outcome. Never raises (but lets cancellation through)."""
+        ledger = self._ledger
+        if ledger is not None and ledger.seen(
+            entry.partition, self._routed.of(entry.topic, entry.offset)
+        ):
+            self._dup.inc()  # routed already (a redelivery after a rebalance or crash)
+            self._dup_skipped.inc()
+            entry.finish()
+            return
         try:
             event = self._decoder.decode_event(entry.value)  # type: ignore[arg-type]
         except DecodeError as exc:
@@ -140,7 +150,6 @@ class Processor:
             return
         envelope = event.envelope
         digest = event_hash(envelope.event_id)
-        ledger = self._ledger
         if ledger is not None and ledger.seen(entry.partition, digest):
             self._dup.inc()
             self._dup_skipped.inc()

@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from streams.catalog import Family
 from streams.core import headers as h
+from streams.core.idempotency import RouteMarkers
 from streams.core.planner import DeadLetter, Retry, plan_failure
 from streams.errors import Unroutable
 from streams.metrics import Metrics
+from streams.worker.ledger import Ledger
 from streams.worker.ordering import Entry
 from streams.worker.status import StatusRecorder
 
@@ -54,6 +56,7 @@ class Router:
         clock_ms: Callable[[], int],
         rand: Callable[[], float] = random.random,
         status: StatusRecorder | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self._family = family
         self._family_name = family.name
@@ -63,6 +66,8 @@ class Router:
         self._clock_ms = clock_ms
         self._rand = rand
         self._status = status
+        self._ledger = ledger
+        self._routed = RouteMarkers()
 
     async def route(
         self, entry: Entry, error: BaseException, *, event_type: str, envelope: Any = None
@@ -100,9 +105,18 @@ class Router:
         if sent is None:
             return  # partition revoked meanwhile: left unacked, the next owner retries
         self._count(plan)
-        entry.finish()
+        self._finish_routed(entry)
         if self._status is not None:
             self._note_routed(plan, headers, sent, event_type, envelope)
+
+    def _finish_routed(self, entry: Entry) -> None:
+        """Ack once the record's route marker is durable (``core/idempotency.route_hash``):
+        a redelivery of it is then acked without a second retry or DLQ copy."""
+        if self._ledger is None:
+            entry.finish()
+            return
+        marker = self._routed.of(entry.topic, entry.offset)
+        self._ledger.record(entry.partition, marker, entry.finish)
 
     def _note_routed(
         self,
