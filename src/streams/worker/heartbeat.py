@@ -15,26 +15,15 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from streams.core.heartbeat import FamilyBeat, Heartbeat
+from streams.worker.ports import Producer
 from streams.worker.tp import TP
 
 log = logging.getLogger(__name__)
 TOMBSTONE_TIMEOUT_S = 2.0
-
-
-class Sender(Protocol):
-    async def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        partition: int | None,
-        timestamp: float | None,
-        headers: Any,
-    ) -> Awaitable[Any]: ...
 
 
 class FamilyView(Protocol):
@@ -59,7 +48,7 @@ class HeartbeatLoop:
         worker_id: str,
         topic: str,
         interval_s: float,
-        sender: Sender,
+        sender: Producer,
         families: Mapping[str, FamilyView],
         assignment: Callable[[], set[TP]],
         breakers: Callable[[], dict[str, str]],

@@ -40,7 +40,8 @@ from streams.worker.control import WorkerControl
 from streams.worker.deadlines import Deadlines
 from streams.worker.ledger import Ledger
 from streams.worker.ordering import Entry
-from streams.worker.routing import Producer, Router
+from streams.worker.ports import Producer
+from streams.worker.routing import Router
 from streams.worker.status import StatusRecorder
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from streams.catalog import Family
 from streams.core import headers as h
@@ -23,24 +23,13 @@ from streams.errors import Unroutable
 from streams.metrics import Metrics
 from streams.worker.ledger import Ledger
 from streams.worker.ordering import Entry
+from streams.worker.ports import Producer
 from streams.worker.status import StatusRecorder
 
 if TYPE_CHECKING:
     from streams.worker.processor import ProcessorConfig
 
 log = logging.getLogger(__name__)
-
-
-class Producer(Protocol):
-    async def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        partition: int | None,
-        timestamp: float | None,
-        headers: Any,
-    ) -> Awaitable[Any]: ...
 
 
 class Router:
