@@ -85,6 +85,7 @@ class CommitFirstLanes:
         self._queue: deque[tuple[Entry, str | None]] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._committing = 0  # records taken for the commit in progress
         lanes.on_settle = self._settled
 
     # --- what the intake and the schedulers call ------------------------------------------
@@ -109,7 +110,7 @@ class CommitFirstLanes:
     @property
     def in_flight(self) -> int:
         """Records admitted and not yet finished (queued for their commit or in the lanes)."""
-        return self.lanes.in_flight + len(self._queue)
+        return self.lanes.in_flight + len(self._queue) + self._committing
 
     async def wait_idle(self, tps: set[Any], timeout_s: float) -> bool:
         return await self.lanes.wait_idle(tps, timeout_s)
@@ -149,7 +150,11 @@ class CommitFirstLanes:
                 if live(item[0]):  # else left uncommitted: the next owner reads it
                     taken.append(item)
             if taken:
-                await self._commit_and_run(taken)
+                self._committing = len(taken)
+                try:
+                    await self._commit_and_run(taken)
+                finally:
+                    self._committing = 0
 
     async def _commit_and_run(self, taken: list[tuple[Entry, str | None]]) -> None:
         while True:
