@@ -216,6 +216,17 @@ async def test_committed_records_skipped_by_a_drain_are_counted_lost(world_facto
     assert w.lost == 2
 
 
+async def test_handlers_cancelled_past_the_drain_deadline_are_counted_lost(
+    world_factory: Any,
+) -> None:
+    w = world_factory(window=4, concurrency=2)
+    w.lanes.submit(w.entries(TP0, range(2)))
+    await until(lambda: len(w.started) == 2)
+    assert w.lanes.cancel({TP0}) == 2
+    await until(lambda: w.lanes.in_flight == 0)
+    assert w.lost == 2
+
+
 async def test_lanes_are_kept_in_order(world_factory: Any) -> None:
     w = world_factory(window=8)
     handed: list[tuple[list[int], str | None]] = []

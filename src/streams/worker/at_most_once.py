@@ -11,7 +11,8 @@ dropped uncommitted (the next owner reads them, they never ran here).
 What can be lost is bounded: at most ``window`` records (the family's concurrency) are
 committed and not yet finished at any time, the records running plus those waiting for a
 key that is busy. A SIGKILL loses those; a graceful drain or a revoke loses the ones it does
-not get to start (counted here, ``events{outcome="lost"}``). Committing a window at a time,
+not get to start and the handlers it cancels past its deadline (counted here,
+``events{outcome="lost"}``). Committing a window at a time,
 not a whole fetch (up to 512 records), keeps that bound at "what was running" rather than
 "what was fetched". A retry tier's record (a delayed event) is committed when it is due and
 starts, which may pass a record of the same partition still waiting for a later due time:
@@ -116,7 +117,12 @@ class CommitFirstLanes:
         return await self.lanes.wait_idle(tps, timeout_s)
 
     def cancel(self, tps: set[Any]) -> int:
-        return self.lanes.cancel(tps)
+        """Cancel the handlers of ``tps`` still running past the drain deadline: committed,
+        they never run again, so they are counted lost."""
+        cancelled = self.lanes.cancel(tps)
+        if cancelled:
+            self._on_lost(cancelled)
+        return cancelled
 
     def saturated(self) -> bool:
         return self.lanes.saturated()
