@@ -34,6 +34,9 @@ DurationMs = Annotated[int, BeforeValidator(parse_duration_ms)]
 _NAME = r"^[a-z][a-z0-9_]*$"
 
 
+Delivery = Literal["at_least_once", "at_most_once"]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -157,6 +160,10 @@ class Family(_Model):
         CircuitBreakerPolicy()
     )
     priorities: Priorities | None = None
+    delivery: Delivery = Field(
+        default="at_least_once",
+        description="at_least_once (retries, DLQ) or at_most_once (commit first, never twice)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Family:

@@ -105,7 +105,7 @@ class Metrics:
             events=Counter(
                 "events",
                 "Events finished, by family and outcome "
-                "(done, retried, deferred, dead_lettered, duplicate)",
+                "(done, retried, deferred, dead_lettered, duplicate; lost: at-most-once only)",
                 ["family", "outcome"],
                 namespace=ns,
                 registry=reg,

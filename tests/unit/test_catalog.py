@@ -67,6 +67,16 @@ INVALID = {
         "families.email.retention",
         "expected a duration like '30s', got True",
     ),
+    "unknown delivery mode": (
+        catalog_data(delivery="exactly_once"),
+        "families.email.delivery",
+        "Input should be 'at_least_once' or 'at_most_once'",
+    ),
+    "delivery mode is not a string": (
+        catalog_data(delivery=True),
+        "families.email.delivery",
+        "Input should be 'at_least_once' or 'at_most_once'",
+    ),
     "min_insync above replication factor": (
         catalog_data(min_insync_replicas=3, replication_factor=2),
         "families.email",
@@ -255,6 +265,12 @@ def test_family_value_overrides_defaults_deeply() -> None:
     assert fam.partitions == 3
     assert fam.retry.delays_ms == (10_000,)
     assert fam.retry.max_attempts == 7  # inherited through the deep merge
+
+
+def test_delivery_defaults_to_at_least_once() -> None:
+    assert parse_catalog(catalog_data()).family("email").delivery == "at_least_once"
+    chosen = parse_catalog(catalog_data(delivery="at_most_once")).family("email")
+    assert chosen.delivery == "at_most_once"
 
 
 def test_every_error_is_reported_at_once() -> None:

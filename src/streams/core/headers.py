@@ -70,6 +70,7 @@ DLQ_REASONS = (
     "rejected",
     "expired",
     "unroutable",
+    "at_most_once",
 )
 
 AVRO_CONTENT_TYPE = "application/vnd.streams+avro"

@@ -11,6 +11,9 @@ agents only carry the decision out. Classification of the error:
     Permanent / ``retriable=False`` -> DeadLetter 'permanent'
     RetryAfter, Retryable, other    -> Retry (next attempt) or DeadLetter 'exhausted'
 
+An at-most-once family never retries (``plan_at_most_once``): what would be a ``Retry``
+(the last two rows) is DeadLetter 'at_most_once' instead.
+
 Failure headers are replaced, never appended: the result's headers are a copy of the
 input with at most the names in ``headers.FAILURE_HEADERS`` added (and ``headers.LANE``,
 once, for a record first consumed from a priority lane's topic that lacks it), so feeding
@@ -39,6 +42,7 @@ from streams.core.policies import RetryPolicy
 from streams.core.topology import dlq_topic, lane_of_topic, retry_topic
 
 DEFERRED_ERROR_CLASS = "streams.errors.Deferred"
+AT_MOST_ONCE = "at_most_once"  # the DLQ reason of an at-most-once family's retryable failure
 _FOREVER_MS = 2**62  # an infinite max_defer_s
 
 
@@ -75,7 +79,6 @@ class DeadLetter:
 class _Context:
     family: str
     prefix: str
-    retry: RetryPolicy
     headers: Mapping[str, str]
     origin: h.Origin
     now_ms: int
@@ -100,13 +103,38 @@ def plan_failure(
     ``max_defer_s``, and caps a ``RetryAfter`` hint. Raises nothing for the error tree
     (a NaN delay counts as 0, an infinite one as longer than any budget).
     """
-    ctx = _Context(family, prefix, retry, headers, origin, now_ms)
+    ctx = _Context(family, prefix, headers, origin, now_ms)
     reason = _dead_letter_reason(error)
     if reason is not None:
         return _dead_letter(ctx, h.Failure.from_exception(error), reason)
     if isinstance(error, Deferred):
-        return _plan_deferral(ctx, error, default_max_defer_ms)
-    return _plan_retry(ctx, error, rand, default_max_defer_ms)
+        return _plan_deferral(ctx, retry, error, default_max_defer_ms)
+    return _plan_retry(ctx, retry, error, rand, default_max_defer_ms)
+
+
+def plan_at_most_once(
+    *,
+    family: str,
+    prefix: str,
+    error: BaseException,
+    headers: Mapping[str, str],
+    origin: h.Origin,
+    now_ms: int,
+) -> DeadLetter:
+    """The DLQ record of a failure in an at-most-once family (never retried, never deferred).
+
+    An error that is never retried anyway keeps its reason (invalid, undecodable, rejected,
+    unroutable, permanent); one that would have been retried or deferred (a rate limit, an
+    open circuit) is dead-lettered with reason AT_MOST_ONCE, the deferral's cause in its
+    error headers. ``headers`` are never mutated; raises nothing.
+    """
+    ctx = _Context(family, prefix, headers, origin, now_ms)
+    reason = _dead_letter_reason(error)
+    if reason is not None:
+        return _dead_letter(ctx, h.Failure.from_exception(error), reason)
+    if isinstance(error, Deferred):
+        return _dead_letter(ctx, h.Failure(DEFERRED_ERROR_CLASS, error.reason), AT_MOST_ONCE)
+    return _dead_letter(ctx, h.Failure.from_exception(error), AT_MOST_ONCE)
 
 
 def _dead_letter_reason(error: BaseException) -> str | None:
@@ -127,7 +155,11 @@ def _dead_letter_reason(error: BaseException) -> str | None:
 
 
 def _plan_retry(
-    ctx: _Context, error: BaseException, rand: Callable[[], float], hint_cap_ms: int
+    ctx: _Context,
+    retry: RetryPolicy,
+    error: BaseException,
+    rand: Callable[[], float],
+    hint_cap_ms: int,
 ) -> Retry | DeadLetter:
     """The next attempt on the nominal tier, or DeadLetter 'exhausted'.
 
@@ -136,23 +168,25 @@ def _plan_retry(
     """
     failure = h.Failure.from_exception(error)
     attempt = h.attempt_of(ctx.headers)
-    if attempt >= ctx.retry.max_attempts:
+    if attempt >= retry.max_attempts:
         return _dead_letter(ctx, failure, "exhausted")
     next_attempt = attempt + 1
-    tier_ms = ctx.retry.delay_ms_for(next_attempt)
-    wait_ms = jittered_delay_ms(tier_ms, ctx.retry.jitter, rand)
+    tier_ms = retry.delay_ms_for(next_attempt)
+    wait_ms = jittered_delay_ms(tier_ms, retry.jitter, rand)
     if isinstance(error, RetryAfter):
         hint_ms = seconds_to_ms(error.delay_s, cap_ms=hint_cap_ms)
         wait_ms = max(wait_ms, hint_ms)
         if hint_ms > tier_ms:
-            tier_ms = tier_for_delay_ms(ctx.retry.tier_delays_ms, hint_ms)
+            tier_ms = tier_for_delay_ms(retry.tier_delays_ms, hint_ms)
     out = _failure_headers(ctx, failure)
     out[h.ATTEMPT] = str(next_attempt)
     out.pop(h.RATE_RESERVED, None)  # a new attempt pays for its tokens again
     return _retry(ctx, out, tier_ms, ctx.now_ms + wait_ms, next_attempt, deferred_by=None)
 
 
-def _plan_deferral(ctx: _Context, error: Deferred, default_max_defer_ms: int) -> Retry | DeadLetter:
+def _plan_deferral(
+    ctx: _Context, retry: RetryPolicy, error: Deferred, default_max_defer_ms: int
+) -> Retry | DeadLetter:
     """A wait that uses no attempt, or DeadLetter 'expired' past the deferral budget."""
     failure = h.Failure(DEFERRED_ERROR_CLASS, error.reason)
     max_defer_ms = default_max_defer_ms
@@ -166,7 +200,7 @@ def _plan_deferral(ctx: _Context, error: Deferred, default_max_defer_ms: int) ->
     out[h.DEFERRALS] = str(max(0, h.int_header(ctx.headers, h.DEFERRALS, 0)) + 1)
     if error.reserved:  # else a reservation made earlier stays (e.g. an open circuit)
         out[h.RATE_RESERVED] = "1"
-    tier_ms = tier_for_delay_ms(ctx.retry.tier_delays_ms, delay_ms)
+    tier_ms = tier_for_delay_ms(retry.tier_delays_ms, delay_ms)
     attempt = h.attempt_of(ctx.headers)
     return _retry(ctx, out, tier_ms, ctx.now_ms + delay_ms, attempt, deferred_by=error.kind)
 

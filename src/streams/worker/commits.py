@@ -70,6 +70,15 @@ class Committer:
                     del self._pending[tp]
             return True
 
+    async def commit_through(self, offsets: Mapping[TP, int]) -> bool:
+        """Commit ``offsets`` (each partition's next offset to read) now, with any other
+        pending advance; True once the broker acknowledged every one of them (already
+        committed that far counts). An at-most-once family commits before it runs."""
+        for tp, next_offset in offsets.items():
+            self.advance(tp, next_offset)
+        await self.commit()
+        return all(self.committed.get(tp, -1) >= off for tp, off in offsets.items())
+
     async def run(self, interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)

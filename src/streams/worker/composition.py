@@ -10,7 +10,7 @@ its co-partitioned assignment, as an agent's channel is.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol, cast
@@ -28,6 +28,7 @@ from streams.core.topology import FamilyTopics
 from streams.jobs.registry import HandlerRegistry
 from streams.metrics import Metrics
 from streams.settings import Settings
+from streams.worker.at_most_once import CommitFirstLanes
 from streams.worker.breakers import Breakers
 from streams.worker.changelog import ChangelogWriter
 from streams.worker.control import WorkerControl
@@ -52,7 +53,7 @@ class FamilyRuntime:
     family: Family
     topics: FamilyTopics
     processor: Processor
-    lanes: Lanes
+    lanes: Lanes | CommitFirstLanes
     ledger: Ledger | None
     writers: list[ChangelogWriter]
     schedulers: list[DueScheduler] = field(default_factory=list)
@@ -68,6 +69,7 @@ class PartitionHooks(Protocol):
 
     def log_for(self, tp: TP, offset: int) -> PartitionLog | None: ...
     async def admission(self) -> None: ...
+    async def commit_through(self, offsets: Mapping[TP, int]) -> bool: ...
     def pause(self, tp: TP) -> None: ...
     def resume(self, tp: TP) -> None: ...
 
@@ -176,13 +178,21 @@ class FamilyBuilder:
             control=self.control,
             status=self.status,
         )
-        lanes = Lanes(
+        pool = Lanes(
             processor,
             concurrency=family.concurrency,
             on_in_flight=self.metrics.in_flight.labels(family.name),
             gate=self.control.gate(family.name) if self.control else None,
             ready=PriorityReady(family) if family.priorities is not None else None,
         )
+        lanes: Lanes | CommitFirstLanes = pool
+        if family.delivery == "at_most_once":  # commit first, then run (worker/at_most_once.py)
+            lanes = CommitFirstLanes(
+                pool,
+                self.hooks.commit_through,
+                window=family.concurrency,
+                on_lost=self.metrics.events.labels(family.name, "lost").inc,
+            )
         fr = FamilyRuntime(family, topics, processor, lanes, ledger, [done_writer, bucket_writer])
         fr.gate = gate
         if family.state_table:

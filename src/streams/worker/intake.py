@@ -19,13 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from streams.core import headers as h
 from streams.core.planner import is_due
-from streams.worker.lanes import Lanes
 from streams.worker.ordering import Entry, PartitionLog
 from streams.worker.scheduler import DueScheduler
 from streams.worker.tp import TP
@@ -36,11 +35,18 @@ DEFAULT_HIGH = 4096
 CHUNK = 512  # records admitted per loop step: a big fetch must not hold up a small urgent one
 
 
+class Submits(Protocol):
+    """Where admitted entries go: the family's ``Lanes`` (or an at-most-once family's
+    ``CommitFirstLanes``, ``worker/at_most_once.py``)."""
+
+    def submit(self, entries: Iterable[Entry], lane: str | None = None) -> None: ...
+
+
 @dataclass
 class Route:
     """Where a topic's admitted records go."""
 
-    lanes: Lanes
+    lanes: Submits
     scheduler: DueScheduler | None = None
     max_hold_ms: int | None = None
     lane: str | None = None  # the priority lane of a lane topic (None: by header, or none)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from streams.worker.ordering import Entry
@@ -70,6 +70,9 @@ class Lanes:
         self._gauge = on_in_flight
         self._in_flight = 0
         self._stopping = False
+        # told of each record leaving the pool, and whether it ran (an at-most-once family's
+        # front, ``worker/at_most_once.py``: one that did not run was committed, so lost)
+        self.on_settle: Callable[[Entry, bool], None] | None = None
 
     @property
     def in_flight(self) -> int:
@@ -160,16 +163,16 @@ class Lanes:
                     self._wake.set()
                 else:
                     for skipped in queued or ():
-                        self._settle(skipped)
+                        self._settle(skipped, ran=False)
 
     async def _run(self, slot: int, entry: Entry) -> None:
         plog = entry.log
         gate = self._gate
         if gate is not None and not gate.open and not await gate.wait():
-            self._settle(entry)
+            self._settle(entry, ran=False)
             return
         if plog.stopping or plog.closed:
-            self._settle(entry)
+            self._settle(entry, ran=False)
             return
         tp = plog.tp
         self._running[tp] = self._running.get(tp, 0) + 1
@@ -198,14 +201,16 @@ class Lanes:
                     idle.set()
             else:
                 self._running[tp] = left
-            self._settle(entry)
+            self._settle(entry, ran=True)
 
-    def _settle(self, entry: Entry) -> None:
+    def _settle(self, entry: Entry, *, ran: bool) -> None:
         """``entry`` left the pool (ran, or skipped unfinished)."""
         self._in_flight -= 1
         if entry.lane is not None and self._priority is not None:
             self._priority.finished(entry)  # a lower lane's slot may be free again
             self._wake.set()
+        if self.on_settle is not None:
+            self.on_settle(entry, ran)
 
     # --- revoke and shutdown ----------------------------------------------------------------
 

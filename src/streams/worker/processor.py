@@ -35,6 +35,7 @@ from streams.jobs.base import (
 )
 from streams.jobs.registry import HandlerRegistry
 from streams.metrics import Metrics
+from streams.worker.at_most_once import AtMostOnceRouter
 from streams.worker.breakers import unwatch_interrupted, watch_interrupted
 from streams.worker.control import WorkerControl
 from streams.worker.deadlines import Deadlines
@@ -113,9 +114,10 @@ class Processor:
         self._dup_skipped = m.duplicates.labels(fam)
         self._cancelled = m.events.labels(fam, "cancelled")
         self._latency = m.end_to_end_latency.labels(fam)
-        self._durations: dict[str, Any] = {}
-        self._routed = RouteMarkers()  # event type -> histogram child
-        self._router = Router(
+        self._durations: dict[str, Any] = {}  # event type -> histogram child
+        self._routed = RouteMarkers()
+        router = AtMostOnceRouter if family.delivery == "at_most_once" else Router
+        self._router = router(
             family=family,
             config=config,
             producer=producer,

@@ -150,6 +150,10 @@ class Rebalancer:
             plog = self.logs[tp] = PartitionLog(tp, self._advance)
         return plog
 
+    async def commit_through(self, offsets: Mapping[TP, int]) -> bool:
+        """Commit ``offsets`` now (``Committer.commit_through``)."""
+        return await self.committer.commit_through(offsets)
+
     def _advance(self, tp: TP, next_offset: int) -> None:
         self.committer.advance(tp, next_offset)
         self.advanced(tp)
