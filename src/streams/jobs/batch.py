@@ -121,9 +121,7 @@ def match_outcomes(event_ids: Sequence[str], result: object) -> list[Outcome]:
         outcomes = _from_mapping(event_ids, result)
     elif isinstance(result, Sequence) and not isinstance(result, str | bytes):
         if len(result) != n:
-            raise BatchResultError(
-                f"batch handler returned {len(result)} outcomes for {n} events"
-            )
+            raise BatchResultError(f"batch handler returned {len(result)} outcomes for {n} events")
         outcomes = list(result)
     else:
         raise BatchResultError(

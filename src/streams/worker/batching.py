@@ -118,9 +118,7 @@ class Batcher:
         self.family = family
         self.event_type = event_type
         self._fn = spec.fn
-        self._acc: Accumulator[Waiting] = Accumulator(
-            spec.batch.max_events, spec.batch.max_wait_ms
-        )
+        self._acc: Accumulator[Waiting] = Accumulator(spec.batch.max_events, spec.batch.max_wait_ms)
         self._max_events = spec.batch.max_events
         self._settler = settler
         self._clock_ms = clock_ms
@@ -147,7 +145,9 @@ class Batcher:
         """Events waiting for a batch or in the running one."""
         return len(self._acc) + len(self._running)
 
-    def add(self, event: Any, entry: Entry, headers: dict[str, str], digest: int, attempt: int) -> None:
+    def add(
+        self, event: Any, entry: Entry, headers: dict[str, str], digest: int, attempt: int
+    ) -> None:
         if self._task is None and not self._stopping:
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name=f"batch.{self.family}.{self.event_type}"
@@ -174,7 +174,9 @@ class Batcher:
                 task.uncancel()
                 log.warning("%s: a batch runner was cancelled; it carries on", self.family)
             except Exception:  # _flush never raises; a last line of defence
-                log.exception("%s: unexpected error in the %s batch runner", self.family, self.event_type)
+                log.exception(
+                    "%s: unexpected error in the %s batch runner", self.family, self.event_type
+                )
 
     async def _next(self) -> None:
         now_ms = self._clock_ms()

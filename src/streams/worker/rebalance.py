@@ -10,8 +10,9 @@ skipped, found by a test). Co-partitioning (main and retry tiers assigned alike)
 
 On revoke (faust pauses fetching and clears agent buffers first): records waiting for their
 due time or for their batch (``worker/batching.py``) are dropped unacked, running handlers
-and running batches get ``drain_timeout_s`` to finish (then are cancelled), the done-markers are flushed, the finished prefix of each partition is acked and
-committed, and the partitions' state is forgotten. Shutdown does the same for every
+and running batches get ``drain_timeout_s`` to finish (then are cancelled), the
+done-markers are flushed, the finished prefix of each partition is acked and committed, and
+the partitions' state is forgotten. Shutdown does the same for every
 partition after pausing them all.
 
 Written against ``ConsumerPort`` (``compat.FaustConsumer`` in the worker) and the
