@@ -96,6 +96,7 @@ class Rig:
             metrics=self.metrics,
             clock_ms=self.clock,
             rand=lambda: 0.5,
+            monotonic_ms=self.clock,
         )
         self.acks = AckLog()
         self.logs: dict[Any, PartitionLog] = {}

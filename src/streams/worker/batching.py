@@ -6,7 +6,7 @@ it passed decoding, the idempotency ledger, the cancel check and the rate gate, 
 at once: the pool's slot is free, the entry stays unfinished. Each event type has one
 ``Batcher``: an ``Accumulator`` (``core/batching.py``, pure) and one runner task that waits
 until a batch is ready (``max_events`` collected, or ``max_wait_ms`` after the oldest
-arrived, on the injected clock), then runs it:
+arrived, on the injected monotonic clock), then runs it:
 
 1. events of partitions being given up are left out (unfinished: the next owner redoes
    them); a second record of an event id already in the batch waits for the next batch;

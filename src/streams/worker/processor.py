@@ -92,8 +92,12 @@ class Processor:
         tables: Mapping[str, JobTable] | None = None,
         control: WorkerControl | None = None,
         status: StatusRecorder | None = None,
+        monotonic_ms: Callable[[], int] = lambda: int(time.monotonic() * 1000),
     ) -> None:
+        """``monotonic_ms`` times the batches' waits (a wall-clock step must not stretch
+        them); ``clock_ms`` is the wall clock of due times and latencies."""
         self.family = family
+        self._monotonic_ms = monotonic_ms
         self._name = family.name
         self._config = config
         self._decoder = decoder
@@ -142,7 +146,7 @@ class Processor:
             spec=spec,
             settler=self,
             metrics=self._metrics,
-            clock_ms=self._clock_ms,
+            clock_ms=self._monotonic_ms,
             timeout_s=self._config.handler_timeout_s,
             guard=self._guard,
             on_dependency_timeout=self._on_dependency_timeout,
