@@ -214,9 +214,10 @@ class Batcher:
         try:
             outcomes = await self._call(items)
         except asyncio.CancelledError:
-            if not self._cancelling:
-                raise
-            self._cancelled(batch)
+            ours = self._cancelling
+            self._cancelled(batch, ours=ours)
+            if not ours:
+                raise  # shutdown, or a stray cancellation (the runner carries on)
             return
         finally:
             self._cancelling = False
@@ -224,19 +225,20 @@ class Batcher:
             self._idle.set()
         await self._settle(items, outcomes)
 
-    def _cancelled(self, batch: list[tuple[int, Waiting]]) -> None:
-        """Our cancellation (a partition given up past the drain deadline): events of
-        partitions still owned run again in the next batch."""
+    def _cancelled(self, batch: list[tuple[int, Waiting]], *, ours: bool) -> None:
+        """The handler call was cancelled (``ours``: a partition given up past the drain
+        deadline): events of partitions still owned run again in the next batch."""
         task = asyncio.current_task()
-        if task is not None:
+        if ours and task is not None:
             task.uncancel()
         again = [pair for pair in batch if not _given_up(pair[1])]
         self._acc.put_back(again)
         log.warning(
-            "%s: cancelled a %s batch of %d event(s) past the drain deadline; %d run again",
+            "%s: a %s batch of %d event(s) was cancelled%s; %d run again",
             self.family,
             self.event_type,
             len(batch),
+            " past the drain deadline" if ours else "",
             len(again),
         )
 
