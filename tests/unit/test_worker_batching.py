@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from tests.unit.worker_fakes import (
+    NOW_MS,
     TP,
     AckingLog,
     AckLog,
@@ -57,6 +58,7 @@ class Rig:
         max_wait_ms: int = 1000,
         timeout_s: float = 5.0,
         hold: asyncio.Event | None = None,
+        control: Any = None,
     ) -> None:
         self.clock = Clock()
         self.metrics = new_metrics()
@@ -96,6 +98,7 @@ class Rig:
             metrics=self.metrics,
             clock_ms=self.clock,
             rand=lambda: 0.5,
+            control=control,
             monotonic_ms=self.clock,
         )
         self.acks = AckLog()
@@ -338,3 +341,39 @@ async def test_one_keys_events_reach_the_handler_in_offset_order_through_the_lan
         by_key.setdefault(f"user-{c.offset % 2}".encode(), []).append(c.offset)
     assert all(offsets == sorted(offsets) for offsets in by_key.values()), by_key
     assert sorted(ids) == sorted(f"e0-{i}" for i in range(8))
+
+
+def control_view() -> Any:
+    from streams.control.reader import ControlView
+    from streams.worker.control import WorkerControl
+
+    view = ControlView(lambda: NOW_MS)
+    return WorkerControl(view=view, follower=None, topics_of={}, clock_ms=lambda: NOW_MS)
+
+
+def cancel(control: Any, event_id: str) -> None:
+    from streams.control.model import Command
+
+    command = Command(kind="cancel", target=event_id, issued_at_ms=1)
+    control.view.apply(f"cancel/{event_id}".encode(), command.encode())
+
+
+async def test_cancels_apply_per_event_while_waiting_and_while_running(
+    make_rig: Callable[..., Rig],
+) -> None:
+    control = control_view()
+
+    def decide(events: list[Any], ctx: BatchContext) -> list[Outcome]:
+        ctx.contexts[0].cancel.set("told to stop")  # as a cancel arriving mid-run
+        return [Retryable("interrupted"), DONE]
+
+    r = make_rig(decide=decide, control=control, max_events=100)
+    await r.feed(*(r.entry(i) for i in range(3)))
+    cancel(control, "e0-1")  # while it waits for its batch
+    r.clock.advance(1000)
+    r.batches.get(EVENT_TYPE).poke()
+    await until(lambda: r.acks.offsets() == [0, 1, 2])
+    assert [ids for ids, _ in r.calls] == [["e0-0", "e0-2"]], "a cancelled event never runs"
+    assert r.metric("streams_events_total", outcome="cancelled") == 2
+    assert r.metric("streams_events_total", outcome="done") == 1
+    assert r.route.sent == [], "a failure because of its cancel is not retried"
