@@ -4,6 +4,8 @@ One handler for ``audit.claim_submitted``; what it does is chosen by environment
 that the bench sets on the worker process (bench support only, never library code):
 
   BENCH_MODE     noop      return at once (P1, P6, P7, P8)
+                 batch     a batch handler instead (``Batch(BENCH_BATCH_MAX_EVENTS`` (100),
+                           ``BENCH_BATCH_MAX_WAIT_MS`` (100)``)): every event done (P1B)
                  http      await a GET to BENCH_HTTP_URL (P2)
                  latency   record now - envelope.occurred_at_ms per event (P3)
                  lanes     a ``details["hold_ms"]`` event holds its slot that long (the
@@ -37,6 +39,7 @@ from typing import Any
 
 from streams.errors import Retryable
 from streams.jobs.base import JobContext
+from streams.jobs.batch import DONE, Batch, BatchContext, Outcome
 from streams.jobs.registry import handler
 
 MODE = os.environ.get("BENCH_MODE", "noop")
@@ -181,7 +184,6 @@ async def _http_get() -> None:
             raise Retryable(f"bench server answered {response.status}")
 
 
-@handler("audit.claim_submitted")
 async def bench_handler(event: Any, ctx: JobContext) -> None:
     if MODE == "http":
         await _http_get()
@@ -206,3 +208,20 @@ async def bench_handler(event: Any, ctx: JobContext) -> None:
             _rec.tick()
             raise Retryable(f"bench: planned failure on attempt {ctx.attempt}")
     _rec.tick()
+
+
+async def bench_batch_handler(events: list[Any], ctx: BatchContext) -> list[Outcome]:
+    _rec.samples.append([len(events), int(time.monotonic() * 1000)])
+    for _ in events:
+        _rec.tick()
+    return [DONE] * len(events)
+
+
+if MODE == "batch":
+    _batch = Batch(
+        max_events=int(os.environ.get("BENCH_BATCH_MAX_EVENTS", "100")),
+        max_wait_ms=int(os.environ.get("BENCH_BATCH_MAX_WAIT_MS", "100")),
+    )
+    handler("audit.claim_submitted", batch=_batch)(bench_batch_handler)
+else:
+    handler("audit.claim_submitted")(bench_handler)

@@ -15,7 +15,9 @@ DLQ. Target (issue 17) >= 15,000 events/s and >= 1.2 x F0.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from bench.cases import _engine as eng
 from bench.harness import BenchContext, Case, Sample, Summary
@@ -39,9 +41,11 @@ def drain_once(
     fam: eng.BenchFamily,
     label: str,
     extra_env: dict[str, str] | None = None,
+    more: Callable[[dict[str, Any]], dict[str, float]] | None = None,
 ) -> tuple[float, dict[str, float]]:
     """One worker run over the pre-loaded topic: (events/s, details); ``extra_env`` varies
-    the worker's settings (P12: ``STREAMS_STATUS_TRACKING=false``)."""
+    the worker's settings (P12: ``STREAMS_STATUS_TRACKING=false``), ``more`` adds details
+    read from the handler's record (P1B: batch sizes)."""
     app_id = fam.next_app_id(label)
     settings = fam.provision(app_id)
     out = fam.out_path(app_id)
@@ -73,6 +77,7 @@ def drain_once(
         "cpu_us_per_event": eng.cpu_us_per_event(record),
         "maxrss_mb": record["maxrss_kb"] / 1024,
         "events_per_flush": ctx.events / flushes if flushes else 0.0,
+        **(more(record) if more is not None else {}),
     }
 
 

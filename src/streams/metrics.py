@@ -50,6 +50,8 @@ _HANDLER_BUCKETS_S = (
     300.0,
 )
 
+_BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+
 BREAKER_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 NOT_ADMITTED_REASONS = (
     "not_positioned",
@@ -85,6 +87,8 @@ class Metrics:
     ledger_flush_duration: Histogram
     idempotency_keys: Gauge
     route_failures: Counter
+    batch_size: Histogram
+    batch_flushes: Counter
     not_admitted: Counter
     reseeks: Counter
 
@@ -258,6 +262,22 @@ class Metrics:
                 "route_failures",
                 "Failed attempts to produce a retry/DLQ record (retried)",
                 ["family"],
+                namespace=ns,
+                registry=reg,
+            ),
+            batch_size=Histogram(
+                "batch_size_events",
+                "Events handed to a batch handler per call",
+                ["family", "event_type"],
+                namespace=ns,
+                registry=reg,
+                buckets=_BATCH_SIZE_BUCKETS,
+            ),
+            batch_flushes=Counter(
+                "batch_flushes",
+                "Batch handler calls, by why the batch was cut (full: max_events collected; "
+                "wait: max_wait_ms after its oldest event arrived)",
+                ["family", "event_type", "reason"],
                 namespace=ns,
                 registry=reg,
             ),

@@ -151,7 +151,7 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
 
 class Ledger:
     def __init__(self, path: Path) -> None:
-        from tests.support.ledger_handlers import connect
+        from tests.support.ledger_db import connect
 
         self.conn = connect(str(path))
 
@@ -306,10 +306,15 @@ def iter_event_ids(msgs: list[Any]) -> Iterator[str]:
 
 @contextlib.contextmanager
 def audit_rig(
-    make_settings: Callable[..., Settings], tmp_path: Path, audit: dict[str, Any]
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    audit: dict[str, Any],
+    *,
+    handlers: str = "tests.support.ledger_handlers",
 ) -> Iterator[dict[str, Any]]:
     """Topics for an ``audit`` family shaped by ``audit``, a publisher, the SQLite ledger and
-    a ``start(worker_id, **env)`` that runs ledger-handler workers (stopped at the end)."""
+    a ``start(worker_id, **env)`` that runs workers loading ``handlers`` (the ledger
+    handlers; stopped at the end)."""
     from streams.publish.publisher import Publisher
 
     settings = make_settings(catalog_path=write_catalog(tmp_path, {"audit": audit}))
@@ -325,6 +330,7 @@ def audit_rig(
             tmp_path / f"{worker_id}.log",
             worker_id=worker_id,
             extra_env=env,
+            handlers=handlers,
         )
         workers.append(w.start())
         return w

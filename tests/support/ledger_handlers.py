@@ -25,26 +25,10 @@ from typing import Any
 from streams.errors import Permanent, Retryable
 from streams.jobs.base import JobContext
 from streams.jobs.registry import handler
+from tests.support.ledger_db import connect
 
 _DB_PATH = os.environ.get("STREAMS_TEST_LEDGER", "ledger.db")
 _conn: sqlite3.Connection | None = None
-
-
-def connect(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=30, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS ledger (event_id TEXT PRIMARY KEY, subject_id TEXT,"
-        " seq INTEGER, attempt INTEGER, done_at_ms INTEGER, pid INTEGER)"
-    )
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS attempts (event_id TEXT, attempt INTEGER, at_ms INTEGER,"
-        " due_at_ms INTEGER, pid INTEGER, real_ms INTEGER)"
-    )
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS duplicates (event_id TEXT, at_ms INTEGER, pid INTEGER)"
-    )
-    return conn
 
 
 def _db() -> sqlite3.Connection:

@@ -65,6 +65,7 @@ def test_snapshot_reports_partitions_in_flight_paused_and_breakers() -> None:
         "email": SimpleNamespace(
             topics=SimpleNamespace(all=("email", "email.retry.10s", "email.dlq")),
             lanes=SimpleNamespace(in_flight=4),
+            batches=[5],  # one event waiting for its batch
             schedulers=[[1, 2], [3]],
         )
     }
@@ -84,7 +85,7 @@ def test_snapshot_reports_partitions_in_flight_paused_and_breakers() -> None:
         "w9",
         42,
         2000,
-        {"email": FamilyBeat(4, True, {"email": [2], "email.retry.10s": [2]}, waiting=3)},
+        {"email": FamilyBeat(5, True, {"email": [2], "email.retry.10s": [2]}, waiting=3)},
         {"smtp:25": "half_open"},
     )
 

@@ -119,6 +119,19 @@ class FakeLanes:
         return False
 
 
+class FakeBatches(FakeLanes):
+    """Events waiting for their batch (``waiting``) and a running batch (``running``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting: set[TP] = set()
+
+    def drop(self, tps: set[TP]) -> int:
+        dropped = self.waiting & tps
+        self.waiting -= dropped
+        return len(dropped)
+
+
 class FakeWriter:
     def __init__(self) -> None:
         self.flushes: list[float | None] = []
@@ -136,6 +149,7 @@ class FakeFamily:
         self.ledger = FakeLedger()
         self.schedulers = [FakeScheduler()]
         self.lanes = FakeLanes()
+        self.batches = FakeBatches()
         self.writers = [FakeWriter()]
 
 
@@ -221,9 +235,13 @@ async def test_release_drops_waiting_drains_running_flushes_acks_and_commits(
     assert plog is not None
     family.schedulers[0].waiting = {retry0}
     family.lanes.running = {main0}  # a handler that does not finish within the deadline
+    family.batches.waiting = {main0, main1}  # events waiting for their batch
+    family.batches.running = {main0, main1}  # a batch holding events of both
     await rb.on_revoked(None, {main0, retry0, TP("foreign", 3)})
     assert family.schedulers[0].waiting == set()
     assert family.lanes.cancelled == {main0}, "a handler ran past the drain deadline"
+    assert family.batches.waiting == {main1}, "only the revoked partition's events drop"
+    assert family.batches.cancelled == {main0}, "a batch ran past the drain deadline"
     assert family.writers[0].flushes, "done-markers were not flushed"
     assert plog.closed and main0 not in rb.logs
     assert family.ledger.partitions == {1}

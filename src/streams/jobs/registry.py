@@ -14,37 +14,64 @@ functions register on the default registry::
     @handler("push.requested")
     async def send_push(event: PushRequested, ctx: JobContext) -> None: ...
 
-and ``streams worker --handlers my.module`` imports such modules.
+and ``streams worker --handlers my.module`` imports such modules. A batch handler
+(``handler(event_type, batch=Batch(max_events=..., max_wait_ms=...))``) takes a list of
+events and returns one outcome per event (``jobs/batch.py``).
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.metadata
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 from streams.errors import ConfigError
 from streams.jobs.base import Handler, Job, JobSpec
+from streams.jobs.batch import Batch, BatchHandler, BatchSpec
 
 ENTRY_POINT_GROUP = "streams.jobs"
 BUILTIN_DISTRIBUTION = "streams"
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
 class HandlerRegistry:
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
+        self._batch_handlers: dict[str, BatchSpec] = {}
         self.jobs: list[Job] = []
         self._dependency_family: dict[str, str] = {}
 
     def register(self, event_type: str, fn: Handler) -> None:
         """Register ``fn`` for ``event_type``; raises ConfigError on a second registration."""
-        if event_type in self._handlers:
-            raise ConfigError(f"a handler for {event_type!r} is already registered")
+        self._claim(event_type)
         self._handlers[event_type] = fn
 
-    def handler(self, event_type: str) -> Callable[[Handler], Handler]:
-        def decorate(fn: Handler) -> Handler:
-            self.register(event_type, fn)
+    def register_batch(self, event_type: str, fn: BatchHandler, batch: Batch) -> None:
+        """Register batch handler ``fn`` for ``event_type``; raises ConfigError on a second
+        registration or when ``batch`` is not a ``Batch``."""
+        if not isinstance(batch, Batch):
+            raise ConfigError(
+                f"handler for {event_type!r}: batch= takes a streams.jobs.batch.Batch, "
+                f"got {type(batch).__name__}"
+            )
+        self._claim(event_type)
+        self._batch_handlers[event_type] = BatchSpec(fn, batch)
+
+    def _claim(self, event_type: str) -> None:
+        if event_type in self._handlers or event_type in self._batch_handlers:
+            raise ConfigError(f"a handler for {event_type!r} is already registered")
+
+    def handler(self, event_type: str, *, batch: Batch | None = None) -> Callable[[F], F]:
+        """Decorator registering ``fn`` for ``event_type``; with ``batch`` as a batch
+        handler (``async def fn(events: list, ctx: BatchContext) -> outcomes``)."""
+
+        def decorate(fn: F) -> F:
+            if batch is None:
+                self.register(event_type, fn)
+            else:
+                self.register_batch(event_type, fn, batch)
             return fn
 
         return decorate
@@ -73,16 +100,26 @@ class HandlerRegistry:
         return self._dependency_family.get(name.partition(":")[0])
 
     def get(self, event_type: str) -> Handler | None:
+        """The plain handler of ``event_type`` (None for none, or a batch handler)."""
         return self._handlers.get(event_type)
 
+    def batch_handler(self, event_type: str) -> BatchSpec | None:
+        return self._batch_handlers.get(event_type)
+
+    def batched_types(self) -> frozenset[str]:
+        """The event types with a batch handler."""
+        return frozenset(self._batch_handlers)
+
     def event_types(self) -> set[str]:
-        return set(self._handlers)
+        return set(self._handlers) | set(self._batch_handlers)
 
     def merged(self, other: HandlerRegistry) -> HandlerRegistry:
         out = HandlerRegistry()
         for registry in (self, other):
             for event_type, fn in registry._handlers.items():
                 out.register(event_type, fn)
+            for event_type, spec in registry._batch_handlers.items():
+                out.register_batch(event_type, spec.fn, spec.batch)
             out.jobs.extend(registry.jobs)
             for prefix, family in registry._dependency_family.items():
                 out._claim_dependency(prefix, family)

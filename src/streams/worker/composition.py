@@ -29,6 +29,7 @@ from streams.jobs.registry import HandlerRegistry
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.worker.at_most_once import CommitFirstLanes
+from streams.worker.batching import Batches
 from streams.worker.breakers import Breakers
 from streams.worker.changelog import ChangelogWriter
 from streams.worker.control import WorkerControl
@@ -62,6 +63,11 @@ class FamilyRuntime:
     @property
     def name(self) -> str:
         return self.family.name
+
+    @property
+    def batches(self) -> Batches:
+        """Its batch handlers' events (waiting for their batch, or in the running one)."""
+        return self.processor.batches
 
 
 class PartitionHooks(Protocol):

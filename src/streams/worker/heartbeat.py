@@ -31,6 +31,8 @@ class FamilyView(Protocol):
     def topics(self) -> Any: ...  # FamilyTopics: .all
     @property
     def lanes(self) -> Any: ...  # Lanes: .in_flight
+    @property
+    def batches(self) -> Any: ...  # Batches: len() = events waiting for or in their batch
 
     @property
     def schedulers(self) -> Any: ...  # DueSchedulers: len() = records held until due
@@ -76,7 +78,7 @@ class HeartbeatLoop:
                 if tp.topic in topics:
                     parts.setdefault(tp.topic, []).append(tp.partition)
             families[name] = FamilyBeat(
-                in_flight=int(fr.lanes.in_flight),
+                in_flight=int(fr.lanes.in_flight) + len(fr.batches),
                 paused=self._paused(name),
                 partitions=parts,
                 waiting=sum(len(s) for s in fr.schedulers),

@@ -9,6 +9,10 @@ Nothing raises out of ``process``: every exception becomes a routing decision.
 With a control plane (``worker/control.py``) a cancelled event is acked with outcome
 ``cancelled`` instead of run, and a running handler's ``ctx.cancel`` is set; with status
 tracking (``worker/status.py``) every transition is noted for ``streams.status``.
+
+An event type with a batch handler leaves the pipeline after the rate gate: it waits for
+its batch in ``worker/batching.py``, which hands each event's outcome back here
+(``settle_done``, ``settle_failure``: the same outcomes as a plain handler's).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from streams.jobs.base import (
 from streams.jobs.registry import HandlerRegistry
 from streams.metrics import Metrics
 from streams.worker.at_most_once import AtMostOnceRouter
+from streams.worker.batching import Batcher, Batches
 from streams.worker.breakers import unwatch_interrupted, watch_interrupted
 from streams.worker.control import WorkerControl
 from streams.worker.deadlines import Deadlines
@@ -89,8 +94,12 @@ class Processor:
         tables: Mapping[str, JobTable] | None = None,
         control: WorkerControl | None = None,
         status: StatusRecorder | None = None,
+        monotonic_ms: Callable[[], int] = lambda: int(time.monotonic() * 1000),
     ) -> None:
+        """``monotonic_ms`` times the batches' waits (a wall-clock step must not stretch
+        them); ``clock_ms`` is the wall clock of due times and latencies."""
         self.family = family
+        self._monotonic_ms = monotonic_ms
         self._name = family.name
         self._config = config
         self._decoder = decoder
@@ -129,6 +138,25 @@ class Processor:
         )
         timeout_s = config.handler_timeout_s
         self._deadlines = Deadlines(tick_s=min(0.25, max(0.01, timeout_s / 20)))
+        self._batched = handlers.batched_types()
+        self.batches = Batches(self._batcher)
+
+    def _batcher(self, event_type: str) -> Batcher | None:
+        spec = self._handlers.batch_handler(event_type)
+        if spec is None:
+            return None
+        return Batcher(
+            family=self._name,
+            event_type=event_type,
+            spec=spec,
+            settler=self,
+            metrics=self._metrics,
+            clock_ms=self._monotonic_ms,
+            timeout_s=self._config.handler_timeout_s,
+            guard=self._guard,
+            on_dependency_timeout=self._on_dependency_timeout,
+            tables=self._tables,
+        )
 
     async def process(self, entry: Entry) -> None:
         """Run one record to a durable outcome. Never raises (but lets cancellation through)."""
@@ -153,41 +181,76 @@ class Processor:
             return
         envelope = event.envelope
         digest = event_hash(envelope.event_id)
-        if ledger is not None and ledger.seen(entry.partition, digest):
-            self._dup.inc()
-            self._dup_skipped.inc()
-            entry.finish()
-            return
-        control = self._control
-        if control is not None and control.cancelled(envelope.event_id, envelope.tenant_id):
-            self._finish(entry, envelope, digest, "cancelled", reason="cancel requested")
+        if self.skip(entry, envelope, digest):
             return
         try:
             headers = h.decode(entry.headers)
             if self._gate is not None:
                 self._gate.check(event, entry, headers)
+            if envelope.event_type in self._batched:
+                batcher = self.batches.get(envelope.event_type)
+                assert batcher is not None
+                batcher.add(event, entry, headers, digest, h.attempt_of(headers))
+                return
             await self._run_handler(event, entry, headers)
         except asyncio.CancelledError:
             raise
-        except Suppressed as exc:  # not delivered on purpose: acked like done, counted
-            log.info("%s: event %s suppressed: %s", self._name, envelope.event_id, exc)
-            self._finish(entry, envelope, digest, "suppressed", reason=str(exc) or "suppressed")
-            return
-        except Cancelled as exc:
-            self._finish(entry, envelope, digest, "cancelled", reason=str(exc) or "cancelled")
-            return
         except Exception as exc:
-            await self._route(entry, exc, event_type=envelope.event_type, envelope=envelope)
+            await self.settle_failure(entry, envelope, digest, exc)
             return
+        self.settle_done(entry, envelope, digest, None, headers)
+
+    # --- outcomes (a plain handler's, or each event's of a batch) -------------------------
+
+    def skip(self, entry: Entry, envelope: Any, digest: int) -> bool:
+        """Finish ``entry`` at once if its event is done already (a duplicate) or
+        cancelled; True when it did."""
+        ledger = self._ledger
+        if ledger is not None and ledger.seen(entry.partition, digest):
+            self._dup.inc()
+            self._dup_skipped.inc()
+            entry.finish()
+            return True
+        control = self._control
+        if control is not None and control.cancelled(envelope.event_id, envelope.tenant_id):
+            self._finish(entry, envelope, digest, "cancelled", reason="cancel requested")
+            return True
+        return False
+
+    def settle_done(
+        self,
+        entry: Entry,
+        envelope: Any,
+        digest: int,
+        attempt: int | None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """The event is done: its done-marker, then the entry finished (the attempt is read
+        from ``headers`` when not given, only if status tracking needs it)."""
         self._done.inc()
         self._latency.observe(max(0.0, (self._clock_ms() - envelope.occurred_at_ms) / 1000))
         if self._status is None:
-            if ledger is not None:
-                ledger.record(entry.partition, digest, entry.finish)
+            if self._ledger is not None:
+                self._ledger.record(entry.partition, digest, entry.finish)
             else:
                 entry.finish()
             return
-        self._finish(entry, envelope, digest, "done", attempt=h.attempt_of(headers))
+        if attempt is None:
+            attempt = h.attempt_of(headers or {})
+        self._finish(entry, envelope, digest, "done", attempt=attempt)
+
+    async def settle_failure(
+        self, entry: Entry, envelope: Any, digest: int, error: BaseException
+    ) -> None:
+        """The event failed with ``error``: suppressed and cancelled are acked as such,
+        anything else goes to a retry tier or the DLQ."""
+        if isinstance(error, Suppressed):  # not delivered on purpose: acked like done, counted
+            log.info("%s: event %s suppressed: %s", self._name, envelope.event_id, error)
+            self._finish(entry, envelope, digest, "suppressed", reason=str(error) or "suppressed")
+        elif isinstance(error, Cancelled):
+            self._finish(entry, envelope, digest, "cancelled", reason=str(error) or "cancelled")
+        else:
+            await self._route(entry, error, event_type=envelope.event_type, envelope=envelope)
 
     def _finish(
         self,
@@ -236,23 +299,38 @@ class Processor:
         handler = self._handlers.get(event_type)
         if handler is None:
             raise NoHandler(f"no handler registered for {event_type}")
-        envelope = event.envelope
         attempt = h.attempt_of(headers)
         if self._status is not None:
-            stamp_ms = entry.timestamp_ms  # the first attempt's: when it was published
-            published_ms = stamp_ms if attempt == 1 and stamp_ms else None
-            self._status.note(
-                envelope.event_id,
-                self._name,
-                event_type,
-                envelope.tenant_id,
-                "running",
-                attempt,
-                published_at_ms=published_ms,
-            )
+            self.note_running(event.envelope, entry, attempt)
         if self._control is None:
             return self._call(handler, event, entry, headers, attempt, NEVER_CANCELLED)
         return self._controlled(handler, event, entry, headers, attempt)
+
+    def note_running(self, envelope: Any, entry: Entry, attempt: int) -> None:
+        """Status tracking: the event's handler starts (attempt ``attempt``)."""
+        if self._status is None:
+            return
+        stamp_ms = entry.timestamp_ms  # the first attempt's: when it was published
+        published_ms = stamp_ms if attempt == 1 and stamp_ms else None
+        self._status.note(
+            envelope.event_id,
+            self._name,
+            envelope.event_type,
+            envelope.tenant_id,
+            "running",
+            attempt,
+            published_at_ms=published_ms,
+        )
+
+    def cancel_signal(self, envelope: Any) -> CancelSignal:
+        """The event's cancel signal while its (batch) handler runs."""
+        if self._control is None:
+            return NEVER_CANCELLED
+        return self._control.register(envelope.event_id, envelope.tenant_id)
+
+    def release_signal(self, envelope: Any, signal: CancelSignal) -> None:
+        if self._control is not None:
+            self._control.unregister(envelope.event_id, signal)
 
     async def _controlled(
         self, handler: Any, event: Any, entry: Entry, headers: dict[str, str], attempt: int

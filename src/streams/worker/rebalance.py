@@ -9,9 +9,10 @@ committed) by this worker, owned by another one in between and then handed back,
 skipped, found by a test). Co-partitioning (main and retry tiers assigned alike) is checked.
 
 On revoke (faust pauses fetching and clears agent buffers first): records waiting for their
-due time are dropped unacked, running handlers get ``drain_timeout_s`` to finish (then are
-cancelled), the done-markers are flushed, the finished prefix of each partition is acked and
-committed, and the partitions' state is forgotten. Shutdown does the same for every
+due time or for their batch (``worker/batching.py``) are dropped unacked, running handlers
+and running batches get ``drain_timeout_s`` to finish (then are cancelled), the
+done-markers are flushed, the finished prefix of each partition is acked and committed, and
+the partitions' state is forgotten. Shutdown does the same for every
 partition after pausing them all.
 
 Written against ``ConsumerPort`` (``compat.FaustConsumer`` in the worker) and the
@@ -66,6 +67,12 @@ class LanesPort(Protocol):
     def saturated(self) -> bool: ...
 
 
+class BatchesPort(Protocol):
+    def drop(self, tps: set[TP]) -> int: ...
+    async def wait_idle(self, tps: set[TP], timeout_s: float) -> bool: ...
+    def cancel(self, tps: set[TP]) -> int: ...
+
+
 class WriterPort(Protocol):
     async def flush(self, timeout_s: float | None = None) -> bool: ...
 
@@ -83,6 +90,8 @@ class FamilyPort(Protocol):
     def schedulers(self) -> Sequence[SchedulerPort]: ...
     @property
     def lanes(self) -> LanesPort: ...
+    @property
+    def batches(self) -> BatchesPort: ...
     @property
     def writers(self) -> Sequence[WriterPort]: ...
 
@@ -305,6 +314,7 @@ class Rebalancer:
                 plog.stopping = True  # queued records are not started any more
         self.forget(tps)
         dropped = sum(s.drop(tps) for family in self.families for s in family.schedulers)
+        dropped += sum(family.batches.drop(tps) for family in self.families)
         for family in self.families:
             mine = {tp for tp in tps if self.by_topic[tp.topic] is family}
             if not mine:
@@ -314,6 +324,8 @@ class Rebalancer:
                 log.warning(
                     "%s: cancelled %d handler(s) past the drain deadline", family.name, cancelled
                 )
+            if not await family.batches.wait_idle(mine, max(0.0, deadline - loop.time())):
+                family.batches.cancel(mine)
         for family in self.families:
             for writer in family.writers:
                 await writer.flush(max(0.1, deadline - loop.time()))

@@ -245,6 +245,7 @@ class Runtime:
         await self.partitions.drain()
         for fr in self.families.values():
             await fr.lanes.stop()
+            await fr.batches.stop()
         await stop_jobs(self.registry)
         for task in self._tasks:
             task.cancel()
