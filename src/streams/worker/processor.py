@@ -113,7 +113,7 @@ class Processor:
         self._cancelled = m.events.labels(fam, "cancelled")
         self._latency = m.end_to_end_latency.labels(fam)
         self._durations: dict[str, Any] = {}  # event type -> histogram child
-        self._router = Router(
+        self.router = Router(
             family=family,
             config=config,
             producer=producer,
@@ -312,4 +312,4 @@ class Processor:
     async def _route(
         self, entry: Entry, error: BaseException, *, event_type: str, envelope: Any = None
     ) -> None:
-        await self._router.route(entry, error, event_type=event_type, envelope=envelope)
+        await self.router.route(entry, error, event_type=event_type, envelope=envelope)

@@ -63,6 +63,9 @@ class Router:
         self._clock_ms = clock_ms
         self._rand = rand
         self._status = status
+        # acks the entry once its copy is acknowledged; strict ordering acks it once the
+        # key's hold is durable too (``worker/strict_glue.py``)
+        self.finish_routed: Callable[[Entry, Retry | DeadLetter], None] = _finish
 
     async def route(
         self, entry: Entry, error: BaseException, *, event_type: str, envelope: Any = None
@@ -100,7 +103,7 @@ class Router:
         if sent is None:
             return  # partition revoked meanwhile: left unacked, the next owner retries
         self._count(plan)
-        entry.finish()
+        self.finish_routed(entry, plan)
         if self._status is not None:
             self._note_routed(plan, headers, sent, event_type, envelope)
 
@@ -214,6 +217,10 @@ class Router:
         )
         assert isinstance(dead, DeadLetter)
         return dead
+
+
+def _finish(entry: Entry, plan: Retry | DeadLetter) -> None:
+    entry.finish()
 
 
 # Kafka error codes of a topic refusing a record for good: MESSAGE_TOO_LARGE,

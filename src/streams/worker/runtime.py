@@ -116,7 +116,7 @@ class Runtime:
             skew_margin_ms=settings.clock_skew_margin_ms,
         )
         self.partitions.advanced = self.intake.on_advance
-        self.partitions.forget = self.intake.forget
+        self.partitions.forget = self._forget
         self.partitions.on_positioned = freeze_heap
         builder = FamilyBuilder(
             app=self.app,
@@ -187,6 +187,14 @@ class Runtime:
     @property
     def topology_errors(self) -> list[str]:
         return self.partitions.topology_errors
+
+    def _forget(self, tps: set[TP]) -> None:
+        """Partitions given up: the intake's queued batches and strict families' parked
+        records are dropped unfinished."""
+        self.intake.forget(tps)
+        for fr in self.families.values():
+            if fr.strict is not None:
+                fr.strict.forget(tps)
 
     def _ledgers(self) -> Iterator[Ledger]:
         return (fr.ledger for fr in self.families.values() if fr.ledger is not None)
