@@ -268,7 +268,8 @@ class KeyBlocks(Generic[T]):
         block.parked_from = None
         if block.head is not None:
             return Change(write=True, record=block.record())
-        return self._release(pkey, block)
+        after = self._release(pkey, block)  # the record said "drain from": it goes now
+        return Change(write=True, record=after.record, run=after.run)
 
     def _release(self, pkey: PKey, block: _Block[T]) -> Change[T]:
         """The key waits for no head any more: its memory-parked items run again, else its
