@@ -1,0 +1,143 @@
+"""Strict per-key order on the real broker (issue 18's acceptance for ``ordering: strict``).
+
+200 keys, 5 events each, published in one batch. The second event of every fourth key fails
+its first attempt (``fail_times=1``: deterministic per event), so 50 keys are held behind a
+head waiting 5 s in the retry tier while their 150 later events are parked; ``max_parked``
+is 60, so most of those spill to the parking topic. Once every event of the 150 clean keys is
+done (progress, not time) the worker is killed (SIGKILL) and started again: the holds come
+back from the holds table, the parked events are redelivered and parked (or spilled) again,
+and the heads' retries release their keys.
+
+The ledger handler (``tests/support/ledger_handlers.py``) inserts one row per event id
+(UNIQUE), so its row order is the order of *first* completions; a rerun after the kill is
+counted in its duplicates table and reported. The assertions: every key's events completed
+in publish order, none lost; every clean key's events were done before the first retry ran
+(the held keys held nobody else up); some keys were still held at the kill (else the restart
+proved nothing) and some events went through the parking topic. The clean keys' rate is
+printed beside the rate of a batch without failures run first on the same worker.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.support.engine import TEST_AUDIT, Ledger, audit_rig, read_topic, wait_for
+from tests.support.progress import wait_for_count
+
+from streams.settings import Settings
+
+pytestmark = pytest.mark.kafka
+
+KEYS = 200
+PER_KEY = 5
+FAILING_EVERY = 4  # every fourth key's second event fails once
+BASELINE_KEYS = 150
+STRICT_AUDIT = {
+    **TEST_AUDIT,
+    "ordering": "strict",
+    "max_parked": 60,
+    "retry": {"delays": ["5s"], "max_attempts": 3, "jitter": 0.0, "retention": "1d"},
+}
+
+
+@pytest.fixture
+def rig(make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[dict[str, Any]]:
+    with audit_rig(make_settings, tmp_path, STRICT_AUDIT) as made:
+        yield made
+
+
+def claims(prefix: str, keys: int, failing: bool) -> list[tuple[str, dict[str, Any]]]:
+    """``PER_KEY`` events per key, interleaved across keys (seq 0..PER_KEY-1 per key)."""
+    items = []
+    for seq in range(PER_KEY):
+        for k in range(keys):
+            details = {"seq": str(seq)}
+            if failing and k % FAILING_EVERY == 0 and seq == 1:
+                details["fail_times"] = "1"
+            items.append(
+                (
+                    "audit.claim_submitted",
+                    {"subject_id": f"{prefix}-{k}", "actor_id": "t", "details": details},
+                )
+            )
+    return items
+
+
+def done_rows(ledger: Ledger, prefix: str) -> list[tuple[str, int, int]]:
+    """(subject, seq, done_at_ms) of the first completions of ``prefix`` keys, in order."""
+    rows = ledger.conn.execute(
+        "SELECT subject_id, seq, done_at_ms FROM ledger WHERE subject_id LIKE ? ORDER BY rowid",
+        (f"{prefix}-%",),
+    )
+    return [(s, int(q), int(t)) for s, q, t in rows.fetchall()]
+
+
+def count_done(ledger: Ledger, subjects: set[str]) -> Callable[[], int]:
+    marks = ",".join("?" * len(subjects))
+    query = f"SELECT count(*) FROM ledger WHERE subject_id IN ({marks})"
+
+    def count() -> int:
+        return int(ledger.conn.execute(query, tuple(subjects)).fetchone()[0])
+
+    return count
+
+
+def rate_per_s(rows: list[tuple[str, int, int]]) -> float:
+    stamps = [t for _, _, t in rows]
+    return len(stamps) / max(0.001, (max(stamps) - min(stamps)) / 1000)
+
+
+def test_strict_order_holds_per_key_through_a_restart_and_spares_other_keys(
+    rig: dict[str, Any],
+) -> None:
+    ledger: Ledger = rig["ledger"]
+    publisher = rig["publisher"]
+    worker = rig["start"]()
+    worker.wait_ready()
+
+    baseline = claims("base", BASELINE_KEYS, failing=False)
+    publisher.publish_batch(baseline)
+    wait_for_count(ledger.count, len(baseline), 60, "the baseline events")
+    baseline_rate = rate_per_s(done_rows(ledger, "base"))
+
+    publisher.publish_batch(claims("key", KEYS, failing=True))
+    failing = {f"key-{k}" for k in range(0, KEYS, FAILING_EVERY)}
+    clean = {f"key-{k}" for k in range(KEYS)} - failing
+    clean_done = count_done(ledger, clean)
+    wait_for_count(clean_done, len(clean) * PER_KEY, 60, "every clean key's events")
+    held_at_kill = len(failing) * PER_KEY - count_done(ledger, failing)()
+    worker.signal(signal.SIGKILL)
+    worker.wait(10)
+    worker = rig["start"]()
+    worker.wait_ready(90)
+    total = len(baseline) + KEYS * PER_KEY
+    wait_for(lambda: ledger.count() >= total, 60, "every event done after the restart")
+
+    rows = done_rows(ledger, "key")
+    by_key: dict[str, list[int]] = defaultdict(list)
+    for subject, seq, _ in rows:
+        by_key[subject].append(seq)
+    broken = {s: seqs for s, seqs in by_key.items() if seqs != list(range(PER_KEY))}
+    assert len(by_key) == KEYS and not broken, f"order broken or events lost: {broken}"
+
+    retries = ledger.conn.execute("SELECT min(at_ms) FROM attempts WHERE attempt > 1")
+    first_retry_ms = int(retries.fetchone()[0])
+    clean_rows = [r for r in rows if r[0] in clean]
+    last_clean_ms = max(t for _, _, t in clean_rows)
+    parked = read_topic(rig["settings"], f"{rig['settings'].topic_prefix}audit.parked", 3)
+    duplicates = ledger.duplicates()
+    print(
+        f"\nstrict order: {KEYS} keys x {PER_KEY}, {len(failing)} held; clean keys "
+        f"{rate_per_s(clean_rows):.0f} ev/s vs {baseline_rate:.0f} ev/s without failures; "
+        f"last clean done {first_retry_ms - last_clean_ms} ms before the first retry; "
+        f"{held_at_kill} events of held keys pending at the kill; {len(parked)} records "
+        f"through the parking topic; {duplicates} reruns dropped by the ledger"
+    )
+    assert last_clean_ms < first_retry_ms, "a clean key waited for a held key's retry"
+    assert held_at_kill >= len(failing) * (PER_KEY - 1), "keys were released before the kill"
+    assert parked, "nothing spilled to the parking topic: the memory bound was not exercised"
