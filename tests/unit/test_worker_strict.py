@@ -251,3 +251,16 @@ def test_hold_records_and_keys_round_trip_and_refuse_garbage() -> None:
     assert parse_hold_key(hold_key(7, b"user:1")) == (7, b"user:1")
     with pytest.raises(ValueError, match="not a hold key"):
         parse_hold_key(b"x:1")
+
+
+def test_evict_spills_a_key_holding_back_its_partition_and_keeps_its_order() -> None:
+    kb = blocks()
+    a2, a3, a4 = Ev("a2", 2), Ev("a3", 3), Ev("a4", 4)
+    held_behind(kb, Ev("a1", 1))
+    arrive(kb, A, a2)
+    arrive(kb, A, a3)
+    assert kb.evict(A) == Spill((a2, a3))
+    assert kb.parked == 0 and kb.spilled(A)
+    assert kb.evict(A) is None  # nothing left in memory
+    assert arrive(kb, A, a4) == Spill((a4,))
+    assert kb.evict(B) is None

@@ -206,6 +206,18 @@ class KeyBlocks(Generic[T]):
         block.spilled = True
         return Spill(spilled)
 
+    def evict(self, pkey: PKey) -> Spill[T] | None:
+        """Spill the key's memory-parked items now (they hold back too much of their
+        partition's log); None when it has none. Its later events spill too."""
+        block = self._blocks.get(pkey)
+        if block is None or not block.queue:
+            return None
+        items = tuple(i for _, i in block.queue)
+        self._parked -= len(block.queue)
+        block.queue.clear()
+        block.spilled = True
+        return Spill(items)
+
     def spilled_at(self, pkey: PKey, offset: int) -> Change[T]:
         """The key's first spilled record landed at ``offset`` of the parking topic: where
         its spill starts is written before the spilled events are acked. A key released

@@ -48,6 +48,8 @@ from streams.worker.strict_drain import ReaderFactory
 log = logging.getLogger(__name__)
 
 SPILL_RETRY_BACKOFF_S = 0.5
+SPILL_BEHIND = 1024  # records a parked one may hold in its partition's log before it spills
+DRAINS = 4  # drains running at once per family (each reads with its own consumer)
 
 
 class _ParkedTP:
@@ -94,6 +96,8 @@ class StrictProcessor:
         self._spilling: dict[PKey, int] = {}  # spills on their way, per key
         self._last_spilled: dict[PKey, int] = {}  # parking offset of a key's latest spill
         self._drains: dict[PKey, asyncio.Task[None]] = {}
+        self._drain_slots = asyncio.Semaphore(DRAINS)
+        self._spill_locks: dict[PKey, asyncio.Lock] = {}  # one key's spills, in order
         self._drain_logs: dict[int, PartitionLog] = {}
         self.spilled = 0  # records sent to the parking topic (a test and the metrics read it)
 
@@ -122,6 +126,7 @@ class StrictProcessor:
         self._loaded.add(partition)
         prefix = b"%d:" % partition
         keys = list(self._store.keys())
+        restored = [0, 0]  # head pending, head done
         for table_key in (k for k in keys if k.startswith(prefix)):
             try:
                 pkey = parse_hold_key(table_key)
@@ -130,17 +135,16 @@ class StrictProcessor:
                 log.warning("%s: ignoring a malformed hold %r", self.family.name, table_key[:60])
                 continue
             done = record.head is not None and self._ledger.seen(partition, event_hash(record.head))
-            change = self.blocks.restore(pkey, record, head_done=done)
+            self._apply(pkey, self.blocks.restore(pkey, record, head_done=done))
+            restored[done] += 1
+        if any(restored):
             log.info(
-                "%s[%d]: key %r held behind %s (done: %s, spilled from %s)",
+                "%s[%d]: %d held key(s) read back, %d released (their head is done)",
                 self.family.name,
                 partition,
-                pkey[1],
-                record.head,
-                done,
-                record.parked_from,
+                restored[False],
+                restored[True],
             )
-            self._apply(pkey, change)
 
     # --- the lanes' entry point -----------------------------------------------------------
 
@@ -163,6 +167,19 @@ class StrictProcessor:
         elif isinstance(decision, Spill):
             await self._spill(pkey, decision.items)
         self._apply(pkey, self.blocks.ran(pkey))
+        if entry.topic == self._main and len(entry.log) >= SPILL_BEHIND:
+            await self._evict(entry.log)
+
+    async def _evict(self, plog: PartitionLog) -> None:
+        """The partition's oldest unfinished record is parked and holds ``SPILL_BEHIND``
+        records behind it (in memory, and its commit): its key spills."""
+        head = plog.head
+        if head is None:
+            return
+        pkey = (head.partition, head.key)
+        spill = self.blocks.evict(pkey)
+        if spill is not None:
+            await self._spill(pkey, spill.items)
 
     async def _run(self, pkey: PKey, event_id: str, entry: Entry) -> None:
         try:
@@ -210,21 +227,30 @@ class StrictProcessor:
         (the first one's once where the spill starts is durable too)."""
         self._on_parked(self.blocks.parked)
         self._spilling[pkey] = self._spilling.get(pkey, 0) + 1
+        lock = self._spill_locks.get(pkey)
+        if lock is None:
+            lock = self._spill_locks[pkey] = asyncio.Lock()
         try:
-            for item in items:
-                sent = await self._send(item)
-                if sent is None:
-                    return  # revoked: left unfinished, the next owner reads them again
-                self.spilled += 1
-                offset = int(getattr(sent, "offset", -1))
-                self._last_spilled[pkey] = max(offset, self._last_spilled.get(pkey, -1))
-                self._apply(pkey, self.blocks.spilled_at(pkey, offset), then=item.finish)
+            async with lock:  # taken in the order the spills were decided (FIFO)
+                await self._send_all(pkey, items)
         finally:
             left = self._spilling.get(pkey, 1) - 1
             if left > 0:
                 self._spilling[pkey] = left
             else:
                 self._spilling.pop(pkey, None)
+                if not lock.locked():
+                    self._spill_locks.pop(pkey, None)
+
+    async def _send_all(self, pkey: PKey, items: Sequence[Entry]) -> None:
+        for item in items:
+            sent = await self._send(item)
+            if sent is None:
+                return  # revoked: left unfinished, the next owner reads them again
+            self.spilled += 1
+            offset = int(getattr(sent, "offset", -1))
+            self._last_spilled[pkey] = max(offset, self._last_spilled.get(pkey, -1))
+            self._apply(pkey, self.blocks.spilled_at(pkey, offset), then=item.finish)
 
     async def _send(self, entry: Entry) -> Any:
         """The unchanged record to the parking topic, same partition number; its metadata,
@@ -250,12 +276,17 @@ class StrictProcessor:
     async def _drain(self, pkey: PKey, start: int) -> None:
         """Run the key's parking records from ``start`` in order, until they are all run
         (the key is free) or one fails (the key is held again)."""
-        partition, key = pkey
+        partition = pkey[0]
         plog = self._drain_logs.get(partition)
         if plog is None:
             plog = self._drain_logs[partition] = PartitionLog(
                 _ParkedTP(self._parked_topic, partition)
             )
+        async with self._drain_slots:
+            await self._drain_from(pkey, plog, start)
+
+    async def _drain_from(self, pkey: PKey, plog: PartitionLog, start: int) -> None:
+        partition, key = pkey
         reader = self._reader(self._parked_topic, partition, start)
         next_offset = start
         try:
