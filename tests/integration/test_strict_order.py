@@ -8,6 +8,10 @@ done (progress, not time) the worker is killed (SIGKILL) and started again: the 
 back from the holds table, the parked events are redelivered and parked (or spilled) again,
 and the heads' retries release their keys.
 
+A second test dead-letters a key's head (a permanent failure until the test puts a fix in
+place) and redrives it with ``streams dlq redrive``: ``on_dead_letter: release`` runs the
+key's later events at once, ``hold`` keeps them parked until the redriven head succeeds.
+
 The ledger handler (``tests/support/ledger_handlers.py``) inserts one row per event id
 (UNIQUE), so its row order is the order of *first* completions; a rerun after the kill is
 counted in its duplicates table and reported. The assertions: every key's events completed
@@ -19,6 +23,7 @@ printed beside the rate of a batch without failures run first on the same worker
 
 from __future__ import annotations
 
+import json
 import signal
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -26,9 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from tests.support.engine import TEST_AUDIT, Ledger, audit_rig, read_topic, wait_for
 from tests.support.progress import wait_for_count
 
+from streams.cli import cli
 from streams.settings import Settings
 
 pytestmark = pytest.mark.kafka
@@ -46,8 +53,11 @@ STRICT_AUDIT = {
 
 
 @pytest.fixture
-def rig(make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[dict[str, Any]]:
-    with audit_rig(make_settings, tmp_path, STRICT_AUDIT) as made:
+def rig(
+    make_settings: Callable[..., Settings], tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[dict[str, Any]]:
+    overrides = getattr(request, "param", {})
+    with audit_rig(make_settings, tmp_path, {**STRICT_AUDIT, **overrides}) as made:
         yield made
 
 
@@ -141,3 +151,63 @@ def test_strict_order_holds_per_key_through_a_restart_and_spares_other_keys(
     assert last_clean_ms < first_retry_ms, "a clean key waited for a held key's retry"
     assert held_at_kill >= len(failing) * (PER_KEY - 1), "keys were released before the kill"
     assert parked, "nothing spilled to the parking topic: the memory bound was not exercised"
+
+
+OTHER_KEYS = 30
+
+
+def redrive(settings: Settings) -> dict[str, Any]:
+    env = {
+        "STREAMS_KAFKA_BOOTSTRAP": settings.bootstrap,
+        "STREAMS_TOPIC_PREFIX": settings.topic_prefix,
+        "STREAMS_APP_ID": settings.app_id,
+        "STREAMS_REPLICATION_FACTOR_OVERRIDE": "1",
+        "STREAMS_HOME": str(settings.home),
+        "STREAMS_CATALOG_PATH": str(settings.catalog_path),
+    }
+    args = ["dlq", "redrive", "audit", "--json"]
+    result = CliRunner().invoke(cli, args, env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
+@pytest.mark.parametrize(
+    "rig", [{"on_dead_letter": "release"}, {"on_dead_letter": "hold"}], indirect=True, ids=str
+)
+def test_a_dead_lettered_head_releases_or_holds_its_key_until_its_redrive(
+    rig: dict[str, Any], tmp_path: Path
+) -> None:
+    ledger: Ledger = rig["ledger"]
+    hold = rig["catalog"].family("audit").on_dead_letter == "hold"
+    fix = tmp_path / "fixed"
+    held = [
+        ("audit.claim_submitted", {"subject_id": "held-0", "actor_id": "t", "details": details})
+        for details in ({"seq": "0", "fail_unless": str(fix)}, {"seq": "1"}, {"seq": "2"})
+    ]
+    others = [
+        ("audit.claim_submitted", {"subject_id": f"other-{k}", "actor_id": "t", "details": {}})
+        for k in range(OTHER_KEYS)
+    ]
+    worker = rig["start"]()
+    worker.wait_ready()
+    rig["publisher"].publish_batch(held + others)
+    wait_for_count(ledger.count, OTHER_KEYS + (0 if hold else 2), 60, "the events free to run")
+    # every partition has done events published after the held ones: theirs had their turn
+    wait_for_count(
+        count_done(ledger, {f"other-{k}" for k in range(OTHER_KEYS)}),
+        OTHER_KEYS,
+        60,
+        "the other keys",
+    )
+    before = [seq for _, seq, _ in done_rows(ledger, "held")]
+    assert before == ([] if hold else [1, 2]), before
+    fix.touch()
+    report = redrive(rig["settings"])
+    wait_for_count(count_done(ledger, {"held-0"}), 3, 60, "the held key after the redrive")
+    after = [seq for _, seq, _ in done_rows(ledger, "held")]
+    print(
+        f"\non_dead_letter {'hold' if hold else 'release'}: {before} before the redrive "
+        f"({report.get('sent', report)} sent), {after} after"
+    )
+    assert after == ([0, 1, 2] if hold else [1, 2, 0])
