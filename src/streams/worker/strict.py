@@ -15,7 +15,11 @@ the records after it run and finish. Two places hold parked events:
 
 - **memory** (up to ``max_parked`` per family and worker): the entries stay unfinished in
   their ``PartitionLog``; the commit waits at the oldest one, and a restart redelivers it and
-  everything after it (the idempotency ledger skips what was done meanwhile);
+  everything after it (the idempotency ledger skips what was done meanwhile). The records
+  finished behind it stay in the log too (until the prefix is finished), so a parked entry
+  that holds back more than ``SPILL_BEHIND`` records of its partition spills its key
+  (``evict``, ``worker/strict_glue.py``): memory, the commit lag and the redelivery after a
+  restart stay bounded, and the intake's backpressure never stops the partition for it;
 - **the parking topic** ``<family>.parked`` past the bound: the key *spills*, its parked
   entries are produced there (key, value, headers unchanged, same partition number) in order
   and acked once the broker has them, so commits move on. From then on every later event of
