@@ -6,7 +6,8 @@ head waiting 5 s in the retry tier while their 150 later events are parked; ``ma
 is 60, so most of those spill to the parking topic. Once every event of the 150 clean keys is
 done (progress, not time) the worker is killed (SIGKILL) and started again: the holds come
 back from the holds table, the parked events are redelivered and parked (or spilled) again,
-and the heads' retries release their keys.
+and the heads' retries release their keys. The same run with a scale-out instead of the kill
+(a second worker joins) moves partitions with their holds to a worker that never saw them.
 
 A second test dead-letters a key's head (a permanent failure until the test puts a fix in
 place) and redrives it with ``streams dlq redrive``: ``on_dead_letter: release`` runs the
@@ -102,8 +103,9 @@ def rate_per_s(rows: list[tuple[str, int, int]]) -> float:
     return len(stamps) / max(0.001, (max(stamps) - min(stamps)) / 1000)
 
 
+@pytest.mark.parametrize("fault", ["sigkill", "scale_out"])
 def test_strict_order_holds_per_key_through_a_restart_and_spares_other_keys(
-    rig: dict[str, Any],
+    rig: dict[str, Any], fault: str
 ) -> None:
     ledger: Ledger = rig["ledger"]
     publisher = rig["publisher"]
@@ -121,9 +123,12 @@ def test_strict_order_holds_per_key_through_a_restart_and_spares_other_keys(
     clean_done = count_done(ledger, clean)
     wait_for_count(clean_done, len(clean) * PER_KEY, 60, "every clean key's events")
     held_at_kill = len(failing) * PER_KEY - count_done(ledger, failing)()
-    worker.signal(signal.SIGKILL)
-    worker.wait(10)
-    worker = rig["start"]()
+    if fault == "sigkill":
+        worker.signal(signal.SIGKILL)
+        worker.wait(10)
+        worker = rig["start"]()
+    else:  # a second worker takes some partitions (and their holds) over
+        worker = rig["start"]("w2")
     worker.wait_ready(90)
     total = len(baseline) + KEYS * PER_KEY
     wait_for(lambda: ledger.count() >= total, 60, "every event done after the restart")
@@ -142,7 +147,7 @@ def test_strict_order_holds_per_key_through_a_restart_and_spares_other_keys(
     parked = read_topic(rig["settings"], f"{rig['settings'].topic_prefix}audit.parked", 3)
     duplicates = ledger.duplicates()
     print(
-        f"\nstrict order: {KEYS} keys x {PER_KEY}, {len(failing)} held; clean keys "
+        f"\nstrict order ({fault}): {KEYS} keys x {PER_KEY}, {len(failing)} held; clean keys "
         f"{rate_per_s(clean_rows):.0f} ev/s vs {baseline_rate:.0f} ev/s without failures; "
         f"last clean done {first_retry_ms - last_clean_ms} ms before the first retry; "
         f"{held_at_kill} events of held keys pending at the kill; {len(parked)} records "

@@ -174,6 +174,7 @@ class Runtime:
         # faust's signal type wants a ``signal`` keyword; our handlers take it in **kwargs
         self.app.on_partitions_revoked.connect(cast(Any, self.partitions.on_revoked))
         self.app.on_partitions_assigned.connect(cast(Any, self.partitions.on_assigned))
+        self.app.on_rebalance_complete.connect(cast(Any, self._tables_recovered))
         self.app.task(self._boot)
 
     @property
@@ -195,6 +196,14 @@ class Runtime:
         for fr in self.families.values():
             if fr.strict is not None:
                 fr.strict.forget(tps)
+
+    async def _tables_recovered(self, sender: object, **kwargs: object) -> None:
+        """faust recovered the tables of the new assignment: strict families read their
+        holds back now (a released key whose spill is still to drain may see no record)."""
+        assigned = self.consumer.assignment()
+        for fr in self.families.values():
+            if fr.strict is not None:
+                fr.strict.load({tp.partition for tp in assigned if tp.topic == fr.topics.main})
 
     def _ledgers(self) -> Iterator[Ledger]:
         return (fr.ledger for fr in self.families.values() if fr.ledger is not None)

@@ -9,10 +9,12 @@ source record acked). Parked records a release frees go back to the lanes (``sub
 arrive here again in order; a spilled key's records are read back from the parking topic by
 a drain task per key, which runs them one after another through the processor.
 
-After an assignment the holds of each partition are read back from the table (which faust
-recovered) when its first record arrives; a hold whose head the idempotency ledger has done
-is released then. On revoke (``revoke``), parked records are forgotten unfinished and drains
-are cancelled: the next owner reads both again.
+After an assignment the holds of each partition are read back from the table once faust has
+recovered it (``load``, from the runtime), or when the partition's first record arrives if
+that comes first; a hold whose head the idempotency ledger has done is released then (and a
+released key's spill is drained even if no record of its partition ever arrives again). On
+revoke (``revoke``), parked records are forgotten unfinished and drains are cancelled: the
+next owner reads both again.
 """
 
 from __future__ import annotations
@@ -120,6 +122,12 @@ class StrictProcessor:
     def forget(self, tps: Iterable[Any]) -> None:
         """The rebalance gives ``tps`` up: the main-topic partitions among them are revoked."""
         self.revoke({tp.partition for tp in tps if tp.topic == self._main})
+
+    def load(self, partitions: Iterable[int]) -> None:
+        """Read back the holds of ``partitions`` not read yet (their table is recovered)."""
+        for partition in partitions:
+            if partition not in self._loaded:
+                self._load(partition)
 
     def _load(self, partition: int) -> None:
         """Read back the holds of ``partition`` (once per assignment)."""
