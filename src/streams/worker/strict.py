@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
-PKey = tuple[int, bytes | None]  # (partition, message key)
+PKey = tuple[int, bytes]  # (partition, message key; b"" for none)
 
 RUN = "run"
 PARK = "park"
@@ -94,9 +94,9 @@ class HoldRecord:
         return cls(head, dead, parked_from)
 
 
-def hold_key(partition: int, key: bytes | None) -> bytes:
+def hold_key(partition: int, key: bytes) -> bytes:
     """The holds table's key of ``key`` on ``partition`` (unique across partitions)."""
-    return b"%d:%s" % (partition, key or b"")
+    return b"%d:%s" % (partition, key)
 
 
 def parse_hold_key(table_key: bytes) -> PKey:

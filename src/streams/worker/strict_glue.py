@@ -65,6 +65,8 @@ class _ParkedTP:
 
 
 class StrictProcessor:
+    """A strict family's record processor: ``KeyBlocks`` in front of its ``Processor``."""
+
     def __init__(
         self,
         inner: Processor,
@@ -101,11 +103,15 @@ class StrictProcessor:
         self._drain_slots = asyncio.Semaphore(DRAINS)
         self._spill_locks: dict[PKey, asyncio.Lock] = {}  # one key's spills, in order
         self._drain_logs: dict[int, PartitionLog] = {}
-        self.spilled = 0  # records sent to the parking topic (a test and the metrics read it)
 
     # --- assignment ---------------------------------------------------------------------
 
-    def revoke(self, partitions: set[int]) -> None:
+    def forget(self, tps: Iterable[Any]) -> None:
+        """The rebalance gives ``tps`` up: parked records of their main-topic partitions are
+        forgotten (unfinished) and their drains cancelled."""
+        self._revoke({tp.partition for tp in tps if tp.topic == self._main})
+
+    def _revoke(self, partitions: set[int]) -> None:
         self.blocks.drop(partitions)
         for pkey in [k for k in self._drains if k[0] in partitions]:
             self._drains.pop(pkey).cancel()
@@ -118,10 +124,6 @@ class StrictProcessor:
                 del d[pkey]
         self._loaded -= partitions
         self._on_parked(self.blocks.parked)
-
-    def forget(self, tps: Iterable[Any]) -> None:
-        """The rebalance gives ``tps`` up: the main-topic partitions among them are revoked."""
-        self.revoke({tp.partition for tp in tps if tp.topic == self._main})
 
     def load(self, partitions: Iterable[int]) -> None:
         """Read back the holds of ``partitions`` not read yet (their table is recovered)."""
@@ -162,7 +164,7 @@ class StrictProcessor:
         partition = entry.partition
         if partition not in self._loaded:
             self._load(partition)
-        pkey = (partition, entry.key)
+        pkey = (partition, entry.key or b"")
         event_id = h.decode(entry.headers).get(h.EVENT_ID, "")
         if entry.topic == self._main:
             decision = self.blocks.arrive(pkey, event_id, entry.offset, entry)
@@ -184,7 +186,7 @@ class StrictProcessor:
         head = plog.head
         if head is None:
             return
-        pkey = (head.partition, head.key)
+        pkey = (head.partition, head.key or b"")
         spill = self.blocks.evict(pkey)
         if spill is not None:
             await self._spill(pkey, spill.items)
@@ -205,8 +207,10 @@ class StrictProcessor:
         """The ``Router``'s hook: ``entry``'s retry or DLQ copy is acknowledged; ack it once
         the hold this changes is durable."""
         self._routed.add(id(entry))
+        if entry.log.closed:
+            return  # given up meanwhile: nothing to ack, the next owner reads it again
         event_id = plan.headers.get(h.EVENT_ID) or h.decode(entry.headers).get(h.EVENT_ID, "")
-        pkey = (entry.partition, entry.key)
+        pkey = (entry.partition, entry.key or b"")
         change = self.blocks.routed(pkey, event_id, dead=isinstance(plan, DeadLetter))
         self._apply(pkey, change, then=entry.finish)
 
@@ -255,7 +259,6 @@ class StrictProcessor:
             sent = await self._send(item)
             if sent is None:
                 return  # revoked: left unfinished, the next owner reads them again
-            self.spilled += 1
             offset = int(getattr(sent, "offset", -1))
             self._last_spilled[pkey] = max(offset, self._last_spilled.get(pkey, -1))
             self._apply(pkey, self.blocks.spilled_at(pkey, offset), then=item.finish)
@@ -309,7 +312,7 @@ class StrictProcessor:
                     if record.offset < next_offset:
                         continue
                     next_offset = record.offset + 1
-                    if record.key != key:
+                    if (record.key or b"") != key:
                         continue
                     entry = plog.add(record)
                     event_id = h.decode(entry.headers).get(h.EVENT_ID, "")
