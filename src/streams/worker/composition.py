@@ -252,7 +252,7 @@ class FamilyBuilder:
             reader=partial(ParkedReader, conf),
             on_parked=self.metrics.parked.labels(family.name).set,
         )
-        processor.router.finish_routed = strict.finish_routed
+        strict.attach(processor.router)
         return strict
 
     def _table(self, family: Family, kind: str) -> TableT[bytes, bytes | None]:

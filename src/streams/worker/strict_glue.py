@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from functools import partial
 from typing import Any
 
 from streams.catalog import Family
@@ -33,7 +34,7 @@ from streams.worker.changelog import ChangelogWriter
 from streams.worker.ledger import Ledger
 from streams.worker.ordering import Entry, PartitionLog
 from streams.worker.processor import Processor
-from streams.worker.routing import Producer
+from streams.worker.routing import Producer, Router
 from streams.worker.strict import (
     PARK,
     RUN,
@@ -52,6 +53,10 @@ log = logging.getLogger(__name__)
 SPILL_RETRY_BACKOFF_S = 0.5
 SPILL_BEHIND = 1024  # records a parked one may hold in its partition's log before it spills
 DRAINS = 4  # drains running at once per family (each reads with its own consumer)
+
+
+def _finish(entry: Entry, plan: Retry | DeadLetter) -> None:
+    entry.finish()
 
 
 class _ParkedTP:
@@ -103,6 +108,13 @@ class StrictProcessor:
         self._drain_slots = asyncio.Semaphore(DRAINS)
         self._spill_locks: dict[PKey, asyncio.Lock] = {}  # one key's spills, in order
         self._drain_logs: dict[int, PartitionLog] = {}
+        self._ack_routed: Callable[[Entry, Retry | DeadLetter], None] = _finish
+
+    def attach(self, router: Router) -> None:
+        """Stand in ``router``'s ack of routed records: its own ack runs once the key's hold
+        is durable."""
+        self._ack_routed = router.finish_routed
+        router.finish_routed = self.finish_routed
 
     # --- assignment ---------------------------------------------------------------------
 
@@ -201,7 +213,10 @@ class StrictProcessor:
             return
         if entry.log.stopping or entry.log.closed:
             return  # revoked meanwhile: its outcome is the next owner's
-        self._apply(pkey, self.blocks.finished(pkey, event_id))
+        if event_id and self._ledger.seen(entry.partition, event_hash(event_id)):
+            # done (or cancelled, suppressed, a duplicate): not a record acked for another
+            # reason (a redelivered record already routed is no success of its event)
+            self._apply(pkey, self.blocks.finished(pkey, event_id))
 
     def finish_routed(self, entry: Entry, plan: Retry | DeadLetter) -> None:
         """The ``Router``'s hook: ``entry``'s retry or DLQ copy is acknowledged; ack it once
@@ -212,7 +227,7 @@ class StrictProcessor:
         event_id = plan.headers.get(h.EVENT_ID) or h.decode(entry.headers).get(h.EVENT_ID, "")
         pkey = (entry.partition, entry.key or b"")
         change = self.blocks.routed(pkey, event_id, dead=isinstance(plan, DeadLetter))
-        self._apply(pkey, change, then=entry.finish)
+        self._apply(pkey, change, then=partial(self._ack_routed, entry, plan))
 
     def _apply(
         self, pkey: PKey, change: Change[Entry], then: Callable[[], None] | None = None
