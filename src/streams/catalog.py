@@ -164,6 +164,43 @@ class Family(_Model):
         default="at_least_once",
         description="at_least_once (retries, DLQ) or at_most_once (commit first, never twice)",
     )
+    ordering: Literal["default", "strict"] = Field(
+        default="default", description="strict: a key's later events wait for its retrying one"
+    )
+    on_dead_letter: Literal["release", "hold"] = Field(
+        default="release", description="strict: a dead-lettered head frees its key, or holds it"
+    )
+    max_parked: int = Field(
+        default=10_000, ge=0, le=10_000_000, description="strict: parked events kept in memory"
+    )
+
+    @model_validator(mode="after")
+    def _strict_ordering(self) -> Family:
+        if self.ordering != "strict":
+            stray = sorted({"on_dead_letter", "max_parked"} & self.model_fields_set)
+            if stray:
+                raise ValueError(f"{', '.join(stray)} applies only to ordering 'strict'")
+            return self
+        if self.delivery == "at_most_once":
+            raise ValueError(
+                "ordering 'strict' cannot be combined with delivery 'at_most_once' (a key's "
+                "failed event is never retried, so there is nothing to wait for)"
+            )
+        if self.priorities is not None:
+            raise ValueError(
+                "ordering 'strict' cannot be combined with priorities (a key's events on "
+                "different lanes have no order to keep)"
+            )
+        if not self.idempotency.enabled:
+            raise ValueError(
+                "ordering 'strict' needs idempotency enabled (a restart redelivers parked "
+                "events and the ledger skips those already done)"
+            )
+        return self
+
+    @property
+    def strict(self) -> bool:
+        return self.ordering == "strict"
 
     @model_validator(mode="after")
     def _consistent(self) -> Family:
@@ -192,7 +229,9 @@ class Family(_Model):
 
     def topics(self, prefix: str) -> topology.FamilyTopics:
         lanes = self.priorities.other_lanes if self.priorities is not None else ()
-        return topology.family_topics(prefix, self.name, self.retry.tier_delays_ms, lanes)
+        return topology.family_topics(
+            prefix, self.name, self.retry.tier_delays_ms, lanes, strict=self.strict
+        )
 
     def lane_of(self, priority: str) -> str:
         """The lane ``priority`` names; ValueError (naming the family's lanes) when the family
@@ -318,7 +357,7 @@ class TopicSpec:
     partitions: int
     replication_factor: int
     configs: dict[str, str] = field(default_factory=dict)
-    role: str = "main"  # main | lane | retry | dlq | changelog | leader | control | status
+    role: str = "main"  # main | lane | retry | parked | dlq | changelog | leader | control | ...
     family: str | None = None
 
 
@@ -359,6 +398,10 @@ def desired_topics(
             TopicSpec(t, fam.partitions, rf, dict(tier_conf), "retry", fam.name)
             for t in names.retries
         )
+        if names.parked is not None:  # strict ordering: parked events, kept like retries
+            specs.append(
+                TopicSpec(names.parked, fam.partitions, rf, dict(tier_conf), "parked", fam.name)
+            )
         specs.append(
             TopicSpec(
                 names.dlq,
@@ -387,10 +430,11 @@ def desired_topics(
                     fam.name,
                 )
             )
-        if fam.state_table:  # job state (consent, suppression): compacted, kept forever
+        kinds = (["state"] if fam.state_table else []) + (["holds"] if fam.strict else [])
+        for kind in kinds:  # job state (consent, suppression), strict holds: compacted
             specs.append(
                 TopicSpec(
-                    topology.changelog_topic(app_id, topology.table_name(fam.name, "state")),
+                    topology.changelog_topic(app_id, topology.table_name(fam.name, kind)),
                     fam.partitions,
                     rf,
                     {"min.insync.replicas": str(min_isr), "cleanup.policy": "compact"},

@@ -78,6 +78,7 @@ class Metrics:
     duplicates: Counter
     in_flight: Gauge
     waiting: Gauge
+    parked: Gauge
     consumer_lag: Gauge
     oldest_unprocessed_age: Gauge
     breaker_state: Gauge
@@ -169,6 +170,13 @@ class Metrics:
             in_flight=Gauge(
                 "in_flight",
                 "Events admitted and not yet finished (running or queued by key)",
+                ["family"],
+                namespace=ns,
+                registry=reg,
+            ),
+            parked=Gauge(
+                "parked",
+                "Events parked in memory behind a retrying event of their key (strict order)",
                 ["family"],
                 namespace=ns,
                 registry=reg,

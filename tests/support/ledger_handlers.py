@@ -5,6 +5,8 @@ Behaviour is driven by the event's ``details`` map (audit.claim_submitted):
   fail_times=N        raise Retryable on the first N attempts
   fail=permanent      raise Permanent every time
   fail=always         raise Retryable every time
+  fail_unless=PATH    raise Permanent while the file PATH does not exist (a redrive after
+                      the test created it succeeds)
   sleep_ms=N          await N ms before the side effect
   gate=PATH           await until the file PATH exists (a test opens the gate when its fault
                       is in place: the handler's outcome then follows the fault, not a guess)
@@ -55,6 +57,8 @@ async def record(event: Any, ctx: JobContext) -> None:
         await asyncio.sleep(0.01)
     if details.get("fail") == "permanent":
         raise Permanent("claim rejected by the test handler")
+    if details.get("fail_unless") and not os.path.exists(details["fail_unless"]):
+        raise Permanent("the test's fix is not in place")
     if details.get("fail") == "always":
         raise Retryable("the test dependency is down")
     if ctx.attempt <= int(details.get("fail_times", "0")):

@@ -221,6 +221,36 @@ INVALID = {
         "families.email.priorities.weight",
         "Extra inputs are not permitted",
     ),
+    "unknown ordering": (
+        catalog_data(ordering="fifo"),
+        "families.email.ordering",
+        "Input should be 'default' or 'strict'",
+    ),
+    "on_dead_letter without strict ordering": (
+        catalog_data(on_dead_letter="hold"),
+        "families.email",
+        "on_dead_letter applies only to ordering 'strict'",
+    ),
+    "unknown on_dead_letter": (
+        catalog_data(ordering="strict", on_dead_letter="drop"),
+        "families.email.on_dead_letter",
+        "Input should be 'release' or 'hold'",
+    ),
+    "negative max_parked": (
+        catalog_data(ordering="strict", max_parked=-1),
+        "families.email.max_parked",
+        "greater than or equal to 0",
+    ),
+    "strict ordering with priorities": (
+        catalog_data(ordering="strict", priorities={"lanes": ["a", "b"], "default": "a"}),
+        "families.email",
+        "ordering 'strict' cannot be combined with priorities",
+    ),
+    "strict ordering without idempotency": (
+        catalog_data(ordering="strict", idempotency={"enabled": False}),
+        "families.email",
+        "ordering 'strict' needs idempotency enabled",
+    ),
     "defaults not a mapping": (
         {"defaults": [1], **catalog_data()},
         "<root>",
@@ -381,6 +411,27 @@ def test_desired_topics_of_one_family() -> None:
     assert buckets.configs["retention.ms"] == str(2 * 86_400_000)  # longest rate window
     leader = by_name["app-__assignor-__leader"]
     assert (leader.partitions, leader.replication_factor) == (1, 3)
+
+
+def test_strict_ordering_adds_a_parking_topic_and_a_holds_changelog() -> None:
+    catalog = parse_catalog(catalog_data(ordering="strict", on_dead_letter="hold", max_parked=5))
+    fam = catalog.family("email")
+    assert fam.strict and (fam.on_dead_letter, fam.max_parked) == ("hold", 5)
+    topics = fam.topics("dev.")
+    assert topics.parked == "dev.email.parked"
+    assert "dev.email.parked" not in topics.all  # no consumer group reads it
+    by_name = {
+        s.name: s for s in desired_topics(catalog, prefix="dev.", app_id="app", rf_override=None)
+    }
+    parked = by_name["dev.email.parked"]
+    assert (parked.role, parked.partitions, parked.family) == ("parked", 2, "email")
+    assert parked.configs == by_name["dev.email.retry.10s"].configs  # kept like the retries
+    holds = by_name["app-email.holds-changelog"]
+    assert holds.configs["cleanup.policy"] == "compact" and holds.partitions == 2
+    plain = parse_catalog(catalog_data())
+    names = {s.name for s in desired_topics(plain, prefix="dev.", app_id="app", rf_override=None)}
+    assert plain.family("email").topics("dev.").parked is None
+    assert "dev.email.parked" not in names and "app-email.holds-changelog" not in names
 
 
 def test_priority_lanes_are_topics_like_the_main_one() -> None:

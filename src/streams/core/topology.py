@@ -6,6 +6,8 @@ Naming (architecture.md, "Data flow"):
     <prefix><family>.dlq              dead-letter topic
     <prefix><family>.lane.<lane>      a priority lane other than the family's default one
                                       (the default lane is the main topic itself)
+    <prefix><family>.parked           parked events past the memory bound (``ordering:
+                                      strict`` only; read back by partition, not by a group)
 Table changelogs follow faust: ``<app_id>-<table>-changelog`` with table ``<family>.<kind>``.
 """
 
@@ -19,9 +21,11 @@ from streams.core.durations import format_duration_ms
 RETRY_INFIX = ".retry."
 DLQ_SUFFIX = ".dlq"
 LANE_INFIX = ".lane."
-TABLE_KINDS = ("done", "buckets", "state")
+PARKED_SUFFIX = ".parked"
+TABLE_KINDS = ("done", "buckets", "state", "holds")
 """``state``: a job's own keyed state (consent, suppression), only for families with
-``state_table: true``; compacted, never expires."""
+``state_table: true``; compacted, never expires. ``holds``: the keys held behind a retrying
+event (``ordering: strict``, ``worker/strict.py``); compacted, released keys tombstoned."""
 
 
 PREFIX_SEPARATORS = (".", "-")
@@ -58,6 +62,11 @@ def dlq_topic(prefix: str, family: str) -> str:
 def lane_topic(prefix: str, family: str, lane: str) -> str:
     """The topic of a non-default priority lane, e.g. ``email.lane.high``."""
     return with_prefix(prefix, f"{family}{LANE_INFIX}{lane}")
+
+
+def parked_topic(prefix: str, family: str) -> str:
+    """Where a strict family's parked events go once the memory bound is reached."""
+    return with_prefix(prefix, f"{family}{PARKED_SUFFIX}")
 
 
 def lane_of_topic(prefix: str, family: str, topic: str) -> str | None:
@@ -111,13 +120,16 @@ def family_of_event_type(event_type: str) -> str:
 @dataclass(frozen=True)
 class FamilyTopics:
     """Every topic name of one family. ``lanes``: (lane, topic) of the priority lanes other
-    than the default one, in declared order (empty for a family without lanes)."""
+    than the default one, in declared order (empty for a family without lanes). ``parked``:
+    the parking topic of a family with ``ordering: strict`` (None otherwise); not in ``all``,
+    no consumer group reads it."""
 
     family: str
     main: str
     retries: tuple[str, ...]
     dlq: str
     lanes: tuple[tuple[str, str], ...] = ()
+    parked: str | None = None
 
     @property
     def lane_topics(self) -> tuple[str, ...]:
@@ -151,10 +163,15 @@ class FamilyTopics:
 
 
 def family_topics(
-    prefix: str, family: str, tier_delays_ms: list[int], lanes: Iterable[str] = ()
+    prefix: str,
+    family: str,
+    tier_delays_ms: list[int],
+    lanes: Iterable[str] = (),
+    *,
+    strict: bool = False,
 ) -> FamilyTopics:
     """The main, lane (``lanes``: the non-default ones), retry-tier (one per distinct delay,
-    in ascending order) and DLQ names."""
+    in ascending order), DLQ and (``strict``) parking topic names."""
     tiers = sorted(set(tier_delays_ms))
     return FamilyTopics(
         family=family,
@@ -162,4 +179,5 @@ def family_topics(
         retries=tuple(retry_topic(prefix, family, d) for d in tiers),
         dlq=dlq_topic(prefix, family),
         lanes=tuple((lane, lane_topic(prefix, family, lane)) for lane in lanes),
+        parked=parked_topic(prefix, family) if strict else None,
     )

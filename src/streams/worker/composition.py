@@ -21,6 +21,7 @@ from faust.types.core import HeadersArg
 from faust.types.tables import TableT
 from prometheus_client import Gauge
 
+from streams.broker.clients import base_conf
 from streams.catalog import Catalog, Family
 from streams.core import topology
 from streams.core.policies import CircuitBreakerPolicy
@@ -44,6 +45,8 @@ from streams.worker.processor import Decoder, Processor, ProcessorConfig
 from streams.worker.ratelimit import RateGate
 from streams.worker.scheduler import DueScheduler
 from streams.worker.status import StatusRecorder
+from streams.worker.strict_drain import ParkedReader
+from streams.worker.strict_glue import StrictProcessor
 from streams.worker.tp import TP
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,7 @@ class FamilyRuntime:
     writers: list[ChangelogWriter]
     schedulers: list[DueScheduler] = field(default_factory=list)
     gate: RateGate | None = None  # the family's rate limits (reset by an operator)
+    strict: StrictProcessor | None = None  # ordering: strict (worker/strict_glue.py)
 
     @property
     def name(self) -> str:
@@ -184,8 +188,9 @@ class FamilyBuilder:
             control=self.control,
             status=self.status,
         )
+        strict = self._strict(family, topics, processor, ledger) if family.strict else None
         pool = Lanes(
-            processor,
+            strict or processor,
             concurrency=family.concurrency,
             on_in_flight=self.metrics.in_flight.labels(family.name),
             gate=self.control.gate(family.name) if self.control else None,
@@ -201,6 +206,10 @@ class FamilyBuilder:
             )
         fr = FamilyRuntime(family, topics, processor, lanes, ledger, [done_writer, bucket_writer])
         fr.gate = gate
+        if strict is not None:
+            strict.submit = pool.submit  # never at-most-once (the catalog refuses it)
+            fr.strict = strict
+            fr.writers.append(strict.writer)
         if family.state_table:
             state_table = self._table(family, "state")
             state_writer = self._writer(state_table, family)
@@ -239,6 +248,28 @@ class FamilyBuilder:
             )
             self._add_agent(lane_topic)
         return fr
+
+    def _strict(
+        self, family: Family, topics: FamilyTopics, processor: Processor, ledger: Ledger | None
+    ) -> StrictProcessor:
+        """The strict-order glue in front of ``processor`` (its router acks through it)."""
+        assert ledger is not None and topics.parked is not None  # the catalog requires both
+        table = self._table(family, "holds")
+        conf = base_conf(self.settings)
+        strict = StrictProcessor(
+            processor,
+            family=family,
+            main_topic=topics.main,
+            parked_topic=topics.parked,
+            writer=self._writer(table, family),
+            store=table.data,
+            ledger=ledger,
+            producer=LazyProducer(self.app),
+            reader=partial(ParkedReader, conf),
+            on_parked=self.metrics.parked.labels(family.name).set,
+        )
+        strict.attach(processor.router)
+        return strict
 
     def _table(self, family: Family, kind: str) -> TableT[bytes, bytes | None]:
         return self.app.Table(

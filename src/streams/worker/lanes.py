@@ -22,13 +22,22 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from streams.catalog import Family
 from streams.worker.ordering import Entry
 from streams.worker.priority import PriorityReady
-from streams.worker.processor import Processor
 
 log = logging.getLogger(__name__)
 
 YIELD_EVERY = 64
+
+
+class RecordProcessor(Protocol):
+    """What the lanes run records through (``Processor``, or ``StrictProcessor`` in front
+    of it)."""
+
+    @property
+    def family(self) -> Family: ...
+    async def process(self, entry: Entry) -> None: ...
 
 
 class Gate(Protocol):
@@ -42,7 +51,7 @@ class Lanes:
 
     def __init__(
         self,
-        processor: Processor,
+        processor: RecordProcessor,
         *,
         concurrency: int,
         on_in_flight: Any,

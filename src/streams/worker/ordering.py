@@ -116,6 +116,11 @@ class PartitionLog:
         return stamp_ms / 1000 if stamp_ms else None
 
     @property
+    def head(self) -> Entry | None:
+        """The oldest unfinished entry, if any (the commit waits for it)."""
+        return self._entries[0] if self._entries else None
+
+    @property
     def acked_through(self) -> int | None:
         """The offset of the oldest unfinished entry, if any."""
         return self._entries[0].offset if self._entries else None

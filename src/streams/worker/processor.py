@@ -126,7 +126,7 @@ class Processor:
         self._durations: dict[str, Any] = {}  # event type -> histogram child
         self._routed = RouteMarkers()
         router = AtMostOnceRouter if family.delivery == "at_most_once" else Router
-        self._router = router(
+        self.router = router(
             family=family,
             config=config,
             producer=producer,
@@ -402,4 +402,4 @@ class Processor:
     async def _route(
         self, entry: Entry, error: BaseException, *, event_type: str, envelope: Any = None
     ) -> None:
-        await self._router.route(entry, error, event_type=event_type, envelope=envelope)
+        await self.router.route(entry, error, event_type=event_type, envelope=envelope)

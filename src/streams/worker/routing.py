@@ -57,6 +57,9 @@ class Router:
         self._status = status
         self._ledger = ledger
         self._routed = RouteMarkers()
+        # acks the entry once its copy is acknowledged (and its route marker durable);
+        # strict ordering acks it once the key's hold is durable too (``worker/strict_glue.py``)
+        self.finish_routed: Callable[[Entry, Retry | DeadLetter], None] = self._finish_routed
 
     async def route(
         self, entry: Entry, error: BaseException, *, event_type: str, envelope: Any = None
@@ -94,11 +97,11 @@ class Router:
         if sent is None:
             return  # partition revoked meanwhile: left unacked, the next owner retries
         self._count(plan)
-        self._finish_routed(entry)
+        self.finish_routed(entry, plan)
         if self._status is not None:
             self._note_routed(plan, headers, sent, event_type, envelope)
 
-    def _finish_routed(self, entry: Entry) -> None:
+    def _finish_routed(self, entry: Entry, plan: Retry | DeadLetter) -> None:
         """Ack once the record's route marker is durable (``core/idempotency.route_hash``):
         a redelivery of it is then acked without a second retry or DLQ copy."""
         if self._ledger is None:

@@ -116,7 +116,7 @@ class Runtime:
             skew_margin_ms=settings.clock_skew_margin_ms,
         )
         self.partitions.advanced = self.intake.on_advance
-        self.partitions.forget = self.intake.forget
+        self.partitions.forget = self._forget
         self.partitions.on_positioned = freeze_heap
         builder = FamilyBuilder(
             app=self.app,
@@ -174,6 +174,7 @@ class Runtime:
         # faust's signal type wants a ``signal`` keyword; our handlers take it in **kwargs
         self.app.on_partitions_revoked.connect(cast(Any, self.partitions.on_revoked))
         self.app.on_partitions_assigned.connect(cast(Any, self.partitions.on_assigned))
+        self.app.on_rebalance_complete.connect(cast(Any, self._tables_recovered))
         self.app.task(self._boot)
 
     @property
@@ -187,6 +188,22 @@ class Runtime:
     @property
     def topology_errors(self) -> list[str]:
         return self.partitions.topology_errors
+
+    def _forget(self, tps: set[TP]) -> None:
+        """Partitions given up: the intake's queued batches and strict families' parked
+        records are dropped unfinished."""
+        self.intake.forget(tps)
+        for fr in self.families.values():
+            if fr.strict is not None:
+                fr.strict.forget(tps)
+
+    async def _tables_recovered(self, sender: object, **kwargs: object) -> None:
+        """faust recovered the tables of the new assignment: strict families read their
+        holds back now (a released key whose spill is still to drain may see no record)."""
+        assigned = self.consumer.assignment()
+        for fr in self.families.values():
+            if fr.strict is not None:
+                fr.strict.load({tp.partition for tp in assigned if tp.topic == fr.topics.main})
 
     def _ledgers(self) -> Iterator[Ledger]:
         return (fr.ledger for fr in self.families.values() if fr.ledger is not None)
