@@ -246,6 +246,11 @@ INVALID = {
         "families.email",
         "ordering 'strict' cannot be combined with priorities",
     ),
+    "strict ordering with at-most-once delivery": (
+        catalog_data(ordering="strict", delivery="at_most_once"),
+        "families.email",
+        "ordering 'strict' cannot be combined with delivery 'at_most_once'",
+    ),
     "strict ordering without idempotency": (
         catalog_data(ordering="strict", idempotency={"enabled": False}),
         "families.email",
