@@ -121,10 +121,17 @@ def decode(raw: RawHeaders | None) -> dict[str, str]:
             raw_name, value = item
         except (TypeError, ValueError):
             continue
-        name = _name(raw_name)
+        name = _NAMES.get(raw_name) if type(raw_name) is bytes else None
         if name is None:
-            continue
-        text = truncate_utf8(_value(value), MAX_HEADER_VALUE_BYTES)
+            name = _name(raw_name)
+            if name is None:
+                continue
+            if type(raw_name) is bytes and len(_NAMES) < _MAX_NAMES:
+                _NAMES[raw_name] = name
+        if type(value) is bytes and len(value) <= _SHORT_VALUE_BYTES:
+            text = value.decode("utf-8", errors="replace")  # never past the limit
+        else:
+            text = truncate_utf8(_value(value), MAX_HEADER_VALUE_BYTES)
         if name not in _KNOWN:
             if name not in out:
                 if name.startswith("streams-"):
@@ -143,6 +150,14 @@ def decode(raw: RawHeaders | None) -> dict[str, str]:
             foreign_bytes += size
         out[name] = text
     return out
+
+
+# the hot path: header names repeat (ours on every record), so their decoded text is kept
+# (bounded: names beyond the first few thousand distinct ones are decoded each time); a value
+# this short cannot outgrow MAX_HEADER_VALUE_BYTES even if every byte became U+FFFD
+_NAMES: dict[bytes, str] = {}
+_MAX_NAMES = 4096
+_SHORT_VALUE_BYTES = MAX_HEADER_VALUE_BYTES // 3
 
 
 def _name(raw: object) -> str | None:
