@@ -67,8 +67,16 @@ class Pending:
     50,000 new callback objects for the garbage collector to promote and walk.
     """
 
-    __slots__ = ("_count", "_total", "callbacks", "done", "errors", "event_ids", "on_done")
-    __slots__ += ("positions",)
+    __slots__ = (
+        "_count",
+        "_total",
+        "callbacks",
+        "done",
+        "errors",
+        "event_ids",
+        "on_done",
+        "positions",
+    )
 
     def __init__(self, event_ids: list[str], on_done: Callable[[], None] | None = None) -> None:
         self.callbacks: list[Callable[[KafkaError | None, Message], None]] = []
@@ -78,7 +86,7 @@ class Pending:
         """Ready for a new call's records (only once every verdict of the last arrived)."""
         callbacks = self.callbacks
         for i in range(len(callbacks), len(event_ids)):
-            callbacks.append(partial(self.deliver, i))
+            callbacks.append(partial(Pending.deliver, self, i))  # one object each
         self.event_ids = event_ids
         # (topic, partition, offset, timestamp_ms) per acknowledged record: plain tuples of
         # atomic values, which the garbage collector stops tracking (big batches stay cheap)
@@ -129,8 +137,9 @@ class Pending:
         errors = dict(self.errors)
         if not errors and None not in positions:  # the common case: every one acknowledged
             acked = cast(list[tuple[str, int, int, int]], positions)
+            new = tuple.__new__  # PublishResult's own __new__ is a Python call per result
             return [
-                PublishResult(t, p, o, eid, ts)
+                new(PublishResult, (t, p, o, eid, ts))
                 for (t, p, o, ts), eid in zip(acked, self.event_ids, strict=True)
             ], {}
         results: list[PublishResult | None] = []

@@ -43,7 +43,7 @@ from streams.serde.writer import Writer, compile_fields, long_bytes
 if TYPE_CHECKING:
     from streams.publish.prepare import Preparer, Record, _Route
 
-__all__ = ["FastPlan", "FastRecords", "fast_batch", "plan_for"]
+__all__ = ["FastPlan", "FastRecords", "ProduceArgs", "fast_batch", "plan_for", "produce_args"]
 
 _ITEM_KEYS = frozenset({"event_type", "payload", "priority"})
 _ENVELOPE_FIELDS = (
@@ -57,7 +57,9 @@ _ENVELOPE_FIELDS = (
 _OWN_VALIDATORS = frozenset({"_type_matches"})  # Event's: true by construction here
 _STRICT = ConfigDict(extra="forbid", strict=True)
 _AVRO = h.AVRO_CONTENT_TYPE.encode()
-CHUNK = 1000
+KafkaHeaders = list[tuple[str, str | bytes | None]]
+ProduceArgs = tuple[str, bytes, bytes, KafkaHeaders]
+CHUNK = 128
 """Payloads validated per pydantic call: large enough to amortise the call, small enough
 that the validated dicts are freed before the garbage collector promotes them."""
 
@@ -101,7 +103,7 @@ def _payload_adapter(model: type[events.Event]) -> TypeAdapter[list[dict[str, An
         if name != "envelope":
             annotation = info.rebuild_annotation()
             fields[name] = annotation if info.is_required() else NotRequired[annotation]
-    payload_type = TypedDict(f"{model.__name__}Payload", fields)  # type: ignore[operator]
+    payload_type = TypedDict(f"{model.__name__}Payload", fields)  # type: ignore[misc]
     payload_type.__pydantic_config__ = _STRICT  # type: ignore[attr-defined]
     return TypeAdapter(list[payload_type])
 
@@ -155,8 +157,16 @@ class FastRecords(Sequence["Record"]):
     reference), each ``Record`` tuple built when read: a batch of 50,000 leaves no
     per-event containers for the garbage collector to walk while it is being sent."""
 
-    __slots__ = ("_constant", "_lanes", "_raw_ids", "_traceparents", "event_ids", "keys")
-    __slots__ += ("topics", "values")
+    __slots__ = (
+        "_constant",
+        "_lanes",
+        "_raw_ids",
+        "_traceparents",
+        "event_ids",
+        "keys",
+        "topics",
+        "values",
+    )
 
     def __init__(self, n: int, event_ids: list[str], traceparents: list[bytes]) -> None:
         self.event_ids = event_ids
@@ -179,7 +189,7 @@ class FastRecords(Sequence["Record"]):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         event_type, schema, content = self._constant[index]
-        headers = (
+        headers: tuple[tuple[str, bytes], ...] = (
             (h.EVENT_ID, self._raw_ids[index]),
             event_type,
             schema,
@@ -196,8 +206,56 @@ class FastRecords(Sequence["Record"]):
         for i in range(len(self.values)):
             yield self[i]
 
+    def __eq__(self, other: object) -> bool:
+        """Equal to any list or tuple (or FastRecords) of the same records."""
+        if isinstance(other, FastRecords | list | tuple):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment] # mutable columns, like a list
+
+    def __repr__(self) -> str:
+        return f"FastRecords({len(self)} records)"
+
     def topic_set(self) -> set[str]:
         return set(self.topics)
+
+    def produce_args(self) -> Iterator[ProduceArgs]:
+        """``produce_args`` read straight from the columns."""
+        topics, values, keys = self.topics, self.values, self.keys
+        raw_ids, traceparents, constants, lanes = (
+            self._raw_ids,
+            self._traceparents,
+            self._constant,
+            self._lanes,
+        )
+        event_id, traceparent = h.EVENT_ID, h.TRACEPARENT
+        for i in range(len(values)):
+            event_type, schema, content = constants[i]
+            headers: KafkaHeaders = [
+                (event_id, raw_ids[i]),
+                event_type,
+                schema,
+                content,
+                (traceparent, traceparents[i]),
+            ]
+            lane = lanes[i]
+            if lane is not None:
+                headers.append(lane)
+            yield topics[i], values[i], keys[i], headers
+
+
+def produce_args(records: Sequence[Record]) -> Iterator[ProduceArgs]:
+    """(topic, value, key, headers list) of each record: ``Producer.produce``'s arguments."""
+    if isinstance(records, FastRecords):
+        return records.produce_args()
+    return _record_args(records)
+
+
+def _record_args(records: Sequence[Record]) -> Iterator[ProduceArgs]:
+    for topic, key, value, header_tuple, _ in records:
+        headers: KafkaHeaders = list(header_tuple)
+        yield topic, value, key, headers
 
 
 class _Group(NamedTuple):

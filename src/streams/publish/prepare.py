@@ -36,6 +36,7 @@ from streams.errors import (
     UnknownEventType,
 )
 from streams.events import build_event
+from streams.publish.fast import FastPlan, fast_batch, plan_for
 from streams.publish.outgoing import (
     RECORD_OVERHEAD_BYTES,
     HeaderList,
@@ -45,7 +46,6 @@ from streams.publish.outgoing import (
     new_event_id,
     partition_key,
 )
-from streams.publish.fast import FastPlan, fast_batch, plan_for
 from streams.publish.priority import lane_route
 
 if TYPE_CHECKING:

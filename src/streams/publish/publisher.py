@@ -34,7 +34,7 @@ from streams.broker.clients import base_conf, check_security
 from streams.catalog import Catalog, load_catalog
 from streams.errors import BatchPublishError, BrokerUnavailable, DeliveryFailed, PublishError
 from streams.publish.delivery import Health, Pending, PendingPool, error_for, poll_loop
-from streams.publish.fast import FastRecords
+from streams.publish.fast import FastRecords, ProduceArgs, produce_args
 from streams.publish.outgoing import RECORD_OVERHEAD_BYTES, PublishResult
 from streams.publish.prepare import BatchItem, HeadersArg, PreparedRecord, Preparer, Record
 from streams.settings import Settings
@@ -186,20 +186,17 @@ class Publisher:
         if fatal is not None:
             raise DeliveryFailed(f"the producer hit a fatal error: {fatal.str()}")
 
-    def _try_produce(self, rec: Record, index: int, pending: Pending) -> bool:
+    def _try_produce(self, args: ProduceArgs, index: int, pending: Pending) -> bool:
         """Enqueue one record; False when the local queue is full (nothing was enqueued)."""
+        topic, value, key, headers = args
         try:
             self._producer.produce(
-                rec[0],
-                rec[2],
-                rec[1],
-                headers=list(rec[3]),
-                on_delivery=pending.callbacks[index],
+                topic, value, key, headers=headers, on_delivery=pending.callbacks[index]
             )
         except BufferError:
             return False
         except KafkaException as exc:  # refused locally (fatal state, unknown partition, ...)
-            pending.fail_unsent(index, error_for(exc.args[0], rec[0]))
+            pending.fail_unsent(index, error_for(exc.args[0], topic))
         return True
 
     def _verify_topics(self, records: Sequence[Record], deadline: float) -> None:
@@ -229,8 +226,8 @@ class Publisher:
         """Produce every record, then wait up to ``wait_s`` for all verdicts."""
         pending = self._pendings.take(_event_ids(records))
         deadline = time.monotonic() + wait_s
-        for i, rec in enumerate(records):
-            while not self._try_produce(rec, i, pending):  # queue full: let deliveries drain
+        for i, args in enumerate(produce_args(records)):
+            while not self._try_produce(args, i, pending):  # queue full: let deliveries drain
                 if time.monotonic() >= deadline:
                     pending.fail_unsent(i, BrokerUnavailable(_QUEUE_FULL))
                     break
@@ -253,8 +250,8 @@ class Publisher:
 
         pending = self._pendings.take(_event_ids(records), on_done=wake)
         deadline = time.monotonic() + wait_s
-        for i, rec in enumerate(records):
-            while not self._try_produce(rec, i, pending):
+        for i, args in enumerate(produce_args(records)):
+            while not self._try_produce(args, i, pending):
                 if time.monotonic() >= deadline:
                     pending.fail_unsent(i, BrokerUnavailable(_QUEUE_FULL))
                     break
