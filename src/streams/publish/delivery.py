@@ -99,7 +99,11 @@ class Pending:
         return self
 
     def deliver(self, index: int, err: KafkaError | None, msg: Message) -> None:
-        """The delivery callback of record ``index`` (bind the index with ``partial``)."""
+        """The delivery callback of record ``index`` (``callbacks[index]``).
+
+        Reads nothing of ``self`` after counting its verdict: once the last verdict is
+        counted the object may be reset for another call (``PendingPool``)."""
+        total, count = self._total, self._count
         if err is None:
             offset = msg.offset()
             self.positions[index] = (
@@ -110,13 +114,14 @@ class Pending:
             )
         else:
             self.errors[index] = error_for(err, msg.topic() or "?")
-        if next(self._count) == self._total:
+        if next(count) == total:
             self._finish()
 
     def fail_unsent(self, index: int, error: PublishError) -> None:
         """Record an item the producer refused locally (never enqueued)."""
+        total, count = self._total, self._count
         self.errors[index] = error
-        if next(self._count) == self._total:
+        if next(count) == total:
             self._finish()
 
     def _finish(self) -> None:

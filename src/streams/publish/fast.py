@@ -38,6 +38,7 @@ from streams.core import headers as h
 from streams.errors import PublishError
 from streams.publish.outgoing import new_event_ids, new_traceparents
 from streams.publish.priority import lane_route
+from streams.serde.writer import SMALL_LONGS as _SMALL
 from streams.serde.writer import Writer, compile_fields, long_bytes
 
 if TYPE_CHECKING:
@@ -375,27 +376,30 @@ def _write_chunk(
     ids, traceparents = out.event_ids, out._traceparents
     topics, keys, values_out, raw_ids = out.topics, out.keys, out.values, out._raw_ids
     constants, lanes = out._constant, out._lanes
+    main_topic = route.topic
     for i, values, priority in zip(*chunk, strict=True):
         key_value = values.get(key_field, key_default)
         if type(key_value) is not str or not key_value:
             return False  # not a plain string key: the ordinary path says why
         key = key_value.encode()
         eid_raw = ids[i].encode()
-        parts = [head, long_bytes(len(eid_raw)), eid_raw, tail]
+        n = len(eid_raw)
+        parts = [head, _SMALL[n] if n < 64 else long_bytes(n), eid_raw, tail]
         write(values, parts)
         value = b"".join(parts)
-        topic, lane_header = lane(priority)
-        size = len(value) + len(key) + len(eid_raw) + len(traceparents[i])
-        if lane_header is not None:
-            size += len(lane_header[0]) + len(lane_header[1])
-            lanes[i] = lane_header
+        size = len(value) + len(key) + n + len(traceparents[i])
+        if priority is None:
+            topic = main_topic
+        else:
+            topic, lane_header = lane(priority)
+            if lane_header is not None:
+                size += len(lane_header[0]) + len(lane_header[1])
+                lanes[i] = lane_header
         if size > limit:
             return False  # too large: EventTooLarge from the ordinary path
-        topics[i], keys[i], values_out[i], raw_ids[i], constants[i] = (
-            topic,
-            key,
-            value,
-            eid_raw,
-            constant,
-        )
+        topics[i] = topic
+        keys[i] = key
+        values_out[i] = value
+        raw_ids[i] = eid_raw
+        constants[i] = constant
     return True

@@ -20,14 +20,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["Writer", "compile_fields", "long_bytes"]
+__all__ = ["SMALL_LONGS", "Writer", "compile_fields", "long_bytes"]
 
 Writer = Callable[[Mapping[str, Any], list[bytes]], None]
 
 _SCALARS = frozenset({"null", "boolean", "int", "long", "string"})
 _LONG_MIN = -(2**63)
 _LONG_MAX = 2**63 - 1
-_SMALL = tuple(bytes((n << 1,)) for n in range(64))  # zig-zag varints of 0..63
+SMALL_LONGS = tuple(bytes((n << 1,)) for n in range(64))
+"""The encodings of the longs 0..63 (one byte each): ``SMALL_LONGS[n]`` for ``n < 64``."""
+_SMALL = SMALL_LONGS
 
 
 def long_bytes(n: int) -> bytes:
