@@ -25,7 +25,7 @@ from streams import Publisher
 from streams.broker import admin as topics_admin
 from streams.catalog import Catalog, load_catalog
 from streams.publish import fast, outgoing, prepare
-from streams.publish.fast import FastRecords
+from streams.publish.records import FastRecords
 from streams.settings import Settings
 
 EMAIL = "email.requested"

@@ -22,9 +22,10 @@ from streams.core import headers as h
 from streams.errors import BatchPublishError, EventTooLarge
 from streams.events import EXAMPLE_PAYLOADS
 from streams.publish import fast, outgoing, prepare
-from streams.publish.fast import FastRecords, fast_batch
+from streams.publish.fast import fast_batch
 from streams.publish.outgoing import new_event_ids, new_traceparents, traceparent_error
 from streams.publish.prepare import Preparer
+from streams.publish.records import FastRecords
 from streams.serde import SchemaStore
 
 ROOT = Path(__file__).resolve().parents[2]

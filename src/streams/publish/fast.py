@@ -13,7 +13,8 @@ priority lanes included), with the work per event reduced to what differs per ev
 - encoding: the envelope's Avro bytes but the event id are constant within a batch, and
   the payload is written by a per-schema compiled writer (``streams.serde.writer``);
 - headers: the constant ones are pre-encoded (tuples shared by every record), ids and
-  trace parents come from one read of random bytes per batch (``outgoing``).
+  trace parents come from one read of random bytes per batch (``outgoing``);
+- the records are kept as columns (``publish.records.FastRecords``), not tuples.
 
 It only takes batches it can prepare this way: every item ``(event_type, payload)`` or a
 dict with ``event_type``, ``payload`` and optionally ``priority``, each payload a dict,
@@ -26,9 +27,9 @@ and the ordinary path prepares the whole batch, so errors are the ordinary path'
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, NotRequired, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, NotRequired
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
@@ -38,13 +39,14 @@ from streams.core import headers as h
 from streams.errors import PublishError
 from streams.publish.outgoing import new_event_ids, new_traceparents
 from streams.publish.priority import lane_route
+from streams.publish.records import FastRecords
 from streams.serde.writer import SMALL_LONGS as _SMALL
 from streams.serde.writer import Writer, compile_fields, long_bytes
 
 if TYPE_CHECKING:
-    from streams.publish.prepare import Preparer, Record, _Route
+    from streams.publish.prepare import Preparer, _Route
 
-__all__ = ["FastPlan", "FastRecords", "ProduceArgs", "fast_batch", "plan_for", "produce_args"]
+__all__ = ["FastPlan", "fast_batch", "plan_for"]
 
 _ITEM_KEYS = frozenset({"event_type", "payload", "priority"})
 _ENVELOPE_FIELDS = (
@@ -58,8 +60,6 @@ _ENVELOPE_FIELDS = (
 _OWN_VALIDATORS = frozenset({"_type_matches"})  # Event's: true by construction here
 _STRICT = ConfigDict(extra="forbid", strict=True)
 _AVRO = h.AVRO_CONTENT_TYPE.encode()
-KafkaHeaders = list[tuple[str, str | bytes | None]]
-ProduceArgs = tuple[str, bytes, bytes, KafkaHeaders]
 CHUNK = 128
 """Payloads validated per pydantic call: large enough to amortise the call, small enough
 that the validated dicts are freed before the garbage collector promotes them."""
@@ -151,112 +151,6 @@ def plan_for(preparer: Preparer, event_type: str) -> FastPlan | None:
             (h.CONTENT_TYPE, _AVRO),
         ),
     )
-
-
-class FastRecords(Sequence["Record"]):
-    """The records of a fast batch as columns of bytes and str (shared header tuples by
-    reference), each ``Record`` tuple built when read: a batch of 50,000 leaves no
-    per-event containers for the garbage collector to walk while it is being sent."""
-
-    __slots__ = (
-        "_constant",
-        "_lanes",
-        "_raw_ids",
-        "_traceparents",
-        "event_ids",
-        "keys",
-        "topics",
-        "values",
-    )
-
-    def __init__(self, n: int, event_ids: list[str], traceparents: list[bytes]) -> None:
-        self.event_ids = event_ids
-        self._traceparents = traceparents
-        self.topics: list[str] = [""] * n
-        self.keys: list[bytes] = [b""] * n
-        self.values: list[bytes] = [b""] * n
-        self._raw_ids: list[bytes] = [b""] * n
-        self._constant: list[tuple[tuple[str, bytes], ...]] = [()] * n
-        self._lanes: list[tuple[str, bytes] | None] = [None] * n
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    @overload
-    def __getitem__(self, index: int) -> Record: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[Record]: ...
-    def __getitem__(self, index: int | slice) -> Record | list[Record]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        event_type, schema, content = self._constant[index]
-        headers: tuple[tuple[str, bytes], ...] = (
-            (h.EVENT_ID, self._raw_ids[index]),
-            event_type,
-            schema,
-            content,
-            (h.TRACEPARENT, self._traceparents[index]),
-        )
-        lane = self._lanes[index]
-        if lane is not None:
-            headers += (lane,)
-        eid = self.event_ids[index]
-        return (self.topics[index], self.keys[index], self.values[index], headers, eid)
-
-    def __iter__(self) -> Iterator[Record]:
-        for i in range(len(self.values)):
-            yield self[i]
-
-    def __eq__(self, other: object) -> bool:
-        """Equal to any list or tuple (or FastRecords) of the same records."""
-        if isinstance(other, FastRecords | list | tuple):
-            return list(self) == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment] # mutable columns, like a list
-
-    def __repr__(self) -> str:
-        return f"FastRecords({len(self)} records)"
-
-    def topic_set(self) -> set[str]:
-        return set(self.topics)
-
-    def produce_args(self) -> Iterator[ProduceArgs]:
-        """``produce_args`` read straight from the columns."""
-        topics, values, keys = self.topics, self.values, self.keys
-        raw_ids, traceparents, constants, lanes = (
-            self._raw_ids,
-            self._traceparents,
-            self._constant,
-            self._lanes,
-        )
-        event_id, traceparent = h.EVENT_ID, h.TRACEPARENT
-        for i in range(len(values)):
-            event_type, schema, content = constants[i]
-            headers: KafkaHeaders = [
-                (event_id, raw_ids[i]),
-                event_type,
-                schema,
-                content,
-                (traceparent, traceparents[i]),
-            ]
-            lane = lanes[i]
-            if lane is not None:
-                headers.append(lane)
-            yield topics[i], values[i], keys[i], headers
-
-
-def produce_args(records: Sequence[Record]) -> Iterator[ProduceArgs]:
-    """(topic, value, key, headers list) of each record: ``Producer.produce``'s arguments."""
-    if isinstance(records, FastRecords):
-        return records.produce_args()
-    return _record_args(records)
-
-
-def _record_args(records: Sequence[Record]) -> Iterator[ProduceArgs]:
-    for topic, key, value, header_tuple, _ in records:
-        headers: KafkaHeaders = list(header_tuple)
-        yield topic, value, key, headers
 
 
 class _Group(NamedTuple):
@@ -373,9 +267,9 @@ def _write_chunk(
     key_field, key_default = route.key_field, plan.defaults.get(route.key_field)
     limit = route.size_limit_bytes - route.template.size_bytes
     head, constant, write = plan.prefix, plan.constant_headers, plan.write
-    ids, traceparents = out.event_ids, out._traceparents
-    topics, keys, values_out, raw_ids = out.topics, out.keys, out.values, out._raw_ids
-    constants, lanes = out._constant, out._lanes
+    ids, traceparents = out.event_ids, out.traceparents
+    topics, keys, values_out, raw_ids = out.topics, out.keys, out.values, out.raw_ids
+    constants, lanes = out.constant_headers, out.lane_headers
     main_topic = route.topic
     for i, values, priority in zip(*chunk, strict=True):
         key_value = values.get(key_field, key_default)

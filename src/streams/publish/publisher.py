@@ -34,9 +34,9 @@ from streams.broker.clients import base_conf, check_security
 from streams.catalog import Catalog, load_catalog
 from streams.errors import BatchPublishError, BrokerUnavailable, DeliveryFailed, PublishError
 from streams.publish.delivery import Health, Pending, PendingPool, error_for, poll_loop
-from streams.publish.fast import FastRecords, ProduceArgs, produce_args
 from streams.publish.outgoing import RECORD_OVERHEAD_BYTES, PublishResult
 from streams.publish.prepare import BatchItem, HeadersArg, PreparedRecord, Preparer, Record
+from streams.publish.records import ProduceArgs, event_ids_of, produce_args, topics_of
 from streams.settings import Settings
 
 if TYPE_CHECKING:
@@ -202,7 +202,7 @@ class Publisher:
     def _verify_topics(self, records: Sequence[Record], deadline: float) -> None:
         """Check once per topic that it exists, so a missing topic is named at once
         (librdkafka would only time out). Raises DeliveryFailed or BrokerUnavailable."""
-        for topic in _topics(records) - self._verified_topics:
+        for topic in topics_of(records) - self._verified_topics:
             timeout_s = max(0.001, deadline - time.monotonic())
             try:
                 metadata = self._producer.list_topics(topic, timeout=timeout_s)
@@ -224,7 +224,7 @@ class Publisher:
 
     def _send(self, records: Sequence[Record], wait_s: float) -> Pending:
         """Produce every record, then wait up to ``wait_s`` for all verdicts."""
-        pending = self._pendings.take(_event_ids(records))
+        pending = self._pendings.take(event_ids_of(records))
         deadline = time.monotonic() + wait_s
         for i, args in enumerate(produce_args(records)):
             while not self._try_produce(args, i, pending):  # queue full: let deliveries drain
@@ -248,7 +248,7 @@ class Publisher:
             with contextlib.suppress(RuntimeError):  # the loop closed after the caller left
                 loop.call_soon_threadsafe(resolve)
 
-        pending = self._pendings.take(_event_ids(records), on_done=wake)
+        pending = self._pendings.take(event_ids_of(records), on_done=wake)
         deadline = time.monotonic() + wait_s
         for i, args in enumerate(produce_args(records)):
             while not self._try_produce(args, i, pending):
@@ -393,7 +393,7 @@ class Publisher:
         if not records:
             return []
         wait_s = self._timeout(timeout_s)
-        if _topics(records) - self._verified_topics:
+        if topics_of(records) - self._verified_topics:
             await asyncio.to_thread(self._checked, records, self._check_deadline(wait_s))
         return self._settle(await self._send_async(records, wait_s), wait_s)
 
@@ -459,11 +459,3 @@ class Publisher:
         tb: TracebackType | None,
     ) -> None:
         await asyncio.to_thread(self._close_after, exc)
-
-
-def _topics(records: Sequence[Record]) -> set[str]:
-    return records.topic_set() if isinstance(records, FastRecords) else {r[0] for r in records}
-
-
-def _event_ids(records: Sequence[Record]) -> list[str]:
-    return records.event_ids if isinstance(records, FastRecords) else [r[4] for r in records]
