@@ -5,9 +5,10 @@ path (``Preparer.record``: ``build_event``, ``SchemaStore.encode``, ``build_head
 produces for the same ids, clock and trace ids (the unit tests compare them byte for byte,
 priority lanes included), with the work per event reduced to what differs per event:
 
-- validation: the payloads of one type are validated in ONE pydantic call, by a
-  ``TypeAdapter(list[<payload TypedDict>])`` built from the event model's own payload
-  fields (same annotations, constraints and validators, strict, unknown fields forbidden);
+- validation: the payloads of one type are validated ``CHUNK`` at a time in one pydantic
+  call each, by a ``TypeAdapter(list[<payload TypedDict>])`` built from the event model's
+  own payload fields (same annotations, constraints and validators, strict, unknown fields
+  forbidden; the tests check it accepts and refuses exactly what the model does);
   the envelope is made by the SDK (fresh UUID4 ids, one clock reading, the publisher's
   producer name) and validated once per batch, not per event;
 - encoding: the envelope's Avro bytes but the event id are constant within a batch, and
@@ -60,6 +61,8 @@ _ENVELOPE_FIELDS = (
 _OWN_VALIDATORS = frozenset({"_type_matches"})  # Event's: true by construction here
 _STRICT = ConfigDict(extra="forbid", strict=True)
 _AVRO = h.AVRO_CONTENT_TYPE.encode()
+_FALL_BACK: tuple[type[Exception], ...] = (PublishError, ValidationError, ValueError, KeyError)
+_FALL_BACK += (TypeError, AttributeError, OverflowError)  # values the compiled writer refuses
 CHUNK = 128
 """Payloads validated per pydantic call: large enough to amortise the call, small enough
 that the validated dicts are freed before the garbage collector promotes them."""
@@ -197,10 +200,8 @@ def fast_batch(preparer: Preparer, items: Sequence[Any]) -> FastRecords | None:
             plan = preparer.plan(event_type)
             if plan is None or not _fill(preparer, plan, event_type, group, now_ms, out):
                 return None
-    except (PublishError, ValidationError, ValueError, TypeError, OverflowError, KeyError):
+    except _FALL_BACK:
         return None  # the ordinary path names the problem (or prepares what we could not)
-    except AttributeError:  # a value the writer cannot encode (no ``encode``)
-        return None
     return out
 
 
