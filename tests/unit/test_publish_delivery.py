@@ -6,7 +6,7 @@ import pytest
 from confluent_kafka import KafkaError
 
 from streams.errors import BatchPublishError, BrokerUnavailable, DeliveryFailed
-from streams.publish.delivery import Pending
+from streams.publish.delivery import Pending, PendingPool
 from streams.publish.outgoing import PublishResult
 
 
@@ -86,3 +86,35 @@ def test_single_returns_the_result_or_raises_the_error() -> None:
         failed.single(1.0)
     with pytest.raises(BrokerUnavailable, match=r"no acknowledgement within 0\.5s"):
         Pending(["e0"]).single(0.5)
+
+
+def test_the_pool_reuses_a_finished_pending_and_its_callbacks() -> None:
+    pool = PendingPool()
+    first = pool.take(["e0", "e1"])
+    callbacks = list(first.callbacks)
+    for i, callback in enumerate(callbacks):
+        callback(None, Acked(0, i))  # the callbacks as librdkafka calls them
+    assert first.every(1.0)[1] == PublishResult("t.email", 0, 1, "e1", 1_000)
+    pool.give(first)
+    assert (first.event_ids, first.positions) == ([], [])  # keeps nothing of that call
+    woken: list[str] = []
+    second = pool.take(["f0", "f1", "f2"], on_done=lambda: woken.append("done"))
+    assert second is first
+    assert second.callbacks[:2] == callbacks  # the same objects: none made again
+    assert not second.done.is_set()
+    for i, callback in enumerate(second.callbacks[:3]):
+        callback(None, Acked(1, 10 + i))
+    assert woken == ["done"]
+    assert [r.event_id for r in second.every(1.0)] == ["f0", "f1", "f2"]
+
+
+def test_a_pending_still_waiting_for_verdicts_is_never_reused() -> None:
+    pool = PendingPool()
+    waiting = pool.take(["e0", "e1"])
+    waiting.deliver(0, None, Acked(0, 1))  # the caller timed out before e1's verdict
+    pool.give(waiting)
+    fresh = pool.take(["f0"])
+    assert fresh is not waiting
+    waiting.deliver(1, None, Acked(0, 2))  # a late callback reaches only its own call
+    assert fresh.positions == [None]
+    assert waiting.positions[1] == ("t.email", 0, 2, 1_000)

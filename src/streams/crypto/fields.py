@@ -104,6 +104,10 @@ class EventSealer:
         self._by_type = catalog.by_type
         self._cipher = cipher
 
+    def seals(self, event_type: str) -> bool:
+        """True when events of ``event_type`` have fields this sealer seals."""
+        return bool(self._by_type.get(event_type))
+
     def seal(self, event: Event) -> Event:
         """``event`` unchanged, or a copy with its sensitive values sealed; ConfigError when
         it has sensitive fields and no key is configured."""

@@ -14,6 +14,7 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import cast
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -21,7 +22,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from streams.errors import BatchPublishError, BrokerUnavailable, DeliveryFailed, PublishError
 from streams.publish.outgoing import PublishResult
 
-__all__ = ["Health", "Pending", "error_for", "poll_loop"]
+__all__ = ["Health", "Pending", "PendingPool", "error_for", "poll_loop"]
 
 log = logging.getLogger("streams.publish.publisher")  # one logger for the whole publisher
 
@@ -61,11 +62,31 @@ class Pending:
 
     Delivery callbacks only store the message or the error; ``outcome`` builds the results
     on the caller's side. ``on_done`` runs once, when every record has a verdict.
+    ``callbacks[i]`` is record i's delivery callback; they are made once per object and a
+    ``PendingPool`` reuses the object for later calls, so a batch of 50,000 does not make
+    50,000 new callback objects for the garbage collector to promote and walk.
     """
 
-    __slots__ = ("_count", "_total", "done", "errors", "event_ids", "on_done", "positions")
+    __slots__ = (
+        "_count",
+        "_total",
+        "callbacks",
+        "done",
+        "errors",
+        "event_ids",
+        "on_done",
+        "positions",
+    )
 
     def __init__(self, event_ids: list[str], on_done: Callable[[], None] | None = None) -> None:
+        self.callbacks: list[Callable[[KafkaError | None, Message], None]] = []
+        self.reset(event_ids, on_done)
+
+    def reset(self, event_ids: list[str], on_done: Callable[[], None] | None = None) -> Pending:
+        """Ready for a new call's records (only once every verdict of the last arrived)."""
+        callbacks = self.callbacks
+        for i in range(len(callbacks), len(event_ids)):
+            callbacks.append(partial(Pending.deliver, self, i))  # one object each
         self.event_ids = event_ids
         # (topic, partition, offset, timestamp_ms) per acknowledged record: plain tuples of
         # atomic values, which the garbage collector stops tracking (big batches stay cheap)
@@ -75,9 +96,14 @@ class Pending:
         self._count = itertools.count(1)  # next() is atomic: no lock on the hot path
         self.done = threading.Event()
         self.on_done = on_done
+        return self
 
     def deliver(self, index: int, err: KafkaError | None, msg: Message) -> None:
-        """The delivery callback of record ``index`` (bind the index with ``partial``)."""
+        """The delivery callback of record ``index`` (``callbacks[index]``).
+
+        Reads nothing of ``self`` after counting its verdict: once the last verdict is
+        counted the object may be reset for another call (``PendingPool``)."""
+        total, count = self._total, self._count
         if err is None:
             offset = msg.offset()
             self.positions[index] = (
@@ -88,19 +114,21 @@ class Pending:
             )
         else:
             self.errors[index] = error_for(err, msg.topic() or "?")
-        if next(self._count) == self._total:
+        if next(count) == total:
             self._finish()
 
     def fail_unsent(self, index: int, error: PublishError) -> None:
         """Record an item the producer refused locally (never enqueued)."""
+        total, count = self._total, self._count
         self.errors[index] = error
-        if next(self._count) == self._total:
+        if next(count) == total:
             self._finish()
 
     def _finish(self) -> None:
+        on_done = self.on_done  # read first: once done is set the object may be reused
         self.done.set()
-        if self.on_done is not None:
-            self.on_done()
+        if on_done is not None:
+            on_done()
 
     def outcome(
         self, waited_s: float
@@ -114,8 +142,9 @@ class Pending:
         errors = dict(self.errors)
         if not errors and None not in positions:  # the common case: every one acknowledged
             acked = cast(list[tuple[str, int, int, int]], positions)
+            new = tuple.__new__  # PublishResult's own __new__ is a Python call per result
             return [
-                PublishResult(t, p, o, eid, ts)
+                new(PublishResult, (t, p, o, eid, ts))
                 for (t, p, o, ts), eid in zip(acked, self.event_ids, strict=True)
             ], {}
         results: list[PublishResult | None] = []
@@ -150,6 +179,35 @@ class Pending:
         if errors:
             raise BatchPublishError(errors, results, sent=True)
         return results  # type: ignore[return-value] # no errors: every slot holds a result
+
+
+class PendingPool:
+    """Reusable ``Pending`` objects (with their callbacks) of one publisher; thread-safe.
+
+    ``give`` takes one back only when every verdict of its call has arrived (no late
+    delivery callback can reach it any more); one whose caller stopped waiting is dropped.
+    """
+
+    MAX_FREE = 4
+
+    def __init__(self) -> None:
+        self._free: list[Pending] = []
+        self._lock = threading.Lock()
+
+    def take(self, event_ids: list[str], on_done: Callable[[], None] | None = None) -> Pending:
+        with self._lock:
+            pending = self._free.pop() if self._free else None
+        if pending is None:
+            return Pending(event_ids, on_done)
+        return pending.reset(event_ids, on_done)
+
+    def give(self, pending: Pending) -> None:
+        if not pending.done.is_set():
+            return
+        pending.reset([])  # keep no ids or positions of the finished call
+        with self._lock:
+            if len(self._free) < self.MAX_FREE:
+                self._free.append(pending)
 
 
 class Health:

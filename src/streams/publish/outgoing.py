@@ -83,6 +83,36 @@ def new_event_id() -> str:
     return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
+_VERSION_4 = bytes(b & 0x0F | 0x40 for b in range(256))  # byte 6 of a UUID4
+_VARIANT_1 = bytes(b & 0x3F | 0x80 for b in range(256))  # byte 8 of a UUID4
+
+
+def new_event_ids(n: int) -> list[str]:
+    """``n`` fresh ``new_event_id()`` strings at once: one read of random bytes, the
+    version and variant bits set on all of them in two ``translate`` calls."""
+    raw = bytearray(os.urandom(16 * n))
+    raw[6::16] = raw[6::16].translate(_VERSION_4)
+    raw[8::16] = raw[8::16].translate(_VARIANT_1)
+    x = raw.hex()
+    return [
+        f"{x[i : i + 8]}-{x[i + 8 : i + 12]}-{x[i + 12 : i + 16]}-{x[i + 16 : i + 20]}-"
+        f"{x[i + 20 : i + 32]}"
+        for i in range(0, 32 * n, 32)
+    ]
+
+
+def new_traceparents(n: int) -> list[bytes]:
+    """``n`` fresh ``new_traceparent()`` values, already UTF-8 (the header value)."""
+    x = os.urandom(24 * n).hex()
+    out = [f"00-{x[i : i + 32]}-{x[i + 32 : i + 48]}-01".encode() for i in range(0, 48 * n, 48)]
+    if _ZERO_SPAN_ID in x:  # an all-zero id is invalid: redraw those (about never)
+        zero_trace, zero_span = f"-{_ZERO_TRACE_ID}-".encode(), f"-{_ZERO_SPAN_ID}-".encode()
+        for i, tp in enumerate(out):
+            if zero_trace in tp or zero_span in tp:
+                out[i] = new_traceparent().encode()
+    return out
+
+
 def traceparent_error(value: str) -> str | None:
     """Why ``value`` is not a valid W3C ``traceparent``, or None when it is valid."""
     match = _TRACEPARENT.match(value)

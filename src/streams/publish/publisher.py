@@ -23,9 +23,8 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -34,9 +33,10 @@ from confluent_kafka import KafkaException, Producer
 from streams.broker.clients import base_conf, check_security
 from streams.catalog import Catalog, load_catalog
 from streams.errors import BatchPublishError, BrokerUnavailable, DeliveryFailed, PublishError
-from streams.publish.delivery import Health, Pending, error_for, poll_loop
+from streams.publish.delivery import Health, Pending, PendingPool, error_for, poll_loop
 from streams.publish.outgoing import RECORD_OVERHEAD_BYTES, PublishResult
 from streams.publish.prepare import BatchItem, HeadersArg, PreparedRecord, Preparer, Record
+from streams.publish.records import ProduceArgs, event_ids_of, produce_args, topics_of
 from streams.settings import Settings
 
 if TYPE_CHECKING:
@@ -96,6 +96,7 @@ class Publisher:
         self.timeout_s = self.settings.publish_timeout_s
         self._verified_topics: set[str] = set()
         self._health = Health()
+        self._pendings = PendingPool()
         self._closed = False
         check_security(self.settings)  # a wrong password or CA fails here, saying which
         self._producer = Producer(self.producer_config(producer_conf))
@@ -185,26 +186,23 @@ class Publisher:
         if fatal is not None:
             raise DeliveryFailed(f"the producer hit a fatal error: {fatal.str()}")
 
-    def _try_produce(self, rec: Record, index: int, pending: Pending) -> bool:
+    def _try_produce(self, args: ProduceArgs, index: int, pending: Pending) -> bool:
         """Enqueue one record; False when the local queue is full (nothing was enqueued)."""
+        topic, value, key, headers = args
         try:
             self._producer.produce(
-                rec[0],
-                rec[2],
-                rec[1],
-                headers=list(rec[3]),
-                on_delivery=partial(pending.deliver, index),
+                topic, value, key, headers=headers, on_delivery=pending.callbacks[index]
             )
         except BufferError:
             return False
         except KafkaException as exc:  # refused locally (fatal state, unknown partition, ...)
-            pending.fail_unsent(index, error_for(exc.args[0], rec[0]))
+            pending.fail_unsent(index, error_for(exc.args[0], topic))
         return True
 
-    def _verify_topics(self, records: list[Record], deadline: float) -> None:
+    def _verify_topics(self, records: Sequence[Record], deadline: float) -> None:
         """Check once per topic that it exists, so a missing topic is named at once
         (librdkafka would only time out). Raises DeliveryFailed or BrokerUnavailable."""
-        for topic in {r[0] for r in records} - self._verified_topics:
+        for topic in topics_of(records) - self._verified_topics:
             timeout_s = max(0.001, deadline - time.monotonic())
             try:
                 metadata = self._producer.list_topics(topic, timeout=timeout_s)
@@ -215,7 +213,7 @@ class Publisher:
                 raise error_for(found.error, topic)
             self._verified_topics.add(topic)
 
-    def _checked(self, records: list[Record], deadline: float) -> None:
+    def _checked(self, records: Sequence[Record], deadline: float) -> None:
         """``_verify_topics`` for a batch: a failure means nothing was sent."""
         try:
             self._verify_topics(records, deadline)
@@ -224,12 +222,12 @@ class Publisher:
                 dict.fromkeys(range(len(records)), exc), [None] * len(records), sent=False
             ) from None
 
-    def _send(self, records: list[Record], wait_s: float) -> Pending:
+    def _send(self, records: Sequence[Record], wait_s: float) -> Pending:
         """Produce every record, then wait up to ``wait_s`` for all verdicts."""
-        pending = Pending([r[4] for r in records])
+        pending = self._pendings.take(event_ids_of(records))
         deadline = time.monotonic() + wait_s
-        for i, rec in enumerate(records):
-            while not self._try_produce(rec, i, pending):  # queue full: let deliveries drain
+        for i, args in enumerate(produce_args(records)):
+            while not self._try_produce(args, i, pending):  # queue full: let deliveries drain
                 if time.monotonic() >= deadline:
                     pending.fail_unsent(i, BrokerUnavailable(_QUEUE_FULL))
                     break
@@ -237,7 +235,7 @@ class Publisher:
         pending.done.wait(max(0.0, deadline - time.monotonic()))
         return pending
 
-    async def _send_async(self, records: list[Record], wait_s: float) -> Pending:
+    async def _send_async(self, records: Sequence[Record], wait_s: float) -> Pending:
         """``_send`` without blocking the event loop: the poll thread resolves a future."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
@@ -250,10 +248,10 @@ class Publisher:
             with contextlib.suppress(RuntimeError):  # the loop closed after the caller left
                 loop.call_soon_threadsafe(resolve)
 
-        pending = Pending([r[4] for r in records], on_done=wake)
+        pending = self._pendings.take(event_ids_of(records), on_done=wake)
         deadline = time.monotonic() + wait_s
-        for i, rec in enumerate(records):
-            while not self._try_produce(rec, i, pending):
+        for i, args in enumerate(produce_args(records)):
+            while not self._try_produce(args, i, pending):
                 if time.monotonic() >= deadline:
                     pending.fail_unsent(i, BrokerUnavailable(_QUEUE_FULL))
                     break
@@ -261,6 +259,17 @@ class Publisher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
         return pending
+
+    def _settle(
+        self, pending: Pending, wait_s: float, *, single: bool = False
+    ) -> list[PublishResult]:
+        """Every result (``Pending.every``: BatchPublishError(sent=True) on any failure;
+        ``single``: the one record's error raised as itself); the Pending goes back to
+        the pool."""
+        try:
+            return [pending.single(wait_s)] if single else pending.every(wait_s)
+        finally:
+            self._pendings.give(pending)
 
     def _check_deadline(self, wait_s: float) -> float:
         """Deadline of the topic check: the call's timeout without the grace period."""
@@ -316,7 +325,7 @@ class Publisher:
         wait_s = self._timeout(timeout_s)
         if rec[0] not in self._verified_topics:
             self._verify_topics([rec], self._check_deadline(wait_s))
-        return self._send([rec], wait_s).single(wait_s)
+        return self._settle(self._send([rec], wait_s), wait_s, single=True)[0]
 
     def publish_batch(
         self, items: Iterable[BatchItem], *, timeout_s: float | None = None
@@ -334,7 +343,7 @@ class Publisher:
             return []
         wait_s = self._timeout(timeout_s)
         self._checked(records, self._check_deadline(wait_s))
-        return self._send(records, wait_s).every(wait_s)
+        return self._settle(self._send(records, wait_s), wait_s)
 
     # --- asyncio -------------------------------------------------------------------------------
 
@@ -373,7 +382,7 @@ class Publisher:
         if rec[0] not in self._verified_topics:
             deadline = self._check_deadline(wait_s)
             await asyncio.to_thread(self._verify_topics, [rec], deadline)
-        return (await self._send_async([rec], wait_s)).single(wait_s)
+        return self._settle(await self._send_async([rec], wait_s), wait_s, single=True)[0]
 
     async def publish_batch_async(
         self, items: Iterable[BatchItem], *, timeout_s: float | None = None
@@ -384,9 +393,9 @@ class Publisher:
         if not records:
             return []
         wait_s = self._timeout(timeout_s)
-        if {r[0] for r in records} - self._verified_topics:
+        if topics_of(records) - self._verified_topics:
             await asyncio.to_thread(self._checked, records, self._check_deadline(wait_s))
-        return (await self._send_async(records, wait_s)).every(wait_s)
+        return self._settle(await self._send_async(records, wait_s), wait_s)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
