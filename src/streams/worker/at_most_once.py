@@ -197,16 +197,7 @@ class AtMostOnceRouter(Router):
             origin=h.Origin(entry.topic, entry.partition, entry.offset, entry.timestamp_ms),
             now_ms=self._clock_ms(),
         )
-        log.warning(
-            "%s: event at %s[%d]@%d (%s) to the DLQ: %s: %s",
-            self._family_name,
-            entry.topic,
-            entry.partition,
-            entry.offset,
-            event_type,
-            plan.reason,
-            plan.headers.get(h.ERROR_MESSAGE, ""),
-        )
+        self._log_dead_letter(entry, plan, event_type)
         sent = await self._send_once(entry, plan)
         entry.finish()  # committed already: the log only keeps its backlog count
         if sent is None:

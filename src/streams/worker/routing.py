@@ -83,16 +83,7 @@ class Router:
             default_max_defer_ms=self._config.default_max_defer_ms,
         )
         if isinstance(plan, DeadLetter):
-            log.warning(
-                "%s: event at %s[%d]@%d (%s) to the DLQ: %s: %s",
-                self._family_name,
-                entry.topic,
-                entry.partition,
-                entry.offset,
-                event_type,
-                plan.reason,
-                plan.headers.get(h.ERROR_MESSAGE, ""),
-            )
+            self._log_dead_letter(entry, plan, event_type)
         sent = await self._produce(entry, plan)
         if sent is None:
             return  # partition revoked meanwhile: left unacked, the next owner retries
@@ -109,6 +100,18 @@ class Router:
             return
         marker = self._routed.of(entry.topic, entry.offset)
         self._ledger.record(entry.partition, marker, entry.finish)
+
+    def _log_dead_letter(self, entry: Entry, plan: DeadLetter, event_type: str) -> None:
+        log.warning(
+            "%s: event at %s[%d]@%d (%s) to the DLQ: %s: %s",
+            self._family_name,
+            entry.topic,
+            entry.partition,
+            entry.offset,
+            event_type,
+            plan.reason,
+            plan.headers.get(h.ERROR_MESSAGE, ""),
+        )
 
     def _note_routed(
         self,
