@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from streams.catalog import Family
 from streams.core import headers as h
-from streams.core.idempotency import RouteMarkers, event_hash
+from streams.core.idempotency import event_hash
 from streams.errors import Cancelled, DecodeError, Permanent, Retryable, Suppressed
 from streams.jobs.base import (
     NEVER_CANCELLED,
@@ -124,7 +124,6 @@ class Processor:
         self._cancelled = m.events.labels(fam, "cancelled")
         self._latency = m.end_to_end_latency.labels(fam)
         self._durations: dict[str, Any] = {}  # event type -> histogram child
-        self._routed = RouteMarkers()
         router = AtMostOnceRouter if family.delivery == "at_most_once" else Router
         self.router = router(
             family=family,
@@ -160,13 +159,8 @@ class Processor:
 
     async def process(self, entry: Entry) -> None:
         """Run one record to a durable outcome. Never raises (but lets cancellation through)."""
-        ledger = self._ledger
-        if ledger is not None and ledger.seen(
-            entry.partition, self._routed.of(entry.topic, entry.offset)
-        ):
-            self._dup.inc()  # routed already (a redelivery after a rebalance or crash)
-            self._dup_skipped.inc()
-            entry.finish()
+        if self.router.routed_before(entry):
+            self._skip_duplicate(entry)
             return
         try:
             event = self._decoder.decode_event(entry.value)  # type: ignore[arg-type]
@@ -207,15 +201,19 @@ class Processor:
         cancelled; True when it did."""
         ledger = self._ledger
         if ledger is not None and ledger.seen(entry.partition, digest):
-            self._dup.inc()
-            self._dup_skipped.inc()
-            entry.finish()
+            self._skip_duplicate(entry)
             return True
         control = self._control
         if control is not None and control.cancelled(envelope.event_id, envelope.tenant_id):
             self._finish(entry, envelope, digest, "cancelled", reason="cancel requested")
             return True
         return False
+
+    def _skip_duplicate(self, entry: Entry) -> None:
+        """Ack a record whose event is done, or whose record was routed, already."""
+        self._dup.inc()
+        self._dup_skipped.inc()
+        entry.finish()
 
     def settle_done(
         self,

@@ -92,6 +92,14 @@ class Router:
         if self._status is not None:
             self._note_routed(plan, headers, sent, event_type, envelope)
 
+    def routed_before(self, entry: Entry) -> bool:
+        """The record at ``entry``'s position was routed already and its marker is durable
+        or on its way (a redelivery after a rebalance or a crash): ack it, route it not."""
+        ledger = self._ledger
+        return ledger is not None and ledger.seen(
+            entry.partition, self._routed.of(entry.topic, entry.offset)
+        )
+
     def _finish_routed(self, entry: Entry, plan: Retry | DeadLetter) -> None:
         """Ack once the record's route marker is durable (``core/idempotency.route_hash``):
         a redelivery of it is then acked without a second retry or DLQ copy."""
