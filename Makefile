@@ -19,6 +19,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# the suite mostly waits on brokers and workers: two pytest-xdist processes, a broker each,
+# whole files per process; TEST_WORKERS=0 runs it in one process
+TEST_WORKERS ?= 2
 BENCH_CASES ?= P0,F0,P1,P3,P7,P9
 BENCH_ARGS ?=
 # helm for the chart tests: a Go module built once per version into a cache outside the
@@ -101,7 +104,7 @@ $(STAMP): pyproject.toml
 
 # pytest exit 5 means no test was collected: a failure here.
 test: install tools
-	@rc=0; "$(BIN)/pytest" $(PYTEST_ARGS) || rc=$$?; \
+	@rc=0; "$(BIN)/pytest" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; fi; \
 	exit $$rc
 

@@ -50,6 +50,9 @@ if os.environ.get("CI"):
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "kafka: needs a real Kafka broker")
     config.addinivalue_line("markers", "slow: long-running reliability scenarios")
+    config.addinivalue_line(
+        "markers", "serial: timing-bound; runs alone under xdist (tests/support/serial.py)"
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -57,6 +60,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "kafka_bootstrap" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.kafka)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    """Setup, call and teardown of a ``serial`` test while no other test runs."""
+    from tests.support.serial import exclusive
+
+    with exclusive(item.get_closest_marker("serial") is not None):
+        return (yield)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -193,7 +205,8 @@ def _local_broker(state_dir: Path) -> Iterator[str]:
     try:
         yield status.bootstrap
     finally:
-        broker.stop()
+        # its data dies with the session: SIGKILL saves the ~15 s of a controlled shutdown
+        broker.stop(crash=True)
 
 
 _sasl_listeners: dict[str, SaslSslListener | None] = {}

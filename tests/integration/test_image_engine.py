@@ -190,6 +190,7 @@ def _latencies(
     return out
 
 
+@pytest.mark.serial  # a latency bound: measured alone
 def test_fifty_images_do_not_block_webhooks_on_the_same_worker(rig: Rig) -> None:
     rig.start()
     done_dir = rig.blobs.root / "images"

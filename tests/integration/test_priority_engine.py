@@ -107,6 +107,7 @@ def p99(values: list[int]) -> int:
     return values[min(len(values) - 1, int(len(values) * 0.99))]
 
 
+@pytest.mark.serial  # a latency bound: measured alone
 def test_high_lane_latency_holds_under_a_low_backlog_and_low_progresses(
     rig: dict[str, Any],
 ) -> None:
