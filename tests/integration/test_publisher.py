@@ -230,7 +230,13 @@ def test_one_publisher_shared_by_threads(
     # What the topic holds, read back, not its watermarks: each acknowledged position holds
     # the event it was acknowledged for, and nothing else is there.
     stored = {(m.partition(), m.offset()): m for m in consume_all(settings, topics, 800)}
-    assert len(stored) == 800
+    # (seen once under heavy load: 799 read back; the message tells a record missing from
+    # the log, below its partition's high watermark or above it, from a short read)
+    missing = sorted({(r.partition, r.offset) for r in results} - set(stored))
+    assert not missing and len(stored) == 800, (
+        f"read back {len(stored)}; acknowledged but not read: {missing[:10]}; "
+        f"high watermarks {end_offsets(settings, topics)}"
+    )
     for r in results:
         assert h.decode(stored[(r.partition, r.offset)].headers())[h.EVENT_ID] == r.event_id
 
