@@ -121,12 +121,14 @@ def decode(raw: RawHeaders | None) -> dict[str, str]:
             raw_name, value = item
         except (TypeError, ValueError):
             continue
-        name = _NAMES.get(raw_name) if type(raw_name) is bytes else None
+        kind = type(raw_name)
+        cacheable = kind is str or kind is bytes
+        name = _NAMES.get(raw_name) if cacheable else None
         if name is None:
             name = _name(raw_name)
             if name is None:
                 continue
-            if type(raw_name) is bytes and len(_NAMES) < _MAX_NAMES:
+            if cacheable and len(_NAMES) < _MAX_NAMES:
                 _NAMES[raw_name] = name
         if type(value) is bytes and len(value) <= _SHORT_VALUE_BYTES:
             text = value.decode("utf-8", errors="replace")  # never past the limit
@@ -152,10 +154,12 @@ def decode(raw: RawHeaders | None) -> dict[str, str]:
     return out
 
 
-# the hot path: header names repeat (ours on every record), so their decoded text is kept
-# (bounded: names beyond the first few thousand distinct ones are decoded each time); a value
-# this short cannot outgrow MAX_HEADER_VALUE_BYTES even if every byte became U+FFFD
-_NAMES: dict[bytes, str] = {}
+# the hot path: header names repeat (ours on every record), so their checked text is kept,
+# by the raw name: bytes (librdkafka) or str (aiokafka decodes names itself, ~5 us a record
+# to re-check); bounded: names beyond the first few thousand distinct ones are checked each
+# time. A value this short cannot outgrow MAX_HEADER_VALUE_BYTES even if every byte became
+# U+FFFD
+_NAMES: dict[bytes | str, str] = {}
 _MAX_NAMES = 4096
 _SHORT_VALUE_BYTES = MAX_HEADER_VALUE_BYTES // 3
 
