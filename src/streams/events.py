@@ -58,6 +58,9 @@ _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def _no_control(value: str) -> str:
+    # printable ASCII has no control character: checked in C (ids are ASCII, ~4x faster)
+    if value.isascii() and value.isprintable() and value.strip():
+        return value
     if _CONTROL.search(value):
         raise ValueError("must not contain control characters")
     if not value.strip():
