@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib.metadata import EntryPoint
+from typing import Any, ClassVar
 
 import pytest
 from tests.support.sample_job import JOB as SAMPLE
@@ -10,6 +11,7 @@ from tests.support.sample_job import SampleJob, SampleSettings
 
 from streams.errors import ConfigError
 from streams.jobs.base import JobContext
+from streams.jobs.batch import DONE, Batch, BatchContext, Outcome
 from streams.jobs.registry import (
     ENTRY_POINT_GROUP,
     HandlerRegistry,
@@ -108,6 +110,47 @@ def test_a_job_without_spec_claims_no_dependency() -> None:
     registry.add_job(SampleJob(SampleSettings()))
     assert registry.get("push.requested") is not None
     assert registry.dependency_family("pushprov:x") is None
+
+
+SMALL = Batch(max_events=5, max_wait_ms=100)
+
+
+class _BatchingJob(SampleJob):
+    event_types: ClassVar[tuple[str, ...]] = ("push.requested", "consent.changed")
+    batches: ClassVar[dict[str, Batch]] = {"push.requested": Batch(max_events=50, max_wait_ms=200)}
+
+    async def handle_batch(self, events: list[Any], ctx: BatchContext) -> list[Outcome]:
+        return [DONE for _ in events]
+
+
+def test_a_job_batches_the_types_it_declares_and_handles_the_others_one_by_one() -> None:
+    registry = HandlerRegistry()
+    job = _BatchingJob(SampleSettings())
+    registry.add_job(job)
+    spec = registry.batch_handler("push.requested")
+    assert spec is not None and spec.batch == Batch(max_events=50, max_wait_ms=200)
+    assert spec.fn == job.handle_batch
+    assert registry.get("push.requested") is None  # no plain handler beside the batch one
+    assert registry.get("consent.changed") == job.handle
+    assert registry.batched_types() == {"push.requested"}
+
+
+def test_a_job_batching_a_type_it_does_not_handle_or_without_handle_batch_is_refused() -> None:
+    class Stray(_BatchingJob):
+        batches: ClassVar[dict[str, Batch]] = {
+            "email.requested": Batch(max_events=5, max_wait_ms=100)
+        }
+
+    with pytest.raises(ConfigError, match=r"Stray.batches names \['email.requested'\]"):
+        HandlerRegistry().add_job(Stray(SampleSettings()))
+
+    class NoBatchMethod(SampleJob):
+        batches: ClassVar[dict[str, Batch]] = {
+            "push.requested": Batch(max_events=5, max_wait_ms=100)
+        }
+
+    with pytest.raises(ConfigError, match="declares batches but has no handle_batch"):
+        HandlerRegistry().add_job(NoBatchMethod(SampleSettings()))
 
 
 def test_jobs_command_lists_each_job_with_its_settings_and_hides_secrets() -> None:

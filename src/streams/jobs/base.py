@@ -141,7 +141,9 @@ class Job(Protocol):
     """A job: handles some event types, may hold connections between events.
 
     Built from its settings object (the first argument); ``start`` runs before the worker
-    consumes, ``stop`` after it has drained.
+    consumes, ``stop`` after it has drained. Event types it names in an optional class
+    attribute ``batches`` (type -> ``jobs.batch.Batch``) go to its ``handle_batch(events,
+    ctx)`` instead of ``handle`` (``HandlerRegistry.add_job``).
     """
 
     event_types: ClassVar[tuple[str, ...]]

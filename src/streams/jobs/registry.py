@@ -78,9 +78,30 @@ class HandlerRegistry:
 
     def add_job(self, job: Job, spec: JobSpec | None = None) -> None:
         """Register ``job``'s handler for its event types; with its ``spec``, its
-        dependencies' breakers follow the spec's family."""
+        dependencies' breakers follow the spec's family.
+
+        A job batches an event type by declaring it in its class attribute ``batches``
+        (``{"analytics.rollup_requested": Batch(max_events=100, max_wait_ms=1000)}``): those
+        types go to its ``handle_batch(events, ctx)`` (``jobs/batch.py``), the others to
+        ``handle``."""
+        batches = getattr(job, "batches", None) or {}
+        unknown = sorted(set(batches) - set(job.event_types))
+        if unknown:
+            raise ConfigError(
+                f"{type(job).__name__}.batches names {unknown}, not among its event_types "
+                f"{list(job.event_types)}"
+            )
+        handle_batch = getattr(job, "handle_batch", None)
+        if batches and not callable(handle_batch):
+            raise ConfigError(
+                f"{type(job).__name__} declares batches but has no handle_batch(events, ctx)"
+            )
         for event_type in job.event_types:
-            self.register(event_type, job.handle)
+            if event_type in batches:
+                assert handle_batch is not None
+                self.register_batch(event_type, handle_batch, batches[event_type])
+            else:
+                self.register(event_type, job.handle)
         self.jobs.append(job)
         if spec is not None:
             for prefix in spec.dependencies:
