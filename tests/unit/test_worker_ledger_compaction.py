@@ -77,6 +77,22 @@ def ids(n: int, prefix: str = "e") -> list[str]:
     return [f"{prefix}{i}" for i in range(n)]
 
 
+async def test_every_entry_written_within_one_millisecond_has_a_key_of_its_own(
+    rigs: Callable[..., Rig],
+) -> None:
+    # the clock stands still: 2,000 batches and their merges are created in one millisecond
+    # (with two random bytes per key, as before, ~30 pairs collided)
+    r = rigs()
+    r.ledger.assign({0})
+    events = ids(2000)
+    await r.trickle(0, events)
+    assert await r.writer.flush(1.0)
+    written = [s.key for s in r.producer.sent if s.value is not None]
+    assert len(written) > len(events)  # the batches and the merged entries
+    assert len(set(written)) == len(written)
+    assert all(r.ledger.seen(0, event_hash(e)) for e in events)
+
+
 async def test_a_trickle_is_merged_and_the_small_entries_get_tombstones(
     rigs: Callable[..., Rig],
 ) -> None:

@@ -19,6 +19,7 @@ changelog are merged right after the rebuild.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 from collections.abc import Callable, Iterable, Sequence
@@ -76,7 +77,10 @@ class Ledger:
         self._dripping: int | None = None  # partition holding the next-chunk callback
         self._deleted = 0  # store keys deleted since its dicts were last rebuilt
         self._dripped = 0  # tombstones written by the current chain
+        # keys are unique by construction: this ledger's random nonce and a counter (two
+        # random bytes per key collided within one millisecond: a batch overwrote another)
         self._nonce = secrets.token_hex(4)
+        self._keys = itertools.count()
         writer.before_flush(self._cut_batches)
 
     # --- assignment ---------------------------------------------------------------------
@@ -192,7 +196,7 @@ class Ledger:
         self._shrink_if_many_deleted()
 
     def _new_key(self, partition: int, now_ms: int) -> bytes:
-        return batch_key(partition, now_ms, f"{self._nonce}{secrets.token_hex(2)}")
+        return batch_key(partition, now_ms, f"{self._nonce}{next(self._keys):x}")
 
     # --- merging small batches ----------------------------------------------------------
 
