@@ -17,6 +17,7 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from streams.broker.admin import apply
+from streams.broker.watermarks import watermarks
 from streams.catalog import Catalog, load_catalog
 from streams.core import headers as h
 from streams.settings import Settings
@@ -202,7 +203,8 @@ def read_topic(
     try:
         ends = {}
         for p in range(partitions):
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            # a topic a worker just created may still be electing its leaders
+            _, high = watermarks(consumer, TopicPartition(topic, p), max(timeout_s, 30.0))
             ends[p] = high
         consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
         out: list[Any] = []

@@ -24,6 +24,7 @@ from confluent_kafka import Consumer as KafkaConsumer
 from confluent_kafka.admin import AdminClient
 
 from streams.broker.clients import base_conf
+from streams.broker.watermarks import watermarks
 from streams.errors import TopologyError
 from streams.settings import Settings
 
@@ -97,9 +98,7 @@ class ClusterOffsets:
 
     def _watermarks(self, topic: str, partition: int) -> tuple[int, int]:
         try:
-            low, high = self._consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=self.timeout_s
-            )
+            low, high = watermarks(self._consumer, TopicPartition(topic, partition), self.timeout_s)
         except KafkaException as exc:
             raise TopologyError(f"cannot read the offsets of {topic}[{partition}]: {exc}") from None
         return int(low), int(high)

@@ -17,6 +17,7 @@ from types import TracebackType
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from streams.broker.clients import base_conf, check_security
+from streams.broker.watermarks import watermarks
 from streams.dlq.records import DlqRecord, PartitionRange, latest
 from streams.errors import DlqError, TopologyError
 from streams.settings import Settings
@@ -74,32 +75,14 @@ def _partitions(consumer: Consumer, settings: Settings, name: str) -> list[Parti
 
 
 def _watermarks(consumer: Consumer, tp: TopicPartition) -> tuple[int, int]:
-    """(low, high) of ``tp``; retries retriable errors (a leader moving, a busy broker)
-    for up to METADATA_TIMEOUT_S, then DlqError."""
-    deadline = time.monotonic() + METADATA_TIMEOUT_S
-    delay_s = 0.1
-    while True:
-        left_s = max(0.5, deadline - time.monotonic())
-        try:
-            low, high = consumer.get_watermark_offsets(tp, timeout=left_s)
-            return int(low), int(high)
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            retriable = isinstance(err, KafkaError) and (
-                err.retriable()
-                or err.code()
-                in (
-                    KafkaError.NOT_LEADER_FOR_PARTITION,
-                    KafkaError.LEADER_NOT_AVAILABLE,
-                    KafkaError._TIMED_OUT,
-                )
-            )
-            if not retriable or time.monotonic() + delay_s > deadline:
-                raise DlqError(
-                    f"cannot read the offsets of {tp.topic}[{tp.partition}]: {_kafka_reason(exc)}"
-                ) from None
-        time.sleep(delay_s)
-        delay_s = min(1.0, delay_s * 2)
+    """(low, high) of ``tp``; retries a leader moving or a busy broker for up to
+    METADATA_TIMEOUT_S (``broker/watermarks.py``), then DlqError."""
+    try:
+        return watermarks(consumer, tp, METADATA_TIMEOUT_S)
+    except KafkaException as exc:
+        raise DlqError(
+            f"cannot read the offsets of {tp.topic}[{tp.partition}]: {_kafka_reason(exc)}"
+        ) from None
 
 
 def _kafka_reason(exc: KafkaException) -> str:
