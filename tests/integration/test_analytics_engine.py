@@ -21,6 +21,7 @@ from tests.support.engine import WorkerProcess, provision, read_topic, wait_for
 from tests.support.postgres import postgres_server, store_url  # noqa: F401 - fixtures
 from tests.support.receiver import ThreadedReceiver
 
+from streams.broker.watermarks import watermarks
 from streams.jobs.analytics_tables import (
     daily_event_counts,
     review_ratings,
@@ -52,7 +53,7 @@ def all_committed(settings: Settings, families: list[str], partitions: int) -> b
                for p in range(partitions)]  # fmt: skip
         committed = consumer.committed(tps, timeout=10)
         for tp in committed:
-            high = consumer.get_watermark_offsets(tp, timeout=10)[1]
+            high = watermarks(consumer, tp, 30.0)[1]
             if high > 0 and tp.offset < high:
                 return False
         return True

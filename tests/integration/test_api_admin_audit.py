@@ -24,6 +24,7 @@ from streams.api.auth_setup import build_authenticator
 from streams.api.problems import Problem
 from streams.api.roles import Role
 from streams.api.settings import ApiSettings
+from streams.broker.watermarks import watermarks
 from streams.serde import SchemaStore
 from streams.settings import Settings
 from streams.store.settings import StoreSettings
@@ -77,10 +78,7 @@ def audit_events(settings: Settings, expected: int) -> list[Any]:
     store = SchemaStore.load(REPO / "schemas")
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        total = sum(
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in partitions
-        )
+        total = sum(watermarks(consumer, TopicPartition(topic, p), 30.0)[1] for p in partitions)
         assert total == expected, f"{total} records on {topic}, expected {expected}"
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         events: list[Any] = []

@@ -22,6 +22,7 @@ from tests.support.api import ApiProcess, bearer, provision, running_api, token
 from tests.support.broker import BROKER_START_TIMEOUT_S, dedicated_broker
 
 from streams.broker.local import LocalBroker
+from streams.broker.watermarks import watermarks
 from streams.serde import SchemaStore
 from streams.settings import Settings
 
@@ -99,10 +100,7 @@ def event_ids_on_topic(settings: Settings, topic: str) -> set[str]:
     store = SchemaStore.load(REPO / "schemas")
     try:
         partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
-            for p in partitions
-        }
+        ends = {p: watermarks(consumer, TopicPartition(topic, p), 30.0)[1] for p in partitions}
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         ids: set[str] = set()
         seen = 0

@@ -20,6 +20,7 @@ from confluent_kafka import Consumer, TopicPartition
 from tests.conftest import delete_topics_of
 from tests.support.api import SECRET, ApiProcess, bearer, provision, running_api, token
 
+from streams.broker.watermarks import watermarks
 from streams.serde import SchemaStore
 from streams.settings import Settings
 
@@ -74,7 +75,7 @@ def records_on_topic(api: ApiProcess) -> int:
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
         total = 0
         for p in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            low, high = watermarks(consumer, TopicPartition(topic, p), 30.0)
             total += high - low
         return total
     finally:

@@ -32,6 +32,7 @@ from aiokafka.record.util import calc_crc32c
 from confluent_kafka import Consumer, Producer, TopicPartition
 from tests.support.engine import TEST_AUDIT, Ledger, audit_rig, read_topic, wait_for
 
+from streams.broker.watermarks import watermarks
 from streams.core import headers as h
 from streams.errors import DecodeError, EventValidationError
 from streams.events import EXAMPLE_PAYLOADS, build_event
@@ -168,7 +169,7 @@ def committed_to_end(settings: Settings, topic: str) -> bool:
     consumer = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": settings.app_id})
     try:
         [tp] = consumer.committed([TopicPartition(topic, PARTITION)], timeout=10)
-        high = consumer.get_watermark_offsets(tp, timeout=10)[1]
+        high = watermarks(consumer, tp, 30.0)[1]
         return bool(tp.offset == high)
     finally:
         consumer.close()
